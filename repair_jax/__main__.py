@@ -1,0 +1,5 @@
+import sys
+
+from repair_jax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,58 @@
+"""Group-level error diagnosis of a trained model (000 Sec. 2.2; 004 class-wise metrics)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from repair_jax import metrics
+from repair_jax.data import Dataset
+from repair_jax.train import TrainState, predict
+
+
+def diagnose(state: TrainState, dataset: Dataset, split: str = "test", top_k: int = 5) -> dict:
+    """The diagnosis.json record for ``split``.
+
+    Single-label: accuracy, balanced accuracy, macro-F1, DOB, precision std, the confusion matrix
+    (counts, rows = true), the ``top_k`` most confused pairs by type1conf and most biased triplets by
+    cd over type1conf, and class-wise precision/recall/F1/AUROC. Multi-label: mAP, subset accuracy,
+    pairs by type2conf and triplets by cd over type2conf.
+    """
+    sp = dataset.split(split)
+    logits, _ = predict(state, sp.x)
+    out: dict = {"dataset": dataset.name, "split": split, "num_examples": len(sp),
+                 "class_names": list(dataset.class_names), "multilabel": dataset.multilabel}
+    if dataset.multilabel:
+        s = metrics.summarize_multilabel(sp.y, logits)
+        err, kind = s.pop("type2conf"), "type2conf"
+        out.update(s)
+    else:
+        s = metrics.summarize(sp.y, logits, dataset.num_classes)
+        err, kind = s.pop("type1conf"), "type1conf"
+        out.update(s)
+    out["error_kind"] = kind
+    out["top_pairs"] = [{"classes": p["classes"], kind: p["value"]} for p in metrics.top_pairs(err, top_k)]
+    out["top_triplets"] = [{"classes": t["classes"], "cd": t["value"]}
+                           for t in metrics.top_triplets(err, top_k)]
+    out["pairwise_error"] = np.asarray(err)
+    return out
+
+
+def format_summary(d: dict) -> str:
+    """A short human-readable summary of a diagnosis record."""
+    names = d["class_names"]
+    lines = [f"{d['dataset']} / {d['split']} split ({d['num_examples']} examples)"]
+    if d["multilabel"]:
+        lines.append(f"  mAP {d['map']:.4f}   subset accuracy {d['subset_accuracy']:.4f}")
+    else:
+        lines.append(f"  accuracy {d['accuracy']:.4f}   balanced accuracy {d['balanced_accuracy']:.4f}   "
+                     f"macro-F1 {d['macro_f1']:.4f}   DOB {d['dob']:.4f}")
+    kind = d["error_kind"]
+    lines.append(f"  most confused pairs ({kind}):")
+    for p in d["top_pairs"]:
+        a, b = p["classes"]
+        lines.append(f"    {names[a]} <-> {names[b]}: {p[kind]:.4f}")
+    lines.append("  most biased triplets (cd = |err(A,C) - err(B,C)|, anchor C):")
+    for t in d["top_triplets"]:
+        a, b, c = t["classes"]
+        lines.append(f"    A={names[a]}, B={names[b]}, C={names[c]}: {t['cd']:.4f}")
+    return "\n".join(lines)

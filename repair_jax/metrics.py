@@ -1,0 +1,237 @@
+"""Diagnosis metrics: confusion, bias (confusion disparity), class-wise and imbalance metrics.
+
+All array functions are pure JAX and jittable (``num_classes`` static). Conventions for
+undefined cases (no NaN is ever returned):
+
+* a conditional rate with an empty conditioning set (e.g. P(A|B) when class B has no samples)
+  is 0;
+* precision of a class never predicted, recall of a class never present and the F1 built from
+  them are 0 (scikit-learn's ``zero_division=0``);
+* balanced accuracy and DOB average over the classes present in ``y_true`` (as scikit-learn's
+  ``balanced_accuracy_score``); macro-F1 and the precision standard deviation over all classes;
+* one-vs-rest AUROC and average precision of a class with no positive (or no negative) sample is
+  0.5 / 0 respectively; ``class_present`` tells which classes are defined.
+
+Sources: 000_92ecc981581ec3ed.txt Sec. 2.2 (type1conf, type2conf, cd);
+004_9347ff94c01a7b9b.txt (class-wise precision/recall/F1/AUROC, DOB, precision std).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _safe_div(num, den):
+    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1), 0.0)
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def confusion_matrix(y_true, y_pred, num_classes: int):
+    """Counts (K, K), rows = true class, columns = predicted class."""
+    t = jax.nn.one_hot(y_true, num_classes, dtype=jnp.int32)
+    p = jax.nn.one_hot(y_pred, num_classes, dtype=jnp.int32)
+    return t.T @ p
+
+
+def conditional_confusion(cm):
+    """P[t, p] = share of class-t samples predicted p (0 for a class without samples)."""
+    cm = jnp.asarray(cm, jnp.float32)
+    return _safe_div(cm, cm.sum(axis=1, keepdims=True))
+
+
+def type1conf_matrix(cm):
+    """M[a, b] = type1conf(a, b) = mean(P(a|b), P(b|a)), symmetric, zero diagonal (000 Sec. 2.2.1).
+
+    P(a|b) is the share of class-b samples predicted a, i.e. ``conditional_confusion(cm)[b, a]``.
+    """
+    p = conditional_confusion(cm)
+    m = 0.5 * (p + p.T)
+    return m * (1 - jnp.eye(m.shape[0]))
+
+
+def type1conf(cm, a: int, b: int):
+    return type1conf_matrix(cm)[a, b]
+
+
+def type2conf_matrix(y_true, y_pred):
+    """M[a, b] = type2conf(a, b) = mean(P((a,b)|a), P((b,a)|b)) for multi-label (000 Sec. 2.2.1).
+
+    P((a,b)|a): among samples labelled a and not b, the share predicted to contain both a and b.
+    y_true, y_pred: (N, K) multi-hot (0/1).
+    """
+    t = jnp.asarray(y_true, jnp.float32)
+    p = jnp.asarray(y_pred, jnp.float32)
+    cond = jnp.einsum("na,nb->ab", t, 1 - t)                     # labelled a, not b
+    both = jnp.einsum("na,nb,na,nb->ab", t, 1 - t, p, p)         # ... and predicted a and b
+    rate = _safe_div(both, cond)
+    m = 0.5 * (rate + rate.T)
+    return m * (1 - jnp.eye(m.shape[0]))
+
+
+def type2conf(y_true, y_pred, a: int, b: int):
+    return type2conf_matrix(y_true, y_pred)[a, b]
+
+
+def confusion_disparity(err, a: int, b: int, c: int):
+    """cd(a, b, c) = |error(a, c) - error(b, c)| for a pairwise error matrix (000 Sec. 2.2.2)."""
+    err = jnp.asarray(err)
+    return jnp.abs(err[a, c] - err[b, c])
+
+
+def top_pairs(err, k: int = 5) -> list[dict]:
+    """The k most confused unordered pairs, most confused first: ``[{"classes": [a, b], "value"}]``."""
+    err = np.asarray(err)
+    n = err.shape[0]
+    iu = np.triu_indices(n, 1)
+    vals = err[iu]
+    order = np.lexsort((iu[1], iu[0], -vals))[:k]  # ties broken by class index: deterministic
+    return [{"classes": [int(iu[0][i]), int(iu[1][i])], "value": float(vals[i])} for i in order]
+
+
+def top_triplets(err, k: int = 5) -> list[dict]:
+    """The k most biased triplets by cd, as ``[{"classes": [A, B, C], "value"}]``.
+
+    Roles as in 000 Sec. 2.2.2: C is the anchor, A the positive (error(A, C) >= error(B, C)) and B
+    the negative target class.
+    """
+    err = np.asarray(err)
+    n = err.shape[0]
+    rows = []
+    for c in range(n):
+        others = [i for i in range(n) if i != c]
+        for a, b in itertools.combinations(others, 2):
+            if err[a, c] < err[b, c]:
+                a, b = b, a
+            rows.append((-(err[a, c] - err[b, c]), a, b, c))
+    rows.sort()
+    return [{"classes": [a, b, c], "value": float(-v)} for v, a, b, c in rows[:k]]
+
+
+# ----------------------------------------------------------------------------- class-wise
+
+def class_present(cm):
+    return jnp.asarray(cm).sum(axis=1) > 0
+
+
+def precision_recall_f1(cm):
+    """Class-wise precision, recall and F1 (each (K,)) from a confusion matrix; zero_division=0."""
+    cm = jnp.asarray(cm, jnp.float32)
+    tp = jnp.diag(cm)
+    precision = _safe_div(tp, cm.sum(axis=0))
+    recall = _safe_div(tp, cm.sum(axis=1))
+    f1 = _safe_div(2 * precision * recall, precision + recall)
+    return precision, recall, f1
+
+
+def accuracy(cm):
+    cm = jnp.asarray(cm, jnp.float32)
+    return _safe_div(jnp.trace(cm), cm.sum())
+
+
+def balanced_accuracy(cm):
+    """Mean recall over the classes present in y_true."""
+    _, recall, _ = precision_recall_f1(cm)
+    present = class_present(cm)
+    return _safe_div(jnp.sum(jnp.where(present, recall, 0.0)), present.sum())
+
+
+def macro_f1(cm):
+    return jnp.mean(precision_recall_f1(cm)[2])
+
+
+def degree_of_bias(cm):
+    """DOB: population standard deviation of the class-wise recalls over present classes (004)."""
+    _, recall, _ = precision_recall_f1(cm)
+    present = class_present(cm)
+    n = jnp.maximum(present.sum(), 1)
+    mean = jnp.sum(jnp.where(present, recall, 0.0)) / n
+    return jnp.sqrt(jnp.sum(jnp.where(present, jnp.square(recall - mean), 0.0)) / n)
+
+
+def precision_std(cm):
+    """Population standard deviation of the class-wise precisions over all classes (004)."""
+    return jnp.std(precision_recall_f1(cm)[0])
+
+
+def _avg_ranks(scores):
+    """1-based average ranks (ties share their mean rank), (N,) -> (N,)."""
+    s = jnp.sort(scores)
+    lo = jnp.searchsorted(s, scores, side="left")
+    hi = jnp.searchsorted(s, scores, side="right")
+    return (lo + hi + 1) / 2.0
+
+
+def binary_auroc(y, scores):
+    """ROC AUC of scores for binary y (N,) via the Mann-Whitney statistic; 0.5 if undefined."""
+    y = jnp.asarray(y, jnp.float32)
+    npos = y.sum()
+    nneg = y.shape[0] - npos
+    ranks = _avg_ranks(jnp.asarray(scores, jnp.float32))
+    u = jnp.sum(ranks * y) - npos * (npos + 1) / 2
+    return jnp.where((npos > 0) & (nneg > 0), u / jnp.maximum(npos * nneg, 1), 0.5)
+
+
+def binary_average_precision(y, scores):
+    """Average precision (scikit-learn's step-wise definition, ties as one threshold); 0 if no positive."""
+    y = jnp.asarray(y, jnp.float32)
+    scores = jnp.asarray(scores, jnp.float32)
+    order = jnp.argsort(scores)
+    s_sorted, y_sorted = scores[order], y[order]
+    tp_from = jnp.cumsum(y_sorted[::-1])[::-1]  # positives with sorted index >= j
+    n = scores.shape[0]
+    first = jnp.searchsorted(s_sorted, scores, side="left")
+    tp = tp_from[first]
+    predicted = n - first
+    precision_at = tp / predicted
+    npos = y.sum()
+    return jnp.where(npos > 0, jnp.sum(y * precision_at) / jnp.maximum(npos, 1), 0.0)
+
+
+def auroc_ovr(y_true, scores, num_classes: int):
+    """One-vs-rest AUROC per class (K,), single-label y_true (N,), scores (N, K)."""
+    onehot = jax.nn.one_hot(y_true, num_classes)
+    return jax.vmap(binary_auroc, in_axes=(1, 1))(onehot, scores)
+
+
+def mean_average_precision(y_true, scores):
+    """Multi-label mAP: mean over classes of the average precision, y_true (N, K) multi-hot."""
+    return jnp.mean(jax.vmap(binary_average_precision, in_axes=(1, 1))(y_true, scores))
+
+
+def summarize(y_true, logits, num_classes: int) -> dict:
+    """All single-label diagnosis numbers for one prediction set, as plain Python/numpy values."""
+    y_true = jnp.asarray(y_true)
+    logits = jnp.asarray(logits)
+    y_pred = jnp.argmax(logits, axis=-1)
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    precision, recall, f1 = precision_recall_f1(cm)
+    return {
+        "accuracy": float(accuracy(cm)),
+        "balanced_accuracy": float(balanced_accuracy(cm)),
+        "macro_f1": float(macro_f1(cm)),
+        "dob": float(degree_of_bias(cm)),
+        "precision_std": float(precision_std(cm)),
+        "confusion_matrix": np.asarray(cm),
+        "type1conf": np.asarray(type1conf_matrix(cm)),
+        "per_class": {
+            "precision": np.asarray(precision), "recall": np.asarray(recall), "f1": np.asarray(f1),
+            "auroc": np.asarray(auroc_ovr(y_true, jax.nn.softmax(logits), num_classes)),
+        },
+    }
+
+
+def summarize_multilabel(y_true, logits) -> dict:
+    """Multi-label diagnosis: mAP, subset accuracy and the type2conf matrix (threshold 0.5)."""
+    y_true = jnp.asarray(y_true)
+    logits = jnp.asarray(logits)
+    y_pred = (logits > 0).astype(jnp.float32)
+    return {
+        "map": float(mean_average_precision(y_true, logits)),
+        "subset_accuracy": float(jnp.mean(jnp.all(y_pred == y_true, axis=-1))),
+        "type2conf": np.asarray(type2conf_matrix(y_true, y_pred)),
+    }

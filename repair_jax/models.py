@@ -1,0 +1,235 @@
+"""Flax (linen) classifiers. Every model maps ``(x, train, sample_weight)`` to ``(logits, features)``.
+
+``features`` are the penultimate activations (used by w-dbr and concept carving). BatchNorm
+statistics live in the ``batch_stats`` collection. Every BatchNorm layer here is
+:class:`BatchNorm`, which accepts optional per-example weights for its batch statistics: with
+``sample_weight=None`` it is ordinary BatchNorm; w-bn (000 Sec. 3.3) passes weights instead of
+forking the model code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from repair_jax.errors import UserError
+
+
+class BatchNorm(nn.Module):
+    """Batch normalization whose batch mean/variance may be a weighted average over examples.
+
+    In training mode with ``sample_weight`` w (N,), w >= 0, the batch statistics are
+    ``mean = sum_n w_n mean_n`` and ``var = sum_n w_n E_n[(x - mean)^2]`` with w normalised to sum 1
+    (``mean_n`` averages example n over its spatial positions). Uniform w gives plain BatchNorm.
+    The running averages are updated with the same (weighted) batch statistics:
+    ``ra = momentum * ra + (1 - momentum) * batch_stat``. In eval mode the running averages are used.
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x, train: bool, sample_weight=None):
+        feat = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((feat,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((feat,), jnp.float32))
+        scale = self.param("scale", nn.initializers.ones, (feat,))
+        bias = self.param("bias", nn.initializers.zeros, (feat,))
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            if sample_weight is None:
+                mean = jnp.mean(x, axes)
+                var = jnp.mean(jnp.square(x - mean), axes)
+            else:
+                w = sample_weight / jnp.sum(sample_weight)
+                spatial = tuple(range(1, x.ndim - 1))
+                per_ex_mean = jnp.mean(x, spatial) if spatial else x  # (N, C)
+                mean = jnp.einsum("n,nc->c", w, per_ex_mean)
+                sq = jnp.square(x - mean)
+                per_ex_sq = jnp.mean(sq, spatial) if spatial else sq
+                var = jnp.einsum("n,nc->c", w, per_ex_sq)
+            if not self.is_initializing():
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network (001 Sec. 5: 2 hidden layers of 256)."""
+
+    num_classes: int
+    hidden: Sequence[int] = (256, 256)
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, sample_weight=None):
+        h = x.reshape((x.shape[0], -1))
+        for width in self.hidden:
+            h = nn.relu(nn.Dense(width)(h))
+        return nn.Dense(self.num_classes)(h), h
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks (conv-BN-ReLU x2, max-pool) and a dense layer; the BatchNorm workhorse."""
+
+    num_classes: int
+    width: int = 32
+    dense: int = 128
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, sample_weight=None):
+        h = x
+        for mult in (1, 2):
+            for _ in range(2):
+                h = nn.Conv(self.width * mult, (3, 3), use_bias=False)(h)
+                h = nn.relu(BatchNorm()(h, train, sample_weight))
+            h = nn.max_pool(h, (2, 2), (2, 2))
+        h = h.reshape((h.shape[0], -1))
+        h = nn.Dense(self.dense, use_bias=False)(h)
+        feats = nn.relu(BatchNorm()(h, train, sample_weight))
+        return nn.Dense(self.num_classes)(feats), feats
+
+
+class BasicBlock(nn.Module):
+    filters: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x, train, sample_weight):
+        h = nn.Conv(self.filters, (3, 3), (self.stride, self.stride), use_bias=False)(x)
+        h = nn.relu(BatchNorm()(h, train, sample_weight))
+        h = nn.Conv(self.filters, (3, 3), use_bias=False)(h)
+        h = BatchNorm()(h, train, sample_weight)
+        if self.stride != 1 or x.shape[-1] != self.filters:
+            x = nn.Conv(self.filters, (1, 1), (self.stride, self.stride), use_bias=False)(x)
+            x = BatchNorm()(x, train, sample_weight)
+        return nn.relu(h + x)
+
+
+class ResNet(nn.Module):
+    """CIFAR-variant ResNet (3x3 stem, no max-pool) with basic blocks."""
+
+    num_classes: int
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    width: int = 64
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, sample_weight=None):
+        h = nn.Conv(self.width, (3, 3), use_bias=False)(x)
+        h = nn.relu(BatchNorm()(h, train, sample_weight))
+        for i, n_blocks in enumerate(self.stage_sizes):
+            for j in range(n_blocks):
+                stride = 2 if (i > 0 and j == 0 and h.shape[1] > 1) else 1
+                h = BasicBlock(self.width * 2 ** i, stride)(h, train, sample_weight)
+        feats = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(self.num_classes)(feats), feats
+
+
+class VGG(nn.Module):
+    """VGG with BatchNorm (VGG11-BN by default); a max-pool is skipped once the map is 1x1."""
+
+    num_classes: int
+    cfg: Sequence[Any] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+    width_mult: float = 1.0
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, sample_weight=None):
+        h = x
+        for v in self.cfg:
+            if v == "M":
+                if h.shape[1] > 1:
+                    h = nn.max_pool(h, (2, 2), (2, 2))
+            else:
+                h = nn.Conv(max(1, int(v * self.width_mult)), (3, 3), use_bias=False)(h)
+                h = nn.relu(BatchNorm()(h, train, sample_weight))
+        feats = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(self.num_classes)(feats), feats
+
+
+class InvertedResidual(nn.Module):
+    filters: int
+    stride: int
+    expand: int
+
+    @nn.compact
+    def __call__(self, x, train, sample_weight):
+        c = x.shape[-1]
+        h = x
+        if self.expand != 1:
+            h = nn.Conv(c * self.expand, (1, 1), use_bias=False)(h)
+            h = nn.relu6(BatchNorm()(h, train, sample_weight))
+        h = nn.Conv(h.shape[-1], (3, 3), (self.stride, self.stride), feature_group_count=h.shape[-1],
+                    use_bias=False)(h)
+        h = nn.relu6(BatchNorm()(h, train, sample_weight))
+        h = nn.Conv(self.filters, (1, 1), use_bias=False)(h)
+        h = BatchNorm()(h, train, sample_weight)
+        if self.stride == 1 and c == self.filters:
+            h = h + x
+        return h
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2, CIFAR variant (stride 1 in the stem and the first downsampling stage)."""
+
+    num_classes: int
+    width_mult: float = 1.0
+    # (expansion t, channels c, repeats n, stride s) as in Sandler et al., Table 2 (CIFAR strides)
+    blocks: Sequence[tuple[int, int, int, int]] = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2),
+                                                   (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                                                   (6, 320, 1, 1))
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, sample_weight=None):
+        w = lambda ch: max(8, int(ch * self.width_mult))
+        h = nn.Conv(w(32), (3, 3), use_bias=False)(x)
+        h = nn.relu6(BatchNorm()(h, train, sample_weight))
+        for t, ch, n, s in self.blocks:
+            for i in range(n):
+                stride = s if (i == 0 and h.shape[1] > 1) else 1
+                h = InvertedResidual(w(ch), stride, t)(h, train, sample_weight)
+        h = nn.Conv(w(1280), (1, 1), use_bias=False)(h)
+        h = nn.relu6(BatchNorm()(h, train, sample_weight))
+        feats = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(self.num_classes)(feats), feats
+
+
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {
+    "mlp": lambda k, **kw: MLP(k, **kw),
+    "cnn": lambda k, **kw: SmallCNN(k, **kw),
+    "resnet18": lambda k, **kw: ResNet(k, (2, 2, 2, 2), **kw),
+    "resnet34": lambda k, **kw: ResNet(k, (3, 4, 6, 3), **kw),
+    "vgg11_bn": lambda k, **kw: VGG(k, **kw),
+    "mobilenet_v2": lambda k, **kw: MobileNetV2(k, **kw),
+}
+MODELS = tuple(_FACTORIES)
+
+
+def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """A model by name (``mlp``, ``cnn``, ``resnet18``, ``resnet34``, ``vgg11_bn``, ``mobilenet_v2``).
+
+    ``kwargs`` go to the module (e.g. ``hidden=(64,)`` for the MLP, ``width=16`` for the CNN/ResNet).
+    """
+    if name not in _FACTORIES:
+        raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if num_classes < 2:
+        raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
+    try:
+        return _FACTORIES[name](num_classes, **kwargs)
+    except TypeError as e:
+        raise UserError(f"bad options for model {name!r}: {e}") from None
+
+
+def init_variables(model: nn.Module, rng: jax.Array, input_shape: Sequence[int]) -> dict:
+    """Initial ``{'params': ..., 'batch_stats': ...}`` (``batch_stats`` empty for models without BN)."""
+    variables = model.init(rng, jnp.zeros((2, *input_shape), jnp.float32), train=False)
+    variables = dict(variables)
+    variables.setdefault("batch_stats", {})
+    return variables
+
+
+def has_batch_norm(variables: dict) -> bool:
+    return bool(jax.tree_util.tree_leaves(variables.get("batch_stats", {})))

@@ -1,0 +1,45 @@
+"""Matplotlib figures written atomically as PNG (Agg backend, no display needed)."""
+
+from __future__ import annotations
+
+import io as _io
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from repair_jax.io import write_bytes_atomic  # noqa: E402
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str | Path,
+                          title: str = "Confusion matrix", normalize: bool = True) -> None:
+    """Heat map of a confusion matrix (rows = true class); row-normalised by default, counts printed."""
+    cm = np.asarray(cm)
+    k = cm.shape[0]
+    rates = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
+    size = max(4.0, 0.45 * k + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(k), class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 * rates.max() else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    save_figure(fig, path)

@@ -1,0 +1,279 @@
+"""Pure losses, jitted train/eval steps, data-parallel training over local devices.
+
+An *objective* is a pure function ``objective(params, state, batch) -> (loss, (batch_stats, metrics))``.
+:func:`make_train_step` turns any objective into a jitted ``train_step(state, batch) -> (state,
+metrics)``; repair methods (w-loss, w-dbr, w-bn, ...) are other objectives, not other trainers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
+
+from repair_jax.data import Dataset, Split, shuffled_batches
+from repair_jax.errors import UserError
+
+
+class TrainState(train_state.TrainState):
+    """optax/flax train state plus the BatchNorm running statistics collection."""
+
+    batch_stats: Any = None
+
+
+Objective = Callable[[Any, TrainState, dict], tuple[jax.Array, tuple[Any, dict]]]
+
+
+# ----------------------------------------------------------------------------- losses (pure)
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example cross-entropy, logits (N, K), integer labels (N,) -> (N,)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def sigmoid_binary_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Per-example multi-label BCE summed over classes, logits/targets (N, K) -> (N,)."""
+    return jnp.sum(optax.sigmoid_binary_cross_entropy(logits, targets), axis=-1)
+
+
+def per_example_loss(logits: jax.Array, y: jax.Array, multilabel: bool) -> jax.Array:
+    return sigmoid_binary_cross_entropy(logits, y) if multilabel else softmax_cross_entropy(logits, y)
+
+
+def l2_penalty(params) -> jax.Array:
+    """0.5 * ||params||^2 over every parameter."""
+    return 0.5 * sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(params))
+
+
+def forward(state: TrainState, params, x, train: bool, sample_weight=None):
+    """(logits, features, new_batch_stats); in eval mode batch_stats are returned unchanged."""
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    if train:
+        (logits, feats), mutated = state.apply_fn(variables, x, train=True, sample_weight=sample_weight,
+                                                  mutable=["batch_stats"])
+        return logits, feats, mutated.get("batch_stats", state.batch_stats)
+    logits, feats = state.apply_fn(variables, x, train=False)
+    return logits, feats, state.batch_stats
+
+
+def erm_objective(params, state: TrainState, batch: dict, *, multilabel: bool = False,
+                  l2: float = 0.0):
+    """Mean loss over the batch + l2 * 0.5 ||params||^2 (000 Sec. 3.1, Loss_orig)."""
+    logits, _, batch_stats = forward(state, params, batch["x"], train=True)
+    loss = jnp.mean(per_example_loss(logits, batch["y"], multilabel)) + l2 * l2_penalty(params)
+    return loss, (batch_stats, {"loss": loss})
+
+
+def make_train_step(objective: Objective) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """Jitted ``train_step(state, batch) -> (state, metrics)`` for any objective."""
+
+    def train_step(state: TrainState, batch: dict):
+        grad_fn = jax.value_and_grad(objective, has_aux=True)
+        (loss, (batch_stats, metrics)), grads = grad_fn(state.params, state, batch)
+        state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        return state, metrics
+
+    return jax.jit(train_step, donate_argnums=(0,))
+
+
+@functools.partial(jax.jit, static_argnames=())
+def _eval_logits(state: TrainState, x):
+    logits, feats, _ = forward(state, state.params, x, train=False)
+    return logits, feats
+
+
+def predict(state: TrainState, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and penultimate features for all of ``x``, in fixed-size (padded) jitted chunks."""
+    n = x.shape[0]
+    if n == 0:
+        raise UserError("cannot predict on an empty set of inputs")
+    bs = min(batch_size, n)
+    outs_l, outs_f = [], []
+    for i in range(0, n, bs):
+        chunk = x[i:i + bs]
+        pad = bs - chunk.shape[0]
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        logits, feats = _eval_logits(state, jnp.asarray(chunk))
+        outs_l.append(np.asarray(logits)[:bs - pad])
+        outs_f.append(np.asarray(feats)[:bs - pad])
+    return np.concatenate(outs_l), np.concatenate(outs_f)
+
+
+def predict_labels(state: TrainState, x: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """Class indices (N,) or multi-hot predictions at probability 0.5 (N, K)."""
+    logits, _ = predict(state, x)
+    return (logits > 0).astype(np.int32) if multilabel else logits.argmax(-1).astype(np.int32)
+
+
+def evaluate(state: TrainState, split: Split, multilabel: bool = False) -> float:
+    """Accuracy (single-label) or mean average precision over classes (multi-label)."""
+    logits, _ = predict(state, split.x)
+    if multilabel:
+        from repair_jax.metrics import mean_average_precision
+        return float(mean_average_precision(jnp.asarray(split.y), jnp.asarray(logits)))
+    return float(np.mean(logits.argmax(-1) == split.y))
+
+
+# ----------------------------------------------------------------------------- configuration
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that determines a training run (stored in run.json)."""
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9
+    schedule: str = "cosine"  # cosine | constant | step (x0.1 at 50% and 75%, 000 Sec. 4.1)
+    l2: float = 0.0
+    seed: int = 0
+    data_dir: str | None = None
+    train_limit: int | None = None
+
+    def validate(self) -> None:
+        if self.epochs < 0:
+            raise UserError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size <= 0:
+            raise UserError(f"batch size must be positive, got {self.batch_size}")
+        if not self.lr > 0:
+            raise UserError(f"learning rate must be positive, got {self.lr}")
+        if self.optimizer not in ("adam", "sgd", "rmsprop"):
+            raise UserError(f"unknown optimizer {self.optimizer!r}; choose adam, sgd or rmsprop")
+        if self.schedule not in ("cosine", "constant", "step"):
+            raise UserError(f"unknown schedule {self.schedule!r}; choose cosine, constant or step")
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    total_steps = max(total_steps, 1)
+    if config.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(config.lr, total_steps)
+    elif config.schedule == "step":
+        lr = optax.piecewise_constant_schedule(
+            config.lr, {int(total_steps * 0.5): 0.1, int(total_steps * 0.75): 0.1})
+    else:
+        lr = config.lr
+    if config.optimizer == "sgd":
+        return optax.sgd(lr, momentum=config.momentum, nesterov=True)
+    if config.optimizer == "rmsprop":
+        return optax.rmsprop(lr)
+    return optax.adam(lr)
+
+
+def create_train_state(model, variables: dict, tx: optax.GradientTransformation) -> TrainState:
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables.get("batch_stats", {}))
+
+
+# ----------------------------------------------------------------------------- data parallelism
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh with axis ``data`` over all devices (all hosts' after ``jax.distributed.initialize``)."""
+    devices = np.asarray(devices if devices is not None else jax.devices())
+    return Mesh(devices, ("data",))
+
+
+def replicate(tree, mesh: Mesh):
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+    """Places a host batch on the mesh, split along the leading (example) axis."""
+    n_dev = mesh.devices.size
+    n = next(iter(batch.values())).shape[0] * jax.process_count()
+    if n % n_dev:
+        raise UserError(f"batch size {n} is not divisible by the {n_dev} devices of the mesh")
+    sharding = NamedSharding(mesh, P("data"))
+    if jax.process_count() > 1:  # each host holds its slice of the global batch
+        return jax.tree_util.tree_map(
+            lambda a: jax.make_array_from_process_local_data(sharding, a), batch)
+    return jax.device_put(batch, sharding)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Objective | None = None,
+        mesh: Mesh | None = None, progress: bool = True, epochs: int | None = None,
+        batch_indices: Callable[[np.random.Generator], Any] | None = None,
+        make_batch: Callable[[np.ndarray], dict] | None = None) -> tuple[TrainState, list[dict]]:
+    """Trains ``state`` for ``epochs`` (default ``config.epochs``) and returns (state, history).
+
+    ``objective`` defaults to :func:`erm_objective`. ``batch_indices(rng)`` yields the index batches
+    of one epoch (default: shuffled, last partial batch dropped); ``make_batch(idx)`` builds the batch
+    dict (default: ``dataset.train.batch(idx)``). With a ``mesh`` each batch is sharded over its
+    ``data`` axis and the state is replicated (data-parallel training; the result equals
+    single-device training up to floating-point reduction order).
+    History rows: epoch, train_loss, val_metric, epoch_time, input_time (host batch preparation).
+    """
+    config.validate()
+    epochs = config.epochs if epochs is None else epochs
+    if objective is None:
+        objective = functools.partial(erm_objective, multilabel=dataset.multilabel, l2=config.l2)
+    step = make_train_step(objective)
+    if batch_indices is None:
+        bs = min(config.batch_size, len(dataset.train))
+        batch_indices = lambda rng: shuffled_batches(len(dataset.train), bs, rng)
+    if make_batch is None:
+        make_batch = dataset.train.batch
+    if mesh is not None:
+        state = replicate(state, mesh)
+    rng = np.random.default_rng(config.seed)
+    history = []
+    bar = tqdm(range(epochs), desc=f"train {config.model}", disable=None if progress else True, leave=False)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        input_time, losses = 0.0, []
+        for idx in batch_indices(rng):
+            t_in = time.perf_counter()
+            if mesh is not None and jax.process_count() > 1:  # every host draws the same indices
+                idx = idx[jax.process_index()::jax.process_count()]
+            batch = make_batch(idx)
+            batch = shard_batch(batch, mesh) if mesh is not None else jax.device_put(batch)
+            input_time += time.perf_counter() - t_in
+            state, metrics = step(state, batch)
+            losses.append(metrics["loss"])
+        train_loss = float(jnp.mean(jnp.stack(losses))) if losses else float("nan")
+        if losses and not np.isfinite(train_loss):
+            raise UserError(f"training diverged at epoch {epoch + 1} (loss is {train_loss}); "
+                            "lower the learning rate")
+        epoch_time = time.perf_counter() - t0
+        val = evaluate(state, dataset.val, dataset.multilabel) if len(dataset.val) else float("nan")
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_metric": val,
+                        "epoch_time": epoch_time, "input_time": input_time})
+        bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val:.4f}")
+    return state, history
+
+
+def train_model(config: TrainConfig, dataset: Dataset | None = None, progress: bool = True,
+                mesh: Mesh | None = None):
+    """Builds the model of ``config``, trains it on ``dataset`` (loaded from the config if None).
+
+    Returns (model, state, history, dataset).
+    """
+    from repair_jax.data import load_dataset
+    from repair_jax.models import create_model, init_variables
+
+    config.validate()
+    if dataset is None:
+        dataset = load_dataset(config.dataset, seed=config.seed, data_dir=config.data_dir,
+                               train_limit=config.train_limit)
+    model = create_model(config.model, dataset.num_classes, **config.model_kwargs)
+    variables = init_variables(model, jax.random.PRNGKey(config.seed), dataset.input_shape)
+    steps = config.epochs * max(1, len(dataset.train) // min(config.batch_size, len(dataset.train)))
+    state = create_train_state(model, variables, make_optimizer(config, steps))
+    state, history = fit(state, dataset, config, mesh=mesh, progress=progress)
+    return model, state, history, dataset
