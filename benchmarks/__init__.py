@@ -1,0 +1,1 @@
+"""Benchmarks: each module has ``run(quick: bool) -> dict`` and is registered in ``BENCHMARKS``."""

@@ -1,0 +1,67 @@
+"""The one benchmark runner: ``python -m benchmarks [--only a,b] [--quick] [--out DIR]``.
+
+Each benchmark writes ``DIR/<name>.json``: its figures (ratios measured in one run, ours vs a
+baseline on the same machine), the machine and the JAX version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+import time
+from pathlib import Path
+
+# name -> module (each has run(quick: bool) -> dict)
+BENCHMARKS = {
+    "train_throughput": "benchmarks.train_throughput",
+}
+
+
+def machine_info() -> dict:
+    import jax
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": __import__("os").cpu_count(), "jax_version": jax.__version__,
+            "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend()}
+
+
+def run_benchmarks(out: str | Path, only=None, quick: bool = False) -> dict:
+    from repair_jax.errors import UserError
+    from repair_jax.io import write_json
+
+    names = only or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise UserError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    results = {}
+    for name in names:
+        t0 = time.perf_counter()
+        figures = importlib.import_module(BENCHMARKS[name]).run(quick=quick)
+        record = {"benchmark": name, "quick": quick, "figures": figures, "machine": machine_info(),
+                  "wall_time": time.perf_counter() - t0,
+                  "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_json(Path(out) / f"{name}.json", record)
+        print(f"{name}: {figures}")
+        results[name] = record
+    return results
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--only", default=None)
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args(argv)
+    from repair_jax.errors import UserError
+    try:
+        run_benchmarks(a.out, a.only.split(",") if a.only else None, a.quick)
+    except UserError as e:
+        sys.stderr.write(f"benchmarks: error: {e}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
