@@ -108,6 +108,18 @@ def parse_class(spec: str | int, class_names: Sequence[str]) -> int:
     return idx
 
 
+def parse_class_tuple(spec: str | Sequence, class_names: Sequence[str], size: int) -> tuple[int, ...]:
+    """"A,B" (pair) or "A,B,C" (triplet) by index or name -> distinct class indices."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    if len(items) != size:
+        kind = {2: "pair", 3: "triplet"}.get(size, f"{size}-tuple")
+        raise UserError(f"a {kind} needs {size} classes, got {len(items)} in {spec!r}")
+    idx = tuple(parse_class(i, class_names) for i in items)
+    if len(set(idx)) != size:
+        raise UserError(f"classes must be distinct, got {spec!r}")
+    return idx
+
+
 # ----------------------------------------------------------------------------- validation
 
 def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, multilabel: bool, what: str) -> None:

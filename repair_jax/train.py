@@ -83,7 +83,7 @@ def make_train_step(objective: Objective) -> Callable[[TrainState, dict], tuple[
         state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
         return state, metrics
 
-    return jax.jit(train_step, donate_argnums=(0,))
+    return jax.jit(train_step)
 
 
 @functools.partial(jax.jit, static_argnames=())

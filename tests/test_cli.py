@@ -1,0 +1,100 @@
+"""The CLI contract: train -> run.json + checkpoint, diagnose -> diagnosis.json + PNG, bad input -> exit 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from repair_jax.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    rc = main(["train", "--dataset", "digits", "--model", "mlp", "--model-kwargs", '{"hidden": [32]}',
+               "--epochs", "10", "--lr", "0.003", "--seed", "0", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def test_train_writes_run_json_and_checkpoint(run_dir):
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["config"]["model"] == "mlp" and info["class_names"] == [str(i) for i in range(10)]
+    assert len(info["history"]) == 10 and 0.8 < info["test_accuracy"] <= 1.0
+    assert (run_dir / "checkpoint.msgpack").is_file()
+    assert not [p for p in run_dir.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_diagnose_contract(run_dir, tmp_path, capsys):
+    out = tmp_path / "diag"
+    assert main(["diagnose", "--run", str(run_dir), "--out", str(out), "--top", "3"]) == 0
+    d = json.loads((out / "diagnosis.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "dob", "class_names", "confusion_matrix",
+                "top_pairs", "top_triplets", "per_class"):
+        assert key in d
+    cm = np.array(d["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 359
+    assert d["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert len(d["top_pairs"]) == 3 and set(d["top_pairs"][0]) == {"classes", "type1conf"}
+    vals = [p["type1conf"] for p in d["top_pairs"]]
+    assert vals == sorted(vals, reverse=True)
+    assert set(d["top_triplets"][0]) == {"classes", "cd"}
+    assert set(d["per_class"]) == {"precision", "recall", "f1", "auroc"}
+    assert (out / "confusion_matrix.png").stat().st_size > 1000
+    assert "most confused pairs" in capsys.readouterr().out
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "repair_jax", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--dataset", "imagenet", "--out", "{tmp}/a"], "unknown dataset"),
+    (["train", "--model", "transformer", "--out", "{tmp}/a"], "unknown model"),
+    (["train", "--epochs", "-1", "--out", "{tmp}/a"], "epochs"),
+    (["train", "--model-kwargs", "{bad", "--out", "{tmp}/a"], "not valid JSON"),
+    (["diagnose", "--run", "{tmp}/missing", "--out", "{tmp}/a"], "run directory not found"),
+    (["diagnose", "--run", "{tmp}/corrupt", "--out", "{tmp}/a"], "run.json"),
+    (["train", "--dataset", "npz:{tmp}/nan.npz", "--out", "{tmp}/a"], "NaN"),
+    (["train", "--bogus-flag", "--out", "{tmp}/a"], "unrecognized arguments"),
+])
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, message):
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "run.json").write_text("{not json")
+    x = np.random.default_rng(0).random((40, 3, 3)).astype(np.float32)
+    x[0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=np.repeat(np.arange(4), 10))
+    r = _cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.strip().splitlines() if "WARNING" not in ln and ln.strip()]
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "a").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_corrupt_checkpoint_is_an_error(run_dir, tmp_path):
+    import shutil
+    bad = tmp_path / "run"
+    shutil.copytree(run_dir, bad)
+    ck = bad / "checkpoint.msgpack"
+    ck.write_bytes(ck.read_bytes()[:-10])
+    r = _cli("diagnose", "--run", str(bad), "--out", str(tmp_path / "d"))
+    assert r.returncode == 2 and "corrupt" in r.stderr and not (tmp_path / "d").exists()
+
+
+def test_existing_output_needs_force(run_dir, tmp_path):
+    out = tmp_path / "exists"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    r = _cli("train", "--epochs", "0", "--out", str(out))
+    assert r.returncode == 2 and "--force" in r.stderr and (out / "keep.txt").exists()
+
+
+def test_help_on_every_subcommand():
+    from repair_jax.cli import SUBCOMMANDS
+    for name in SUBCOMMANDS:
+        r = _cli(name, "--help")
+        assert r.returncode == 0 and "usage" in r.stdout

@@ -1,0 +1,169 @@
+"""Loaders (sklearn digits, IDX files, TFDS data_source mock, npz), splits and batching."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from repair_jax.data import (
+    DEBIAN_FASHION_MNIST, SPLITS, class_subset_batches, find_fashion_mnist_dir, load_dataset,
+    parse_class, parse_class_tuple, read_idx, shuffled_batches, stratified_partition, weighted_batches,
+)
+from repair_jax.errors import UserError
+
+
+def _write_idx(path, arr, gz=False):
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D}
+    header = bytes([0, 0, codes[arr.dtype], arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    data = header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+def test_digits_split_is_deterministic_disjoint_and_stratified(digits):
+    again = load_dataset("digits", seed=0)
+    other = load_dataset("digits", seed=1)
+    for s in SPLITS:
+        np.testing.assert_array_equal(digits.split(s).x, again.split(s).x)
+    assert not np.array_equal(digits.train.y, other.train.y)
+    assert sum(len(digits.split(s)) for s in SPLITS) == 1797
+    flat = {s: {x.tobytes() for x in digits.split(s).x} for s in SPLITS}
+    # sklearn digits has a few exact duplicate images; splits must not share *indices*, which we
+    # check through the counts, and the overlap of byte strings must stay tiny.
+    assert len(flat["train"] & flat["test"]) <= 5
+    for s in SPLITS:
+        counts = np.bincount(digits.split(s).y, minlength=10)
+        assert counts.min() > 0 and counts.max() - counts.min() <= max(3, 0.15 * counts.mean())
+    assert digits.input_shape == (8, 8, 1) and digits.train.x.dtype == np.float32
+    assert 0.0 <= digits.train.x.min() and digits.train.x.max() <= 1.0
+
+
+def test_stratified_partition_covers_everything():
+    y = np.repeat(np.arange(4), [10, 20, 30, 40])
+    parts = stratified_partition(y, [0.5, 0.25, 0.25], seed=3)
+    allidx = np.concatenate(parts)
+    assert sorted(allidx.tolist()) == list(range(100))
+    assert abs(len(parts[0]) - 50) <= 2
+    with pytest.raises(UserError):
+        stratified_partition(y, [0.5, 0.6], seed=0)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_reader_on_written_files(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (7, 5, 4)).astype(np.uint8)
+    labels = rng.integers(0, 10, 7).astype(np.uint8)
+    floats = rng.normal(size=(3, 2)).astype(np.float32)
+    suffix = ".gz" if gz else ""
+    _write_idx(tmp_path / f"a{suffix}", imgs, gz)
+    _write_idx(tmp_path / f"b{suffix}", labels, gz)
+    _write_idx(tmp_path / f"c{suffix}", floats, gz)
+    np.testing.assert_array_equal(read_idx(tmp_path / f"a{suffix}"), imgs)
+    np.testing.assert_array_equal(read_idx(tmp_path / f"b{suffix}"), labels)
+    np.testing.assert_array_equal(read_idx(tmp_path / f"c{suffix}"), floats)
+
+
+def test_idx_reader_rejects_corrupt_files(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04rest")
+    with pytest.raises(UserError, match="magic"):
+        read_idx(tmp_path / "bad")
+    arr = np.zeros((4, 3), np.uint8)
+    _write_idx(tmp_path / "trunc", arr)
+    raw = (tmp_path / "trunc").read_bytes()
+    (tmp_path / "trunc").write_bytes(raw[:-2])
+    with pytest.raises(UserError, match="data bytes"):
+        read_idx(tmp_path / "trunc")
+
+
+def test_fashion_mnist_from_a_written_idx_directory(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 240), ("t10k", 50)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)).astype(np.uint8), True)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.tile(np.arange(10, dtype=np.uint8), n // 10), True)
+    monkeypatch.setenv("REPAIR_JAX_DATA", str(tmp_path))
+    ds = load_dataset("fashion_mnist", seed=0, data_dir=str(tmp_path))
+    assert len(ds.test) == 50 and len(ds.train) + len(ds.val) + len(ds.pool) == 240
+    assert ds.class_names[0] == "T-shirt/top" and ds.input_shape == (28, 28, 1)
+
+
+def test_debian_fashion_mnist_files():
+    """The real Fashion-MNIST installed by .ci/run (Debian package dataset-fashion-mnist)."""
+    if find_fashion_mnist_dir() is None:
+        pytest.skip(f"{DEBIAN_FASHION_MNIST} not installed (.ci/run installs it)")
+    ds = load_dataset("fashion_mnist", seed=0)
+    assert len(ds.test) == 10_000
+    assert len(ds.train) + len(ds.val) + len(ds.pool) == 60_000
+    assert np.bincount(ds.test.y).tolist() == [1000] * 10
+    assert ds.class_names[9] == "Ankle boot"
+
+
+def test_tfds_data_source_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+        ds = load_dataset("mnist", seed=0)
+        assert ds.input_shape == (28, 28, 1) and ds.num_classes == 10
+        assert len(ds.test) == 40 and len(ds.train) + len(ds.val) + len(ds.pool) == 40
+        c = load_dataset("cifar10", seed=0)
+        assert c.input_shape == (32, 32, 3)
+
+
+def test_npz_loader_and_bad_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((100, 4, 4)).astype(np.float32)
+    y = np.repeat(np.arange(4), 25)
+    np.savez(tmp_path / "ok.npz", x=x, y=y, class_names=np.array(["a", "b", "c", "d"]))
+    ds = load_dataset(f"npz:{tmp_path / 'ok.npz'}")
+    assert ds.class_names == ("a", "b", "c", "d") and ds.input_shape == (4, 4, 1)
+    x[3, 1, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=y)
+    with pytest.raises(UserError, match="NaN"):
+        load_dataset(f"npz:{tmp_path / 'nan.npz'}")
+    np.savez(tmp_path / "short.npz", x=x[:10], y=y)
+    with pytest.raises(UserError, match="labels"):
+        load_dataset(f"npz:{tmp_path / 'short.npz'}")
+    with pytest.raises(UserError, match="not found"):
+        load_dataset(f"npz:{tmp_path / 'missing.npz'}")
+    with pytest.raises(UserError, match="unknown dataset"):
+        load_dataset("imagenet")
+
+
+def test_digits_multilabel_is_built_from_real_digits():
+    ds = load_dataset("digits_multilabel", seed=0)
+    assert ds.multilabel and ds.train.y.shape[1] == 10 and ds.input_shape == (16, 16, 1)
+    counts = ds.train.y.sum(1)
+    assert set(np.unique(counts)) == {2.0, 3.0}
+    base = load_dataset("digits", seed=0)
+    # every non-empty quadrant is one of the real training digits
+    train_digits = {d.tobytes() for d in base.train.x}
+    q = ds.train.x[0]
+    quads = [q[:8, :8], q[:8, 8:], q[8:, :8], q[8:, 8:]]
+    filled = [t for t in quads if t.any()]
+    assert len(filled) == counts[0] and all(t.tobytes() in train_digits for t in filled)
+
+
+def test_batching_helpers(rng):
+    batches = list(shuffled_batches(103, 10, rng))
+    assert len(batches) == 10 and all(len(b) == 10 for b in batches)
+    assert len(np.unique(np.concatenate(batches))) == 100
+    labels = np.repeat(np.arange(5), 200)
+    drawn = np.concatenate(list(class_subset_batches(labels, [1, 3], 5, 64, 20, rng)))
+    assert set(np.unique(labels[drawn])) == {1, 3}
+    w = np.array([1.0, 0.1, 0.1, 0.1, 0.1])
+    drawn = np.concatenate(list(weighted_batches(labels, w, 500, 20, rng)))
+    share0 = np.mean(labels[drawn] == 0)
+    assert share0 == pytest.approx(1 / 1.4, abs=0.02)
+    with pytest.raises(UserError):
+        next(weighted_batches(labels, np.zeros(5), 4, 1, rng))
+
+
+def test_class_parsing():
+    names = ("cat", "dog", "bird")
+    assert parse_class("Dog", names) == 1 and parse_class("2", names) == 2
+    assert parse_class_tuple("cat,bird", names, 2) == (0, 2)
+    with pytest.raises(UserError, match="out of range"):
+        parse_class("7", names)
+    with pytest.raises(UserError, match="distinct"):
+        parse_class_tuple("cat,0", names, 2)
+    with pytest.raises(UserError, match="unknown class"):
+        parse_class("horse", names)
