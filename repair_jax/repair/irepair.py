@@ -63,20 +63,24 @@ def repair_set(labels: np.ndarray, predictions: np.ndarray, classes, size: int,
 def correct_set(labels: np.ndarray, predictions: np.ndarray, size: int, num_classes: int,
                 rng: np.random.Generator, exclude: np.ndarray | None = None) -> np.ndarray:
     """Indices of a correct set C (001 Definition 2): ``size`` correctly classified inputs, uniform
-    over classes (001 Sec. 5: |C| = 40 spread over all classes); ``exclude`` indices are never used."""
+    over classes (001 Sec. 5: |C| = 40 spread over all classes; a class with too few correct inputs
+    gives all it has and the others fill in); ``exclude`` indices are never used."""
     if size <= 0:
         raise UserError(f"correct set size must be positive, got {size}")
     ok = labels == predictions
     if exclude is not None:
         ok[exclude] = False
-    per_class = [rng.permutation(np.flatnonzero(ok & (labels == c))) for c in range(num_classes)]
-    counts = np.full(num_classes, size // num_classes)
-    counts[rng.permutation(num_classes)[: size % num_classes]] += 1
-    chosen = [p[:n] for p, n in zip(per_class, counts)]
-    got = sum(len(c) for c in chosen)
-    if got < size:
+    if ok.sum() < size:
         raise UserError(f"the repair pool has too few correctly classified inputs for |C| = {size}")
-    return np.sort(np.concatenate(chosen))
+    # round-robin over the classes (in a random order): uniform when every class has enough inputs
+    per_class = [list(rng.permutation(np.flatnonzero(ok & (labels == c)))) for c in range(num_classes)]
+    order = rng.permutation(num_classes)
+    chosen: list[int] = []
+    while len(chosen) < size:
+        for c in order:
+            if per_class[c] and len(chosen) < size:
+                chosen.append(per_class[c].pop())
+    return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
 # ----------------------------------------------------------------------------- losses and Algorithm 1
@@ -276,6 +280,23 @@ def _repair_loop(params, batch_stats, xr, yr, valid_r, xc, yc, random_mask, gamm
     return p, valid_r & ~active, it, unlocked_sum / jnp.maximum(it, 1)
 
 
+class _StaticModel:
+    """A Flax module as a jit static argument, hashed by its repr (its attributes may be lists)."""
+
+    def __init__(self, module):
+        self.module = module
+        self._key = repr(module)
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _StaticModel) and self._key == other._key
+
+    def apply(self, *args, **kwargs):
+        return self.module.apply(*args, **kwargs)
+
+
 def _check_sets(variables, repair_x, repair_y, correct_x, correct_y):
     if "params" not in variables:
         raise UserError("variables must hold a 'params' collection")
@@ -305,7 +326,7 @@ def _run(model, variables, repair_x, repair_y, correct_x, correct_y, config: IRe
         p, repaired, it, unlocked = _repair_loop(
             params, batch_stats, repair_x, repair_y, valid, correct_x, correct_y, random_mask,
             jnp.float32(config.gamma), jnp.float32(config.epsilon), jnp.float32(config.lr),
-            jnp.float32(config.margin), jnp.int32(config.ub), model=model, locking=locking,
+            jnp.float32(config.margin), jnp.int32(config.ub), model=_StaticModel(model), locking=locking,
             backprop_on=backprop_on, correct_loss=config.correct_loss, influence=config.influence,
             optimizer=config.optimizer)
     except (TypeError, ValueError) as e:
