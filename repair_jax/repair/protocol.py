@@ -170,3 +170,31 @@ def summary_table(runs: list[dict], baseline: str | None = "retrain") -> str:
         lines.append(f"| {k} | {lab} | {len(rs)} | {allrep:.2f} | {m:.2f} ± {h:.2f} | {its:.1f} | "
                      f"{(np.mean(unl) if unl else float('nan')):.3f} | {p:.3g} |")
     return "\n".join(lines)
+
+
+def run_jobs(ctx: RepairContext, jobs: list[dict], out_jsonl, progress: bool = True) -> list[dict]:
+    """Runs repair jobs, appending each record to ``out_jsonl`` (resumable: jobs whose ``key`` is
+    already there are skipped). A job: ``key`` (unique str), ``classes``, ``repair_size``,
+    ``correct_size``, ``seed``, ``method``, ``config`` (IRepairConfig) and optionally ``lock_p``,
+    ``mm_epsilon``, ``group`` and any extra keys to copy into the record. Returns all records."""
+    from tqdm.auto import tqdm
+
+    from repair_jax.io import append_jsonl, read_jsonl
+    from pathlib import Path
+
+    done = {r["key"]: r for r in read_jsonl(out_jsonl)} if Path(out_jsonl).exists() else {}
+    problems: dict = {}
+    for job in tqdm(jobs, desc="repair jobs", disable=None if progress else True):
+        if job["key"] in done:
+            continue
+        pkey = (tuple(job["classes"]), job["repair_size"], job["correct_size"], job["seed"])
+        if pkey not in problems:
+            problems[pkey] = draw_problem(ctx, job["classes"], job["repair_size"], job["correct_size"], job["seed"])
+        r_idx, c_idx, notes = problems[pkey]
+        rec = solve_problem(ctx, r_idx, c_idx, job["method"], job["config"], seed=job["seed"],
+                            lock_p=job.get("lock_p", 0.5), mm_epsilon=job.get("mm_epsilon"))
+        extra = {k: v for k, v in job.items() if k not in ("config", "classes", "repair_size")}
+        rec.update(extra, notes=notes, requested_size=job["repair_size"])
+        append_jsonl(out_jsonl, rec)
+        done[job["key"]] = rec
+    return [done[j["key"]] for j in jobs]
