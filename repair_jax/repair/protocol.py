@@ -157,7 +157,7 @@ def summary_table(runs: list[dict], baseline: str | None = "retrain") -> str:
     for r in runs:
         groups.setdefault((r.get("group", r["repair_size"]), label(r)), []).append(r)
     lines = ["| R | method | runs | all repaired | drop (pp) mean ± 95% CI | iterations | unlocked | p vs "
-             f"{baseline} |", "|---|---|---|---|---|---|---|---|"]
+             f"{baseline or '-'} |", "|---|---|---|---|---|---|---|---|"]
     for (k, lab), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         drops = [100 * r["accuracy_drop"] for r in rs]
         m, h = mean_ci(drops)
