@@ -144,7 +144,8 @@ def t_test_p(a, b) -> float:
 
 def summary_table(runs: list[dict], baseline: str | None = "retrain") -> str:
     """Markdown: per method label (and |R|), runs, all-repaired fraction, mean accuracy drop (in
-    percentage points) with 95% CI, mean iterations, unlocked fraction, p-value against ``baseline``."""
+    percentage points) with 95% CI and standard deviation (001 Table 1's d and s), mean iterations,
+    unlocked fraction, independent two-sample t-test p-value against ``baseline``."""
     def label(r):
         if r["method"] == "irepair":
             return f"irepair (gamma={r['gamma']:g})"
@@ -156,8 +157,8 @@ def summary_table(runs: list[dict], baseline: str | None = "retrain") -> str:
     groups: dict = {}
     for r in runs:
         groups.setdefault((r.get("group", r["repair_size"]), label(r)), []).append(r)
-    lines = ["| R | method | runs | all repaired | drop (pp) mean ± 95% CI | iterations | unlocked | p vs "
-             f"{baseline or '-'} |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| R | method | runs | all repaired | drop (pp) mean ± 95% CI | sd | iterations | unlocked | p vs "
+             f"{baseline or '-'} |", "|---|---|---|---|---|---|---|---|---|"]
     for (k, lab), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         drops = [100 * r["accuracy_drop"] for r in rs]
         m, h = mean_ci(drops)
@@ -167,7 +168,8 @@ def summary_table(runs: list[dict], baseline: str | None = "retrain") -> str:
         base = next((g for (k2, _), g in groups.items() if k2 == k and g[0]["method"] == baseline), None)
         is_base = rs[0]["method"] == baseline
         p = t_test_p(drops, [100 * r["accuracy_drop"] for r in base]) if base and not is_base else float("nan")
-        lines.append(f"| {k} | {lab} | {len(rs)} | {allrep:.2f} | {m:.2f} ± {h:.2f} | {its:.1f} | "
+        sd = float(np.std(drops, ddof=1)) if len(drops) > 1 else 0.0
+        lines.append(f"| {k} | {lab} | {len(rs)} | {allrep:.2f} | {m:.2f} ± {h:.2f} | {sd:.2f} | {its:.1f} | "
                      f"{(np.mean(unl) if unl else float('nan')):.3f} | {p:.3g} |")
     return "\n".join(lines)
 
