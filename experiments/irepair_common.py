@@ -64,7 +64,9 @@ def finish(args, name: str, runs: list[dict], table: str, header: str) -> None:
     from repair_jax.io import write_json, write_text
 
     out = Path(args.out)
-    write_json(out / f"{name}.json", {"args": {k: v for k, v in vars(args).items()}, "runs": runs})
+    # every run's record is in {name}.jsonl; the JSON keeps the options and the table's inputs
+    write_json(out / f"{name}.json", {"args": dict(vars(args)), "records": f"{name}.jsonl",
+                                      "runs": len(runs), "table": table})
     write_text(out / f"{name}.md", f"{header}\n\n{table}\n")
     print(header)
     print(table)
