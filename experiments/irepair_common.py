@@ -60,6 +60,21 @@ def classes(args, ctx):
     return kept
 
 
+def plot(args, name: str, runs: list[dict], methods: dict, title: str) -> None:
+    """PNG of the mean drop (95% CI) against the group (|R|) for ``methods`` {label: predicate}."""
+    from repair_jax.plots import plot_accuracy_drop
+    from repair_jax.repair.protocol import mean_ci
+
+    groups = {}
+    for label, keep in methods.items():
+        by_x: dict = {}
+        for r in runs:
+            if keep(r):
+                by_x.setdefault(r["group"], []).append(100 * r["accuracy_drop"])
+        groups[label] = [(x, *mean_ci(v)) for x, v in by_x.items()]
+    plot_accuracy_drop(groups, Path(args.out) / f"{name}.png", title=title)
+
+
 def finish(args, name: str, runs: list[dict], table: str, header: str) -> None:
     from repair_jax.io import write_json, write_text
 

@@ -63,6 +63,9 @@ def main(argv=None) -> int:
     header = (f"Scenario {args.scenario} on {ctx.dataset.name}: classes {classes}, {args.seeds} seeds, "
               f"K {args.sizes}, |C| = {args.correct_size}, gamma {args.gamma}, RMSprop lr {args.lr}, "
               f"ub {args.ub}; accuracy before {ctx.accuracy_before:.4f}; drop in percentage points.")
+    common.plot(args, name, runs, {"retrain": lambda r: r["method"] == "retrain",
+                                   f"I-REPAIR gamma={args.gamma:g}": lambda r: r["method"] == "irepair"},
+                f"{ctx.dataset.name}: scenario {args.scenario} ({args.seeds} seeds)")
     common.finish(args, name, runs, summary_table(runs, baseline="retrain"), header)
     return 0
 

@@ -50,6 +50,12 @@ def main(argv=None) -> int:
               f"single-class repair, classes {classes}, {args.seeds} seeds, "
               f"|C| = {args.correct_size}, RMSprop lr {args.lr}, ub {args.ub}; accuracy before repair "
               f"{ctx.accuracy_before:.4f}; drop in percentage points on the test split.")
+    methods = {"retrain": lambda r: r["method"] == "retrain"}
+    methods.update({f"I-REPAIR gamma={g:g}": (lambda r, g=g: r["method"] == "irepair" and r["gamma"] == g)
+                    for g in args.gammas})
+    methods.update({f"MM eps={e:g}": (lambda r, e=e: r["method"] == "mm" and r["mm_epsilon"] == e)
+                    for e in args.mm_epsilons})
+    common.plot(args, "table1", runs, methods, f"{ctx.dataset.name}: single-class repair ({args.seeds} seeds)")
     common.finish(args, "table1", runs, summary_table(runs, baseline="retrain"), header)
     return 0
 
