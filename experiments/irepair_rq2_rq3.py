@@ -69,7 +69,15 @@ def main(argv=None) -> int:
               f"{classes}, {args.seeds} seeds, |R| {args.sizes}, |C| = {args.correct_size}, gamma {args.gamma}, "
               f"RMSprop lr {args.lr}, ub {args.ub}; accuracy before {ctx.accuracy_before:.4f}; drop in "
               "percentage points.")
-    common.finish(args, name, runs, summary_table(runs, baseline=baseline), header)
+    table = summary_table(runs, baseline=baseline)
+    if args.part == "loss":  # t-test of the two correct-set losses at each |R|
+        from repair_jax.repair.protocol import t_test_p
+        drops = lambda k, loss: [100 * r["accuracy_drop"] for r in runs
+                                 if r["requested_size"] == k and r["correct_loss"] == loss]
+        table += "\n\n" + "\n".join(
+            f"|R| = {k}: p (magnitude vs cross-entropy) = {t_test_p(drops(k, 'magnitude'), drops(k, 'cross_entropy')):.3g}"
+            for k in args.sizes)
+    common.finish(args, name, runs, table, header)
     return 0
 
 

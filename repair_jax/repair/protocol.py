@@ -159,7 +159,9 @@ def summary_table(runs: list[dict], baseline: str | None = "retrain") -> str:
         groups.setdefault((r.get("group", r["repair_size"]), label(r)), []).append(r)
     lines = ["| R | method | runs | all repaired | drop (pp) mean ± 95% CI | sd | iterations | unlocked | p vs "
              f"{baseline or '-'} |", "|---|---|---|---|---|---|---|---|---|"]
-    for (k, lab), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    import re
+    natural = lambda g: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(g))]
+    for (k, lab), rs in sorted(groups.items(), key=lambda kv: (natural(kv[0][0]), kv[0][1])):
         drops = [100 * r["accuracy_drop"] for r in rs]
         m, h = mean_ci(drops)
         allrep = np.mean([r["unrepaired"] == 0 for r in rs])
