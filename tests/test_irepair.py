@@ -280,3 +280,22 @@ def test_cli_writes_irepair_json(digits_run, tmp_path, capsys):
                "--out", str(tmp_path / "bad"), "--no-progress"])
     assert rc == 2 and not (tmp_path / "bad").exists()
     assert "out of range" in capsys.readouterr().err
+
+
+def test_run_jobs_is_resumable_and_paired(digits_run, tmp_path):
+    from repair_jax.io import read_jsonl
+    from repair_jax.repair.protocol import RepairContext, run_jobs, summary_table
+    from repair_jax.runs import load_run
+    ctx = RepairContext.from_run(load_run(digits_run))
+    cfg = IRepairConfig(lr=1e-3, ub=500)
+    job = dict(classes=[8], repair_size=2, correct_size=10, seed=0, group=2, config=cfg)
+    jobs = [{**job, "key": "a", "method": "irepair"}, {**job, "key": "b", "method": "retrain"}]
+    out = tmp_path / "jobs.jsonl"
+    first = run_jobs(ctx, jobs, out, progress=False)
+    assert len(read_jsonl(out)) == 2
+    again = run_jobs(ctx, jobs, out, progress=False)  # nothing re-run
+    assert len(read_jsonl(out)) == 2 and [r["wall_time"] for r in again] == [r["wall_time"] for r in first]
+    assert first[0]["accuracy_before"] == first[1]["accuracy_before"]
+    assert first[0]["repair_size"] == first[1]["repair_size"]  # the same problem for both methods
+    table = summary_table(first)
+    assert "| 2 | irepair (gamma=1) | 1 |" in table and "| 2 | retrain | 1 |" in table
