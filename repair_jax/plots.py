@@ -43,3 +43,22 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str 
                         color="white" if rates[i, j] > 0.5 * rates.max() else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     save_figure(fig, path)
+
+
+def plot_accuracy_drop(groups: dict, path: str | Path, xlabel: str = "|R|",
+                       title: str = "Accuracy drop after repair") -> None:
+    """Mean accuracy drop with 95% CI per x value, one line per method (001 Fig. 1a).
+
+    ``groups``: method label -> list of (x, mean, half_width).
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, pts in groups.items():
+        pts = sorted(pts)
+        xs = np.arange(len(pts))
+        ax.errorbar(xs, [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3, label=label)
+        ax.set_xticks(xs, [str(p[0]) for p in pts])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy drop (pp)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
