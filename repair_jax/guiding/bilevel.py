@@ -163,7 +163,7 @@ def make_lower_solver(config: BilevelConfig, task: str) -> jaxopt.LBFGS:
     solve = functools.partial(jaxopt.linear_solve.solve_cg, maxiter=config.cg_maxiter, tol=config.cg_tol)
     fun = functools.partial(lower_objective, l2=config.l2, task=task)
     return jaxopt.LBFGS(fun=fun, maxiter=config.inner_maxiter, tol=config.inner_tol,
-                        implicit_diff=True, implicit_diff_solve=solve)
+                        linesearch="backtracking", implicit_diff=True, implicit_diff_solve=solve)
 
 
 def solve_lower_level(theta0: dict, delta, z, y, config: BilevelConfig, task: str):
@@ -219,21 +219,25 @@ class BilevelResult:
     max_lower_error: float
 
 
-def make_outer_step(config: BilevelConfig, task: str, num_classes: int, n: int):
-    """Jitted ``step(delta, theta, opt_state, problem) -> (delta, theta, opt_state, value, err)``."""
-    tx = optax.adam(config.outer_lr) if config.optimizer == "adam" else optax.sgd(config.outer_lr)
+def outer_optimizer(config: BilevelConfig) -> optax.GradientTransformation:
+    return optax.adam(config.outer_lr) if config.optimizer == "adam" else optax.sgd(config.outer_lr)
 
-    def step(delta, theta, opt_state, problem):
-        value, grad, theta, err = hypergradient(delta, theta, problem, config, task, num_classes)
-        updates, opt_state = tx.update(grad, opt_state, delta)
-        delta = optax.apply_updates(delta, updates)
-        if task == "classification":
-            delta = project_simplex_rows(delta)
-        else:
-            delta = soft_threshold(delta, config.outer_lr * config.gamma / n)
-        return delta, theta, opt_state, value, err
 
-    return tx, jax.jit(step)
+@functools.partial(jax.jit, static_argnames=("config", "task", "num_classes"))
+def outer_step(delta, theta, opt_state, problem, config: BilevelConfig, task: str, num_classes: int):
+    """One optax step on the hypergradient, then the projection onto the simplex (classification)
+    or the L1 proximal step (regression). Returns (delta, theta*, opt_state, upper value, grad norm)."""
+    value, grad, theta, err = hypergradient(delta, theta, problem, config, task, num_classes)
+    updates, opt_state = outer_optimizer(config).update(grad, opt_state, delta)
+    delta = optax.apply_updates(delta, updates)
+    if task == "classification":
+        delta = project_simplex_rows(delta)
+    else:
+        delta = soft_threshold(delta, config.outer_lr * config.gamma / delta.shape[0])
+    return delta, theta, opt_state, value, err
+
+
+_solve_lower_jit = jax.jit(solve_lower_level, static_argnames=("config", "task"))
 
 
 def _as_problem(problem: dict, task: str) -> dict:
@@ -273,13 +277,12 @@ def bilevel_update(problem: dict, config: BilevelConfig, task: str, num_classes:
     if task == "regression":
         problem = {**problem, "y": problem["y"].astype(dtype), "y_audit": problem["y_audit"].astype(dtype)}
     # theta*(0): the starting model (and a warm start)
-    theta, err0 = jax.jit(functools.partial(solve_lower_level, config=config, task=task))(
-        theta, delta, problem["z"], problem["y"])
-    tx, step = make_outer_step(config, task, k, n)
-    opt_state = tx.init(delta)
+    theta, err0 = _solve_lower_jit(theta, delta, problem["z"], problem["y"], config=config, task=task)
+    opt_state = outer_optimizer(config).init(delta)
     history, max_err = [], float(err0)
     for t in tqdm(range(config.outer_steps), desc="bilevel", disable=None if progress else True, leave=False):
-        delta, theta, opt_state, value, err = step(delta, theta, opt_state, problem)
+        delta, theta, opt_state, value, err = outer_step(delta, theta, opt_state, problem, config=config,
+                                                         task=task, num_classes=k)
         value, err = float(value), float(err)
         if not np.isfinite(value) or not np.isfinite(err):
             raise UserError(f"the bilevel update diverged at outer step {t + 1} (objective {value}); "
@@ -287,8 +290,7 @@ def bilevel_update(problem: dict, config: BilevelConfig, task: str, num_classes:
         max_err = max(max_err, err)
         history.append({"step": t + 1, "upper_objective": value, "lower_grad_norm": err})
     # the model that goes with the final delta
-    theta, err = jax.jit(functools.partial(solve_lower_level, config=config, task=task))(
-        theta, delta, problem["z"], problem["y"])
+    theta, err = _solve_lower_jit(theta, delta, problem["z"], problem["y"], config=config, task=task)
     max_err = max(max_err, float(err))
     converged = max_err <= config.inner_tol * 1.0001
     if not converged:

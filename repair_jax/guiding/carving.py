@@ -23,7 +23,7 @@ import jaxopt
 import numpy as np
 
 from repair_jax.errors import UserError
-from repair_jax.guiding.bilevel import BilevelConfig, initial_delta, init_theta, linear_predict, solve_lower_level
+from repair_jax.guiding.bilevel import BilevelConfig, _solve_lower_jit, initial_delta, init_theta, linear_predict
 from repair_jax.guiding.formats import ConceptLibrary
 
 
@@ -40,12 +40,20 @@ class ConceptBasis:
     concept_fit: np.ndarray   # (d,) auxiliary-set accuracy (binary) or R^2 (scalar) of each concept
 
 
+def _logistic_loss(w, hs, t, l2):
+    logit = hs @ w[:-1] + w[-1]
+    return jnp.mean(jnp.logaddexp(0.0, logit) - t * logit) + 0.5 * l2 * jnp.sum(w[:-1] ** 2)
+
+
+@jax.jit
+def _fit_logistic(hs, t, l2):
+    solver = jaxopt.LBFGS(fun=_logistic_loss, maxiter=500, tol=1e-6, linesearch="backtracking")
+    return solver.run(jnp.zeros(hs.shape[1] + 1, hs.dtype), hs, t, l2).params
+
+
 def _logistic_direction(hs, t, l2):
-    def loss(w):
-        logit = hs @ w[:-1] + w[-1]
-        return jnp.mean(jnp.logaddexp(0.0, logit) - t * logit) + 0.5 * l2 * jnp.sum(w[:-1] ** 2)
-    w = jaxopt.LBFGS(fun=loss, maxiter=500, tol=1e-6).run(jnp.zeros(hs.shape[1] + 1, hs.dtype)).params
-    return np.asarray(w[:-1]), float(np.mean(((hs @ w[:-1] + w[-1]) > 0) == (t > 0.5)))
+    w = np.asarray(_fit_logistic(hs, t, l2))
+    return w[:-1], float(np.mean(((np.asarray(hs) @ w[:-1] + w[-1]) > 0) == (np.asarray(t) > 0.5)))
 
 
 def _ridge_direction(hs, t, l2):
@@ -103,8 +111,8 @@ def fit_linear_head(z, y, task: str, num_classes: int, l2: float = 1e-2, maxiter
     z = jnp.asarray(z)
     y = jnp.asarray(y, jnp.int32 if task == "classification" else z.dtype)
     k = num_classes if task == "classification" else 1
-    theta, _ = jax.jit(lambda z, y: solve_lower_level(init_theta(z.shape[1], k, z.dtype),
-                                                      initial_delta(y, k, task, z.dtype), z, y, cfg, task))(z, y)
+    theta, _ = _solve_lower_jit(init_theta(z.shape[1], k, z.dtype), initial_delta(y, k, task, z.dtype), z, y,
+                                config=cfg, task=task)
     return jax.device_get(theta)
 
 
