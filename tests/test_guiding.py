@@ -218,3 +218,34 @@ def test_malformed_concepts_is_user_error(tmp_path, text, msg):
     (tmp_path / "c.json").write_text(text)
     with pytest.raises(UserError, match=msg):
         load_concepts(tmp_path / "c.json")
+
+
+# ----------------------------------------------------------------------------- group DRO
+
+def test_group_dro_objective_weights_worst_group():
+    from repair_jax.models import create_model, init_variables
+    from repair_jax.train import create_train_state, group_dro_objective, softmax_cross_entropy
+    import optax
+
+    model = create_model("mlp", 3, hidden=(8,))
+    variables = init_variables(model, jax.random.PRNGKey(0), (4, 4, 1))
+    state = create_train_state(model, variables, optax.sgd(0.1))
+    rng = np.random.default_rng(0)
+    batch = {"x": jnp.asarray(rng.uniform(size=(12, 4, 4, 1)), jnp.float32),
+             "y": jnp.asarray(rng.integers(0, 3, 12)), "group": jnp.asarray(np.repeat([0, 2], 6))}
+    logits, _ = model.apply(variables, batch["x"])
+    per = np.asarray(softmax_cross_entropy(logits, batch["y"]))
+    g = np.array([per[:6].mean(), per[6:].mean()])
+    # eta -> large: the worst group's mean loss; eta = 0: the plain mean of present groups (group 1 absent)
+    big, _ = group_dro_objective(state.params, state, batch, num_groups=3, eta=1e4)
+    zero, _ = group_dro_objective(state.params, state, batch, num_groups=3, eta=0.0)
+    np.testing.assert_allclose(float(big), g.max(), rtol=1e-5)
+    np.testing.assert_allclose(float(zero), g.mean(), rtol=1e-5)
+
+
+def test_worst_group_accuracy_matches_numpy():
+    from repair_jax.metrics import worst_group_accuracy
+    rng = np.random.default_rng(0)
+    y, p, g = rng.integers(0, 3, 200), rng.integers(0, 3, 200), rng.choice([0, 1, 3], 200)
+    ref = min(np.mean(y[g == k] == p[g == k]) for k in (0, 1, 3))
+    np.testing.assert_allclose(float(worst_group_accuracy(y, p, g, 5)), ref, rtol=1e-6)
