@@ -249,3 +249,80 @@ def test_worst_group_accuracy_matches_numpy():
     y, p, g = rng.integers(0, 3, 200), rng.integers(0, 3, 200), rng.choice([0, 1, 3], 200)
     ref = min(np.mean(y[g == k] == p[g == k]) for k in (0, 1, 3))
     np.testing.assert_allclose(float(worst_group_accuracy(y, p, g, 5)), ref, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- CLI and folding
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from repair_jax.cli import train_run
+    from repair_jax.data import load_dataset
+    from repair_jax.guiding.synthetic import audit_from_split, concept_library
+    from repair_jax.train import TrainConfig
+
+    d = tmp_path_factory.mktemp("guide")
+    cfg = TrainConfig(dataset="digits", model="mlp", model_kwargs={"hidden": [32]}, epochs=2, train_limit=200)
+    train_run(cfg, d / "run", progress=False)
+    ds = load_dataset("digits", seed=0)
+    lib = concept_library("digits", ds.class_names)
+    save_concepts(d / "concepts.json", lib)
+    save_audit(d / "audit.json", audit_from_split(ds.pool.x[:60], ds.pool.y[:60], "digits", ds.class_names), lib)
+    return d
+
+
+def test_guide_cli_writes_report_and_loadable_guided_run(tiny_run, capsys):
+    from repair_jax.cli import main
+    from repair_jax.guiding.carving import head_weights
+    from repair_jax.io import read_json
+    from repair_jax.runs import load_run
+    from repair_jax.train import evaluate
+
+    out = tiny_run / "out"
+    rc = main(["guide", "--run", str(tiny_run / "run"), "--audit", str(tiny_run / "audit.json"),
+               "--concepts", str(tiny_run / "concepts.json"), "--out", str(out), "--outer-steps", "3",
+               "--budget", "7", "--tau-nl", "0", "--no-progress"])
+    assert rc == 0
+    rep = read_json(out / "guide.json")
+    assert len(rep["F_nl"]) == 7 and all(r["suggested_label"] != r["label"] for r in rep["F_nl"])
+    scores = [r["label_change"] for r in rep["F_nl"]]
+    assert scores == sorted(scores, reverse=True)
+    guided = load_run(out / "run")
+    ds = guided.dataset()
+    # the folded network reproduces the guided concept head's accuracy exactly
+    acc = evaluate(guided.state(), ds.test)
+    assert abs(acc - rep["metrics"]["test"]["guided_accuracy"]) < 1e-6
+
+
+def test_guide_cli_bad_audit_exits_2(tiny_run, capsys):
+    from repair_jax.cli import main
+
+    (tiny_run / "bad.json").write_text('{"format": "repair_jax.audit/1", "concepts": ["nope"]}')
+    rc = main(["guide", "--run", str(tiny_run / "run"), "--audit", str(tiny_run / "bad.json"),
+               "--concepts", str(tiny_run / "concepts.json"), "--out", str(tiny_run / "o2")])
+    assert rc == 2
+    assert "not in the concept library" in capsys.readouterr().err
+    assert not (tiny_run / "o2").exists()
+
+
+def test_influence_explicit_hessian_matches_leave_one_out():
+    """The first-order influence of removing a point ~ the change of the audit loss on retraining."""
+    from repair_jax.guiding.baselines import influence_on_audit_explicit_hessian
+    from repair_jax.guiding.bilevel import audit_loss
+    from repair_jax.guiding.carving import fit_linear_head
+
+    with enable_x64():
+        p = _problem("classification", n=60, seed=3)
+        z, y = np.asarray(p["z"]), np.asarray(p["y"])
+        l2 = 0.1
+        theta = fit_linear_head(z, y, "classification", 3, l2=l2, maxiter=3000)
+        detect, _ = influence_on_audit_explicit_hessian(theta, z, y, p["z_audit"], p["y_audit"], p["c_audit"], l2, 3)
+        base = float(audit_loss(theta, p["z_audit"], p["y_audit"], p["c_audit"], "classification", 3))
+        n = len(y)
+        for i in (0, 7, 23):
+            keep = np.arange(n) != i
+            # removing i from the mean over n points = reweighting; compare -detect/n with retraining,
+            # the lower level rescaled so the L2 weight per point is unchanged
+            th = fit_linear_head(z[keep], y[keep], "classification", 3, l2=l2 * n / (n - 1), maxiter=3000)
+            th = jax.tree_util.tree_map(jnp.asarray, th)
+            change = float(audit_loss(th, p["z_audit"], p["y_audit"], p["c_audit"], "classification", 3)) - base
+            np.testing.assert_allclose(change * (n - 1) / n, -detect[i] / n, rtol=0.15, atol=2e-4)
