@@ -92,7 +92,7 @@ CREDIT_FEATURES = ("income", "asset", "age", "credit_score", "gender")
 def credit_table(n: int, seed: int, noise_fraction: float = 0.1, spurious: float = 1.0):
     """Synthetic credit-limit table (standardised units): features (n, 5) in CREDIT_FEATURES order,
     the true limit 0.6 income + 0.3 asset + 0.4 credit_score, and the observed training label, which
-    subtracts ``spurious`` for gender = 1 (a spurious dependence) and adds +-3 to ``noise_fraction``
+    subtracts ``spurious`` for gender = 1 (a spurious dependence) and adds +-1.5 to ``noise_fraction``
     of the rows (label noise). Returns (X, y_true, y_observed, noisy mask)."""
     rng = np.random.default_rng(seed)
     income = rng.normal(size=n)
@@ -104,5 +104,5 @@ def credit_table(n: int, seed: int, noise_fraction: float = 0.1, spurious: float
     y_true = (0.6 * income + 0.3 * asset + 0.4 * score + 0.1 * rng.normal(size=n)).astype(np.float32)
     y_obs = y_true - spurious * gender
     noisy = rng.uniform(size=n) < noise_fraction
-    y_obs = y_obs + noisy * rng.choice([-3.0, 3.0], n)
+    y_obs = y_obs + noisy * rng.choice([-1.5, 1.5], n)
     return X, y_true, y_obs.astype(np.float32), noisy
