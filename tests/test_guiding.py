@@ -326,3 +326,27 @@ def test_influence_explicit_hessian_matches_leave_one_out():
             th = jax.tree_util.tree_map(jnp.asarray, th)
             change = float(audit_loss(th, p["z_audit"], p["y_audit"], p["c_audit"], "classification", 3)) - base
             np.testing.assert_allclose(change * (n - 1) / n, -detect[i] / n, rtol=0.15, atol=2e-4)
+
+
+def test_model_guiding_notebook_runs_at_smoke_size():
+    import os
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    root = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(root / "notebooks" / "model_guiding.ipynb", as_version=4)
+    saved = {k: os.environ.get(k) for k in ("REPAIR_JAX_SMOKE", "PYTHONPATH")}
+    os.environ["REPAIR_JAX_SMOKE"] = "1"
+    os.environ["PYTHONPATH"] = str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(root)}}).execute()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "worst-group" in outputs and "F_spu" in outputs
