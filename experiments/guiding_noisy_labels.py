@@ -126,6 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--outer-lr", type=float, default=0.05)
     p.add_argument("--cache", default="runs/guiding_cache")
     p.add_argument("--out", default="experiments/results/guiding_noisy_labels")
+    p.add_argument("--tables-only", action="store_true", help="only rebuild the tables from the rows logged so far")
     a = p.parse_args(argv)
     if a.smoke:
         a.seeds, a.outer_steps, a.audit_size = a.seeds[:1], 5, 60
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
     done = {(r["dataset"], r["seed"]) for r in read_jsonl(log)} if log.exists() else set()
     for name in a.datasets:
         for seed in a.seeds:
-            if (name, seed) in done:
+            if (name, seed) in done or a.tables_only:
                 continue
             row = run_one(name, seed, a, Path(a.cache))
             print(name, seed, row["detect_auroc"], row["fix_auroc"], flush=True)
