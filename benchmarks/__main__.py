@@ -17,6 +17,7 @@ from pathlib import Path
 BENCHMARKS = {
     "train_throughput": "benchmarks.train_throughput",
     "irepair": "benchmarks.irepair",
+    "hypergradient": "benchmarks.hypergradient",
 }
 
 

@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "quickstart": ("repair_jax.cli", "the main job on the embedded digits: train, diagnose"),
     "bench": ("repair_jax.cli", "run the benchmarks and write their JSON figures"),
     "irepair": ("repair_jax.repair.irepair_cli", "repair individual misclassifications (I-REPAIR, 001)"),
+    "guide": ("repair_jax.guiding.cli", "model guiding: flag mislabelled / spurious points, update the model"),
 }
 
 

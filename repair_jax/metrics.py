@@ -235,3 +235,17 @@ def summarize_multilabel(y_true, logits) -> dict:
         "subset_accuracy": float(jnp.mean(jnp.all(y_pred == y_true, axis=-1))),
         "type2conf": np.asarray(type2conf_matrix(y_true, y_pred)),
     }
+
+
+def group_accuracies(y_true, y_pred, groups, num_groups: int):
+    """Accuracy of each group (G,) and whether the group has any example (G,) bool."""
+    correct = (jnp.asarray(y_true) == jnp.asarray(y_pred)).astype(jnp.float32)
+    onehot = jax.nn.one_hot(jnp.asarray(groups), num_groups)
+    counts = onehot.sum(0)
+    return _safe_div(onehot.T @ correct, counts), counts > 0
+
+
+def worst_group_accuracy(y_true, y_pred, groups, num_groups: int):
+    """Lowest accuracy over the non-empty groups (Sagawa et al. 2019; 002 Table 5.4)."""
+    acc, present = group_accuracies(y_true, y_pred, groups, num_groups)
+    return jnp.min(jnp.where(present, acc, jnp.inf))

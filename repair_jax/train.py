@@ -74,6 +74,25 @@ def erm_objective(params, state: TrainState, batch: dict, *, multilabel: bool = 
     return loss, (batch_stats, {"loss": loss})
 
 
+def group_dro_objective(params, state: TrainState, batch: dict, *, num_groups: int, eta: float = 1.0,
+                        l2: float = 0.0):
+    """Group DRO (Sagawa et al. 2019, cited in 002 Sec. 5.3): sum_g q_g * mean loss of group g, with
+    q = softmax(eta * stop_gradient(group losses)) over the groups present in the batch.
+
+    A stateless per-batch form of Sagawa et al.'s exponentiated-gradient group weights (eta -> inf
+    gives the batch's worst-group loss). ``batch["group"]`` (B,) int in [0, num_groups).
+    """
+    logits, _, batch_stats = forward(state, params, batch["x"], train=True)
+    losses = softmax_cross_entropy(logits, batch["y"])
+    onehot = jax.nn.one_hot(batch["group"], num_groups, dtype=losses.dtype)
+    counts = onehot.sum(0)
+    group_loss = (onehot * losses[:, None]).sum(0) / jnp.maximum(counts, 1.0)
+    present = counts > 0
+    q = jax.nn.softmax(jnp.where(present, eta * jax.lax.stop_gradient(group_loss), -jnp.inf))
+    loss = jnp.sum(q * group_loss) + l2 * l2_penalty(params)
+    return loss, (batch_stats, {"loss": loss, "worst_group_loss": jnp.max(jnp.where(present, group_loss, 0.0))})
+
+
 def make_train_step(objective: Objective) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Jitted ``train_step(state, batch) -> (state, metrics)`` for any objective."""
 

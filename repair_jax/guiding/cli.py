@@ -1,0 +1,88 @@
+"""``repair-jax guide``: model guiding (002_97a11baaf249c571.txt Algorithm 1) on a trained run.
+
+Writes ``OUT/guide.json`` (F_nl and F_spu with scores and suggested labels, concept fits, accuracy
+of the original / carved / guided model before and after, the bilevel trace's summary, warnings),
+``OUT/carving.npz`` (the concept basis and the carved and guided heads) and ``OUT/run/``, the guided
+model as an ordinary run directory (its last Dense layer is the guided concept head).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import sys
+import warnings
+
+import numpy as np
+
+from repair_jax.errors import UserError
+
+
+def configure(p) -> None:
+    p.add_argument("--run", required=True, help="run directory written by `repair-jax train`")
+    p.add_argument("--audit", required=True, help="audit set JSON (with its npz beside it)")
+    p.add_argument("--concepts", required=True, help="concept library JSON")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--gamma", type=float, default=1.0, help="weight of the label-perturbation size")
+    p.add_argument("--fi-weight", type=float, default=1.0, help="weight of the feature-importance match term")
+    p.add_argument("--l2", type=float, default=1e-2, help="lower-level L2 (strong convexity)")
+    p.add_argument("--tau-nl", type=float, default=0.1, help="noisy-label tolerance tau_nl")
+    p.add_argument("--tau-spu", type=float, default=0.1, help="spurious-attribution tolerance tau_spu")
+    p.add_argument("--budget", type=int, default=50, help="inspection budget b")
+    p.add_argument("--outer-steps", type=int, default=100)
+    p.add_argument("--outer-lr", type=float, default=0.05)
+    p.add_argument("--inner-maxiter", type=int, default=500)
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    from repair_jax.guiding import BilevelConfig, GuidingConfig, LowerLevelNotConverged, load_audit, load_concepts
+    from repair_jax.guiding.pipeline import guide_network
+    from repair_jax.io import atomic_dir, write_bytes_atomic, write_json
+    from repair_jax.runs import load_run, write_run
+
+    config = GuidingConfig(BilevelConfig(gamma=args.gamma, fi_weight=args.fi_weight, l2=args.l2,
+                                         outer_steps=args.outer_steps, outer_lr=args.outer_lr,
+                                         inner_maxiter=args.inner_maxiter),
+                           tau_nl=args.tau_nl, tau_spu=args.tau_spu, budget=args.budget, carve_l2=args.l2)
+    config.validate()
+    library = load_concepts(args.concepts)
+    r = load_run(args.run)
+    if r.info.get("multilabel"):
+        raise UserError("model guiding needs a single-label classifier; this run is multi-label")
+    ds = r.dataset()
+    audit = load_audit(args.audit, library, num_classes=ds.num_classes, input_shape=tuple(r.info["input_shape"]))
+    if audit.task != "classification":
+        raise UserError("the audit set of a classifier run must have task \"classification\"")
+    state = r.state()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LowerLevelNotConverged)
+        report, guided, result, carved = guide_network(
+            state, r.variables, ds.train.x, ds.train.y, audit, library, config, ds.num_classes, ds.class_names,
+            ds.test.x, ds.test.y, progress=not args.no_progress)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, LowerLevelNotConverged)]
+    for msg in msgs:
+        sys.stderr.write(f"repair-jax guide: warning: {msg}\n")
+    report = {"run": str(args.run), "audit": str(args.audit), "concepts": report.pop("concepts"),
+              "warnings": msgs, **report}
+    with atomic_dir(args.out, overwrite=args.force) as tmp:
+        write_json(tmp / "guide.json", report)
+        buf = io.BytesIO()
+        b = carved.basis
+        np.savez(buf, names=np.asarray(b.names), B=b.B, mu=b.mu, sigma=b.sigma, offset=b.offset, scale=b.scale,
+                 theta_cbm_w=carved.theta["w"], theta_cbm_b=carved.theta["b"],
+                 theta_guided_w=result.bilevel.theta["w"], theta_guided_b=result.bilevel.theta["b"],
+                 delta=result.bilevel.delta)
+        write_bytes_atomic(tmp / "carving.npz", buf.getvalue())
+        (tmp / "run").mkdir()
+        info = {**r.info, "guided_from": str(args.run),
+                "test_accuracy": report["metrics"]["test"]["guided_accuracy"],
+                "guiding": {"config": report["config"], "metrics": report["metrics"]}}
+        write_run(tmp / "run", info, guided)
+    m = report["metrics"]["test"]
+    print(f"model guiding: {len(report['F_nl'])} points flagged as mislabelled, {len(report['F_spu'])} as relying "
+          f"on a spurious signal (budget {args.budget})")
+    print(f"test accuracy: original {m['original_accuracy']:.4f}, carved {m['carved_accuracy']:.4f}, "
+          f"guided {m['guided_accuracy']:.4f} -> {args.out}/guide.json, {args.out}/run")
+    return 0

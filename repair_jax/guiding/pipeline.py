@@ -1,0 +1,72 @@
+"""Model guiding on a trained network end to end (002_97a11baaf249c571.txt Algorithm 1): embed,
+carve, run the bilevel update, fold the guided concept head back into the network, and report."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+from repair_jax.guiding.algorithm import GuidingConfig, GuidingResult, guiding_report, model_guiding
+from repair_jax.guiding.bilevel import linear_predict
+from repair_jax.guiding.carving import ConceptBasis, fit_concept_basis, fit_linear_head, fold_into_head, project
+from repair_jax.guiding.formats import AuditSet, ConceptLibrary
+from repair_jax.train import TrainState, predict
+
+
+@dataclasses.dataclass
+class Carved:
+    """A network carved into a concept bottleneck model: basis, head and the concept coordinates."""
+
+    basis: ConceptBasis
+    theta: dict
+    z_train: np.ndarray
+    z_audit: np.ndarray
+
+
+def carve_network(state: TrainState, x_train, y_train, audit: AuditSet, library: ConceptLibrary,
+                  num_classes: int, l2: float = 1e-2) -> Carved:
+    """Carving step of Algorithm 1: concept vectors fit on the audit set's embeddings, the final
+    linear model on the training set's concept coordinates."""
+    _, h_train = predict(state, x_train)
+    _, h_audit = predict(state, audit.x)
+    basis = fit_concept_basis(h_audit, audit.a, library, l2=l2)
+    z_train, z_audit = project(basis, h_train), project(basis, h_audit)
+    theta = fit_linear_head(z_train, y_train, "classification", num_classes, l2=l2)
+    return Carved(basis, theta, z_train, z_audit)
+
+
+def guiding_problem(carved: Carved, y_train, audit: AuditSet) -> dict:
+    return {"z": carved.z_train, "y": np.asarray(y_train), "z_audit": carved.z_audit, "y_audit": audit.y,
+            "a_audit": audit.a, "s_audit": audit.s, "c_audit": audit.c}
+
+
+def accuracy_of_head(basis: ConceptBasis, theta: dict, h, y) -> float:
+    return float(np.mean(np.asarray(linear_predict(theta, jnp.asarray(project(basis, h)))).argmax(1) == np.asarray(y)))
+
+
+def guide_network(state: TrainState, variables: dict, x_train, y_train, audit: AuditSet,
+                  library: ConceptLibrary, config: GuidingConfig, num_classes: int, class_names=None,
+                  x_test=None, y_test=None, progress: bool = False):
+    """Algorithm 1 on a network. Returns (report dict, guided variables, GuidingResult, Carved)."""
+    config.validate()
+    carved = carve_network(state, x_train, y_train, audit, library, num_classes, config.carve_l2)
+    result: GuidingResult = model_guiding(guiding_problem(carved, y_train, audit), carved.theta, config,
+                                          "classification", num_classes, progress=progress)
+    guided = fold_into_head(variables, carved.basis, result.bilevel.theta)
+    report = guiding_report(result, "classification", y_train, class_names, library.names, carved.z_train)
+    report["concepts"] = {"names": list(library.names),
+                          "audit_fit": {n: float(f) for n, f in zip(library.names, carved.basis.concept_fit)}}
+    metrics = {}
+    for split, x, y in (("train", x_train, y_train), ("audit", audit.x, audit.y), ("test", x_test, y_test)):
+        if x is None:
+            continue
+        logits, h = predict(state, x)
+        metrics[split] = {"original_accuracy": float(np.mean(logits.argmax(1) == y)),
+                          "carved_accuracy": accuracy_of_head(carved.basis, carved.theta, h, y),
+                          "guided_accuracy": accuracy_of_head(carved.basis, result.bilevel.theta, h, y)}
+    report["metrics"] = metrics
+    report["config"] = {"tau_nl": config.tau_nl, "tau_spu": config.tau_spu, "budget": config.budget,
+                        "carve_l2": config.carve_l2, "bilevel": dataclasses.asdict(config.bilevel)}
+    return report, guided, result, carved
