@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "diagnose": ("repair_jax.cli", "diagnose the group-level errors of a trained run"),
     "quickstart": ("repair_jax.cli", "the main job on the embedded digits: train, diagnose"),
     "bench": ("repair_jax.cli", "run the benchmarks and write their JSON figures"),
+    "influence": ("repair_jax.influence.cli", "rank training points by influence on a test loss or group metric"),
 }
 
 

@@ -142,7 +142,8 @@ def _finish(x, matvec, b, method, iterations, tol, unravel) -> IHVPResult:
     bn = float(jnp.linalg.norm(b))
     res = float(jnp.linalg.norm(matvec(x) - b)) / (bn if bn > 0 else 1.0)
     if not (np.isfinite(res) and bool(jnp.all(jnp.isfinite(x)))):
-        hint = " (increase --scale so it exceeds the largest Hessian eigenvalue)" if method == "lissa" else \
+        hint = (" (raise the scale above the largest eigenvalue of H + damping I, or add damping if H has "
+                "negative eigenvalues)") if method == "lissa" else \
             " (add damping: the Hessian may not be positive definite)"
         raise UserError(f"the {method} inverse-HVP solve diverged to a non-finite value{hint}")
     converged = res <= tol
