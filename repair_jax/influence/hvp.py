@@ -86,11 +86,12 @@ def make_hvp(loss_fn: LossFn, params, batch: dict, *, l2: float = 0.0, damping: 
     if damping < 0:
         raise UserError(f"damping must be >= 0, got {damping}")
     n = batch_size_of(batch)
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
     size, spans = _chunks(n, chunk_size)
     parts = []
     for start, count in spans:
         chunk = _take(batch, start, size, n) if size != n else batch
-        mask = (jnp.arange(size) < count).astype(jnp.float32) / n
+        mask = (jnp.arange(size) < count).astype(dtype) / jnp.asarray(n, dtype)
         parts.append((chunk, mask))
 
     def hvp(v):
