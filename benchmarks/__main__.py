@@ -16,6 +16,8 @@ from pathlib import Path
 # name -> module (each has run(quick: bool) -> dict)
 BENCHMARKS = {
     "train_throughput": "benchmarks.train_throughput",
+    "per_example_grads": "benchmarks.per_example_grads",
+    "influence": "benchmarks.influence",
 }
 
 
