@@ -16,7 +16,7 @@ from repair_jax.influence import ClassifierLoss
 from repair_jax.influence.loo import minimize_objective
 from repair_jax.models import create_model, init_variables
 
-MODELS = {"logistic_regression": ((), 1e-2, 500), "mlp": ((32,), 1e-3, 300)}  # hidden, l2, L-BFGS iters
+MODELS = {"logistic_regression": ((), 1e-3, 500), "mlp": ((32,), 1e-3, 300)}  # hidden, l2, L-BFGS iters
 
 
 def ink(x: np.ndarray) -> np.ndarray:

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     summary = {m: {"mean": float(np.mean([r["top_flipped_fraction"][m] for r in rows])),
                    "std": float(np.std([r["top_flipped_fraction"][m] for r in rows]))} for m in methods}
     out = Path(a.out)
-    write_json(out / "ranking.json", {"dataset": "digits", "model": "logistic_regression (L2 1e-2)",
+    write_json(out / "ranking.json", {"dataset": "digits", "model": "logistic_regression (L2 1e-3)",
                                       "flip_fraction": a.fraction, "top": a.top, "seeds": seeds,
                                       "group": "heavy-ink test digits (mean intensity > 75th pct of train)",
                                       "summary": summary, "per_seed": rows,
