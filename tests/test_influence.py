@@ -296,3 +296,19 @@ def test_influence_cli(tmp_path, digits):
     assert main(["influence", "--run", str(tmp_path / "run"), "--metric", "fpr",
                  "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_influence_notebook_runs_at_smoke_size(monkeypatch):
+    import pathlib
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "influence.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    monkeypatch.setenv("SMOKE", "1")
+    root = str(path.parents[1])
+    monkeypatch.setenv("PYTHONPATH", root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": root}}).execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "most responsible for the group's ECE" in outputs and "CG:" in outputs
