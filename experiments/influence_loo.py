@@ -86,7 +86,7 @@ def main(argv=None) -> int:
                 ("mlp_damped", (16,), 1e-3, 1e-2, 200 if a.smoke else a.mlp_train, 100 if a.smoke else 400)):
             r = check(name, hidden, l2, damping, ds, k, tp if name.startswith("log") else 1, a.seed, lim, iters)
             print(f"{name}: Pearson(predicted, actual LOO change of test loss) = {r['pearson_all']:.4f} "
-                  f"over {k} x {tp} removals (per test point: "
+                  f"over {k} x {len(r['test_points'])} removals (per test point: "
                   f"{', '.join(f'{p:.3f}' for p in r['pearson_per_test_point'])}; {r['seconds']:.0f}s)")
             rows.append(r)
     out = Path(a.out)

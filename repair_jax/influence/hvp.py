@@ -128,11 +128,10 @@ def hessian_matrix(loss_fn: LossFn, params, batch: dict, *, l2: float = 0.0, dam
             return ravel_pytree(jax.jvp(jax.grad(f), (params,), (v,))[1])[0]
         return jax.vmap(one)(basis)
 
-    rows = []
-    eye = jnp.eye(p, dtype=flat0.dtype)
-    for s in range(0, p, block):
-        rows.append(cols(eye[s:s + block]))
-    h = jnp.concatenate(rows)
+    block = min(block, p)
+    padded = -(-p // block) * block  # equal blocks: one compilation
+    eye = jnp.eye(padded, p, dtype=flat0.dtype)
+    h = jnp.concatenate([cols(eye[s:s + block]) for s in range(0, padded, block)])[:p]
     h = 0.5 * (h + h.T)
     return h + damping * jnp.eye(p, dtype=h.dtype)
 
@@ -244,6 +243,7 @@ def inverse_hvp(loss_fn: LossFn, params, batch: dict, b, *, method: str = "cg", 
         raise UserError(f"unknown inverse-HVP solver {method!r}; choose one of {', '.join(SOLVERS)}")
     hvp = make_hvp(loss_fn, params, batch, l2=l2, damping=damping, chunk_size=chunk_size)
     matvec, ravel, unravel = flat_operator(hvp, params)
+    matvec = jax.jit(matvec)
     bf = ravel(b)
     if not bool(jnp.all(jnp.isfinite(bf))):
         raise UserError("the right-hand side of the inverse-HVP solve is not finite")
@@ -254,7 +254,7 @@ def inverse_hvp(loss_fn: LossFn, params, batch: dict, b, *, method: str = "cg", 
         return _finish(x, matvec, bf, method, 1, tol, unravel)
     if method == "cg":
         tol = 1e-5 if tol is None else tol
-        x, k = solve_cg(jax.jit(matvec), bf, tol, max_iter or 1000)
+        x, k = solve_cg(matvec, bf, tol, max_iter or 1000)
         return _finish(x, matvec, bf, method, k, tol, unravel)
     tol = 1e-4 if tol is None else tol
     if scale is None:
@@ -270,7 +270,7 @@ def inverse_hvp(loss_fn: LossFn, params, batch: dict, b, *, method: str = "cg", 
             f = lambda p: training_objective(loss_fn, p, sub, l2)
             hv = jax.jvp(jax.grad(f), (params,), (unravel(v),))[1]
             return ravel_pytree(hv)[0] + damping * v
-    x, k = solve_lissa(jax.jit(matvec), bf, scale, max_iter or 5000, tol, sample_matvec=sample,
+    x, k = solve_lissa(matvec, bf, scale, max_iter or 5000, tol, sample_matvec=sample,
                        rng=jax.random.PRNGKey(seed))
     return _finish(x, matvec, bf, method, k, tol, unravel)
 
@@ -279,7 +279,7 @@ def largest_eigenvalue(matvec, p: int, dtype=jnp.float32, iters: int = 30, seed:
     """Power-iteration estimate of the largest eigenvalue of a symmetric PSD operator."""
     v = jax.random.normal(jax.random.PRNGKey(seed), (p,), dtype)
     v = v / jnp.linalg.norm(v)
-    mv = jax.jit(matvec)
+    mv = matvec
     lam = 0.0
     for _ in range(iters):
         w = mv(v)
