@@ -269,6 +269,19 @@ def _set_leaves(params, sub: dict):
 
 # ----------------------------------------------------------------------------- public API
 
+def _shard(batch: dict, size: int) -> dict:
+    """With several local devices, splits a chunk over them along the example axis (the jitted
+    per-example computation is then partitioned by XLA); unchanged on one device or when the chunk
+    size does not divide."""
+    n_dev = jax.local_device_count()
+    if n_dev <= 1 or size % n_dev:
+        return batch
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from repair_jax.train import data_mesh
+    return jax.device_put(batch, NamedSharding(data_mesh(jax.local_devices()), PartitionSpec("data")))
+
+
 @functools.partial(jax.jit, static_argnames=("loss_fn", "method", "flat"))
 def _grads_chunk(loss_fn, params, batch, method: str, flat: bool):
     g = _layerwise_grads(loss_fn, params, batch) if method == "layerwise" else _vmap_grads(loss_fn, params, batch)
@@ -295,7 +308,7 @@ def per_example_grads(loss_fn: LossFn, params, batch: dict, *, chunk_size: int |
     size, spans = _chunks(n, chunk_size)
     outs = []
     for start, count in spans:
-        chunk = _take(batch, start, size, n) if size != n else batch
+        chunk = _shard(_take(batch, start, size, n) if size != n else batch, size)
         g = _grads_chunk(loss_fn, params, chunk, method, flat)
         outs.append(jax.tree_util.tree_map(lambda a: a[:count], g))
     if len(outs) == 1:
