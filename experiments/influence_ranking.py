@@ -20,7 +20,10 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.ch6_common import fit, flip_labels, groups, probs
+try:
+    from experiments.ch6_common import fit, flip_labels, groups, probs
+except ImportError:  # run as a script without the repository root on sys.path
+    from ch6_common import fit, flip_labels, groups, probs  # type: ignore
 from repair_jax.data import load_dataset
 from repair_jax.influence import (group_disparity_quantity, influence_up, influence_up_loss, influence_pert_y,
                                   label_flip_scores, s_test)

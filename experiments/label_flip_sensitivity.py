@@ -18,7 +18,10 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.ch6_common import MODELS, fit, flip_labels, groups, probs
+try:
+    from experiments.ch6_common import MODELS, fit, flip_labels, groups, probs
+except ImportError:  # run as a script without the repository root on sys.path
+    from ch6_common import MODELS, fit, flip_labels, groups, probs  # type: ignore
 from repair_jax.data import load_dataset
 from repair_jax.io import write_json, write_text
 from repair_jax.metrics import expected_calibration_error
