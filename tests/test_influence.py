@@ -294,6 +294,10 @@ def test_influence_cli(tmp_path, digits):
     assert [r["train_index"] for r in r2[:3]] == [r["train_index"] for r in ranking[:3]]
     assert main(["influence", "--run", str(tmp_path / "run"), "--metric", "ece", "--group", "intensity>0.3",
                  "--out", str(tmp_path / "inf3")]) == 0
+    assert main(["influence", "--run", str(tmp_path / "run"), "--test-index", "4", "--method", "tracin",
+                 "--out", str(tmp_path / "inf4")]) == 0
+    tr = json.loads((tmp_path / "inf4" / "summary.json").read_text())
+    assert tr["solver"]["method"] == "tracin" and len(tr["most_harmful"]) == 20
     assert main(["influence", "--run", str(tmp_path / "run"), "--test-index", "99999",
                  "--out", str(tmp_path / "bad")]) == 2
     assert main(["influence", "--run", str(tmp_path / "run"), "--metric", "fpr",
