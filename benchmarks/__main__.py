@@ -18,6 +18,8 @@ BENCHMARKS = {
     "train_throughput": "benchmarks.train_throughput",
     "irepair": "benchmarks.irepair",
     "hypergradient": "benchmarks.hypergradient",
+    "per_example_grads": "benchmarks.per_example_grads",
+    "influence": "benchmarks.influence",
 }
 
 

@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "bench": ("repair_jax.cli", "run the benchmarks and write their JSON figures"),
     "irepair": ("repair_jax.repair.irepair_cli", "repair individual misclassifications (I-REPAIR, 001)"),
     "guide": ("repair_jax.guiding.cli", "model guiding: flag mislabelled / spurious points, update the model"),
+    "influence": ("repair_jax.influence.cli", "rank training points by influence on a test loss or group metric"),
 }
 
 

@@ -249,3 +249,120 @@ def worst_group_accuracy(y_true, y_pred, groups, num_groups: int):
     """Lowest accuracy over the non-empty groups (Sagawa et al. 2019; 002 Table 5.4)."""
     acc, present = group_accuracies(y_true, y_pred, groups, num_groups)
     return jnp.min(jnp.where(present, acc, jnp.inf))
+# ----------------------------------------------------------------------------- group disparity metrics
+# Source: 002_97a11baaf249c571.txt Sec. 6.2 and Appendix B.1.3. Each takes class probabilities
+# (N, K), integer labels (N,) and a group mask (N,) (1 = member of the group S_t; None = all), and
+# is a differentiable (almost everywhere) function of the probabilities, so that the influence of a
+# training point on it (Eq. 6.4/6.5) is a chain rule. An empty group gives 0 (no NaN).
+
+def _group_mask(labels, mask):
+    return jnp.ones(labels.shape[0], jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames="num_bins")
+def expected_calibration_error(probs, labels, mask=None, num_bins: int = 10):
+    """Binned ECE = sum_m |B_m|/n |conf(B_m) - acc(B_m)| (002 App. B.1.3, M = 10 bins of width 1/M).
+
+    conf_i = max_k p_ik, correct_i = [argmax_k p_ik = y_i]; B_m = {i : conf_i in ((m-1)/M, m/M]}.
+    Written as (1/n) sum_m |sum_{i in B_m} (conf_i - correct_i)|, it is differentiable in the
+    probabilities wherever no confidence sits on a bin edge or a tie (bins, correctness locally constant).
+    """
+    w = _group_mask(labels, mask)
+    conf = jnp.max(probs, axis=-1)
+    correct = (jnp.argmax(probs, axis=-1) == labels).astype(probs.dtype)
+    bins = jnp.clip(jnp.ceil(jax.lax.stop_gradient(conf) * num_bins).astype(jnp.int32) - 1, 0, num_bins - 1)
+    per_bin = jax.ops.segment_sum(w * (conf - correct), bins, num_segments=num_bins)
+    return _safe_div(jnp.sum(jnp.abs(per_bin)), jnp.sum(w))
+
+
+@jax.jit
+def brier_score(probs, labels, mask=None, positive=None):
+    """Brier score: mean (p_i - y_i)^2 of the positive class's probability (binary; = scikit-learn's
+    ``brier_score_loss``) when ``positive`` is a class index, else the multi-class mean over examples
+    of sum_k (p_ik - [y_i = k])^2 (002 Sec. 6.2, GD_bs)."""
+    w = _group_mask(labels, mask)
+    onehot = jax.nn.one_hot(labels, probs.shape[-1], dtype=probs.dtype)
+    if positive is None:
+        per = jnp.sum(jnp.square(probs - onehot), axis=-1)
+    else:
+        per = jnp.square(probs[:, positive] - onehot[:, positive])
+    return _safe_div(jnp.sum(w * per), jnp.sum(w))
+
+
+@jax.jit
+def generalized_fpr(probs, labels, mask=None, positive=1):
+    """Generalized false positive rate E[p_positive(x) | y != positive] (002 Sec. 6.2, GD_fpr)."""
+    w = _group_mask(labels, mask) * (labels != positive)
+    return _safe_div(jnp.sum(w * probs[:, positive]), jnp.sum(w))
+
+
+@jax.jit
+def generalized_fnr(probs, labels, mask=None, positive=1):
+    """Generalized false negative rate E[1 - p_positive(x) | y = positive] (002 Sec. 6.2, GD_fnr)."""
+    w = _group_mask(labels, mask) * (labels == positive)
+    return _safe_div(jnp.sum(w * (1 - probs[:, positive])), jnp.sum(w))
+
+
+@jax.jit
+def soft_error_rate(probs, labels, mask=None):
+    """Expected error of the model's predictive distribution, 1 - E[p_{y_i}(x_i)]: the differentiable
+    stand-in for the error rate GD_er = 1 - acc (002 Sec. 6.2), whose gradient is 0 almost everywhere."""
+    w = _group_mask(labels, mask)
+    p_true = jnp.take_along_axis(probs, labels[:, None], axis=1)[:, 0]
+    return _safe_div(jnp.sum(w * (1 - p_true)), jnp.sum(w))
+
+
+@jax.jit
+def error_rate(y_true, y_pred, mask=None):
+    """Hard error rate 1 - accuracy over the group (GD_er)."""
+    w = _group_mask(y_true, mask)
+    return _safe_div(jnp.sum(w * (y_true != y_pred)), jnp.sum(w))
+
+
+@jax.jit
+def false_positive_rate(y_true, y_pred, mask=None, positive=1):
+    """Hard FPR of class ``positive`` (one vs rest): P(pred = positive | y != positive) in the group."""
+    w = _group_mask(y_true, mask) * (y_true != positive)
+    return _safe_div(jnp.sum(w * (y_pred == positive)), jnp.sum(w))
+
+
+@jax.jit
+def false_negative_rate(y_true, y_pred, mask=None, positive=1):
+    """Hard FNR of class ``positive`` (one vs rest): P(pred != positive | y = positive) in the group."""
+    w = _group_mask(y_true, mask) * (y_true == positive)
+    return _safe_div(jnp.sum(w * (y_pred != positive)), jnp.sum(w))
+
+
+GROUP_DISPARITY_METRICS = ("ece", "brier", "fpr", "fnr", "er")
+
+
+def group_disparity(name: str, probs, labels, mask=None, positive: int = 1, num_bins: int = 10):
+    """The differentiable group disparity metric ``name`` (ece | brier | fpr | fnr | er) of 002 Sec. 6.2.
+
+    ``er`` is the soft error rate; ``brier`` is multi-class unless the problem is binary (then the
+    positive class's Brier score).
+    """
+    if name == "ece":
+        return expected_calibration_error(probs, labels, mask, num_bins)
+    if name == "brier":
+        return brier_score(probs, labels, mask, positive if probs.shape[-1] == 2 else None)
+    if name == "fpr":
+        return generalized_fpr(probs, labels, mask, positive)
+    if name == "fnr":
+        return generalized_fnr(probs, labels, mask, positive)
+    if name == "er":
+        return soft_error_rate(probs, labels, mask)
+    raise ValueError(f"unknown group disparity metric {name!r}; choose one of {', '.join(GROUP_DISPARITY_METRICS)}")
+
+
+def group_disparity_hard(name: str, probs, labels, mask=None, positive: int = 1, num_bins: int = 10):
+    """The usual (reported) version of a group metric: ECE and Brier as above; FPR, FNR and the
+    error rate of the hard (argmax) predictions."""
+    pred = jnp.argmax(probs, axis=-1)
+    if name == "fpr":
+        return false_positive_rate(labels, pred, mask, positive)
+    if name == "fnr":
+        return false_negative_rate(labels, pred, mask, positive)
+    if name == "er":
+        return error_rate(labels, pred, mask)
+    return group_disparity(name, probs, labels, mask, positive, num_bins)

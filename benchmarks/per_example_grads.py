@@ -1,0 +1,113 @@
+"""Per-example gradients: ours (layer-wise) vs naive ``vmap(grad)``, vs the batch gradient, and vs
+PyTorch's ``torch.func.vmap(grad)`` on the same models and batches (when torch is installed: the
+``bench`` extra). Models: MLP 64-256-256-10 (batch 256) and a small CNN on 28x28x1 (two 3x3 conv
+layers of 16 and 32 channels with max-pooling, a dense layer to 10; batch 128). All ratios are
+taken in one run on this machine (best of repeated timings, after a warm-up / compile: the
+machine is shared, and the minimum is the timing least disturbed by other processes)."""
+
+from __future__ import annotations
+
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from repair_jax.influence import ClassifierLoss, batch_gradient, per_example_grads
+
+
+class BenchMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        h = x.reshape(x.shape[0], -1)
+        for w in (256, 256):
+            h = nn.relu(nn.Dense(w)(h))
+        return nn.Dense(10)(h), h
+
+
+class BenchCNN(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        h = nn.max_pool(nn.relu(nn.Conv(16, (3, 3))(x)), (2, 2), (2, 2))
+        h = nn.max_pool(nn.relu(nn.Conv(32, (3, 3))(h)), (2, 2), (2, 2))
+        h = h.reshape(h.shape[0], -1)
+        return nn.Dense(10)(h), h
+
+
+def _median_time(fn, reps: int) -> float:
+    jax.block_until_ready(fn())  # warm-up / compile
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return float(np.min(times))  # best of reps: least disturbed by other processes
+
+
+def _torch_models():
+    import torch
+
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 256), torch.nn.ReLU(),
+                              torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(32 * 7 * 7, 10))
+    return {"mlp": mlp, "cnn": cnn}
+
+
+def _torch_time(model, x: np.ndarray, y: np.ndarray, reps: int) -> float:
+    import torch
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    xt = torch.as_tensor(x)
+    if xt.ndim == 4 and xt.shape[-1] == 1 and isinstance(model[0], torch.nn.Conv2d):
+        xt = xt.permute(0, 3, 1, 2).contiguous()
+    yt = torch.as_tensor(y, dtype=torch.long)
+
+    def loss(p, xi, yi):
+        out = functional_call(model, p, (xi[None],))
+        return torch.nn.functional.cross_entropy(out, yi[None])
+
+    f = vmap(grad(loss), in_dims=(None, 0, 0))
+    f(params, xt, yt)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f(params, xt, yt)
+        times.append(time.perf_counter() - t0)
+    return float(np.min(times))  # best of reps: least disturbed by other processes
+
+
+def run(quick: bool = False) -> dict:
+    reps = 3 if quick else 15
+    cases = {"mlp": (BenchMLP(), (8, 8, 1), 32 if quick else 256),
+             "cnn": (BenchCNN(), (28, 28, 1), 16 if quick else 128)}
+    try:
+        import torch
+        torch_models = _torch_models()
+        torch_note = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    except ImportError:
+        torch_models, torch_note = None, "torch not installed (pip install .[bench]); torch comparison skipped"
+    out: dict = {"torch": torch_note, "reps": reps, "timing": "best of reps after warm-up"}
+    rng = np.random.default_rng(0)
+    for name, (model, shape, n) in cases.items():
+        x = rng.random((n, *shape), dtype=np.float32)
+        y = rng.integers(0, 10, n).astype(np.int32)
+        params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape)))["params"]
+        loss = ClassifierLoss(model.apply)
+        batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+        t_ours = _median_time(lambda: per_example_grads(loss, params, batch), reps)
+        t_naive = _median_time(lambda: per_example_grads(loss, params, batch, method="vmap"), reps)
+        bg = jax.jit(lambda p, b: batch_gradient(loss, p, b))
+        t_batch = _median_time(lambda: bg(params, batch), reps)
+        row = {"batch": n, "params": int(sum(a.size for a in jax.tree_util.tree_leaves(params))),
+               "ours_s": t_ours, "vmap_grad_s": t_naive, "batch_grad_s": t_batch,
+               "ours_over_vmap_grad": t_ours / t_naive, "ours_over_batch_grad": t_ours / t_batch}
+        if torch_models is not None:
+            tm = torch_models[name]
+            with_torch = _torch_time(tm, x, y, reps)
+            row.update(torch_func_s=with_torch, ours_over_torch_func=t_ours / with_torch)
+        out[name] = row
+    return out

@@ -1,0 +1,16 @@
+"""Per-example gradients, Hessian-vector products and influence functions.
+
+Source: 002_97a11baaf249c571.txt Ch. 3.4 (Eq. 3.1-3.3) and Ch. 6.4 (Eq. 6.1-6.5).
+"""
+
+from repair_jax.influence.gradients import (
+    ClassifierLoss, batch_gradient, flatten_per_example, per_example_grad_dot, per_example_grads,
+)
+from repair_jax.influence.hvp import (
+    SOLVERS, IHVPResult, InfluenceWarning, hessian_matrix, inverse_hvp, make_hvp, training_objective,
+)
+from repair_jax.influence.functions import (
+    group_disparity_quantity, influence_pert_disparity_y, influence_pert_loss, influence_pert_loss_y,
+    influence_pert_x, influence_pert_y, influence_up, influence_up_disparity, influence_up_loss,
+    influence_up_params, label_flip_scores, s_test, test_loss_quantity, tracin,
+)

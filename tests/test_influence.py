@@ -1,0 +1,321 @@
+"""Per-example gradients, inverse-HVP solvers, influence functions (002 Ch. 3.4, 6.4), the group
+disparity metrics and the influence CLI, each against a reference: vmap(grad), explicit Hessians,
+leave-one-out retraining, scikit-learn, finite differences."""
+
+import os
+import warnings
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from repair_jax.errors import UserError
+from repair_jax.influence import (
+    ClassifierLoss, InfluenceWarning, group_disparity_quantity, hessian_matrix, influence_pert_loss,
+    influence_pert_loss_y, influence_up_disparity, influence_up_loss, influence_up_params, inverse_hvp,
+    label_flip_scores, make_hvp, per_example_grad_dot, per_example_grads, tracin,
+)
+from repair_jax.influence.loo import leave_one_out, minimize_objective, pearson
+from repair_jax.models import create_model, init_variables
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from repair_jax.data import load_dataset
+    return load_dataset("digits", seed=0)
+
+
+def _model(name, kw, shape=(8, 8, 1), seed=0, bn_shift=0.0):
+    m = create_model(name, 10, **kw)
+    v = init_variables(m, jax.random.PRNGKey(seed), shape)
+    bs = jax.tree_util.tree_map(lambda a: a + bn_shift, v["batch_stats"])
+    return m, v["params"], ClassifierLoss(m.apply, bs)
+
+
+def _batch(n, shape=(8, 8, 1), seed=1):
+    x = jax.random.uniform(jax.random.PRNGKey(seed), (n, *shape))
+    return {"x": x, "y": jnp.arange(n) % 10}
+
+
+@pytest.mark.parametrize("name,kw", [("mlp", {"hidden": (32, 16)}), ("cnn", {"width": 4, "dense": 8})])
+def test_layerwise_per_example_grads_equal_vmap_grad(name, kw):
+    # the CNN has Conv, eval-mode BatchNorm (shifted running stats) and Dense layers
+    m, params, loss = _model(name, kw, bn_shift=0.3)
+    b = _batch(13)
+    fast = per_example_grads(loss, params, b, chunk_size=5, flat=True)  # 3 chunks, the last padded
+    ref = per_example_grads(loss, params, b, method="vmap", flat=True)
+    assert fast.shape == (13, ravel_pytree(params)[0].shape[0])
+    np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-5)
+    g3 = jax.grad(lambda p: loss(p, jax.tree_util.tree_map(lambda a: a[3:4], b))[0])(params)
+    np.testing.assert_allclose(fast[3], ravel_pytree(g3)[0], rtol=1e-4, atol=1e-5)
+    tree = per_example_grads(loss, params, b, method="vmap")  # the pytree form, rows = flat rows
+    np.testing.assert_allclose(jax.vmap(lambda t: ravel_pytree(t)[0])(tree), ref, rtol=1e-6)
+
+
+def test_conv_with_stride_and_bias_equals_vmap_grad():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            h = nn.relu(nn.Conv(3, (3, 3), strides=(2, 2), padding="VALID")(x))
+            h = nn.relu(nn.Conv(4, (2, 2), padding=1, kernel_dilation=(2, 2))(h))
+            h = nn.LayerNorm()(h)  # not intercepted: falls back to vmap(grad) for its parameters
+            return nn.Dense(10)(h.reshape(h.shape[0], -1)), h
+
+    m = Net()
+    params = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 9, 9, 2)))["params"]
+    loss = ClassifierLoss(m.apply)
+    b = _batch(6, (9, 9, 2))
+    fast = per_example_grads(loss, params, b, flat=True)
+    ref = per_example_grads(loss, params, b, flat=True, method="vmap")
+    np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_forward_mode_grad_dot_equals_explicit_dot_products():
+    m, params, loss = _model("mlp", {"hidden": (32, 16)})
+    b = _batch(11)
+    v = jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.PRNGKey(a.size), a.shape), params)
+    d = per_example_grad_dot(loss, params, b, v, chunk_size=4)
+    g = per_example_grads(loss, params, b, flat=True, method="vmap")
+    np.testing.assert_allclose(d, g @ ravel_pytree(v)[0], rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- logistic regression on digits
+
+@pytest.fixture(scope="module")
+def logreg(digits):
+    """L2-regularized multinomial logistic regression on 240 real digits, fit to convergence (float64)."""
+    with jax.enable_x64(True):
+        m = create_model("mlp", 10, hidden=())
+        v = init_variables(m, jax.random.PRNGKey(0), (8, 8, 1))
+        p0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v["params"])
+        loss = ClassifierLoss(m.apply)
+        train = {"x": jnp.asarray(digits.train.x[:240], jnp.float64), "y": jnp.asarray(digits.train.y[:240])}
+        test = {"x": jnp.asarray(digits.test.x[:60], jnp.float64), "y": jnp.asarray(digits.test.y[:60])}
+        l2 = 0.05
+        params, gnorm = minimize_objective(loss, p0, train, l2=l2)
+        assert gnorm < 1e-6
+        hess = hessian_matrix(loss, params, train, l2=l2)  # built from HVPs; checked in test_hvp_...
+    return loss, params, train, test, l2, hess
+
+
+def test_explicit_cg_lissa_agree(logreg):
+    loss, params, train, test, l2, hess = logreg
+    with jax.enable_x64(True):
+        b = jax.grad(lambda p: jnp.mean(loss(p, test)))(params)
+        res = {mth: inverse_hvp(loss, params, train, b, method=mth, l2=l2, tol=1e-6 if mth != "lissa" else 1e-5,
+                                max_iter=20000 if mth == "lissa" else None, hessian=hess)
+               for mth in ("explicit", "cg", "lissa")}
+        x = {k: ravel_pytree(r.x)[0] for k, r in res.items()}
+    for r in res.values():
+        assert r.converged and r.residual <= r.tol and r.iterations >= 1
+    rel = lambda a, c: float(jnp.linalg.norm(a - c) / jnp.linalg.norm(c))
+    # relative error of the solutions against the explicit solve: CG < 1e-5, LiSSA < 1e-3
+    assert rel(x["cg"], x["explicit"]) < 1e-5
+    assert rel(x["lissa"], x["explicit"]) < 1e-3
+
+
+def test_hvp_matches_dense_hessian(logreg):
+    loss, params, train, test, l2, hess = logreg
+    with jax.enable_x64(True):
+        flat, unravel = ravel_pytree(params)
+        # closed form for softmax regression: (1/n) sum_i (diag p_i - p_i p_i^T) (x) [1; x_i][1; x_i]^T + l2 I
+        X = np.asarray(train["x"]).reshape(240, -1)
+        P = np.asarray(jax.nn.softmax(loss.logits(params, train["x"])))
+        A = np.einsum("nk,kl->nkl", P, np.eye(10)) - np.einsum("nk,nl->nkl", P, P)
+        U = np.concatenate([np.ones((240, 1)), X], 1)  # ravel order: bias (10), then kernel (64, 10)
+        h_ref = np.einsum("nd,ne,nkl->dkel", U, U, A).reshape(650, 650) / 240 + l2 * np.eye(650)
+        np.testing.assert_allclose(hess, h_ref, rtol=1e-8, atol=1e-10)
+        v = jax.random.normal(jax.random.PRNGKey(3), flat.shape, jnp.float64)
+        hv = ravel_pytree(make_hvp(loss, params, train, l2=l2, damping=0.1, chunk_size=70)(unravel(v)))[0]
+        np.testing.assert_allclose(hv, h_ref @ v + 0.1 * v, rtol=1e-8, atol=1e-10)
+
+
+def test_influence_functions_equal_explicit_formulas(logreg):
+    loss, params, train, test, l2, hess = logreg
+    with jax.enable_x64(True):
+        flat, unravel = ravel_pytree(params)
+        hinv = jnp.linalg.inv(hess)
+        one = {"x": test["x"][:1], "y": test["y"][:1]}
+        g_t = ravel_pytree(jax.grad(lambda p: loss(p, one)[0])(params))[0]
+        G = per_example_grads(loss, params, train, flat=True, method="vmap")
+        # Eq. 3.1/6.2
+        scores, r = influence_up_loss(loss, params, train, one, method="cg", l2=l2, tol=1e-8)
+        np.testing.assert_allclose(scores, -G @ (hinv @ g_t), rtol=1e-5, atol=1e-9)
+        # Eq. 6.1
+        (p5,) = influence_up_params(loss, params, train, [5], method="explicit", l2=l2, hessian=hess)
+        np.testing.assert_allclose(ravel_pytree(p5)[0], -hinv @ G[5], rtol=1e-6, atol=1e-10)
+        # Eq. 3.3: -g_t^T H^-1 d/dx grad_theta l(z_j), against the explicit mixed Jacobian of point 7
+        pert, _ = influence_pert_loss(loss, params, train, one, method="explicit", l2=l2, hessian=hess)
+        gx = lambda x: ravel_pytree(jax.grad(lambda p: loss(p, {"x": x[None], "y": train["y"][7:8]})[0])(params))[0]
+        J = jax.jacfwd(gx)(train["x"][7]).reshape(flat.size, -1)  # (P, D)
+        np.testing.assert_allclose(pert[7].reshape(-1), -(hinv @ g_t) @ J, rtol=1e-5, atol=1e-10)
+        # Eq. 6.3: the same with respect to the one-hot label
+        pert_y, _ = influence_pert_loss_y(loss, params, train, one, 10, method="explicit", l2=l2, hessian=hess)
+        gy = lambda y: ravel_pytree(jax.grad(lambda p: loss(p, {"x": train["x"][7:8], "y": y[None]})[0])(params))[0]
+        Jy = jax.jacfwd(gy)(jax.nn.one_hot(train["y"][7], 10, dtype=jnp.float64))
+        np.testing.assert_allclose(pert_y[7], -(hinv @ g_t) @ Jy, rtol=1e-5, atol=1e-10)
+        s = label_flip_scores(pert_y, train["y"])
+        k = int(train["y"][7])
+        np.testing.assert_allclose(s[7], max(pert_y[7, k] - pert_y[7, j] for j in range(10) if j != k))
+
+
+def test_disparity_influence_is_the_chain_rule(logreg):
+    loss, params, train, test, l2, hess = logreg
+    with jax.enable_x64(True):
+        mask = (test["y"] == 3).astype(jnp.float64)
+        flat, unravel = ravel_pytree(params)
+        G = per_example_grads(loss, params, train, flat=True)
+        for metric in ("ece", "brier", "fpr", "fnr", "er"):
+            q = group_disparity_quantity(loss, test, metric, mask, positive=3)
+            scores, r = influence_up_disparity(loss, params, train, q, method="explicit", l2=l2, hessian=hess)
+            g = ravel_pytree(jax.grad(q)(params))[0]
+            expect = -G @ jnp.linalg.solve(hess, g)
+            np.testing.assert_allclose(scores, expect, rtol=1e-5, atol=1e-10)
+            if metric != "ece":  # differentiable everywhere: check grad q by a finite difference
+                d = jax.random.normal(jax.random.PRNGKey(1), flat.shape, jnp.float64)
+                fd = (q(unravel(flat + 1e-6 * d)) - q(unravel(flat - 1e-6 * d))) / 2e-6
+                np.testing.assert_allclose(g @ d, fd, rtol=1e-5, atol=1e-9)
+
+
+def test_leave_one_out_logistic_regression_pearson(logreg):
+    """Koh & Liang's check: predicted -I_up,loss/n vs. actual change on retraining without the point."""
+    loss, params, train, test, l2, hess = logreg
+    with jax.enable_x64(True):
+        one = {"x": test["x"][:1], "y": test["y"][:1]}
+        scores, _ = influence_up_loss(loss, params, train, one, method="cg", l2=l2, tol=1e-8)
+        pred = -np.asarray(scores) / 240
+        top = np.argsort(-np.abs(pred))[:8]
+        res = leave_one_out(loss, params, train, lambda p: jnp.mean(loss(p, one)), top, l2=l2)
+    assert res["grad_norms"].max() < 1e-6
+    assert pearson(pred[top], res["actual"]) >= 0.95
+
+
+def test_tracin_is_a_sum_of_weighted_dot_products():
+    m, params, loss = _model("mlp", {"hidden": (8,)})
+    _, params2, _ = _model("mlp", {"hidden": (8,)}, seed=1)
+    b, t = _batch(9), _batch(2, seed=5)
+    got = tracin(loss, [params, params2], [0.1, 0.05], b, test_batch=t)
+    expect = 0
+    for p, lr in ((params, 0.1), (params2, 0.05)):
+        G = per_example_grads(loss, p, b, flat=True, method="vmap")
+        gt = ravel_pytree(jax.grad(lambda q: jnp.mean(loss(q, t)))(p))[0]
+        expect = expect + lr * G @ gt
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-6)
+
+
+def test_non_converged_and_diverging_solves_are_reported(logreg):
+    loss, params, train, test, l2, hess = logreg
+    with jax.enable_x64(True):
+        b = jax.grad(lambda p: jnp.mean(loss(p, test)))(params)
+        with pytest.warns(InfluenceWarning, match="did not converge"):
+            r = inverse_hvp(loss, params, train, b, method="cg", l2=l2, max_iter=2)
+        assert not r.converged and r.iterations == 2 and np.isfinite(r.residual)
+        with pytest.raises(UserError, match="diverged"):  # scale far below the largest eigenvalue
+            inverse_hvp(loss, params, train, b, method="lissa", l2=l2, scale=1e-3, max_iter=500)
+    with pytest.raises(UserError, match="empty"):
+        group_disparity_quantity(loss, test, "ece", np.zeros(60))
+    with pytest.raises(UserError, match="unknown"):
+        inverse_hvp(loss, params, train, b, method="newton")
+
+
+# ----------------------------------------------------------------------------- metrics vs scikit-learn
+
+def test_group_metrics_against_sklearn_and_formulas(rng):
+    from sklearn.metrics import accuracy_score, brier_score_loss, confusion_matrix
+
+    from repair_jax.metrics import (brier_score, error_rate, expected_calibration_error, false_negative_rate,
+                                    false_positive_rate, generalized_fnr, generalized_fpr, group_disparity,
+                                    group_disparity_hard, soft_error_rate)
+    logits = rng.normal(size=(300, 4)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = rng.integers(0, 4, 300)
+    mask = rng.random(300) < 0.4
+    pj, yj, mj = jnp.asarray(probs, jnp.float32), jnp.asarray(y), jnp.asarray(mask)
+    ps, ys = probs[mask], y[mask]
+    pred = ps.argmax(1)
+    # ECE: the binned formula of 002 App. B.1.3, computed by a loop
+    conf = ps.max(1)
+    ece = 0.0
+    for mbin in range(10):
+        inb = (conf > mbin / 10) & (conf <= (mbin + 1) / 10)
+        if inb.any():
+            ece += inb.sum() / len(ys) * abs(conf[inb].mean() - (pred[inb] == ys[inb]).mean())
+    np.testing.assert_allclose(expected_calibration_error(pj, yj, mj), ece, rtol=1e-5)
+    # binary Brier score = scikit-learn's brier_score_loss for the positive class
+    np.testing.assert_allclose(brier_score(pj, yj, mj, 2), brier_score_loss(ys == 2, ps[:, 2]), rtol=1e-5)
+    np.testing.assert_allclose(brier_score(pj, yj, mj), np.mean(((ps - np.eye(4)[ys]) ** 2).sum(1)), rtol=1e-5)
+    tn, fp, fn, tp = confusion_matrix(ys == 2, pred == 2).ravel()
+    np.testing.assert_allclose(false_positive_rate(yj, pj.argmax(1), mj, 2), fp / (fp + tn), rtol=1e-6)
+    np.testing.assert_allclose(false_negative_rate(yj, pj.argmax(1), mj, 2), fn / (fn + tp), rtol=1e-6)
+    np.testing.assert_allclose(error_rate(yj, pj.argmax(1), mj), 1 - accuracy_score(ys, pred), rtol=1e-6)
+    np.testing.assert_allclose(generalized_fpr(pj, yj, mj, 2), ps[ys != 2, 2].mean(), rtol=1e-5)
+    np.testing.assert_allclose(generalized_fnr(pj, yj, mj, 2), (1 - ps[ys == 2, 2]).mean(), rtol=1e-5)
+    np.testing.assert_allclose(soft_error_rate(pj, yj, mj), 1 - ps[np.arange(len(ys)), ys].mean(), rtol=1e-5)
+    np.testing.assert_allclose(group_disparity_hard("fpr", pj, yj, mj, 2), fp / (fp + tn), rtol=1e-6)
+    assert float(group_disparity("ece", pj, yj, jnp.zeros(300))) == 0.0  # empty group: 0, not NaN
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def test_influence_cli(tmp_path, digits):
+    import json
+
+    from repair_jax.cli import main, train_run
+    from repair_jax.train import TrainConfig
+
+    # a linear softmax model: with l2 > 0 the objective is strictly convex, so solvers must agree
+    cfg = TrainConfig(model="mlp", model_kwargs={"hidden": ()}, epochs=3, l2=1e-3, seed=0, train_limit=200)
+    train_run(cfg, tmp_path / "run", progress=False)
+    out = tmp_path / "inf"
+    assert main(["influence", "--run", str(tmp_path / "run"), "--test-index", "4", "--top", "7",
+                 "--method", "explicit", "--damping", "0.05", "--out", str(out)]) == 0
+    ranking = json.loads((out / "influence.json").read_text())
+    assert len(ranking) == 7 and set(ranking[0]) == {"train_index", "score"}
+    mags = [abs(r["score"]) for r in ranking]
+    assert mags == sorted(mags, reverse=True)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["solver"]["converged"] and (out / "influence.png").stat().st_size > 0
+    # the same ranking from CG
+    out2 = tmp_path / "inf2"
+    assert main(["influence", "--run", str(tmp_path / "run"), "--test-index", "4", "--top", "7",
+                 "--damping", "0.05", "--tol", "1e-6", "--out", str(out2)]) == 0
+    r2 = json.loads((out2 / "influence.json").read_text())
+    assert [r["train_index"] for r in r2[:3]] == [r["train_index"] for r in ranking[:3]]
+    assert main(["influence", "--run", str(tmp_path / "run"), "--metric", "ece", "--group", "intensity>0.3",
+                 "--out", str(tmp_path / "inf3")]) == 0
+    assert main(["influence", "--run", str(tmp_path / "run"), "--test-index", "4", "--method", "tracin",
+                 "--out", str(tmp_path / "inf4")]) == 0
+    tr = json.loads((tmp_path / "inf4" / "summary.json").read_text())
+    assert tr["solver"]["method"] == "tracin" and len(tr["most_harmful"]) == 20
+    assert main(["influence", "--run", str(tmp_path / "run"), "--test-index", "99999",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert main(["influence", "--run", str(tmp_path / "run"), "--metric", "fpr",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_influence_notebook_runs_at_smoke_size(monkeypatch):
+    import pathlib
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "influence.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    monkeypatch.setenv("SMOKE", "1")
+    root = str(path.parents[1])
+    monkeypatch.setenv("PYTHONPATH", root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": root}}).execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "most responsible for the group's ECE" in outputs and "CG:" in outputs
