@@ -16,6 +16,7 @@ from pathlib import Path
 # name -> module (each has run(quick: bool) -> dict)
 BENCHMARKS = {
     "train_throughput": "benchmarks.train_throughput",
+    "weighted_repair": "benchmarks.weighted_repair",
 }
 
 

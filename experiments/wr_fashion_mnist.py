@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--ft-lr", type=float, default=5e-4)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--settings", default="pair,triplet")
+    p.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
@@ -68,6 +69,8 @@ def main(argv=None) -> int:
             a_, b_ = b_, a_
         settings = {"pair": Targets(((a_, b_),)), "triplet": Targets(((a_, b_, c_),))}
         rcfg = RepairConfig(epochs=a.ft_epochs, lr=a.ft_lr, batch_size=64, seeds=seeds, rhos=rhos)
+        if a.methods:
+            rcfg.methods = tuple(dict.fromkeys(("orig", "orig-ft") + tuple(a.methods.split(","))))
         tables = []
         for name in a.settings.split(","):
             t0 = time.perf_counter()
