@@ -220,3 +220,22 @@ def test_targets_validation():
     with pytest.raises(UserError):
         Targets(((0, 12),)).validate(10)
     assert Targets(((0, 1), (2, 3))).classes == (0, 1, 2, 3)
+
+
+def test_multilabel_evaluation_and_representations():
+    from repair_jax.metrics import mean_average_precision, type2conf_matrix
+    from repair_jax.repair import evaluate_outputs
+
+    y = np.array([[1, 0, 0], [1, 0, 1], [0, 1, 0], [0, 1, 1]], np.float32)
+    p = np.array([[0.9, 0.7, 0.1], [0.8, 0.2, 0.9], [0.3, 0.9, 0.2], [0.6, 0.8, 0.7]], np.float32)
+    r = evaluate_outputs(p, y, Targets(((0, 1),)), multilabel=True)
+    # type2conf(0, 1): P((0,1)|0) = 1/2 (rows 0, 1 labelled 0 not 1: row 0 predicted both),
+    # P((1,0)|1) = 1/2 (rows 2, 3: row 3 predicted both) -> 0.5
+    assert r["error_kind"] == "type2conf" and r["target_error"] == pytest.approx(0.5)
+    np.testing.assert_allclose(r["confusion_matrix"], type2conf_matrix(y, (p > 0.5).astype(np.int32)))
+    assert r["accuracy"] == pytest.approx(float(mean_average_precision(y, p)))
+    assert evaluate_outputs(p, y, Targets(((0, 2, 1),)), multilabel=True)["error_kind"] == "cd"
+    f = jnp.array([[1.0, 0.0], [3.0, 2.0], [0.0, 4.0], [2.0, 2.0]])
+    reps, counts = class_representations(f, jnp.asarray(y), 3, multilabel=True)
+    np.testing.assert_allclose(reps, [[2, 1], [1, 3], [2.5, 2]])
+    np.testing.assert_array_equal(counts, [2, 2, 2])

@@ -3,6 +3,7 @@ the `repair-jax repair` CLI and its errors, the experiment scripts' --smoke mode
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from repair_jax.cli import main, train_run
@@ -25,6 +27,7 @@ KEYS = {"method", "rho", "seed", "accuracy", "target_error", "error_kind", "conf
 
 def test_study_outputs_and_resume(tmp_path):
     ds = load_dataset("digits")
+    ds = dataclasses.replace(ds, train=ds.train.subset(np.arange(256)))
     model = create_model("cnn", 10, width=2, dense=8)
     v = init_variables(model, jax.random.PRNGKey(0), ds.input_shape)
     cfg = RepairConfig(epochs=1, lr=1e-3, seeds=2, rhos=(0.5,), methods=("orig", "orig-ft", "w-bn", "w-os"))
