@@ -37,7 +37,7 @@ def run(quick: bool) -> dict:
     ds = load_dataset("digits")
     model = create_model("cnn", 10, width=8, dense=32)
     v = init_variables(model, jax.random.PRNGKey(0), ds.input_shape)
-    bs, n = 64, (5 if quick else 50)
+    bs, n = 64, (30 if quick else 100)
     rng = np.random.default_rng(0)
     idx, tidx = rng.choice(len(ds.train), bs), rng.choice(np.flatnonzero(np.isin(ds.train.y, [3, 5])), bs)
     plain = {"x": jnp.asarray(ds.train.x[idx]), "y": jnp.asarray(ds.train.y[idx])}
@@ -45,7 +45,7 @@ def run(quick: bool) -> dict:
     steps = {}
     for name, obj, batch in (("orig-ft", erm_objective, plain), ("w-bn", weighted_batch_norm_objective, wbn)):
         step = make_train_step(obj)
-        holder = [create_train_state(model, v, optax.adam(1e-4))]
+        holder = [create_train_state(model, jax.tree_util.tree_map(jnp.array, v), optax.adam(1e-4))]  # donated
 
         def once(step=step, batch=batch, holder=holder):
             holder[0], m = step(holder[0], batch)
