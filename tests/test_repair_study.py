@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -82,20 +80,16 @@ def test_cli_repair_and_errors(mlp_run, tmp_path, capsys):
         assert err.startswith("repair-jax repair: error:") and "Traceback" not in err
 
 
-def _run_script(args, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
 def test_cifar_experiment_smoke_on_mock_data(tmp_path):
-    p = _run_script([str(ROOT / "experiments" / "wr_cifar.py"), "--smoke", "--setting", "cifar10_resnet18",
-                     "--studies", "pair", "--methods", "w-os", "--seeds", "1", "--out", str(tmp_path / "o"),
-                     "--no-progress"], tmp_path)
-    assert p.returncode == 0, p.stderr[-2000:]
+    from experiments.wr_cifar import main as cifar_main
+
+    rc = cifar_main(["--smoke", "--setting", "cifar10_resnet18", "--studies", "pair", "--methods", "w-os",
+                     "--seeds", "1", "--out", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 0
     recs = read_jsonl(tmp_path / "o" / "cifar10_resnet18" / "pair" / "results.jsonl")
     assert {r["method"] for r in recs} == {"orig", "orig-ft", "w-os"}
     assert "| orig-ft |" in (tmp_path / "o" / "cifar10_resnet18" / "tables.md").read_text()
+    assert cifar_main(["--smoke", "--setting", "nope"]) == 2
 
 
 def test_notebook_executes_at_smoke_size(tmp_path):
