@@ -152,6 +152,10 @@ def fine_tune(method: str, rho: float | None, seed: int, model, variables: dict,
                             "this model has none - use e.g. --model cnn")
         objective = functools.partial(weighted_batch_norm_objective, multilabel=ml, l2=cfg.l2)
         tlabels = train.y
+        in_targets = (np.isin(tlabels, targets.classes) if not ml
+                      else np.asarray(tlabels)[:, list(targets.classes)].sum(1) > 0)
+        if not np.any(in_targets):
+            raise UserError("w-bn needs training examples of the target classes; the training split has none")
         batch_indices = lambda rng: zip(
             shuffled_batches(len(train), bs, rng),
             class_subset_batches(tlabels, targets.classes, k, bs, n_batches, rng))
