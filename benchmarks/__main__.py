@@ -20,6 +20,7 @@ BENCHMARKS = {
     "hypergradient": "benchmarks.hypergradient",
     "per_example_grads": "benchmarks.per_example_grads",
     "influence": "benchmarks.influence",
+    "weighted_repair": "benchmarks.weighted_repair",
 }
 
 

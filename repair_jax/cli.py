@@ -18,11 +18,12 @@ from repair_jax.errors import UserError
 SUBCOMMANDS = {
     "train": ("repair_jax.cli", "train a classifier and write a run directory"),
     "diagnose": ("repair_jax.cli", "diagnose the group-level errors of a trained run"),
-    "quickstart": ("repair_jax.cli", "the main job on the embedded digits: train, diagnose"),
+    "quickstart": ("repair_jax.cli", "the main job on the embedded digits: train, diagnose, repair"),
     "bench": ("repair_jax.cli", "run the benchmarks and write their JSON figures"),
     "irepair": ("repair_jax.repair.irepair_cli", "repair individual misclassifications (I-REPAIR, 001)"),
     "guide": ("repair_jax.guiding.cli", "model guiding: flag mislabelled / spurious points, update the model"),
     "influence": ("repair_jax.influence.cli", "rank training points by influence on a test loss or group metric"),
+    "repair": ("repair_jax.repair.command", "repair a confused pair / biased triplet with Weighted Regularization"),
 }
 
 
@@ -164,27 +165,42 @@ def _run_diagnose(args) -> int:
 
 def _configure_quickstart(p):
     p.add_argument("--out", default="runs/quickstart", help="directory for the run and its results")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=3,
+                   help="training epochs (few on purpose: the small CNN then makes group errors to repair)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repair-seeds", type=int, default=3, help="seeds for the selected repair settings")
     p.add_argument("--no-progress", action="store_true")
 
 
 def _run_quickstart(args) -> int:
+    import shutil
     from pathlib import Path
 
     from repair_jax.diagnosis import format_summary
+    from repair_jax.repair import RepairConfig, Targets, format_table, run_study
+    from repair_jax.runs import load_run
     from repair_jax.train import TrainConfig
 
     out = Path(args.out)
-    cfg = TrainConfig(dataset="digits", model="cnn", epochs=args.epochs, batch_size=64, lr=3e-3,
-                      seed=args.seed)
+    cfg = TrainConfig(dataset="digits", model="cnn", model_kwargs={"width": 8, "dense": 32},
+                      epochs=args.epochs, batch_size=64, lr=3e-3, seed=args.seed)
     t0 = time.perf_counter()
-    print(f"[1/2] training a BatchNorm CNN on scikit-learn digits ({args.epochs} epochs)...")
+    print(f"[1/3] training a small BatchNorm CNN (width 8) on scikit-learn digits for only {args.epochs} "
+          "epochs, so that it still makes group-level errors...")
     info = train_run(cfg, out / "run", force=True, progress=not args.no_progress)
     print(f"      test accuracy {info['test_accuracy']:.4f} ({info['wall_time']:.1f}s)")
-    print("[2/2] diagnosing group-level errors on the test split...")
+    print("[2/3] diagnosing group-level errors on the test split...")
     d = diagnose_run(out / "run", out / "diagnosis")
     print(format_summary(d))
+    a, b = d["top_pairs"][0]["classes"]
+    rcfg = RepairConfig(epochs=1, lr=3e-4, batch_size=64, seeds=args.repair_seeds, rhos=(0.1, 0.5, 0.9))
+    print(f"[3/3] repairing the most confused pair {a},{b} with orig-ft and every WR method "
+          f"(rho grid {list(rcfg.rhos)}, 1 fine-tuning epoch, {rcfg.seeds} seeds for the selected settings)...")
+    run = load_run(out / "run")
+    shutil.rmtree(out / "repair", ignore_errors=True)  # the model was retrained: start the study afresh
+    summary = run_study(run.model, run.variables, run.dataset(), Targets(((a, b),)), out / "repair", rcfg,
+                        progress=not args.no_progress)
+    print(format_table(summary))
     print(f"done in {time.perf_counter() - t0:.1f}s -> {out}")
     return 0
 

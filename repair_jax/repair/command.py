@@ -1,0 +1,71 @@
+"""``repair-jax repair``: the Weighted Regularization study of one run (000_92ecc981581ec3ed.txt Sec. 3-4)."""
+
+from __future__ import annotations
+
+from repair_jax.errors import UserError
+
+
+def configure(p) -> None:
+    p.add_argument("--run", required=True, help="run directory written by `repair-jax train`")
+    g = p.add_argument_group("targets (exactly one; classes by index or name)")
+    g.add_argument("--pair", help="confused pair A,B")
+    g.add_argument("--triplet", help="biased triplet A,B,C (C the anchor)")
+    g.add_argument("--pairs", help="several pairs A,B;C,D")
+    g.add_argument("--triplets", help="several triplets A,B,C;D,E,F")
+    p.add_argument("--methods", default="all",
+                   help="all, or a comma-separated subset of orig,orig-ft,w-aug,w-bn,w-os,w-loss,w-dbr "
+                        "(orig and orig-ft are always run: they are the baselines)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds for the selected settings")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="fine-tuning epochs (default: 1/5 of the run's training epochs, at least 1; 000 Sec. 4.1 "
+                        "fine-tunes 60 of 300)")
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: 0.1 x the run's)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the run's")
+    p.add_argument("--rhos", default="0.1,0.3,0.5,0.7,0.9", help="the rho grid (000 Sec. 4.4)")
+    p.add_argument("--lambda1", type=float, default=0.25, help="error reduction that counts as repaired")
+    p.add_argument("--lambda2", type=float, default=0.01, help="accuracy loss allowed (absolute)")
+    p.add_argument("--select-split", default="val", choices=["val", "pool", "test"],
+                   help="split on which rho is selected (numbers are reported on test)")
+    p.add_argument("--out", required=True, help="output directory (re-running resumes it)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _floats(spec: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in spec.split(",") if s.strip())
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated numbers, got {spec!r}") from None
+
+
+def repair_config_from_args(args, run):
+    from repair_jax.repair.study import RepairConfig
+    from repair_jax.repair.weighted import METHODS
+
+    rc = run.config
+    if args.methods == "all":
+        methods = METHODS
+    else:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        methods = tuple(dict.fromkeys(("orig", "orig-ft") + methods))
+    cfg = RepairConfig(epochs=args.epochs if args.epochs is not None else max(1, rc.epochs // 5),
+                       lr=args.lr if args.lr is not None else 0.1 * rc.lr,
+                       batch_size=args.batch_size or rc.batch_size, optimizer=rc.optimizer,
+                       schedule=rc.schedule, l2=rc.l2, seeds=args.seeds, methods=methods,
+                       rhos=_floats(args.rhos, "--rhos"), lambda1=args.lambda1, lambda2=args.lambda2,
+                       select_split=args.select_split)
+    cfg.validate()
+    return cfg
+
+
+def run(args) -> int:
+    from repair_jax.repair.study import format_table, parse_targets, run_study
+    from repair_jax.runs import load_run
+
+    run_ = load_run(args.run)
+    ds = run_.dataset()
+    targets = parse_targets(args.pair, args.triplet, args.pairs, ds, args.triplets)
+    cfg = repair_config_from_args(args, run_)
+    summary = run_study(run_.model, run_.variables, ds, targets, args.out, cfg, progress=not args.no_progress)
+    print(format_table(summary))
+    print(f"-> {args.out}/results.jsonl, summary.json, table.md")
+    return 0
