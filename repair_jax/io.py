@@ -73,11 +73,20 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Appends one complete line; a kill leaves at most a partial last line, which ``read_jsonl`` drops."""
+    """Appends one complete line. A kill leaves at most a partial last line: ``read_jsonl`` ignores
+    it and the next append first cuts it, so the new record starts a line of its own."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(to_jsonable(record)) + "\n"
-    with open(path, "a") as f:
+    line = (json.dumps(to_jsonable(record)) + "\n").encode()
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":  # torn tail from a kill: drop it
+                f.seek(0)
+                data = f.read()
+                f.truncate(data.rfind(b"\n") + 1)
+        f.seek(0, os.SEEK_END)
         f.write(line)
         f.flush()
         os.fsync(f.fileno())

@@ -98,3 +98,15 @@ def test_help_on_every_subcommand():
     for name in SUBCOMMANDS:
         r = _cli(name, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
+
+
+def test_append_jsonl_survives_a_torn_last_line(tmp_path):
+    from repair_jax.io import append_jsonl, read_jsonl
+    p = tmp_path / "r.jsonl"
+    append_jsonl(p, {"a": 1})
+    with open(p, "a") as f:
+        f.write('{"a": 2, "b": ')  # a kill in the middle of a write
+    assert read_jsonl(p) == [{"a": 1}]
+    append_jsonl(p, {"a": 3})
+    assert read_jsonl(p) == [{"a": 1}, {"a": 3}]
+    assert p.read_text().count("\n") == 2

@@ -209,16 +209,6 @@ def _key(method, rho, seed):
     return (method, None if rho is None else round(float(rho), 6), int(seed))
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """Cuts a partial last line left by a kill, so that the next appended record starts a fresh line."""
-    if path.is_file():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            with open(path, "r+b") as f:
-                f.truncate(cut)
-
-
 def run_study(model, variables: dict, dataset: Dataset, targets: Targets, out: str | Path,
               cfg: RepairConfig | None = None, progress: bool = True, plots: bool = True) -> dict:
     """Runs (or resumes) the whole study into ``out``; returns the summary (also ``summary.json``)."""
@@ -232,7 +222,6 @@ def run_study(model, variables: dict, dataset: Dataset, targets: Targets, out: s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"
-    _drop_torn_tail(results_path)
     done = {_key(r["method"], r["rho"], r["seed"]): r for r in read_jsonl(results_path)}
     base_state = create_train_state(model, variables, optax.identity())
     base_logits = {n: predict(base_state, dataset.split(s).x)[0]
