@@ -18,16 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from repair_jax.models import MLP
 from repair_jax.influence import ClassifierLoss, hessian_matrix, inverse_hvp, per_example_grad_dot, per_example_grads
-
-
-class _MLP(nn.Module):
-    @nn.compact
-    def __call__(self, x, train=False):
-        h = x.reshape(x.shape[0], -1)
-        for w in (256, 256):
-            h = nn.relu(nn.Dense(w)(h))
-        return nn.Dense(10)(h), h
 
 
 class _Linear(nn.Module):
@@ -58,7 +50,7 @@ def run(quick: bool = False) -> dict:
     rng = np.random.default_rng(0)
     # --- forward-mode influence over N training points
     n = 256 if quick else 8192
-    model = _MLP()
+    model = MLP(10)  # repair_jax.models.MLP: 2 x 256 ReLU, 10 classes
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64)))["params"]
     loss = ClassifierLoss(model.apply)
     batch = {"x": jnp.asarray(rng.random((n, 64), dtype=np.float32)), "y": jnp.asarray(rng.integers(0, 10, n))}

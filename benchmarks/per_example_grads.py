@@ -14,16 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from repair_jax.models import MLP
 from repair_jax.influence import ClassifierLoss, batch_gradient, per_example_grads
-
-
-class BenchMLP(nn.Module):
-    @nn.compact
-    def __call__(self, x, train=False):
-        h = x.reshape(x.shape[0], -1)
-        for w in (256, 256):
-            h = nn.relu(nn.Dense(w)(h))
-        return nn.Dense(10)(h), h
 
 
 class BenchCNN(nn.Module):
@@ -82,7 +74,7 @@ def _torch_time(model, x: np.ndarray, y: np.ndarray, reps: int) -> float:
 
 def run(quick: bool = False) -> dict:
     reps = 3 if quick else 15
-    cases = {"mlp": (BenchMLP(), (8, 8, 1), 32 if quick else 256),
+    cases = {"mlp": (MLP(10), (8, 8, 1), 32 if quick else 256),  # repair_jax.models.MLP, 2 x 256
              "cnn": (BenchCNN(), (28, 28, 1), 16 if quick else 128)}
     try:
         import torch

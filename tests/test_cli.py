@@ -110,3 +110,16 @@ def test_append_jsonl_survives_a_torn_last_line(tmp_path):
     append_jsonl(p, {"a": 3})
     assert read_jsonl(p) == [{"a": 1}, {"a": 3}]
     assert p.read_text().count("\n") == 2
+
+
+def test_benchmarks_are_registered_and_train_throughput_runs(tmp_path):
+    import importlib
+
+    from benchmarks.__main__ import BENCHMARKS, run_benchmarks
+    for name, module in BENCHMARKS.items():
+        assert callable(importlib.import_module(module).run), name
+    res = run_benchmarks(tmp_path, only=["train_throughput"], quick=True)
+    rec = json.loads((tmp_path / "train_throughput.json").read_text())
+    assert rec["figures"]["models"]["mlp"]["examples_per_s"] > 0
+    assert 0 <= rec["figures"]["models"]["cnn"]["input_pipeline_share"] < 1
+    assert res["train_throughput"]["benchmark"] == "train_throughput"
