@@ -319,3 +319,37 @@ def test_influence_notebook_runs_at_smoke_size(monkeypatch):
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": root}}).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "most responsible for the group's ECE" in outputs and "CG:" in outputs
+
+
+SHARDED_GRADS_SCRIPT = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax, jax.numpy as jnp, numpy as np
+from repair_jax.data import load_dataset
+from repair_jax.models import create_model, init_variables
+from repair_jax.influence import ClassifierLoss, per_example_grads
+assert jax.local_device_count() == 4
+ds = load_dataset("digits", seed=0)
+model = create_model("cnn", 10, width=4, dense=8)
+v = init_variables(model, jax.random.PRNGKey(0), ds.input_shape)
+loss = ClassifierLoss(model.apply, v["batch_stats"])
+batch = {"x": jnp.asarray(ds.test.x[:16]), "y": jnp.asarray(ds.test.y[:16])}
+g = per_example_grads(loss, v["params"], batch, chunk_size=8, flat=True)
+ref = np.stack([np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(
+    jax.grad(lambda p: loss(p, {"x": batch["x"][i:i+1], "y": batch["y"][i:i+1]})[0])(v["params"]))])
+    for i in range(16)])
+print("MAXDIFF", float(np.max(np.abs(np.asarray(g) - ref))), "SCALE", float(np.max(np.abs(ref))))
+"""
+
+
+def test_per_example_grads_sharded_over_four_devices_equal_reference():
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-c", SHARDED_GRADS_SCRIPT], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    diff = float(r.stdout.split("MAXDIFF")[1].split()[0])
+    scale = float(r.stdout.split("SCALE")[1])
+    assert diff <= 1e-5 * max(scale, 1.0)
