@@ -93,16 +93,34 @@ def group_dro_objective(params, state: TrainState, batch: dict, *, num_groups: i
     return loss, (batch_stats, {"loss": loss, "worst_group_loss": jnp.max(jnp.where(present, group_loss, 0.0))})
 
 
-def make_train_step(objective: Objective) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """Jitted ``train_step(state, batch) -> (state, metrics)`` for any objective."""
-
+def _train_step_fn(objective: Objective):
     def train_step(state: TrainState, batch: dict):
         grad_fn = jax.value_and_grad(objective, has_aux=True)
         (loss, (batch_stats, metrics)), grads = grad_fn(state.params, state, batch)
         state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
         return state, metrics
 
-    return jax.jit(train_step)
+    return train_step
+
+
+def make_train_step(objective: Objective) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """Jitted ``train_step(state, batch) -> (state, metrics)`` for any objective."""
+    return jax.jit(_train_step_fn(objective))
+
+
+def make_epoch_fn(objective: Objective):
+    """Jitted ``epoch(state, data, idx) -> (state, losses)``: the train step of ``objective`` scanned
+    (``jax.lax.scan``) over the rows of ``idx`` (S, B), each batch gathered on the device from
+    ``data`` (the training arrays placed there once). One dispatch per epoch."""
+    step = _train_step_fn(objective)
+
+    def epoch(state, data, idx):
+        def body(st, i):
+            st, metrics = step(st, jax.tree_util.tree_map(lambda a: a[i], data))
+            return st, metrics["loss"]
+        return jax.lax.scan(body, state, idx)
+
+    return jax.jit(epoch)
 
 
 @functools.partial(jax.jit, static_argnames=())
@@ -233,8 +251,9 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
 
     ``objective`` defaults to :func:`erm_objective`. ``batch_indices(rng)`` yields the index batches
     of one epoch (default: shuffled, last partial batch dropped); ``make_batch(idx)`` builds the batch
-    dict (default: a jitted gather from the training set placed on the device once; with a mesh,
-    ``dataset.train.batch(idx)`` on the host). With a ``mesh`` each batch is sharded over its
+    dict (default: ``dataset.train.batch(idx)``). Without a mesh and a custom ``make_batch``, the
+    training set is placed on the device once and a whole epoch of equal-size index batches runs as
+    one jitted scan (:func:`make_epoch_fn`), so the host only draws indices. With a ``mesh`` each batch is sharded over its
     ``data`` axis and the state is replicated (data-parallel training; the result equals
     single-device training up to floating-point reduction order).
     History rows: epoch, train_loss, val_metric, epoch_time, input_time (host batch preparation).
@@ -247,12 +266,12 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
     if batch_indices is None:
         bs = min(config.batch_size, len(dataset.train))
         batch_indices = lambda rng: shuffled_batches(len(dataset.train), bs, rng)
+    epoch_fn = on_device = None
+    if make_batch is None and mesh is None:  # the training set lives on the device
+        on_device = jax.device_put(dataset.train.batch())
+        epoch_fn = make_epoch_fn(objective)
     if make_batch is None:
-        if mesh is None:  # the training set lives on the device; a batch is an on-device gather
-            on_device = jax.device_put(dataset.train.batch())
-            make_batch = lambda idx: _gather(on_device, idx)
-        else:
-            make_batch = dataset.train.batch
+        make_batch = dataset.train.batch
     if mesh is not None:
         state = replicate(state, mesh)
     rng = np.random.default_rng(config.seed)
@@ -261,7 +280,15 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
     for epoch in bar:
         t0 = time.perf_counter()
         input_time, losses = 0.0, []
-        for idx in batch_indices(rng):
+        t_in = time.perf_counter()
+        index_batches = list(batch_indices(rng))
+        stacked = _stack_equal(index_batches) if epoch_fn is not None else None
+        input_time += time.perf_counter() - t_in
+        if stacked is not None:
+            state, epoch_losses = epoch_fn(state, on_device, stacked)
+            losses.append(epoch_losses)
+            index_batches = []
+        for idx in index_batches:
             t_in = time.perf_counter()
             if mesh is not None and jax.process_count() > 1:  # every host draws the same indices
                 idx = idx[jax.process_index()::jax.process_count()]
@@ -270,8 +297,8 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
                 batch = shard_batch(batch, mesh)
             input_time += time.perf_counter() - t_in
             state, metrics = step(state, batch)
-            losses.append(metrics["loss"])
-        train_loss = float(jnp.mean(jnp.stack(losses))) if losses else float("nan")
+            losses.append(jnp.reshape(metrics["loss"], (1,)))
+        train_loss = float(jnp.mean(jnp.concatenate(losses))) if losses else float("nan")
         if losses and not np.isfinite(train_loss):
             raise UserError(f"training diverged at epoch {epoch + 1} (loss is {train_loss}); "
                             "lower the learning rate")
@@ -283,9 +310,11 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
     return state, history
 
 
-@jax.jit
-def _gather(arrays, idx):
-    return jax.tree_util.tree_map(lambda a: a[idx], arrays)
+def _stack_equal(index_batches: list) -> jax.Array | None:
+    """(S, B) device array of the epoch's index batches, or None if they are empty or ragged."""
+    if not index_batches or len({len(i) for i in index_batches}) != 1:
+        return None
+    return jnp.asarray(np.stack(index_batches))
 
 
 def train_model(config: TrainConfig, dataset: Dataset | None = None, progress: bool = True,

@@ -93,11 +93,12 @@ def test_existing_output_needs_force(run_dir, tmp_path):
     assert r.returncode == 2 and "--force" in r.stderr and (out / "keep.txt").exists()
 
 
-def test_help_on_every_subcommand():
+def test_help_on_every_subcommand(capsys):
     from repair_jax.cli import SUBCOMMANDS
     for name in SUBCOMMANDS:
-        r = _cli(name, "--help")
-        assert r.returncode == 0 and "usage" in r.stdout
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0 and "usage" in capsys.readouterr().out
 
 
 def test_append_jsonl_survives_a_torn_last_line(tmp_path):
