@@ -108,19 +108,12 @@ def make_train_step(objective: Objective) -> Callable[[TrainState, dict], tuple[
     return jax.jit(_train_step_fn(objective))
 
 
-def make_epoch_fn(objective: Objective):
-    """Jitted ``epoch(state, data, idx) -> (state, losses)``: the train step of ``objective`` scanned
-    (``jax.lax.scan``) over the rows of ``idx`` (S, B), each batch gathered on the device from
-    ``data`` (the training arrays placed there once). One dispatch per epoch."""
+def make_gather_step(objective: Objective):
+    """Jitted ``step(state, data, idx) -> (state, metrics)``: the train step of ``objective`` on the
+    batch gathered on the device from ``data`` (the training arrays, placed there once) at ``idx``.
+    One dispatch per step and no host copy of the batch."""
     step = _train_step_fn(objective)
-
-    def epoch(state, data, idx):
-        def body(st, i):
-            st, metrics = step(st, jax.tree_util.tree_map(lambda a: a[i], data))
-            return st, metrics["loss"]
-        return jax.lax.scan(body, state, idx)
-
-    return jax.jit(epoch)
+    return jax.jit(lambda state, data, idx: step(state, jax.tree_util.tree_map(lambda a: a[idx], data)))
 
 
 @functools.partial(jax.jit, static_argnames=())
@@ -252,8 +245,8 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
     ``objective`` defaults to :func:`erm_objective`. ``batch_indices(rng)`` yields the index batches
     of one epoch (default: shuffled, last partial batch dropped); ``make_batch(idx)`` builds the batch
     dict (default: ``dataset.train.batch(idx)``). Without a mesh and a custom ``make_batch``, the
-    training set is placed on the device once and a whole epoch of equal-size index batches runs as
-    one jitted scan (:func:`make_epoch_fn`), so the host only draws indices. With a ``mesh`` each batch is sharded over its
+    training set is placed on the device once and each step gathers its batch there
+    (:func:`make_gather_step`), so the host only draws indices. With a ``mesh`` each batch is sharded over its
     ``data`` axis and the state is replicated (data-parallel training; the result equals
     single-device training up to floating-point reduction order).
     History rows: epoch, train_loss, val_metric, epoch_time, input_time (host batch preparation).
@@ -266,10 +259,10 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
     if batch_indices is None:
         bs = min(config.batch_size, len(dataset.train))
         batch_indices = lambda rng: shuffled_batches(len(dataset.train), bs, rng)
-    epoch_fn = on_device = None
+    gather_step = on_device = None
     if make_batch is None and mesh is None:  # the training set lives on the device
         on_device = jax.device_put(dataset.train.batch())
-        epoch_fn = make_epoch_fn(objective)
+        gather_step = make_gather_step(objective)
     if make_batch is None:
         make_batch = dataset.train.batch
     if mesh is not None:
@@ -280,16 +273,19 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
     for epoch in bar:
         t0 = time.perf_counter()
         input_time, losses = 0.0, []
-        t_in = time.perf_counter()
-        index_batches = list(batch_indices(rng))
-        stacked = _stack_equal(index_batches) if epoch_fn is not None else None
-        input_time += time.perf_counter() - t_in
-        if stacked is not None:
-            state, epoch_losses = epoch_fn(state, on_device, stacked)
-            losses.append(epoch_losses)
-            index_batches = []
-        for idx in index_batches:
-            t_in = time.perf_counter()
+        batches = iter(batch_indices(rng))
+        while True:
+            t_in = time.perf_counter()  # input time includes drawing the indices
+            idx = next(batches, None)
+            if idx is None:
+                input_time += time.perf_counter() - t_in
+                break
+            if gather_step is not None:
+                idx = jax.device_put(np.asarray(idx))
+                input_time += time.perf_counter() - t_in
+                state, metrics = gather_step(state, on_device, idx)
+                losses.append(jnp.reshape(metrics["loss"], (1,)))
+                continue
             if mesh is not None and jax.process_count() > 1:  # every host draws the same indices
                 idx = idx[jax.process_index()::jax.process_count()]
             batch = make_batch(idx)
@@ -308,13 +304,6 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
                         "epoch_time": epoch_time, "input_time": input_time})
         bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val:.4f}")
     return state, history
-
-
-def _stack_equal(index_batches: list) -> jax.Array | None:
-    """(S, B) device array of the epoch's index batches, or None if they are empty or ragged."""
-    if not index_batches or len({len(i) for i in index_batches}) != 1:
-        return None
-    return jnp.asarray(np.stack(index_batches))
 
 
 def train_model(config: TrainConfig, dataset: Dataset | None = None, progress: bool = True,
