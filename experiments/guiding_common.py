@@ -41,3 +41,12 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 def mean_std(values) -> str:
     v = np.asarray(values, np.float64)
     return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+
+def write_tables(out: Path, smoke: bool, text: str, rows: list, args) -> None:
+    """Writes the Markdown tables and summary.json (``_smoke`` variants in smoke mode), prints the tables."""
+    from repair_jax.io import write_json, write_text
+    suffix = "_smoke" if smoke else ""
+    write_text(Path(out) / f"tables{suffix}.md", text)
+    write_json(Path(out) / f"summary{suffix}.json", {"rows": rows, "args": vars(args)})
+    print(text)

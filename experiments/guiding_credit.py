@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.guiding_common import markdown_table, mean_std
+from experiments.guiding_common import markdown_table, mean_std, write_tables
 from repair_jax.guiding import AuditSet, BilevelConfig, ConceptLibrary, GuidingConfig, model_guiding
 from repair_jax.guiding.carving import carved_predict, fit_concept_basis, fit_linear_head, project
 from repair_jax.guiding.synthetic import CREDIT_FEATURES, credit_table
-from repair_jax.io import write_json, write_text
 from repair_jax.metrics import binary_auroc
 
 IMPORTANCE = np.array([1, 1, 0, 1, 0], np.float32)  # income, asset, age, credit_score, gender
@@ -86,9 +85,7 @@ def main(argv=None) -> int:
                  ["test RMSE vs true limit (guided vs carved)", ms("test_rmse_vs_true_limit", "guided"),
                   ms("test_rmse_vs_true_limit", "carved")]]))
     out = Path(a.out)
-    write_text(out / ("tables_smoke.md" if a.smoke else "tables.md"), text)
-    write_json(out / ("summary_smoke.json" if a.smoke else "summary.json"), {"rows": rows, "args": vars(a)})
-    print(text)
+    write_tables(out, a.smoke, text, rows, a)
     return 0
 
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.guiding_common import markdown_table, mean_std, train_cached, with_train
+from experiments.guiding_common import markdown_table, mean_std, train_cached, with_train, write_tables
 from repair_jax.data import load_dataset
 from repair_jax.guiding import BilevelConfig, GuidingConfig, bilevel_update
 from repair_jax.guiding.baselines import influence_on_audit_explicit_hessian, training_loss_scores
 from repair_jax.guiding.pipeline import carve_network, guiding_problem
 from repair_jax.guiding.algorithm import model_guiding
 from repair_jax.guiding.synthetic import audit_from_split, concept_library, flip_labels
-from repair_jax.io import append_jsonl, read_jsonl, write_json, write_text
+from repair_jax.io import append_jsonl, read_jsonl
 from repair_jax.metrics import binary_auroc
 from repair_jax.train import TrainConfig, predict
 
@@ -142,9 +142,7 @@ def main(argv=None) -> int:
             append_jsonl(log, row)
     rows = [r for r in read_jsonl(log) if r["dataset"] in a.datasets and r["seed"] in a.seeds]
     text = tables(rows)
-    write_text(out / ("tables_smoke.md" if a.smoke else "tables.md"), text)
-    write_json(out / ("summary_smoke.json" if a.smoke else "summary.json"), {"rows": rows, "args": vars(a)})
-    print(text)
+    write_tables(out, a.smoke, text, rows, a)
     return 0
 
 

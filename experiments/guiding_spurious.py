@@ -18,13 +18,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.guiding_common import markdown_table, mean_std, train_cached, with_train
+from experiments.guiding_common import markdown_table, mean_std, train_cached, with_train, write_tables
 from repair_jax.data import load_dataset
 from repair_jax.guiding import BilevelConfig, GuidingConfig
 from repair_jax.guiding.baselines import errors_erm_scores
 from repair_jax.guiding.pipeline import guide_network
 from repair_jax.guiding.synthetic import add_tag, audit_from_split, concept_library, tag_mask_for_class
-from repair_jax.io import append_jsonl, read_jsonl, write_json, write_text
+from repair_jax.io import append_jsonl, read_jsonl
 from repair_jax.metrics import binary_auroc, worst_group_accuracy
 from repair_jax.models import create_model, init_variables
 from repair_jax.train import TrainConfig, create_train_state, fit, group_dro_objective, make_optimizer, predict
@@ -138,9 +138,7 @@ def main(argv=None) -> int:
                 append_jsonl(log, row)
     rows = [r for r in read_jsonl(log) if r["dataset"] in a.datasets and r["seed"] in a.seeds]
     text = tables(rows)
-    write_text(out / ("tables_smoke.md" if a.smoke else "tables.md"), text)
-    write_json(out / ("summary_smoke.json" if a.smoke else "summary.json"), {"rows": rows, "args": vars(a)})
-    print(text)
+    write_tables(out, a.smoke, text, rows, a)
     return 0
 
 
