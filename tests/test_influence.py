@@ -80,9 +80,11 @@ def test_forward_mode_grad_dot_equals_explicit_dot_products():
     m, params, loss = _model("mlp", {"hidden": (32, 16)})
     b = _batch(11)
     v = jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.PRNGKey(a.size), a.shape), params)
-    d = per_example_grad_dot(loss, params, b, v, chunk_size=4)
     g = per_example_grads(loss, params, b, flat=True, method="vmap")
-    np.testing.assert_allclose(d, g @ ravel_pytree(v)[0], rtol=1e-4, atol=1e-4)
+    for chunk in (4, 11, None):  # padded last chunk, exact single chunk, default
+        d = per_example_grad_dot(loss, params, b, v, chunk_size=chunk)
+        assert d.shape == (11,)
+        np.testing.assert_allclose(d, g @ ravel_pytree(v)[0], rtol=1e-4, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- logistic regression on digits
