@@ -19,7 +19,7 @@ import numpy as np
 from experiments.guiding_common import markdown_table, mean_std, train_cached, with_train, write_tables
 from repair_jax.data import load_dataset
 from repair_jax.guiding import BilevelConfig, GuidingConfig, bilevel_update
-from repair_jax.guiding.baselines import influence_on_audit_explicit_hessian, training_loss_scores
+from repair_jax.guiding.baselines import influence_on_audit, training_loss_scores
 from repair_jax.guiding.pipeline import carve_network, guiding_problem
 from repair_jax.guiding.algorithm import model_guiding
 from repair_jax.guiding.synthetic import audit_from_split, concept_library, flip_labels
@@ -75,7 +75,7 @@ def run_one(name: str, seed: int, args, cache: Path) -> dict:
                           BilevelConfig(gamma=args.gamma, fi_weight=0.0, l2=args.l2, outer_steps=args.outer_steps,
                                         outer_lr=args.outer_lr), "classification", k)
     t_duti = time.perf_counter() - t0
-    infl_detect, infl_fix = influence_on_audit_explicit_hessian(carved.theta, carved.z_train, y_noisy,
+    infl_detect, infl_fix = influence_on_audit(carved.theta, carved.z_train, y_noisy,
                                                                 carved.z_audit, audit.y, audit.c, args.l2, k)
     loss = training_loss_scores(logits, y_noisy)
     probs = np.exp(logits - logits.max(1, keepdims=True))

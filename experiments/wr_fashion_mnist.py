@@ -7,7 +7,10 @@ two classes in the confused pair" and pick a third with cd > 0), each with every
 grid over rho on seed 0, selection on the validation split, then the selected settings with
 ``--seeds`` seeds. Outputs OUT/{pair,triplet}/{results.jsonl,summary.json,table.md,*.png}.
 
-    python experiments/wr_fashion_mnist.py            # the README's numbers
+    python experiments/wr_fashion_mnist.py            # CPU-sized study (width-8 CNN, 6k images)
+    python experiments/wr_fashion_mnist.py --run experiments/results/fashion_mnist_cnn/run \
+        --ft-epochs 3 --ft-lr 2e-4 --ft-batch-size 128 --out experiments/results/wr_fashion_mnist_full
+                                                      # the full width-32 model (GPU; README tables)
     python experiments/wr_fashion_mnist.py --smoke    # seconds, on scikit-learn digits
 """
 
@@ -25,16 +28,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="experiments/results/wr_fashion_mnist")
     p.add_argument("--smoke", action="store_true", help="tiny run on digits (seconds)")
+    p.add_argument("--run", default=None,
+                   help="repair this trained run (e.g. experiments/results/fashion_mnist_cnn/run) instead of "
+                        "training a small one in OUT/run")
     p.add_argument("--train-limit", type=int, default=6000)
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--epochs", type=int, default=3, help="training epochs of the original model")
     p.add_argument("--ft-epochs", type=int, default=1, help="fine-tuning epochs of every method")
     p.add_argument("--ft-lr", type=float, default=5e-4)
+    p.add_argument("--ft-batch-size", type=int, default=64)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--settings", default="pair,triplet")
     p.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+
+    import jax
 
     from repair_jax.cli import train_run
     from repair_jax.errors import UserError
@@ -52,7 +61,9 @@ def main(argv=None) -> int:
     else:
         dataset, limit, rhos, seeds = "fashion_mnist", a.train_limit, (0.1, 0.3, 0.5, 0.7, 0.9), a.seeds
     try:
-        run_dir = out / "run"
+        run_dir = Path(a.run) if a.run else out / "run"
+        if a.run and not (run_dir / "run.json").is_file():
+            raise UserError(f"--run {a.run}: no run.json there")
         if not (run_dir / "run.json").is_file():
             cfg = TrainConfig(dataset=dataset, model="cnn", model_kwargs={"width": a.width, "dense": 4 * a.width},
                               epochs=a.epochs, batch_size=64, lr=3e-3, seed=0, train_limit=limit)
@@ -68,7 +79,7 @@ def main(argv=None) -> int:
         if err[a_, c_] < err[b_, c_]:
             a_, b_ = b_, a_
         settings = {"pair": Targets(((a_, b_),)), "triplet": Targets(((a_, b_, c_),))}
-        rcfg = RepairConfig(epochs=a.ft_epochs, lr=a.ft_lr, batch_size=64, seeds=seeds, rhos=rhos)
+        rcfg = RepairConfig(epochs=a.ft_epochs, lr=a.ft_lr, batch_size=a.ft_batch_size, seeds=seeds, rhos=rhos)
         if a.methods:
             rcfg.methods = tuple(dict.fromkeys(("orig", "orig-ft") + tuple(a.methods.split(","))))
         tables = []
@@ -82,7 +93,8 @@ def main(argv=None) -> int:
         header = (f"Original model: {run.info['config']['model']} {run.info['config']['model_kwargs']}, "
                   f"{run.info['config']['epochs']} epochs on {len(ds.train)} training examples of {ds.name}, "
                   f"test accuracy {run.info['test_accuracy']:.4f}. Targets diagnosed on the validation split. "
-                  f"Fine-tuning: {a.ft_epochs} epoch(s), Adam lr {a.ft_lr}, batch 64.\n\n")
+                  f"Fine-tuning: {a.ft_epochs} epoch(s), Adam lr {a.ft_lr}, batch {a.ft_batch_size}, "
+                  f"{seeds} seeds. Devices: {', '.join(str(d) for d in jax.devices())}.\n\n")
         write_text(out / "tables.md", header + "\n".join(tables))
     except UserError as e:
         sys.stderr.write(f"error: {e}\n")

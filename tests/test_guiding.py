@@ -295,7 +295,7 @@ def test_guide_cli_bad_audit_exits_2(tiny_run, capsys):
 
 def test_influence_explicit_hessian_matches_leave_one_out():
     """The first-order influence of removing a point ~ the change of the audit loss on retraining."""
-    from repair_jax.guiding.baselines import influence_on_audit_explicit_hessian
+    from repair_jax.guiding.baselines import influence_on_audit
     from repair_jax.guiding.bilevel import audit_loss
     from repair_jax.guiding.carving import fit_linear_head
 
@@ -304,7 +304,7 @@ def test_influence_explicit_hessian_matches_leave_one_out():
         z, y = np.asarray(p["z"]), np.asarray(p["y"])
         l2 = 0.1
         theta = fit_linear_head(z, y, "classification", 3, l2=l2, maxiter=1000)
-        detect, _ = influence_on_audit_explicit_hessian(theta, z, y, p["z_audit"], p["y_audit"], p["c_audit"], l2, 3)
+        detect, _ = influence_on_audit(theta, z, y, p["z_audit"], p["y_audit"], p["c_audit"], l2, 3)
         base = float(audit_loss(theta, p["z_audit"], p["y_audit"], p["c_audit"], "classification", 3))
         n = len(y)
         for i in (0, 7):
@@ -315,6 +315,38 @@ def test_influence_explicit_hessian_matches_leave_one_out():
             th = jax.tree_util.tree_map(jnp.asarray, th)
             change = float(audit_loss(th, p["z_audit"], p["y_audit"], p["c_audit"], "classification", 3)) - base
             np.testing.assert_allclose(change * (n - 1) / n, -detect[i] / n, rtol=0.15, atol=2e-4)
+
+
+def test_influence_baseline_equals_explicit_hessian_formula_for_every_solver():
+    """detect = -g_audit^T H^-1 g_i and fix_ik = g_audit^T H^-1 (g_i(k) - g_i(y_i)) with H formed by
+    jax.hessian of the lower level; the baseline (repair_jax.influence) matches for explicit and CG."""
+    from jax.flatten_util import ravel_pytree
+
+    from repair_jax.guiding.baselines import influence_on_audit
+    from repair_jax.guiding.bilevel import audit_loss, lower_objective, per_example_loss
+    from repair_jax.guiding.carving import fit_linear_head
+
+    with enable_x64():
+        p = _problem("classification", n=40, seed=5)
+        z, y = jnp.asarray(p["z"]), jnp.asarray(p["y"])
+        k, l2 = 3, 0.1
+        theta = jax.tree_util.tree_map(jnp.asarray, fit_linear_head(np.asarray(z), np.asarray(y), "classification",
+                                                                    k, l2=l2, maxiter=500))
+        flat, unravel = ravel_pytree(theta)
+        H = jax.hessian(lambda f: lower_objective(unravel(f), jax.nn.one_hot(y, k), z, y, l2, "classification"))(flat)
+        ga = jax.grad(lambda f: audit_loss(unravel(f), p["z_audit"], p["y_audit"], p["c_audit"],
+                                           "classification", k))(flat)
+        v = np.linalg.solve(np.asarray(H), np.asarray(ga))
+        g = np.stack([[np.asarray(jax.grad(lambda f: per_example_loss(
+            unravel(f), z[i:i + 1], jax.nn.one_hot(jnp.array([c]), k), "classification")[0])(flat)) @ v
+            for c in range(k)] for i in range(len(y))])  # (n, K): g_i(c) . H^-1 g_audit
+        own = g[np.arange(len(y)), np.asarray(y)]
+        # explicit: a dense solve (float64); CG stops at its default relative residual 1e-5
+        for method, rtol, atol in (("explicit", 1e-8, 1e-12), ("cg", 1e-3, 1e-5)):
+            detect, fix = influence_on_audit(theta, z, y, p["z_audit"], p["y_audit"], p["c_audit"], l2, k,
+                                             method=method)
+            np.testing.assert_allclose(detect, -own, rtol=rtol, atol=atol)
+            np.testing.assert_allclose(fix, g - own[:, None], rtol=rtol, atol=atol)
 
 
 def test_model_guiding_notebook_runs_at_smoke_size():

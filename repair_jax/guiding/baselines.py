@@ -1,49 +1,54 @@
 """Baselines of the model-guiding evaluation (002_97a11baaf249c571.txt Sec. 5.3): influence functions
-(Koh & Liang 2017) on the linear carved model with an explicit Hessian, the training-loss score,
-and Errors-ERM (Creager et al. 2021). DUTI (Zhang et al. 2018) is :func:`bilevel_update` on a linear
-model of the embeddings with ``fi_weight = 0``.
-
-TODO: switch :func:`influence_on_audit_explicit_hessian` to ``repair_jax.influence`` once that
-module is merged; it is kept small and explicit (d*K parameters) until then.
+(Koh & Liang 2017) on the linear carved model, computed with :mod:`repair_jax.influence` (the
+project's influence engine, Ch. 6), the training-loss score, and Errors-ERM (Creager et al. 2021).
+DUTI (Zhang et al. 2018) is :func:`bilevel_update` on a linear model of the embeddings with
+``fi_weight = 0``.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
-from repair_jax.guiding.bilevel import audit_loss, lower_objective, per_example_loss
+from repair_jax.guiding.bilevel import audit_loss, per_example_loss
+from repair_jax.influence import influence_pert_y, influence_up, s_test
 
 
-def influence_on_audit_explicit_hessian(theta: dict, z, y, z_audit, y_audit, c_audit, l2: float,
-                                        num_classes: int):
-    """Influence of the training points on the audit loss of a linear softmax model, with the
-    Hessian of the (L2) training objective formed explicitly.
+def _linear_loss(theta: dict, batch: dict) -> jax.Array:
+    """Per-example soft-label cross-entropy of the linear model (the lower level's loss)."""
+    return per_example_loss(theta, batch["x"], batch["y"], "classification")
 
-    Returns (detect (n,), fix (n, K)): detect_i = I_up,loss(z_i, audit) = -g_audit^T H^-1 g_i (> 0:
-    up-weighting i raises the audit loss, i.e. i looks harmful); fix_ik = g_audit^T H^-1
-    (g_i(k) - g_i(y_i)), the first-order decrease of the audit loss when i is relabelled k.
+
+def influence_on_audit(theta: dict, z, y, z_audit, y_audit, c_audit, l2: float, num_classes: int,
+                       method: str = "explicit"):
+    """Influence of the training points on the confidence-weighted audit loss of a linear softmax
+    model, via :mod:`repair_jax.influence`: one inverse-HVP solve ``s = H^-1 grad(audit loss)`` of
+    the training objective ``mean CE + l2/2 ||theta||^2`` (the lower level of
+    :func:`repair_jax.guiding.bilevel.lower_objective` at delta = 0), ``method`` explicit | cg |
+    lissa, then forward-mode per-example derivatives.
+
+    Returns (detect (n,), fix (n, K)): detect_i = I_up,loss(z_i, audit) = -s . grad l(z_i) (Eq. 3.1;
+    > 0: up-weighting i raises the audit loss, i looks harmful); fix_ik = I_pert,y[i, y_i] -
+    I_pert,y[i, k] (Eq. 6.3), the first-order decrease of the audit loss when i is relabelled k
+    (0 for k = y_i). A solve that misses its tolerance is reported with a warning.
     """
-    z, z_audit = jnp.asarray(z), jnp.asarray(z_audit)
-    y, y_audit = jnp.asarray(y, jnp.int32), jnp.asarray(y_audit, jnp.int32)
-    flat, unravel = ravel_pytree(theta)
-    delta0 = jax.nn.one_hot(y, num_classes, dtype=z.dtype)
-    H = jax.hessian(lambda f: lower_objective(unravel(f), delta0, z, y, l2, "classification"))(flat)
-    g_audit = jax.grad(lambda f: audit_loss(unravel(f), z_audit, y_audit, jnp.asarray(c_audit),
-                                            "classification", num_classes))(flat)
-    v = jnp.linalg.solve(H, g_audit)  # H^-1 g_audit (H symmetric)
-
-    def grad_for_label(zi, k):
-        t = jax.nn.one_hot(k, num_classes, dtype=z.dtype)[None]
-        return jax.grad(lambda f: per_example_loss(unravel(f), zi[None], t, "classification")[0])(flat)
-
-    all_labels = jnp.arange(num_classes)
-    # (n, K, p) gradients for every candidate label, contracted with v
-    gv = jax.vmap(lambda zi: jax.vmap(lambda k: grad_for_label(zi, k) @ v)(all_labels))(z)
-    own = jnp.take_along_axis(gv, y[:, None], axis=1)[:, 0]
-    return np.asarray(-own), np.asarray(gv - own[:, None])
+    z = jnp.asarray(z)
+    y = jnp.asarray(y, jnp.int32)
+    train = {"x": z, "y": jax.nn.one_hot(y, num_classes, dtype=z.dtype)}
+    theta = jax.tree_util.tree_map(jnp.asarray, theta)
+    za, ya, ca = jnp.asarray(z_audit), jnp.asarray(y_audit, jnp.int32), jnp.asarray(c_audit)
+    r = s_test(_linear_loss, theta, train,
+               lambda p: audit_loss(p, za, ya, ca, "classification", num_classes), method=method, l2=l2)
+    if not r.converged:
+        warnings.warn(f"influence baseline: the {method} inverse-HVP solve stopped at residual "
+                      f"{float(r.residual):.2e} > tol {r.tol:.0e}", RuntimeWarning, stacklevel=2)
+    detect = influence_up(_linear_loss, theta, train, r.x)
+    pert = influence_pert_y(_linear_loss, theta, train, r.x, num_classes)
+    own = jnp.take_along_axis(pert, y[:, None], axis=1)
+    return np.asarray(detect), np.asarray(own - pert)
 
 
 def training_loss_scores(logits, y) -> np.ndarray:
