@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--ft-epochs", type=int, default=1, help="fine-tuning epochs of every method")
     p.add_argument("--ft-lr", type=float, default=5e-4)
     p.add_argument("--ft-batch-size", type=int, default=64)
+    p.add_argument("--ft-schedule", default="constant", choices=("constant", "cosine"))
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--settings", default="pair,triplet")
     p.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
         if err[a_, c_] < err[b_, c_]:
             a_, b_ = b_, a_
         settings = {"pair": Targets(((a_, b_),)), "triplet": Targets(((a_, b_, c_),))}
-        rcfg = RepairConfig(epochs=a.ft_epochs, lr=a.ft_lr, batch_size=a.ft_batch_size, seeds=seeds, rhos=rhos)
+        rcfg = RepairConfig(epochs=a.ft_epochs, lr=a.ft_lr, batch_size=a.ft_batch_size,
+                            schedule=a.ft_schedule, seeds=seeds, rhos=rhos)
         if a.methods:
             rcfg.methods = tuple(dict.fromkeys(("orig", "orig-ft") + tuple(a.methods.split(","))))
         tables = []
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
         header = (f"Original model: {run.info['config']['model']} {run.info['config']['model_kwargs']}, "
                   f"{run.info['config']['epochs']} epochs on {len(ds.train)} training examples of {ds.name}, "
                   f"test accuracy {run.info['test_accuracy']:.4f}. Targets diagnosed on the validation split. "
-                  f"Fine-tuning: {a.ft_epochs} epoch(s), Adam lr {a.ft_lr}, batch {a.ft_batch_size}, "
+                  f"Fine-tuning: {a.ft_epochs} epoch(s), Adam lr {a.ft_lr} ({a.ft_schedule}), batch {a.ft_batch_size}, "
                   f"{seeds} seeds. Devices: {', '.join(str(d) for d in jax.devices())}.\n\n")
         write_text(out / "tables.md", header + "\n".join(tables))
     except UserError as e:
