@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from repair_jax.errors import exits_on_user_error
+
 # name -> module (each has run(quick: bool) -> dict)
 BENCHMARKS = {
     "train_throughput": "benchmarks.train_throughput",
@@ -53,18 +55,14 @@ def run_benchmarks(out: str | Path, only=None, quick: bool = False) -> dict:
     return results
 
 
+@exits_on_user_error("benchmarks")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--only", default=None)
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
-    from repair_jax.errors import UserError
-    try:
-        run_benchmarks(a.out, a.only.split(",") if a.only else None, a.quick)
-    except UserError as e:
-        sys.stderr.write(f"benchmarks: error: {e}\n")
-        return 2
+    run_benchmarks(a.out, a.only.split(",") if a.only else None, a.quick)
     return 0
 
 

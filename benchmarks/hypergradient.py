@@ -7,13 +7,13 @@ when an accelerator is present).
 
 from __future__ import annotations
 
-import functools
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import best_time
 from repair_jax.guiding.bilevel import (
     BilevelConfig, bilevel_update, hypergradient, init_theta, initial_delta, solve_lower_level,
     unrolled_lower_solution, upper_objective,
@@ -30,16 +30,6 @@ def _problem(n, d=14, k=10, m=100, seed=0):
             "s_audit": jnp.asarray(rng.integers(0, 2, (m, d)), jnp.float32), "c_audit": jnp.ones(m)}
 
 
-def _best_time(f, *args, repeats=5):
-    jax.block_until_ready(f(*args))
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        ts.append(time.perf_counter() - t)
-    return min(ts)
-
-
 def _temp_bytes(f, *args) -> int:
     ma = jax.jit(f).lower(*args).compile().memory_analysis()
     return int(ma.temp_size_in_bytes) if ma is not None else -1
@@ -54,7 +44,7 @@ def run(quick: bool) -> dict:
     theta0 = init_theta(d, k)
     solve = jax.jit(lambda dl: solve_lower_level(theta0, dl, p["z"], p["y"], cfg, "classification"))
     hyper = jax.jit(lambda dl: hypergradient(dl, theta0, p, cfg, "classification", k))
-    t_solve, t_hyper = _best_time(solve, delta), _best_time(hyper, delta)
+    t_solve, t_hyper = best_time(lambda: solve(delta), 5), best_time(lambda: hyper(delta), 5)
     # memory as the inner iterations T grow (a fixed T for both routes: tol 0 forces maxiter steps)
     pm = _problem(1000 if quick else 5000, d, k)
     dm = initial_delta(pm["y"], k, "classification")

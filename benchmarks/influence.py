@@ -18,24 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import best_time
 from repair_jax.models import MLP
-from repair_jax.influence import ClassifierLoss, hessian_matrix, inverse_hvp, per_example_grad_dot, per_example_grads
+from repair_jax.influence import ClassifierLoss, inverse_hvp, per_example_grad_dot, per_example_grads
 
 
 class _Linear(nn.Module):
     @nn.compact
     def __call__(self, x, train=False):
         return nn.Dense(10)(x), x
-
-
-def _median(fn, reps):
-    jax.block_until_ready(fn())
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t0)
-    return float(np.min(ts))  # best of reps: least disturbed by other processes
 
 
 def _timed_once(fn):
@@ -56,10 +47,10 @@ def run(quick: bool = False) -> dict:
     batch = {"x": jnp.asarray(rng.random((n, 64), dtype=np.float32)), "y": jnp.asarray(rng.integers(0, 10, n))}
     s = jax.tree_util.tree_map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), params)
     fwd = jax.jit(lambda p, b: loss(p, b))
-    t_fwd = _median(lambda: fwd(params, batch), reps)
-    t_jvp = _median(lambda: per_example_grad_dot(loss, params, batch, s), reps)
+    t_fwd = best_time(lambda: fwd(params, batch), reps)
+    t_jvp = best_time(lambda: per_example_grad_dot(loss, params, batch, s), reps)
     sflat = jax.flatten_util.ravel_pytree(s)[0]
-    t_mat = _median(lambda: per_example_grads(loss, params, batch, flat=True, chunk_size=1024) @ sflat, reps)
+    t_mat = best_time(lambda: per_example_grads(loss, params, batch, flat=True, chunk_size=1024) @ sflat, reps)
     out = {"forward_mode": {"n_train": n, "model": "MLP 64-256-256-10", "forward_s": t_fwd,
                             "influence_forward_mode_s": t_jvp, "influence_over_forward": t_jvp / t_fwd,
                             "materialized_grads_matvec_s": t_mat, "materialized_over_forward": t_mat / t_fwd}}

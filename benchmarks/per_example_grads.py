@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import best_time
 from repair_jax.models import MLP
 from repair_jax.influence import ClassifierLoss, batch_gradient, per_example_grads
 
@@ -25,16 +26,6 @@ class BenchCNN(nn.Module):
         h = nn.max_pool(nn.relu(nn.Conv(32, (3, 3))(h)), (2, 2), (2, 2))
         h = h.reshape(h.shape[0], -1)
         return nn.Dense(10)(h), h
-
-
-def _median_time(fn, reps: int) -> float:
-    jax.block_until_ready(fn())  # warm-up / compile
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return float(np.min(times))  # best of reps: least disturbed by other processes
 
 
 def _torch_models():
@@ -90,10 +81,10 @@ def run(quick: bool = False) -> dict:
         params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape)))["params"]
         loss = ClassifierLoss(model.apply)
         batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-        t_ours = _median_time(lambda: per_example_grads(loss, params, batch), reps)
-        t_naive = _median_time(lambda: per_example_grads(loss, params, batch, method="vmap"), reps)
+        t_ours = best_time(lambda: per_example_grads(loss, params, batch), reps)
+        t_naive = best_time(lambda: per_example_grads(loss, params, batch, method="vmap"), reps)
         bg = jax.jit(lambda p, b: batch_gradient(loss, p, b))
-        t_batch = _median_time(lambda: bg(params, batch), reps)
+        t_batch = best_time(lambda: bg(params, batch), reps)
         row = {"batch": n, "params": int(sum(a.size for a in jax.tree_util.tree_leaves(params))),
                "ours_s": t_ours, "vmap_grad_s": t_naive, "batch_grad_s": t_batch,
                "ours_over_vmap_grad": t_ours / t_naive, "ours_over_batch_grad": t_ours / t_batch}

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from repair_jax.data import Dataset, Split
+from repair_jax.guiding import BilevelConfig
 from repair_jax.io import atomic_dir
 from repair_jax.runs import load_run, write_run
 from repair_jax.train import TrainConfig, train_model
@@ -25,6 +26,53 @@ def train_cached(cfg: TrainConfig, ds: Dataset, path: Path, progress: bool = Fal
             write_run(tmp, info, {"params": state.params, "batch_stats": state.batch_stats})
     run = load_run(path)
     return run, run.state()
+
+
+def add_sweep_args(p, datasets, out: str) -> None:
+    """The flags of a (dataset, seed) sweep: --smoke, --datasets, --seeds, --cache, --out."""
+    p.add_argument("--smoke", action="store_true", help="one seed, few outer steps (seconds)")
+    p.add_argument("--datasets", nargs="+", default=list(datasets))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--cache", default="runs/guiding_cache", help="trained networks, reused across runs")
+    p.add_argument("--out", default=out)
+
+
+def run_sweep(a, run_one, describe, skip: bool = False) -> list[dict]:
+    """``run_one(dataset, seed, a, cache) -> row`` for every (dataset, seed) of the flags that is
+    not yet in ``OUT/rows.jsonl`` (``rows_smoke.jsonl`` with --smoke); each row is appended as soon
+    as it is done, so a killed sweep resumes and loses only the run in progress. ``describe(row)``
+    is printed per row. Returns the logged rows of the requested datasets and seeds (``skip``: log
+    nothing new, only read)."""
+    from repair_jax.io import append_jsonl, read_jsonl
+
+    log = Path(a.out) / ("rows_smoke.jsonl" if a.smoke else "rows.jsonl")
+    done = {(r["dataset"], r["seed"]) for r in read_jsonl(log)} if log.exists() else set()
+    for name in a.datasets:
+        for seed in a.seeds:
+            if (name, seed) in done or skip:
+                continue
+            row = run_one(name, seed, a, Path(a.cache))
+            print(name, seed, describe(row), flush=True)
+            append_jsonl(log, row)
+    if not log.exists():
+        return []
+    return [r for r in read_jsonl(log) if r["dataset"] in a.datasets and r["seed"] in a.seeds]
+
+
+def add_bilevel_args(p, *, gamma: float = 1.0, fi_weight: float = 0.1, outer_steps: int = 100) -> None:
+    """The model-guiding flags every guiding experiment takes (the defaults differ per experiment)."""
+    p.add_argument("--audit-size", type=int, default=100)
+    p.add_argument("--gamma", type=float, default=gamma, help="weight of the label-perturbation size")
+    p.add_argument("--fi-weight", type=float, default=fi_weight, help="weight of the feature-importance term")
+    p.add_argument("--l2", type=float, default=1e-2, help="lower-level L2 (strong convexity)")
+    p.add_argument("--outer-steps", type=int, default=outer_steps)
+    p.add_argument("--outer-lr", type=float, default=0.05)
+
+
+def bilevel_config(a, **overrides) -> BilevelConfig:
+    """The BilevelConfig of the flags of :func:`add_bilevel_args` (``overrides`` win)."""
+    kw = dict(gamma=a.gamma, fi_weight=a.fi_weight, l2=a.l2, outer_steps=a.outer_steps, outer_lr=a.outer_lr)
+    return BilevelConfig(**{**kw, **overrides})
 
 
 def with_train(ds: Dataset, x: np.ndarray, y: np.ndarray) -> Dataset:

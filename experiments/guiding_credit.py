@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.guiding_common import markdown_table, mean_std, write_tables
-from repair_jax.guiding import AuditSet, BilevelConfig, ConceptLibrary, GuidingConfig, model_guiding
+from experiments.guiding_common import add_bilevel_args, bilevel_config, markdown_table, mean_std, write_tables
+from repair_jax.guiding import AuditSet, ConceptLibrary, GuidingConfig, model_guiding
 from repair_jax.guiding.carving import carved_predict, fit_concept_basis, fit_linear_head, project
 from repair_jax.guiding.synthetic import CREDIT_FEATURES, credit_table
 from repair_jax.metrics import binary_auroc
@@ -34,8 +34,7 @@ def run_one(seed: int, a) -> dict:
     basis = fit_concept_basis(Xa, Xa, library, l2=1e-3)  # the "embedding" of a table row is the row itself
     z, za = project(basis, X), project(basis, Xa)
     theta = fit_linear_head(z, y_obs, "regression", 1, l2=a.l2)
-    cfg = GuidingConfig(bilevel=BilevelConfig(gamma=a.gamma, fi_weight=a.fi_weight, l2=a.l2,
-                                              outer_steps=a.outer_steps, outer_lr=a.outer_lr))
+    cfg = GuidingConfig(bilevel=bilevel_config(a))
     res = model_guiding({"z": z, "y": y_obs, "z_audit": za, "y_audit": ya, "a_audit": za,  # concept values in the standardised concept coordinates
                          "s_audit": audit.s, "c_audit": audit.c}, theta, cfg, "regression")
     resid = np.abs(carved_predict(basis, theta, X)[:, 0] - y_obs)
@@ -59,12 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--n", type=int, default=2000)
-    p.add_argument("--audit-size", type=int, default=100)
-    p.add_argument("--gamma", type=float, default=0.5)
-    p.add_argument("--fi-weight", type=float, default=0.1)
-    p.add_argument("--l2", type=float, default=1e-2)
-    p.add_argument("--outer-steps", type=int, default=200)
-    p.add_argument("--outer-lr", type=float, default=0.05)
+    add_bilevel_args(p, gamma=0.5, fi_weight=0.1, outer_steps=200)
     p.add_argument("--out", default="experiments/results/guiding_credit")
     a = p.parse_args(argv)
     if a.smoke:

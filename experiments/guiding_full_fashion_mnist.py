@@ -23,18 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.guiding_common import add_bilevel_args, bilevel_config
+from repair_jax.errors import UserError, exits_on_user_error
 
+
+@exits_on_user_error("guiding_full_fashion_mnist")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default="experiments/results/fashion_mnist_cnn/run")
     p.add_argument("--out", default="experiments/results/guiding_full_fashion_mnist")
     p.add_argument("--noise", type=float, default=0.2, help="fraction of training labels flipped")
-    p.add_argument("--audit-size", type=int, default=100)
-    p.add_argument("--gamma", type=float, default=1.0)
-    p.add_argument("--fi-weight", type=float, default=0.1)
-    p.add_argument("--l2", type=float, default=1e-2)
-    p.add_argument("--outer-steps", type=int, default=100)
-    p.add_argument("--outer-lr", type=float, default=0.05)
+    add_bilevel_args(p, gamma=1.0, fi_weight=0.1, outer_steps=100)
     p.add_argument("--inner-maxiter", type=int, default=2000, help="lower-level solver iterations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="a tiny digits run trained on the spot (seconds)")
@@ -43,8 +42,7 @@ def main(argv=None) -> int:
     import jax
 
     from repair_jax.cli import train_run
-    from repair_jax.errors import UserError
-    from repair_jax.guiding import BilevelConfig, GuidingConfig
+    from repair_jax.guiding import GuidingConfig
     from repair_jax.guiding.algorithm import model_guiding
     from repair_jax.guiding.pipeline import accuracy_of_head, carve_network, guiding_problem
     from repair_jax.guiding.baselines import training_loss_scores
@@ -55,74 +53,68 @@ def main(argv=None) -> int:
     from repair_jax.train import TrainConfig, predict
 
     out = Path(a.out)
-    try:
-        run_dir = Path(a.run)
-        if a.smoke:
-            run_dir = out / "run_smoke"
-            a.outer_steps, a.audit_size = 5, 40
-            if not (run_dir / "run.json").is_file():
-                train_run(TrainConfig(dataset="digits", model="mlp", model_kwargs={"hidden": [64]}, epochs=3,
-                                      seed=0), run_dir, progress=False)
+    run_dir = Path(a.run)
+    if a.smoke:
+        run_dir = out / "run_smoke"
+        a.outer_steps, a.audit_size = 5, 40
         if not (run_dir / "run.json").is_file():
-            raise UserError(f"--run {run_dir}: no run.json there (train it with experiments/fashion_mnist_cnn.py)")
-        run = load_run(run_dir)
-        ds = run.dataset()
-        if ds.multilabel:
-            raise UserError("model guiding needs a single-label classifier")
-        k = ds.num_classes
-        x = np.concatenate([ds.train.x, ds.val.x, ds.pool.x])
-        y_clean = np.concatenate([ds.train.y, ds.val.y, ds.pool.y])
-        y_noisy, flipped = flip_labels(y_clean, a.noise, k, a.seed)
-        m = min(a.audit_size, len(ds.test) // 2)
-        audit = audit_from_split(ds.test.x[:m], ds.test.y[:m], ds.name, ds.class_names)
-        library = concept_library(ds.name, ds.class_names)
-        state = run.state()
-        cfg = GuidingConfig(BilevelConfig(gamma=a.gamma, fi_weight=a.fi_weight, l2=a.l2,
-                                          outer_steps=a.outer_steps, outer_lr=a.outer_lr,
-                                          inner_maxiter=a.inner_maxiter), carve_l2=a.l2)
-        t0 = time.perf_counter()
-        carved = carve_network(state, x, y_noisy, audit, library, k, l2=a.l2)
-        jax.block_until_ready(carved.theta)
-        t_carve = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        mg = model_guiding(guiding_problem(carved, y_noisy, audit), carved.theta, cfg, "classification", k)
-        jax.block_until_ready(mg.bilevel.delta)
-        t_guide = time.perf_counter() - t0
-        change = mg.nl_scores
-        logits, h = predict(state, x)
-        _, h_test = predict(state, ds.test.x[m:])
-        y_test = ds.test.y[m:]
-        result = {
-            "dataset": ds.name, "run": str(run_dir), "n_train": int(len(y_noisy)), "n_flipped": int(flipped.sum()),
-            "audit_size": m, "n_test_held_out": int(len(y_test)), "concepts": len(library.names),
-            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-            "outer_steps": a.outer_steps, "carve_seconds": t_carve, "guiding_seconds_incl_compile": t_guide,
-            "lower_converged": bool(mg.bilevel.lower_converged),
-            "flagged_noisy_labels": int(len(mg.F_nl)),
-            "detect_auroc": {"model_guiding": float(binary_auroc(flipped, change)),
-                             "training_loss": float(binary_auroc(flipped, training_loss_scores(logits, y_noisy)))},
-            "test_accuracy": {"network": float(np.mean(np.asarray(predict(state, ds.test.x[m:])[0]).argmax(1) == y_test)),
-                              "carved": accuracy_of_head(carved.basis, carved.theta, h_test, y_test),
-                              "guided": accuracy_of_head(carved.basis, mg.bilevel.theta, h_test, y_test)},
-            "note": ("the network was trained on the clean labels of its train split, so its training loss "
-                     "ranks the flipped labels almost perfectly; the carved and guided heads are fit on the "
-                     "noisy labels of all 60k points"),
-        }
-        name = "result_smoke" if a.smoke else "result"
-        write_json(out / f"{name}.json", result)
-        lines = [f"| {key} | {val} |" for key, val in (
-            ("training points (labels flipped)", f"{result['n_train']} ({result['n_flipped']})"),
-            ("backend", result["backend"]), ("carving s", f"{t_carve:.1f}"),
-            ("bilevel update s (incl. compile)", f"{t_guide:.1f} ({a.outer_steps} outer steps)"),
-            ("lower level converged", result["lower_converged"]),
-            ("detection AUROC, model guiding", f"{result['detect_auroc']['model_guiding']:.3f}"),
-            ("test accuracy network / carved / guided",
-             " / ".join(f"{result['test_accuracy'][s]:.4f}" for s in ("network", "carved", "guided"))))]
-        write_text(out / f"{name}.md", "| quantity | value |\n|---|---|\n" + "\n".join(lines) + "\n")
-        print("\n".join(lines))
-    except UserError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
+            train_run(TrainConfig(dataset="digits", model="mlp", model_kwargs={"hidden": [64]}, epochs=3,
+                                  seed=0), run_dir, progress=False)
+    if not (run_dir / "run.json").is_file():
+        raise UserError(f"--run {run_dir}: no run.json there (train it with experiments/fashion_mnist_cnn.py)")
+    run = load_run(run_dir)
+    ds = run.dataset()
+    if ds.multilabel:
+        raise UserError("model guiding needs a single-label classifier")
+    k = ds.num_classes
+    x = np.concatenate([ds.train.x, ds.val.x, ds.pool.x])
+    y_clean = np.concatenate([ds.train.y, ds.val.y, ds.pool.y])
+    y_noisy, flipped = flip_labels(y_clean, a.noise, k, a.seed)
+    m = min(a.audit_size, len(ds.test) // 2)
+    audit = audit_from_split(ds.test.x[:m], ds.test.y[:m], ds.name, ds.class_names)
+    library = concept_library(ds.name, ds.class_names)
+    state = run.state()
+    cfg = GuidingConfig(bilevel_config(a, inner_maxiter=a.inner_maxiter), carve_l2=a.l2)
+    t0 = time.perf_counter()
+    carved = carve_network(state, x, y_noisy, audit, library, k, l2=a.l2)
+    jax.block_until_ready(carved.theta)
+    t_carve = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mg = model_guiding(guiding_problem(carved, y_noisy, audit), carved.theta, cfg, "classification", k)
+    jax.block_until_ready(mg.bilevel.delta)
+    t_guide = time.perf_counter() - t0
+    change = mg.nl_scores
+    logits, h = predict(state, x)
+    _, h_test = predict(state, ds.test.x[m:])
+    y_test = ds.test.y[m:]
+    result = {
+        "dataset": ds.name, "run": str(run_dir), "n_train": int(len(y_noisy)), "n_flipped": int(flipped.sum()),
+        "audit_size": m, "n_test_held_out": int(len(y_test)), "concepts": len(library.names),
+        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+        "outer_steps": a.outer_steps, "carve_seconds": t_carve, "guiding_seconds_incl_compile": t_guide,
+        "lower_converged": bool(mg.bilevel.lower_converged),
+        "flagged_noisy_labels": int(len(mg.F_nl)),
+        "detect_auroc": {"model_guiding": float(binary_auroc(flipped, change)),
+                         "training_loss": float(binary_auroc(flipped, training_loss_scores(logits, y_noisy)))},
+        "test_accuracy": {"network": float(np.mean(np.asarray(predict(state, ds.test.x[m:])[0]).argmax(1) == y_test)),
+                          "carved": accuracy_of_head(carved.basis, carved.theta, h_test, y_test),
+                          "guided": accuracy_of_head(carved.basis, mg.bilevel.theta, h_test, y_test)},
+        "note": ("the network was trained on the clean labels of its train split, so its training loss "
+                 "ranks the flipped labels almost perfectly; the carved and guided heads are fit on the "
+                 "noisy labels of all 60k points"),
+    }
+    name = "result_smoke" if a.smoke else "result"
+    write_json(out / f"{name}.json", result)
+    lines = [f"| {key} | {val} |" for key, val in (
+        ("training points (labels flipped)", f"{result['n_train']} ({result['n_flipped']})"),
+        ("backend", result["backend"]), ("carving s", f"{t_carve:.1f}"),
+        ("bilevel update s (incl. compile)", f"{t_guide:.1f} ({a.outer_steps} outer steps)"),
+        ("lower level converged", result["lower_converged"]),
+        ("detection AUROC, model guiding", f"{result['detect_auroc']['model_guiding']:.3f}"),
+        ("test accuracy network / carved / guided",
+         " / ".join(f"{result['test_accuracy'][s]:.4f}" for s in ("network", "carved", "guided"))))]
+    write_text(out / f"{name}.md", "| quantity | value |\n|---|---|\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
     return 0
 
 

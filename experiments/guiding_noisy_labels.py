@@ -16,14 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.guiding_common import markdown_table, mean_std, train_cached, with_train, write_tables
+from experiments.guiding_common import (
+    add_bilevel_args, add_sweep_args, bilevel_config, markdown_table, mean_std, run_sweep, train_cached,
+    with_train, write_tables,
+)
 from repair_jax.data import load_dataset
-from repair_jax.guiding import BilevelConfig, GuidingConfig, bilevel_update
+from repair_jax.guiding import GuidingConfig, bilevel_update
 from repair_jax.guiding.baselines import influence_on_audit, training_loss_scores
 from repair_jax.guiding.pipeline import carve_network, guiding_problem
 from repair_jax.guiding.algorithm import model_guiding
 from repair_jax.guiding.synthetic import audit_from_split, concept_library, flip_labels
-from repair_jax.io import append_jsonl, read_jsonl
 from repair_jax.metrics import binary_auroc
 from repair_jax.train import TrainConfig, predict
 
@@ -56,8 +58,7 @@ def run_one(name: str, seed: int, args, cache: Path) -> dict:
     m = min(args.audit_size, len(ds.pool))
     audit = audit_from_split(ds.pool.x[:m], ds.pool.y[:m], name, ds.class_names)
     library = concept_library(name, ds.class_names)
-    bcfg = BilevelConfig(gamma=args.gamma, fi_weight=args.fi_weight, l2=args.l2, outer_steps=args.outer_steps,
-                         outer_lr=args.outer_lr)
+    bcfg = bilevel_config(args)
     t0 = time.perf_counter()
     carved = carve_network(state, ds.train.x, y_noisy, audit, library, k, l2=args.l2)
     mg = model_guiding(guiding_problem(carved, y_noisy, audit), carved.theta, GuidingConfig(bilevel=bcfg),
@@ -72,8 +73,7 @@ def run_one(name: str, seed: int, args, cache: Path) -> dict:
     t0 = time.perf_counter()
     duti = bilevel_update({"z": hs, "y": y_noisy, "z_audit": has, "y_audit": audit.y, "a_audit": zeros,
                            "s_audit": zeros, "c_audit": audit.c},
-                          BilevelConfig(gamma=args.gamma, fi_weight=0.0, l2=args.l2, outer_steps=args.outer_steps,
-                                        outer_lr=args.outer_lr), "classification", k)
+                          bilevel_config(args, fi_weight=0.0), "classification", k)
     t_duti = time.perf_counter() - t0
     infl_detect, infl_fix = influence_on_audit(carved.theta, carved.z_train, y_noisy,
                                                                 carved.z_audit, audit.y, audit.c, args.l2, k)
@@ -115,32 +115,14 @@ def tables(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true")
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--audit-size", type=int, default=100)
-    p.add_argument("--gamma", type=float, default=1.0)
-    p.add_argument("--fi-weight", type=float, default=0.1)
-    p.add_argument("--l2", type=float, default=1e-2)
-    p.add_argument("--outer-steps", type=int, default=100)
-    p.add_argument("--outer-lr", type=float, default=0.05)
-    p.add_argument("--cache", default="runs/guiding_cache")
-    p.add_argument("--out", default="experiments/results/guiding_noisy_labels")
+    add_sweep_args(p, DATASETS, "experiments/results/guiding_noisy_labels")
+    add_bilevel_args(p, gamma=1.0, fi_weight=0.1, outer_steps=100)
     p.add_argument("--tables-only", action="store_true", help="only rebuild the tables from the rows logged so far")
     a = p.parse_args(argv)
     if a.smoke:
         a.seeds, a.outer_steps, a.audit_size = a.seeds[:1], 5, 60
     out = Path(a.out)
-    log = out / ("rows_smoke.jsonl" if a.smoke else "rows.jsonl")
-    done = {(r["dataset"], r["seed"]) for r in read_jsonl(log)} if log.exists() else set()
-    for name in a.datasets:
-        for seed in a.seeds:
-            if (name, seed) in done or a.tables_only:
-                continue
-            row = run_one(name, seed, a, Path(a.cache))
-            print(name, seed, row["detect_auroc"], row["fix_auroc"], flush=True)
-            append_jsonl(log, row)
-    rows = [r for r in read_jsonl(log) if r["dataset"] in a.datasets and r["seed"] in a.seeds]
+    rows = run_sweep(a, run_one, lambda r: f"{r['detect_auroc']} {r['fix_auroc']}", skip=a.tables_only)
     text = tables(rows)
     write_tables(out, a.smoke, text, rows, a)
     return 0

@@ -18,13 +18,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.guiding_common import markdown_table, mean_std, train_cached, with_train, write_tables
+from experiments.guiding_common import (
+    add_bilevel_args, add_sweep_args, bilevel_config, markdown_table, mean_std, run_sweep, train_cached,
+    with_train, write_tables,
+)
 from repair_jax.data import load_dataset
-from repair_jax.guiding import BilevelConfig, GuidingConfig
+from repair_jax.guiding import GuidingConfig
 from repair_jax.guiding.baselines import errors_erm_scores
 from repair_jax.guiding.pipeline import guide_network
 from repair_jax.guiding.synthetic import add_tag, audit_from_split, concept_library, tag_mask_for_class
-from repair_jax.io import append_jsonl, read_jsonl
 from repair_jax.metrics import binary_auroc, worst_group_accuracy
 from repair_jax.models import create_model, init_variables
 from repair_jax.train import TrainConfig, create_train_state, fit, group_dro_objective, make_optimizer, predict
@@ -65,8 +67,7 @@ def run_one(name: str, seed: int, a, cache: Path) -> dict:
                       batch_size=64, seed=seed, train_limit=limit)
     tds = with_train(ds, x_train, ds.train.y)
     run, state = train_cached(cfg, tds, cache / f"spurious_{name}_s{seed}_n{len(ds.train)}_e{epochs}")
-    gcfg = GuidingConfig(bilevel=BilevelConfig(gamma=a.gamma, fi_weight=a.fi_weight, l2=a.l2,
-                                               outer_steps=a.outer_steps, outer_lr=a.outer_lr), budget=50)
+    gcfg = GuidingConfig(bilevel=bilevel_config(a), budget=50)
     report, guided, result, carved = guide_network(state, run.variables, x_train, ds.train.y, audit, library, gcfg,
                                                    k, ds.class_names, x_test, ds.test.y)
     groups_test = ds.test.y * 2 + tag_test
@@ -112,31 +113,15 @@ def tables(rows):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true")
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--audit-size", type=int, default=100)
-    p.add_argument("--gamma", type=float, default=1.0)
-    p.add_argument("--fi-weight", type=float, default=1.0)
-    p.add_argument("--l2", type=float, default=1e-2)
-    p.add_argument("--outer-steps", type=int, default=100)
-    p.add_argument("--outer-lr", type=float, default=0.05)
+    add_sweep_args(p, DATASETS, "experiments/results/guiding_spurious")
+    add_bilevel_args(p, gamma=1.0, fi_weight=1.0, outer_steps=100)
     p.add_argument("--dro-eta", type=float, default=5.0)
-    p.add_argument("--cache", default="runs/guiding_cache")
-    p.add_argument("--out", default="experiments/results/guiding_spurious")
     a = p.parse_args(argv)
     if a.smoke:
         a.seeds, a.outer_steps, a.audit_size = a.seeds[:1], 5, 60
     out = Path(a.out)
-    log = out / ("rows_smoke.jsonl" if a.smoke else "rows.jsonl")
-    done = {(r["dataset"], r["seed"]) for r in read_jsonl(log)} if log.exists() else set()
-    for name in a.datasets:
-        for seed in a.seeds:
-            if (name, seed) not in done:
-                row = run_one(name, seed, a, Path(a.cache))
-                print(name, seed, row["spurious_auroc"], row["worst_group_accuracy"], row["tag_weight_for_class"], flush=True)
-                append_jsonl(log, row)
-    rows = [r for r in read_jsonl(log) if r["dataset"] in a.datasets and r["seed"] in a.seeds]
+    rows = run_sweep(a, run_one, lambda r: f"{r['spurious_auroc']} {r['worst_group_accuracy']} "
+                                           f"{r['tag_weight_for_class']}")
     text = tables(rows)
     write_tables(out, a.smoke, text, rows, a)
     return 0

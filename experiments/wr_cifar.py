@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from repair_jax.errors import UserError, exits_on_user_error
+
 CAT, DOG, BIRD, AUTOMOBILE, TRUCK = 3, 5, 2, 1, 9
 BOY, GIRL, WOMAN = 11, 35, 98
 
@@ -77,6 +79,7 @@ def run_setting(name: str, out: Path, smoke: bool, data_dir, seeds: int | None, 
     return tables
 
 
+@exits_on_user_error("wr_cifar")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--setting", default="all", help=f"all or one of {', '.join(SETTINGS)}")
@@ -90,30 +93,24 @@ def main(argv=None) -> int:
     p.add_argument("--repair-epochs", type=int, default=60)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    from repair_jax.errors import UserError
     from repair_jax.io import write_text
 
     names = list(SETTINGS) if a.setting == "all" else a.setting.split(",")
     bad = [n for n in names if n not in SETTINGS]
     if bad:
-        sys.stderr.write(f"error: unknown setting(s) {', '.join(bad)}; choose from {', '.join(SETTINGS)}\n")
-        return 2
+        raise UserError(f"unknown setting(s) {', '.join(bad)}; choose from {', '.join(SETTINGS)}")
     out = Path(a.out)
-    try:
-        for n in names:
-            ctx = contextlib.nullcontext()
-            if a.smoke:  # enough mock examples that CIFAR-100's target classes occur in the train split
-                import tensorflow_datasets as tfds
-                ctx = tfds.testing.mock_data(num_examples=400 if SETTINGS[n][0] == "cifar100" else 48,
-                                             policy=tfds.testing.MockPolicy.USE_CODE)
-            with ctx:
-                tables = run_setting(n, out, a.smoke, a.data_dir, a.seeds, a.train_epochs, a.repair_epochs,
-                                     not a.no_progress, a.methods.split(",") if a.methods else None,
-                                     a.studies.split(",") if a.studies else None)
-                write_text(out / n / "tables.md", "\n".join(tables))
-    except UserError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
+    for n in names:
+        ctx = contextlib.nullcontext()
+        if a.smoke:  # enough mock examples that CIFAR-100's target classes occur in the train split
+            import tensorflow_datasets as tfds
+            ctx = tfds.testing.mock_data(num_examples=400 if SETTINGS[n][0] == "cifar100" else 48,
+                                         policy=tfds.testing.MockPolicy.USE_CODE)
+        with ctx:
+            tables = run_setting(n, out, a.smoke, a.data_dir, a.seeds, a.train_epochs, a.repair_epochs,
+                                 not a.no_progress, a.methods.split(",") if a.methods else None,
+                                 a.studies.split(",") if a.studies else None)
+            write_text(out / n / "tables.md", "\n".join(tables))
     return 0
 
 

@@ -25,11 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from repair_jax.errors import UserError, exits_on_user_error
+
 
 def metric_text(info: dict) -> str:
     return f"test mAP {info['test_map']:.4f}" if "test_map" in info else f"test accuracy {info['test_accuracy']:.4f}"
 
 
+@exits_on_user_error("wr_fashion_mnist")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="experiments/results/wr_fashion_mnist")
@@ -55,7 +58,6 @@ def main(argv=None) -> int:
     import jax
 
     from repair_jax.cli import train_run
-    from repair_jax.errors import UserError
     from repair_jax.io import write_text
     from repair_jax.repair import RepairConfig, Targets, run_study
     from repair_jax.repair.study import format_table
@@ -70,47 +72,43 @@ def main(argv=None) -> int:
     else:
         dataset, rhos, seeds = a.dataset, (0.1, 0.3, 0.5, 0.7, 0.9), a.seeds
         limit = a.train_limit if dataset == "fashion_mnist" else None
-    try:
-        run_dir = Path(a.run) if a.run else out / "run"
-        if a.run and not (run_dir / "run.json").is_file():
-            raise UserError(f"--run {a.run}: no run.json there")
-        if not (run_dir / "run.json").is_file():
-            cfg = TrainConfig(dataset=dataset, model="cnn", model_kwargs={"width": a.width, "dense": 4 * a.width},
-                              epochs=a.epochs, batch_size=64, lr=3e-3, seed=0, train_limit=limit)
-            info = train_run(cfg, run_dir, progress=not a.no_progress)
-            metric = "test_map" if "test_map" in info else "test_accuracy"
-            print(f"trained: {metric} {info[metric]:.4f} in {info['wall_time']:.1f}s")
-        run = load_run(run_dir)
-        ds = run.dataset()
-        d = diagnose(run.state(), ds, split="val", top_k=3)
-        a_, b_ = d["top_pairs"][0]["classes"]
-        err = np.asarray(d["pairwise_error"])
-        # anchor C: the class giving the largest cd with the confused pair (the positive class first)
-        c_ = max((c for c in range(ds.num_classes) if c not in (a_, b_)), key=lambda c: abs(err[a_, c] - err[b_, c]))
-        if err[a_, c_] < err[b_, c_]:
-            a_, b_ = b_, a_
-        settings = {"pair": Targets(((a_, b_),)), "triplet": Targets(((a_, b_, c_),))}
-        rcfg = RepairConfig(epochs=a.ft_epochs, lr=a.ft_lr, batch_size=a.ft_batch_size,
-                            schedule=a.ft_schedule, seeds=seeds, rhos=rhos)
-        if a.methods:
-            rcfg.methods = tuple(dict.fromkeys(("orig", "orig-ft") + tuple(a.methods.split(","))))
-        tables = []
-        for name in a.settings.split(","):
-            t0 = time.perf_counter()
-            s = run_study(run.model, run.variables, ds, settings[name], out / name, rcfg,
-                          progress=not a.no_progress)
-            print(format_table(s))
-            print(f"{name}: {time.perf_counter() - t0:.1f}s")
-            tables.append(f"### {name}\n\n" + format_table(s))
-        header = (f"Original model: {run.info['config']['model']} {run.info['config']['model_kwargs']}, "
-                  f"{run.info['config']['epochs']} epochs on {len(ds.train)} training examples of {ds.name}, "
-                  f"{metric_text(run.info)}. Targets diagnosed on the validation split. "
-                  f"Fine-tuning: {a.ft_epochs} epoch(s), Adam lr {a.ft_lr} ({a.ft_schedule}), batch {a.ft_batch_size}, "
-                  f"{seeds} seeds. Devices: {', '.join(str(d) for d in jax.devices())}.\n\n")
-        write_text(out / "tables.md", header + "\n".join(tables))
-    except UserError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
+    run_dir = Path(a.run) if a.run else out / "run"
+    if a.run and not (run_dir / "run.json").is_file():
+        raise UserError(f"--run {a.run}: no run.json there")
+    if not (run_dir / "run.json").is_file():
+        cfg = TrainConfig(dataset=dataset, model="cnn", model_kwargs={"width": a.width, "dense": 4 * a.width},
+                          epochs=a.epochs, batch_size=64, lr=3e-3, seed=0, train_limit=limit)
+        info = train_run(cfg, run_dir, progress=not a.no_progress)
+        metric = "test_map" if "test_map" in info else "test_accuracy"
+        print(f"trained: {metric} {info[metric]:.4f} in {info['wall_time']:.1f}s")
+    run = load_run(run_dir)
+    ds = run.dataset()
+    d = diagnose(run.state(), ds, split="val", top_k=3)
+    a_, b_ = d["top_pairs"][0]["classes"]
+    err = np.asarray(d["pairwise_error"])
+    # anchor C: the class giving the largest cd with the confused pair (the positive class first)
+    c_ = max((c for c in range(ds.num_classes) if c not in (a_, b_)), key=lambda c: abs(err[a_, c] - err[b_, c]))
+    if err[a_, c_] < err[b_, c_]:
+        a_, b_ = b_, a_
+    settings = {"pair": Targets(((a_, b_),)), "triplet": Targets(((a_, b_, c_),))}
+    rcfg = RepairConfig(epochs=a.ft_epochs, lr=a.ft_lr, batch_size=a.ft_batch_size,
+                        schedule=a.ft_schedule, seeds=seeds, rhos=rhos)
+    if a.methods:
+        rcfg.methods = tuple(dict.fromkeys(("orig", "orig-ft") + tuple(a.methods.split(","))))
+    tables = []
+    for name in a.settings.split(","):
+        t0 = time.perf_counter()
+        s = run_study(run.model, run.variables, ds, settings[name], out / name, rcfg,
+                      progress=not a.no_progress)
+        print(format_table(s))
+        print(f"{name}: {time.perf_counter() - t0:.1f}s")
+        tables.append(f"### {name}\n\n" + format_table(s))
+    header = (f"Original model: {run.info['config']['model']} {run.info['config']['model_kwargs']}, "
+              f"{run.info['config']['epochs']} epochs on {len(ds.train)} training examples of {ds.name}, "
+              f"{metric_text(run.info)}. Targets diagnosed on the validation split. "
+              f"Fine-tuning: {a.ft_epochs} epoch(s), Adam lr {a.ft_lr} ({a.ft_schedule}), batch {a.ft_batch_size}, "
+              f"{seeds} seeds. Devices: {', '.join(str(d) for d in jax.devices())}.\n\n")
+    write_text(out / "tables.md", header + "\n".join(tables))
     return 0
 
 
