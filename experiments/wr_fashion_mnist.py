@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="experiments/results/wr_fashion_mnist")
     p.add_argument("--dataset", default="fashion_mnist", choices=("fashion_mnist", "digits_multilabel"),
                    help="digits_multilabel: the synthetic multi-label composites of real digits (all of them)")
-    p.add_argument("--smoke", action="store_true", help="tiny run on digits (seconds)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny run on digits (digits_multilabel with --dataset digits_multilabel)")
     p.add_argument("--run", default=None,
                    help="repair this trained run (e.g. experiments/results/fashion_mnist_cnn/run) instead of "
                         "training a small one in OUT/run")
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
 
     out = Path(a.out)
     if a.smoke:
-        dataset, limit, rhos, seeds = "digits", None, (0.1, 0.9), 2
+        dataset = "digits" if a.dataset == "fashion_mnist" else a.dataset
+        limit, rhos, seeds = None, (0.1, 0.9), 2
         a.epochs, a.ft_epochs = 2, 1
     else:
         dataset, rhos, seeds = a.dataset, (0.1, 0.3, 0.5, 0.7, 0.9), a.seeds

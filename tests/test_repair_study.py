@@ -92,6 +92,20 @@ def test_cifar_experiment_smoke_on_mock_data(tmp_path):
     assert cifar_main(["--smoke", "--setting", "nope"]) == 2
 
 
+def test_multilabel_study_smoke_on_digits_multilabel(tmp_path):
+    """The WR study end to end on the multi-label composites: BCE model, type2conf targets, mAP."""
+    from experiments.wr_fashion_mnist import main as wr_main
+
+    out = tmp_path / "ml"
+    assert wr_main(["--smoke", "--dataset", "digits_multilabel", "--settings", "pair", "--methods", "w-os",
+                    "--out", str(out), "--no-progress"]) == 0
+    recs = read_jsonl(out / "pair" / "results.jsonl")
+    assert {r["method"] for r in recs} == {"orig", "orig-ft", "w-os"}
+    assert {r["error_kind"] for r in recs} == {"type2conf"}
+    table = (out / "tables.md").read_text()
+    assert "test mAP" in table and "| mAP |" in table
+
+
 def test_notebook_executes_at_smoke_size(tmp_path):
     import nbclient
     import nbformat
