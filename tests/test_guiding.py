@@ -261,7 +261,6 @@ def tiny_run(tmp_path_factory):
 
 def test_guide_cli_writes_report_and_loadable_guided_run(tiny_run, capsys):
     from repair_jax.cli import main
-    from repair_jax.guiding.carving import head_weights
     from repair_jax.io import read_json
     from repair_jax.runs import load_run
     from repair_jax.train import evaluate

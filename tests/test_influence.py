@@ -3,7 +3,6 @@ disparity metrics and the influence CLI, each against a reference: vmap(grad), e
 leave-one-out retraining, scikit-learn, finite differences."""
 
 import os
-import warnings
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 

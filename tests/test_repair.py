@@ -4,7 +4,6 @@ resumable study through the Python API and the CLI."""
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp

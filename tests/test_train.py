@@ -16,7 +16,7 @@ from repair_jax.errors import UserError
 from repair_jax.models import BatchNorm, MODELS, create_model, has_batch_norm, init_variables
 from repair_jax.runs import restore_checkpoint, save_checkpoint
 from repair_jax.train import (
-    TrainConfig, create_train_state, erm_objective, evaluate, fit, make_train_step, train_model,
+    TrainConfig, create_train_state, erm_objective, evaluate, make_train_step, train_model,
 )
 
 SMALL = {"mlp": {"hidden": (16,)}, "cnn": {"width": 4, "dense": 8}, "resnet18": {"width": 4},

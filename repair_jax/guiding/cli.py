@@ -8,7 +8,6 @@ model as an ordinary run directory (its last Dense layer is the guided concept h
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import sys
 import warnings

@@ -24,7 +24,6 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from repair_jax.errors import UserError
 from repair_jax.influence.gradients import LossFn, _chunks, _take, batch_size_of, per_example_grad_dot

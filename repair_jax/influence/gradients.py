@@ -32,7 +32,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from repair_jax.errors import UserError
 
@@ -280,6 +279,15 @@ def _shard(batch: dict, size: int) -> dict:
 
     from repair_jax.train import data_mesh
     return jax.device_put(batch, NamedSharding(data_mesh(jax.local_devices()), PartitionSpec("data")))
+
+
+def layerwise_per_example_grads(loss_fn: LossFn, params, batch: dict):
+    """The layer-wise per-example gradients of the whole ``batch`` as a pure function: no chunking,
+    no sharding, no jit of its own, so it can be traced inside a jitted function or a ``lax`` loop
+    (I-REPAIR's mean-absolute influence does). ``loss_fn`` need not be hashable. A pytree like
+    ``params`` with a leading axis N; :func:`per_example_grads` is the chunked, sharded front end.
+    """
+    return _layerwise_grads(loss_fn, params, batch)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "method", "flat"))

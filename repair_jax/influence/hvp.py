@@ -259,7 +259,7 @@ def inverse_hvp(loss_fn: LossFn, params, batch: dict, b, *, method: str = "cg", 
     tol = 1e-4 if tol is None else tol
     if scale is None:
         scale = 1.1 * largest_eigenvalue(matvec, bf.shape[0], bf.dtype)
-    sample = None
+    sample_matvec = None
     if lissa_batch_size:
         n = batch_size_of(batch)
         m = min(int(lissa_batch_size), n)
@@ -270,7 +270,9 @@ def inverse_hvp(loss_fn: LossFn, params, batch: dict, b, *, method: str = "cg", 
             f = lambda p: training_objective(loss_fn, p, sub, l2)
             hv = jax.jvp(jax.grad(f), (params,), (unravel(v),))[1]
             return ravel_pytree(hv)[0] + damping * v
-    x, k = solve_lissa(matvec, bf, scale, max_iter or 5000, tol, sample_matvec=sample,
+
+        sample_matvec = sample
+    x, k = solve_lissa(matvec, bf, scale, max_iter or 5000, tol, sample_matvec=sample_matvec,
                        rng=jax.random.PRNGKey(seed))
     return _finish(x, matvec, bf, method, k, tol, unravel)
 

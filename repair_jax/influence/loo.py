@@ -16,7 +16,6 @@ from jax.flatten_util import ravel_pytree
 
 from repair_jax.errors import UserError
 from repair_jax.influence.gradients import batch_size_of
-from repair_jax.influence.hvp import training_objective
 
 
 def minimize_objective(loss_fn, params, batch: dict, *, l2: float = 0.0, weights=None, tol: float = 1e-10,

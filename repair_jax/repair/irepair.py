@@ -113,10 +113,11 @@ def weighted_mean_gradient(apply_fn, loss, params, x, y, weights):
 
 
 def per_example_gradients(apply_fn, loss, params, x, y):
-    """Per-example gradients, a pytree with a leading axis N (``jax.vmap(jax.grad(...))``)."""
-    def one(xi, yi):
-        return jax.grad(lambda p: loss(apply_fn(p, xi[None]), yi[None])[0])(params)
-    return jax.vmap(one)(x, y)
+    """Per-example gradients, a pytree with a leading axis N, by the layer-wise outer products of
+    :func:`repair_jax.influence.layerwise_per_example_grads` (traceable inside the repair loop)."""
+    from repair_jax.influence import layerwise_per_example_grads
+
+    return layerwise_per_example_grads(lambda p, b: loss(apply_fn(p, b["x"]), b["y"]), params, {"x": x, "y": y})
 
 
 def estimate_influence(apply_fn, loss, params, x, y, weights, variant: str = "mean"):

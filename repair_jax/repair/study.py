@@ -21,7 +21,6 @@ import dataclasses
 import functools
 import time
 from pathlib import Path
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +35,7 @@ from repair_jax.io import append_jsonl, read_jsonl, write_json, write_text
 from repair_jax.models import has_batch_norm
 from repair_jax.repair import stats
 from repair_jax.repair.weighted import (
-    FINE_TUNED, METHODS, RHO_GRID, W_OS_EXTRA_RHOS, Targets, check_rho, target_pairs,
+    FINE_TUNED, METHODS, RHO_GRID, W_OS_EXTRA_RHOS, Targets, check_rho,
     weighted_augmentation_class_weights, weighted_batch_norm_objective, weighted_dbr_objective,
     weighted_loss_objective, weighted_output_smoothing,
 )
