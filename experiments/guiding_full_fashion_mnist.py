@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--inner-maxiter", type=int, default=2000, help="lower-level solver iterations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="a tiny digits run trained on the spot (seconds)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar over the outer steps")
     a = p.parse_args(argv)
 
     import jax
@@ -80,7 +81,8 @@ def main(argv=None) -> int:
     jax.block_until_ready(carved.theta)
     t_carve = time.perf_counter() - t0
     t0 = time.perf_counter()
-    mg = model_guiding(guiding_problem(carved, y_noisy, audit), carved.theta, cfg, "classification", k)
+    mg = model_guiding(guiding_problem(carved, y_noisy, audit), carved.theta, cfg, "classification", k,
+                       progress=not a.no_progress)
     jax.block_until_ready(mg.bilevel.delta)
     t_guide = time.perf_counter() - t0
     change = mg.nl_scores
