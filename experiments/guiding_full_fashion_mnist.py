@@ -85,9 +85,8 @@ def main(argv=None) -> int:
                        progress=not a.no_progress)
     jax.block_until_ready(mg.bilevel.delta)
     t_guide = time.perf_counter() - t0
-    change = mg.nl_scores
-    logits, h = predict(state, x)
-    _, h_test = predict(state, ds.test.x[m:])
+    logits, _ = predict(state, x)  # carving keeps only the embeddings; the training-loss baseline needs logits
+    test_logits, h_test = predict(state, ds.test.x[m:])
     y_test = ds.test.y[m:]
     result = {
         "dataset": ds.name, "run": str(run_dir), "n_train": int(len(y_noisy)), "n_flipped": int(flipped.sum()),
@@ -96,9 +95,9 @@ def main(argv=None) -> int:
         "outer_steps": a.outer_steps, "carve_seconds": t_carve, "guiding_seconds_incl_compile": t_guide,
         "lower_converged": bool(mg.bilevel.lower_converged),
         "flagged_noisy_labels": int(len(mg.F_nl)),
-        "detect_auroc": {"model_guiding": float(binary_auroc(flipped, change)),
+        "detect_auroc": {"model_guiding": float(binary_auroc(flipped, mg.nl_scores)),
                          "training_loss": float(binary_auroc(flipped, training_loss_scores(logits, y_noisy)))},
-        "test_accuracy": {"network": float(np.mean(np.asarray(predict(state, ds.test.x[m:])[0]).argmax(1) == y_test)),
+        "test_accuracy": {"network": float(np.mean(np.asarray(test_logits).argmax(1) == y_test)),
                           "carved": accuracy_of_head(carved.basis, carved.theta, h_test, y_test),
                           "guided": accuracy_of_head(carved.basis, mg.bilevel.theta, h_test, y_test)},
         "note": ("the network was trained on the clean labels of its train split, so its training loss "

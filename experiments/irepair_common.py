@@ -60,6 +60,14 @@ def classes(args, ctx):
     return kept
 
 
+def setup(args):
+    """(RepairContext, classes, IRepairConfig from --gamma/--ub/--lr) shared by the sweep scripts."""
+    from repair_jax.repair.irepair import IRepairConfig
+
+    ctx = context(args)
+    return ctx, classes(args, ctx), IRepairConfig(gamma=args.gamma, ub=args.ub, lr=args.lr)
+
+
 def plot(args, name: str, runs: list[dict], methods: dict, title: str) -> None:
     """PNG of the mean drop (95% CI) against the group (|R|) for ``methods`` {label: predicate}."""
     from repair_jax.plots import plot_accuracy_drop

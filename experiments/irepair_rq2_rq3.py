@@ -34,12 +34,9 @@ def main(argv=None) -> int:
         args.sizes = {"locking": [8], "loss": [1, 2, 4, 8], "margin": [4, 8]}[args.part]
     if args.smoke:
         args.sizes, args.seeds, args.probabilities, args.margins, args.lr = [1], 2, [0.5], [0.0, 0.3], 1e-3
-    from repair_jax.repair.irepair import IRepairConfig
     from repair_jax.repair.protocol import run_jobs, summary_table
 
-    ctx = common.context(args)
-    classes = common.classes(args, ctx)
-    cfg = IRepairConfig(gamma=args.gamma, ub=args.ub, lr=args.lr)
+    ctx, classes, cfg = common.setup(args)
     jobs = []
     for seed in range(args.seeds):
         for k in args.sizes:

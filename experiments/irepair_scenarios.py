@@ -37,12 +37,9 @@ def main(argv=None) -> int:
         args.sizes = [1, 2, 4, 8, 16, 32] if args.scenario == 1 else [1, 2, 4]
     if args.smoke:
         args.sizes, args.seeds, args.num_classes, args.lr = [1, 2], 2, [1, 2], 1e-3
-    from repair_jax.repair.irepair import IRepairConfig
     from repair_jax.repair.protocol import run_jobs, summary_table
 
-    ctx = common.context(args)
-    classes = common.classes(args, ctx)
-    cfg = IRepairConfig(gamma=args.gamma, ub=args.ub, lr=args.lr)
+    ctx, classes, cfg = common.setup(args)
     jobs = []
     for seed in range(args.seeds):
         for k in args.sizes:

@@ -161,8 +161,11 @@ def _is_our_batchnorm(m) -> bool:
     return isinstance(m, BatchNorm)
 
 
-def _layerwise_grads(loss_fn: LossFn, params, batch: dict):
-    """Per-example grads as a pytree like ``params`` with a leading axis N (see module doc)."""
+def layerwise_per_example_grads(loss_fn: LossFn, params, batch: dict):
+    """Per-example grads as a pytree like ``params`` with a leading axis N (see module doc), for the
+    whole ``batch``: a pure function with no chunking, sharding or jit of its own, so it can be traced
+    inside a jitted function or a ``lax`` loop (I-REPAIR's mean-absolute influence does) and
+    ``loss_fn`` need not be hashable. :func:`per_example_grads` is the chunked, sharded front end."""
     n = batch_size_of(batch)
 
     def intercepted(perturb: dict | None, record: dict, shapes: dict | None):
@@ -281,18 +284,9 @@ def _shard(batch: dict, size: int) -> dict:
     return jax.device_put(batch, NamedSharding(data_mesh(jax.local_devices()), PartitionSpec("data")))
 
 
-def layerwise_per_example_grads(loss_fn: LossFn, params, batch: dict):
-    """The layer-wise per-example gradients of the whole ``batch`` as a pure function: no chunking,
-    no sharding, no jit of its own, so it can be traced inside a jitted function or a ``lax`` loop
-    (I-REPAIR's mean-absolute influence does). ``loss_fn`` need not be hashable. A pytree like
-    ``params`` with a leading axis N; :func:`per_example_grads` is the chunked, sharded front end.
-    """
-    return _layerwise_grads(loss_fn, params, batch)
-
-
 @functools.partial(jax.jit, static_argnames=("loss_fn", "method", "flat"))
 def _grads_chunk(loss_fn, params, batch, method: str, flat: bool):
-    g = _layerwise_grads(loss_fn, params, batch) if method == "layerwise" else _vmap_grads(loss_fn, params, batch)
+    g = layerwise_per_example_grads(loss_fn, params, batch) if method == "layerwise" else _vmap_grads(loss_fn, params, batch)
     return flatten_per_example(g) if flat else g
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from repair_jax.errors import UserError
+from repair_jax.influence import layerwise_per_example_grads
 
 CORRECT_LOSSES = ("magnitude", "cross_entropy")
 INFLUENCE_VARIANTS = ("mean", "mean_abs")
@@ -115,8 +116,6 @@ def weighted_mean_gradient(apply_fn, loss, params, x, y, weights):
 def per_example_gradients(apply_fn, loss, params, x, y):
     """Per-example gradients, a pytree with a leading axis N, by the layer-wise outer products of
     :func:`repair_jax.influence.layerwise_per_example_grads` (traceable inside the repair loop)."""
-    from repair_jax.influence import layerwise_per_example_grads
-
     return layerwise_per_example_grads(lambda p, b: loss(apply_fn(p, b["x"]), b["y"]), params, {"x": x, "y": y})
 
 
