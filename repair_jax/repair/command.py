@@ -23,7 +23,11 @@ def configure(p) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's")
     p.add_argument("--rhos", default="0.1,0.3,0.5,0.7,0.9", help="the rho grid (000 Sec. 4.4)")
     p.add_argument("--lambda1", type=float, default=0.25, help="error reduction that counts as repaired")
-    p.add_argument("--lambda2", type=float, default=0.01, help="accuracy loss allowed (absolute)")
+    p.add_argument("--lambda2", type=float, default=0.01,
+                   help="accuracy loss allowed: absolute (0.01 = 1 point), or with --lambda2-relative a fraction "
+                        "of orig-ft's accuracy")
+    p.add_argument("--lambda2-relative", action="store_true",
+                   help="read --lambda2 as a fraction of orig-ft's accuracy (000 Sec. 2.2.3: 1%% of it)")
     p.add_argument("--select-split", default="val", choices=["val", "pool", "test"],
                    help="split on which rho is selected (numbers are reported on test)")
     p.add_argument("--out", required=True, help="output directory (re-running resumes it)")
@@ -52,7 +56,7 @@ def repair_config_from_args(args, run):
                        batch_size=args.batch_size or rc.batch_size, optimizer=rc.optimizer,
                        schedule=rc.schedule, l2=rc.l2, seeds=args.seeds, methods=methods,
                        rhos=_floats(args.rhos, "--rhos"), lambda1=args.lambda1, lambda2=args.lambda2,
-                       select_split=args.select_split)
+                       lambda2_relative=args.lambda2_relative, select_split=args.select_split)
     cfg.validate()
     return cfg
 
