@@ -11,6 +11,10 @@ grid over rho on seed 0, selection on the validation split, then the selected se
     python experiments/wr_fashion_mnist.py --run experiments/results/fashion_mnist_cnn/run \
         --ft-epochs 3 --ft-lr 2e-4 --ft-batch-size 128 --out experiments/results/wr_fashion_mnist_full
                                                       # the full width-32 model (GPU; README tables)
+    python experiments/wr_fashion_mnist.py --model resnet18 --train-limit 0 --epochs 20 --ft-epochs 4 \
+        --ft-optimizer sgd --ft-lr 0.01 --ft-schedule step --ft-batch-size 128 \
+        --out experiments/results/wr_fashion_mnist_resnet18
+                                                      # ResNet-18 with Table 1's recipe, shortened (GPU)
     python experiments/wr_fashion_mnist.py --smoke    # seconds, on scikit-learn digits
     python experiments/wr_fashion_mnist.py --dataset digits_multilabel --epochs 15 --ft-epochs 3 \
         --out experiments/results/wr_digits_multilabel   # multi-label (BCE, type2conf, mAP), CPU
@@ -28,6 +32,16 @@ import numpy as np
 from repair_jax.errors import UserError, exits_on_user_error
 
 
+# training recipes of the original model: the CPU-sized CNN, and 000 Sec. 4.1's recipe for the ResNets
+# (SGD 0.1, Nesterov momentum 0.9, x0.1 at 50% and 75% of the epochs, L2 5e-4, batch 128)
+RECIPES = {"cnn": dict(optimizer="adam", lr=3e-3, schedule="cosine", l2=0.0, batch_size=64),
+           "resnet18": dict(optimizer="sgd", lr=0.1, schedule="step", l2=5e-4, batch_size=128)}
+
+
+def model_kwargs(model: str, width: int) -> dict:
+    return {"width": width, "dense": 4 * width} if model == "cnn" else {"width": width}
+
+
 def metric_text(info: dict) -> str:
     return f"test mAP {info['test_map']:.4f}" if "test_map" in info else f"test accuracy {info['test_accuracy']:.4f}"
 
@@ -43,13 +57,17 @@ def main(argv=None) -> int:
     p.add_argument("--run", default=None,
                    help="repair this trained run (e.g. experiments/results/fashion_mnist_cnn/run) instead of "
                         "training a small one in OUT/run")
-    p.add_argument("--train-limit", type=int, default=6000)
-    p.add_argument("--width", type=int, default=8)
+    p.add_argument("--model", default="cnn", choices=tuple(RECIPES),
+                   help="cnn: SmallCNN, Adam 3e-3, batch 64; resnet18: ResNet-18 with 000 Sec. 4.1's recipe "
+                        "(SGD 0.1, step schedule, L2 5e-4, batch 128)")
+    p.add_argument("--train-limit", type=int, default=6000, help="stratified training subset; 0 = all 50,000")
+    p.add_argument("--width", type=int, default=None, help="model width (default: cnn 8, resnet18 64)")
     p.add_argument("--epochs", type=int, default=3, help="training epochs of the original model")
     p.add_argument("--ft-epochs", type=int, default=1, help="fine-tuning epochs of every method")
     p.add_argument("--ft-lr", type=float, default=5e-4)
     p.add_argument("--ft-batch-size", type=int, default=64)
-    p.add_argument("--ft-schedule", default="constant", choices=("constant", "cosine"))
+    p.add_argument("--ft-schedule", default="constant", choices=("constant", "cosine", "step"))
+    p.add_argument("--ft-optimizer", default="adam", choices=("adam", "sgd"))
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--settings", default="pair,triplet")
     p.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
@@ -67,19 +85,23 @@ def main(argv=None) -> int:
     from repair_jax.train import TrainConfig
 
     out = Path(a.out)
+    width = a.width if a.width is not None else {"cnn": 8, "resnet18": 64}[a.model]
+    if a.train_limit < 0:
+        raise UserError(f"--train-limit must be >= 0, got {a.train_limit}")
     if a.smoke:
         dataset = "digits" if a.dataset == "fashion_mnist" else a.dataset
         limit, rhos, seeds = None, (0.1, 0.9), 2
         a.epochs, a.ft_epochs = 2, 1
+        width = min(width, 4)
     else:
         dataset, rhos, seeds = a.dataset, (0.1, 0.3, 0.5, 0.7, 0.9), a.seeds
-        limit = a.train_limit if dataset == "fashion_mnist" else None
+        limit = (a.train_limit or None) if dataset == "fashion_mnist" else None
     run_dir = Path(a.run) if a.run else out / "run"
     if a.run and not (run_dir / "run.json").is_file():
         raise UserError(f"--run {a.run}: no run.json there")
     if not (run_dir / "run.json").is_file():
-        cfg = TrainConfig(dataset=dataset, model="cnn", model_kwargs={"width": a.width, "dense": 4 * a.width},
-                          epochs=a.epochs, batch_size=64, lr=3e-3, seed=0, train_limit=limit)
+        cfg = TrainConfig(dataset=dataset, model=a.model, model_kwargs=model_kwargs(a.model, width),
+                          epochs=a.epochs, seed=0, train_limit=limit, **RECIPES[a.model])
         info = train_run(cfg, run_dir, progress=not a.no_progress)
         metric = "test_map" if "test_map" in info else "test_accuracy"
         print(f"trained: {metric} {info[metric]:.4f} in {info['wall_time']:.1f}s")
@@ -93,8 +115,8 @@ def main(argv=None) -> int:
     if err[a_, c_] < err[b_, c_]:
         a_, b_ = b_, a_
     settings = {"pair": Targets(((a_, b_),)), "triplet": Targets(((a_, b_, c_),))}
-    rcfg = RepairConfig(epochs=a.ft_epochs, lr=a.ft_lr, batch_size=a.ft_batch_size,
-                        schedule=a.ft_schedule, seeds=seeds, rhos=rhos)
+    rcfg = RepairConfig(epochs=a.ft_epochs, lr=a.ft_lr, batch_size=a.ft_batch_size, optimizer=a.ft_optimizer,
+                        schedule=a.ft_schedule, l2=run.config.l2, seeds=seeds, rhos=rhos)
     if a.methods:
         rcfg.methods = tuple(dict.fromkeys(("orig", "orig-ft") + tuple(a.methods.split(","))))
     tables = []
@@ -108,7 +130,8 @@ def main(argv=None) -> int:
     header = (f"Original model: {run.info['config']['model']} {run.info['config']['model_kwargs']}, "
               f"{run.info['config']['epochs']} epochs on {len(ds.train)} training examples of {ds.name}, "
               f"{metric_text(run.info)}. Targets diagnosed on the validation split. "
-              f"Fine-tuning: {a.ft_epochs} epoch(s), Adam lr {a.ft_lr} ({a.ft_schedule}), batch {a.ft_batch_size}, "
+              f"Fine-tuning: {a.ft_epochs} epoch(s), {a.ft_optimizer} lr {a.ft_lr} ({a.ft_schedule}), "
+              f"batch {a.ft_batch_size}, L2 {run.config.l2:g}, "
               f"{seeds} seeds. Devices: {', '.join(str(d) for d in jax.devices())}.\n\n")
     write_text(out / "tables.md", header + "\n".join(tables))
     return 0

@@ -119,3 +119,51 @@ def test_notebook_executes_at_smoke_size(tmp_path):
         os.environ.pop("REPAIR_SMOKE"), os.environ.pop("REPAIR_OUT")
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "| w-bn(0.5) |" in text and "best rank sum" in text
+
+
+def test_repaired_verdict_absolute_and_relative_lambda2():
+    """'repaired' = error -lambda1 or more vs orig-ft, accuracy loss within lambda2 (points, or a
+    fraction of orig-ft's accuracy: 000 Sec. 2.2.3), error p < 0.05."""
+    from types import SimpleNamespace
+
+    from repair_jax.repair.study import format_table, summarize_study
+
+    def recs(accs, errs):
+        return [{"accuracy": a, "target_error": e} for a, e in zip(accs, errs)]
+
+    # orig-ft: accuracy 0.80, error 0.100; w-os: deterministic, error -30% (p = 0.009 vs 5 runs),
+    # accuracy -0.9 points: inside 1 point, outside 1% of 0.80 = 0.8 points
+    runs = {("orig", None): recs([0.81], [0.1]),
+            ("orig-ft", None): recs([0.799, 0.800, 0.801, 0.800, 0.800], [0.099, 0.100, 0.101, 0.100, 0.100]),
+            ("w-os", 0.3): recs([0.791], [0.070])}
+    ds = SimpleNamespace(class_names=[str(i) for i in range(10)], name="toy", multilabel=False)
+    verdict = {}
+    for relative in (False, True):
+        cfg = RepairConfig(seeds=5, lambda2=0.01, lambda2_relative=relative)
+        s = summarize_study(runs, {}, {}, Targets(((3, 5),)), ds, cfg)
+        row = next(r for r in s["rows"] if r["method"] == "w-os")
+        assert row["err_p"] < 0.05 and np.isclose(row["error_reduction_vs_orig_ft"], 0.3)
+        verdict[relative] = row["repaired"]
+        assert ("1% of orig-ft's accuracy" in format_table(s)) == relative
+    assert verdict == {False: True, True: False}
+
+
+def test_fashion_mnist_study_resnet18_recipe_smoke(tmp_path, capsys):
+    """--model resnet18 trains with 000 Sec. 4.1's recipe (SGD, step schedule, L2 5e-4) and fine-tunes
+    with --ft-optimizer sgd and the run's L2; bad options exit 2 with one line."""
+    from experiments.wr_fashion_mnist import main as wr_main
+    from repair_jax.runs import load_run
+
+    out = tmp_path / "r18"
+    assert wr_main(["--smoke", "--model", "resnet18", "--settings", "pair", "--methods", "w-os",
+                    "--ft-optimizer", "sgd", "--ft-lr", "0.01", "--ft-schedule", "step",
+                    "--out", str(out), "--no-progress"]) == 0
+    cfg = load_run(out / "run").config
+    assert (cfg.model, cfg.optimizer, cfg.schedule, cfg.l2, cfg.batch_size) == ("resnet18", "sgd", "step", 5e-4, 128)
+    summary = json.loads((out / "pair" / "summary.json").read_text())
+    assert (summary["config"]["optimizer"], summary["config"]["l2"]) == ("sgd", 5e-4)
+    assert "sgd lr 0.01 (step)" in (out / "tables.md").read_text()
+    capsys.readouterr()
+    assert wr_main(["--train-limit", "-1", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wr_fashion_mnist: error: --train-limit") and "Traceback" not in err
