@@ -92,6 +92,22 @@ def test_cifar_experiment_smoke_on_mock_data(tmp_path):
     assert cifar_main(["--smoke", "--setting", "nope"]) == 2
 
 
+@pytest.mark.parametrize("setting,study", [("cifar10_vgg11_bn", "pair"), ("cifar10_mobilenet_v2", "triplet"),
+                                           ("cifar100_resnet34", "pair"), ("cifar10_resnet18_two_pairs", "pairs")])
+def test_every_table1_setting_smoke_on_mock_data(tmp_path, setting, study):
+    """Each Table 1 config runs end to end on tfds mock data (the ResNet-18 one is covered above)."""
+    from experiments.wr_cifar import SETTINGS
+    from experiments.wr_cifar import main as cifar_main
+
+    assert cifar_main(["--smoke", "--setting", setting, "--studies", study, "--methods", "w-os", "--seeds", "1",
+                       "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    recs = read_jsonl(tmp_path / "o" / setting / study / "results.jsonl")
+    assert {r["method"] for r in recs} == {"orig", "orig-ft", "w-os"}
+    assert {r["error_kind"] for r in recs} == {"cd" if study == "triplet" else "type1conf"}
+    summary = json.loads((tmp_path / "o" / setting / study / "summary.json").read_text())
+    assert summary["targets"]["groups"] == [list(g) for g in SETTINGS[setting][4][study]]
+
+
 def test_multilabel_study_smoke_on_digits_multilabel(tmp_path):
     """The WR study end to end on the multi-label composites: BCE model, type2conf targets, mAP."""
     from experiments.wr_fashion_mnist import main as wr_main
