@@ -65,8 +65,7 @@ def run_one(name: str, seed: int, args, cache: Path) -> dict:
                        "classification", k)
     t_mg = time.perf_counter() - t0
     # DUTI: same bilevel, linear model on the standardised embeddings, no concept term
-    logits, h = predict(state, ds.train.x)
-    _, ha = predict(state, audit.x)
+    logits, h, ha = carved.logits_train, carved.h_train, carved.h_audit
     mu, sd = h.mean(0), np.maximum(h.std(0), 1e-6)
     hs, has = (h - mu) / sd, (ha - mu) / sd
     zeros = np.zeros_like(has)

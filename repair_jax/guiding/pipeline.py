@@ -17,24 +17,30 @@ from repair_jax.train import TrainState, predict
 
 @dataclasses.dataclass
 class Carved:
-    """A network carved into a concept bottleneck model: basis, head and the concept coordinates."""
+    """A network carved into a concept bottleneck model: basis, head and the concept coordinates,
+    plus the network's own logits and embeddings on the training and audit inputs (kept so that
+    baselines and reports need no second forward pass)."""
 
     basis: ConceptBasis
     theta: dict
     z_train: np.ndarray
     z_audit: np.ndarray
+    logits_train: np.ndarray
+    h_train: np.ndarray
+    logits_audit: np.ndarray
+    h_audit: np.ndarray
 
 
 def carve_network(state: TrainState, x_train, y_train, audit: AuditSet, library: ConceptLibrary,
                   num_classes: int, l2: float = 1e-2) -> Carved:
     """Carving step of Algorithm 1: concept vectors fit on the audit set's embeddings, the final
     linear model on the training set's concept coordinates."""
-    _, h_train = predict(state, x_train)
-    _, h_audit = predict(state, audit.x)
+    logits_train, h_train = predict(state, x_train)
+    logits_audit, h_audit = predict(state, audit.x)
     basis = fit_concept_basis(h_audit, audit.a, library, l2=l2)
     z_train, z_audit = project(basis, h_train), project(basis, h_audit)
     theta = fit_linear_head(z_train, y_train, "classification", num_classes, l2=l2)
-    return Carved(basis, theta, z_train, z_audit)
+    return Carved(basis, theta, z_train, z_audit, logits_train, h_train, logits_audit, h_audit)
 
 
 def guiding_problem(carved: Carved, y_train, audit: AuditSet) -> dict:
@@ -59,10 +65,11 @@ def guide_network(state: TrainState, variables: dict, x_train, y_train, audit: A
     report["concepts"] = {"names": list(library.names),
                           "audit_fit": {n: float(f) for n, f in zip(library.names, carved.basis.concept_fit)}}
     metrics = {}
-    for split, x, y in (("train", x_train, y_train), ("audit", audit.x, audit.y), ("test", x_test, y_test)):
-        if x is None:
-            continue
-        logits, h = predict(state, x)
+    outputs = {"train": (carved.logits_train, carved.h_train, y_train),
+               "audit": (carved.logits_audit, carved.h_audit, audit.y)}
+    if x_test is not None:
+        outputs["test"] = (*predict(state, x_test), y_test)
+    for split, (logits, h, y) in outputs.items():
         metrics[split] = {"original_accuracy": float(np.mean(logits.argmax(1) == y)),
                           "carved_accuracy": accuracy_of_head(carved.basis, carved.theta, h, y),
                           "guided_accuracy": accuracy_of_head(carved.basis, result.bilevel.theta, h, y)}
