@@ -183,3 +183,33 @@ def test_fashion_mnist_study_resnet18_recipe_smoke(tmp_path, capsys):
     assert wr_main(["--train-limit", "-1", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("wr_fashion_mnist: error: --train-limit") and "Traceback" not in err
+
+
+def test_w_os_tradeoff_limits_and_frontier_script(mlp_run, tmp_path, capsys):
+    """rho = 1 is the original prediction; rho = 0 sends every target prediction to another class (no
+    pair confusion left); the frontier script writes its JSON against the study's orig-ft."""
+    from experiments.wr_os_frontier import main as frontier_main
+    from repair_jax.repair import evaluate_outputs, w_os_tradeoff
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=200)
+    y = rng.integers(0, 4, 200)
+    t = Targets(((1, 2),))
+    one, zero = w_os_tradeoff(probs, y, t, [1.0, 0.0])
+    ref = evaluate_outputs(probs, y, t, False)
+    assert (one["accuracy"], one["target_error"]) == (ref["accuracy"], ref["target_error"])
+    assert zero["target_error"] == 0.0 and ref["target_error"] > 0
+
+    study = tmp_path / "study"
+    assert main(["repair", "--run", str(mlp_run), "--pair", "3,5", "--methods", "w-os", "--seeds", "2",
+                 "--epochs", "1", "--rhos", "0.5", "--out", str(study), "--no-progress"]) == 0
+    assert frontier_main(["--study", str(study), "--run", str(mlp_run), "--num", "5"]) == 0
+    res = json.loads((study / "w_os_frontier.json").read_text())
+    assert [round(r["rho"], 6) for r in res["rows"]] == [0.001, 0.005623, 0.031623, 0.177828, 1.0]
+    base = [r for r in read_jsonl(study / "results.jsonl") if r["method"] == "orig-ft"]
+    assert res["orig_ft"]["seeds"] == 2
+    assert np.isclose(res["orig_ft"]["accuracy"], np.mean([r["accuracy"] for r in base]))
+    assert (study / "w_os_frontier.png").stat().st_size > 0
+    capsys.readouterr()
+    assert frontier_main(["--study", str(tmp_path / "none"), "--run", str(mlp_run)]) == 2
+    assert capsys.readouterr().err.startswith("wr_os_frontier: error: study summary not found")

@@ -11,7 +11,7 @@ from repair_jax.repair.stats import (
 )
 from repair_jax.repair.study import (
     RepairConfig, evaluate_outputs, fine_tune, format_table, parse_targets, run_one, run_study,
-    target_error,
+    target_error, w_os_tradeoff,
 )
 from repair_jax.repair.weighted import (
     FINE_TUNED, METHODS, RHO_GRID, W_OS_EXTRA_RHOS, Targets, class_distance, class_representations,

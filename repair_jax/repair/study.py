@@ -122,6 +122,20 @@ def output_probabilities(logits: np.ndarray, multilabel: bool) -> np.ndarray:
     return np.asarray(jax.nn.sigmoid(logits) if multilabel else jax.nn.softmax(logits, axis=-1))
 
 
+def w_os_tradeoff(probs: np.ndarray, y: np.ndarray, targets: Targets, rhos, multilabel: bool = False) -> list[dict]:
+    """w-os (000 Sec. 3.4) over any set of rhos on one prediction set: ``[{rho, accuracy, target_error}]``.
+
+    w-os needs no training, so its whole trade-off curve (Fig. 10) costs one forward pass. A diagnostic:
+    picking rho from the curve of the split one reports on is tuning on that split.
+    """
+    rows = []
+    for rho in rhos:
+        ev = evaluate_outputs(np.asarray(weighted_output_smoothing(probs, targets, float(rho), multilabel)),
+                              y, targets, multilabel)
+        rows.append({"rho": float(rho), "accuracy": ev["accuracy"], "target_error": ev["target_error"]})
+    return rows
+
+
 # ----------------------------------------------------------------------------- one run
 
 def fine_tune(method: str, rho: float | None, seed: int, model, variables: dict, dataset: Dataset,
