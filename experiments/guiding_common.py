@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from repair_jax.data import Dataset, Split
+from repair_jax.errors import UserError
 from repair_jax.guiding import BilevelConfig
 from repair_jax.io import atomic_dir
 from repair_jax.runs import load_run, write_run
@@ -70,9 +71,14 @@ def add_bilevel_args(p, *, gamma: float = 1.0, fi_weight: float = 0.1, outer_ste
 
 
 def bilevel_config(a, **overrides) -> BilevelConfig:
-    """The BilevelConfig of the flags of :func:`add_bilevel_args` (``overrides`` win)."""
+    """The BilevelConfig of the flags of :func:`add_bilevel_args` (``overrides`` win), validated; the
+    scripts call it once before they train anything, so a bad flag costs no training."""
+    if a.audit_size < 1:
+        raise UserError(f"--audit-size must be >= 1, got {a.audit_size}")
     kw = dict(gamma=a.gamma, fi_weight=a.fi_weight, l2=a.l2, outer_steps=a.outer_steps, outer_lr=a.outer_lr)
-    return BilevelConfig(**{**kw, **overrides})
+    cfg = BilevelConfig(**{**kw, **overrides})
+    cfg.validate()
+    return cfg
 
 
 def with_train(ds: Dataset, x: np.ndarray, y: np.ndarray) -> Dataset:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.guiding_common import add_bilevel_args, bilevel_config, markdown_table, mean_std, write_tables
+from repair_jax.errors import exits_on_user_error
 from repair_jax.guiding import AuditSet, ConceptLibrary, GuidingConfig, model_guiding
 from repair_jax.guiding.carving import carved_predict, fit_concept_basis, fit_linear_head, project
 from repair_jax.guiding.synthetic import CREDIT_FEATURES, credit_table
@@ -53,6 +54,7 @@ def run_one(seed: int, a) -> dict:
             "lower_converged": res.bilevel.lower_converged}
 
 
+@exits_on_user_error("guiding_credit")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true")
@@ -63,6 +65,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.smoke:
         a.seeds, a.n, a.outer_steps = a.seeds[:1], 300, 5
+    bilevel_config(a)  # every flag checked before anything is trained
     rows = []
     for seed in a.seeds:
         rows.append(run_one(seed, a))

@@ -21,6 +21,7 @@ from experiments.guiding_common import (
     with_train, write_tables,
 )
 from repair_jax.data import load_dataset
+from repair_jax.errors import exits_on_user_error
 from repair_jax.guiding import GuidingConfig, bilevel_update
 from repair_jax.guiding.baselines import influence_on_audit, training_loss_scores
 from repair_jax.guiding.pipeline import carve_network, guiding_problem
@@ -112,6 +113,7 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+@exits_on_user_error("guiding_noisy_labels")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_sweep_args(p, DATASETS, "experiments/results/guiding_noisy_labels")
@@ -120,6 +122,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.smoke:
         a.seeds, a.outer_steps, a.audit_size = a.seeds[:1], 5, 60
+    bilevel_config(a)  # every flag checked before anything is trained
     out = Path(a.out)
     rows = run_sweep(a, run_one, lambda r: f"{r['detect_auroc']} {r['fix_auroc']}", skip=a.tables_only)
     text = tables(rows)

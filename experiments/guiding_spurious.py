@@ -23,6 +23,7 @@ from experiments.guiding_common import (
     with_train, write_tables,
 )
 from repair_jax.data import load_dataset
+from repair_jax.errors import exits_on_user_error
 from repair_jax.guiding import GuidingConfig
 from repair_jax.guiding.baselines import errors_erm_scores
 from repair_jax.guiding.pipeline import guide_network
@@ -111,6 +112,7 @@ def tables(rows):
     return "\n".join(out)
 
 
+@exits_on_user_error("guiding_spurious")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_sweep_args(p, DATASETS, "experiments/results/guiding_spurious")
@@ -119,6 +121,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.smoke:
         a.seeds, a.outer_steps, a.audit_size = a.seeds[:1], 5, 60
+    bilevel_config(a)  # every flag checked before anything is trained
     out = Path(a.out)
     rows = run_sweep(a, run_one, lambda r: f"{r['spurious_auroc']} {r['worst_group_accuracy']} "
                                            f"{r['tag_weight_for_class']}")

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from repair_jax.data import load_dataset
+from repair_jax.errors import exits_on_user_error, require_at_least
 from repair_jax.influence import ClassifierLoss, influence_up_loss
 from repair_jax.influence.loo import leave_one_out, minimize_objective, pearson
 from repair_jax.io import write_json, write_text
@@ -68,6 +69,7 @@ def check(model_name: str, hidden, l2: float, damping: float, ds, k: int, test_p
             "test_points": per_point}
 
 
+@exits_on_user_error("influence_loo")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, default=20, help="training points removed per test point")
@@ -77,6 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="seconds-long run (k=4, 1 test point, 200 train points)")
     ap.add_argument("--out", default="experiments/results/influence_loo")
     a = ap.parse_args(argv)
+    for flag, value in (("--k", a.k), ("--test-points", a.test_points), ("--mlp-train", a.mlp_train)):
+        require_at_least(flag, value, 1)
     k, tp, limit = (4, 1, 200) if a.smoke else (a.k, a.test_points, None)
     ds = load_dataset("digits", seed=a.seed)
     rows = []

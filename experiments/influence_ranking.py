@@ -25,6 +25,7 @@ try:
 except ImportError:  # run as a script without the repository root on sys.path
     from ch6_common import fit, flip_labels, groups, probs  # type: ignore
 from repair_jax.data import load_dataset
+from repair_jax.errors import UserError, exits_on_user_error, require_at_least
 from repair_jax.influence import (group_disparity_quantity, influence_up, influence_up_loss, influence_pert_y,
                                   label_flip_scores, s_test)
 from repair_jax.io import write_json, write_text
@@ -55,6 +56,7 @@ def one_seed(seed: int, top: int, fraction: float, train_limit: int | None) -> d
             "group_size": int(mask.sum()), "group_ece": ece, "cg": r.summary(), "top_flipped_fraction": frac}
 
 
+@exits_on_user_error("influence_ranking")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
@@ -63,6 +65,10 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="1 seed, 300 training points")
     ap.add_argument("--out", default="experiments/results/influence_ranking")
     a = ap.parse_args(argv)
+    require_at_least("--seeds", a.seeds, 1)
+    require_at_least("--top", a.top, 1)
+    if not 0 < a.fraction < 1:
+        raise UserError(f"--fraction must lie in (0, 1), got {a.fraction}")
     seeds, limit = (1, 300) if a.smoke else (a.seeds, None)
     t0 = time.perf_counter()
     rows = [one_seed(s, a.top, a.fraction, limit) for s in range(seeds)]

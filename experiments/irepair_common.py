@@ -26,13 +26,28 @@ def parser(description: str, default_out: str) -> argparse.ArgumentParser:
     return p
 
 
+def check(args) -> None:
+    """Every shared flag (and --gamma / --gammas where a script has them) is checked before any training."""
+    from repair_jax.errors import UserError, require_at_least
+    from repair_jax.repair.irepair import IRepairConfig
+
+    require_at_least("--seeds", args.seeds, 1)
+    require_at_least("--correct-size", args.correct_size, 1)
+    require_at_least("--train-epochs", args.train_epochs, 0)
+    if args.classes is not None and any(c < 0 for c in args.classes):
+        raise UserError(f"--classes must be class indices >= 0, got {args.classes}")
+    for gamma in [getattr(args, "gamma", 1.0), *getattr(args, "gammas", [])]:
+        IRepairConfig(gamma=gamma, ub=args.ub, lr=args.lr).validate()
+
+
 def context(args):
-    """RepairContext of the run (trains it first when the directory does not exist)."""
+    """RepairContext of the run (trains it first when the directory does not exist); checks the flags first."""
     from repair_jax.cli import train_run
     from repair_jax.repair.protocol import RepairContext
     from repair_jax.runs import load_run
     from repair_jax.train import TrainConfig
 
+    check(args)
     run_dir = Path(args.run)
     if args.smoke:
         run_dir = Path(args.out) / "smoke_run"
@@ -49,7 +64,11 @@ def classes(args, ctx):
     """The requested classes (default all) that have a misclassified input in the pool."""
     import numpy as np
 
-    wanted = args.classes if args.classes is not None else list(range(ctx.dataset.num_classes))
+    k = ctx.dataset.num_classes
+    wanted = args.classes if args.classes is not None else list(range(k))
+    if any(c >= k for c in wanted):
+        from repair_jax.errors import UserError
+        raise UserError(f"--classes: {ctx.dataset.name} has classes 0..{k - 1}, got {wanted}")
     y = ctx.dataset.pool.y
     wrong = np.bincount(y[ctx.pool_predictions != y], minlength=ctx.dataset.num_classes)
     kept = [c for c in wanted if wrong[c] > 0]

@@ -16,8 +16,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from experiments import irepair_common as common  # noqa: E402
+from repair_jax.errors import exits_on_user_error
 
 
+@exits_on_user_error("irepair_table1")
 def main(argv=None) -> int:
     p = common.parser(__doc__.splitlines()[0], "experiments/results/irepair")
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8])

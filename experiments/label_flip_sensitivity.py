@@ -23,6 +23,7 @@ try:
 except ImportError:  # run as a script without the repository root on sys.path
     from ch6_common import MODELS, fit, flip_labels, groups, probs  # type: ignore
 from repair_jax.data import load_dataset
+from repair_jax.errors import exits_on_user_error, require_at_least
 from repair_jax.io import write_json, write_text
 from repair_jax.metrics import expected_calibration_error
 
@@ -36,12 +37,14 @@ def pct_change(curve: dict, base: dict) -> dict:
     return {g: 100.0 * (curve[g] - base[g]) / base[g] if base[g] > 0 else float("nan") for g in curve}
 
 
+@exits_on_user_error("label_flip_sensitivity")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--smoke", action="store_true", help="1 seed, fractions 0/0.3, 300 training points")
     ap.add_argument("--out", default="experiments/results/label_flip_sensitivity")
     a = ap.parse_args(argv)
+    require_at_least("--seeds", a.seeds, 1)
     fractions = [0.0, 0.3] if a.smoke else [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
     seeds, limit = (1, 300) if a.smoke else (a.seeds, None)
     t0 = time.perf_counter()

@@ -56,19 +56,23 @@ def run_setting(name: str, out: Path, smoke: bool, data_dir, seeds: int | None, 
     else:
         rhos, bs = (0.1, 0.3, 0.5, 0.7, 0.9), 128
         seeds = 5 if seeds is None else seeds
+    bad = [k for k in (studies_only or ()) if k not in studies]
+    if bad:
+        raise UserError(f"setting {name} has no study {', '.join(bad)}; it has {', '.join(studies)}")
     if studies_only:
         studies = {k: v for k, v in studies.items() if k in studies_only}
+    rcfg = RepairConfig(epochs=repair_epochs, lr=0.01, batch_size=bs, optimizer="sgd", schedule="step",
+                        l2=5e-4, seeds=seeds, rhos=rhos)
+    if methods:
+        rcfg.methods = tuple(dict.fromkeys(("orig", "orig-ft") + tuple(methods)))
+    rcfg.validate()  # before the (long) training of the original model
     run_dir = out / name / "run"
     if not (run_dir / "run.json").is_file():
         cfg = TrainConfig(dataset=dataset, model=model, model_kwargs=kw, epochs=train_epochs, batch_size=bs,
-                          optimizer="sgd", lr=0.1, schedule="step", l2=5e-4, seed=0, data_dir=data_dir)
+                          optimizer="sgd", lr=0.1, schedule="step", l2=rcfg.l2, seed=0, data_dir=data_dir)
         train_run(cfg, run_dir, progress=progress)
     run = load_run(run_dir)
     ds = run.dataset()
-    rcfg = RepairConfig(epochs=repair_epochs, lr=0.01, batch_size=bs, optimizer="sgd", schedule="step",
-                        l2=run.config.l2, seeds=seeds, rhos=rhos)
-    if methods:
-        rcfg.methods = tuple(dict.fromkeys(("orig", "orig-ft") + tuple(methods)))
     tables = []
     for study, groups in studies.items():
         t0 = time.perf_counter()

@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     from repair_jax.repair.study import format_table
     from repair_jax.runs import load_run
     from repair_jax.diagnosis import diagnose
+    from repair_jax.models import create_model
     from repair_jax.train import TrainConfig
 
     out = Path(a.out)
@@ -96,6 +97,16 @@ def main(argv=None) -> int:
     else:
         dataset, rhos, seeds = a.dataset, (0.1, 0.3, 0.5, 0.7, 0.9), a.seeds
         limit = (a.train_limit or None) if dataset == "fashion_mnist" else None
+    # every option is checked before the (possibly long) training of the original model
+    rcfg = RepairConfig(epochs=a.ft_epochs, lr=a.ft_lr, batch_size=a.ft_batch_size, optimizer=a.ft_optimizer,
+                        schedule=a.ft_schedule, seeds=seeds, rhos=rhos)
+    if a.methods:
+        rcfg.methods = tuple(dict.fromkeys(("orig", "orig-ft") + tuple(a.methods.split(","))))
+    rcfg.validate()
+    names = a.settings.split(",")
+    if not names or any(n not in ("pair", "triplet") for n in names):
+        raise UserError(f"--settings must be a comma-separated subset of pair,triplet, got {a.settings!r}")
+    create_model(a.model, 10, **model_kwargs(a.model, width))
     run_dir = Path(a.run) if a.run else out / "run"
     if a.run and not (run_dir / "run.json").is_file():
         raise UserError(f"--run {a.run}: no run.json there")
@@ -115,12 +126,9 @@ def main(argv=None) -> int:
     if err[a_, c_] < err[b_, c_]:
         a_, b_ = b_, a_
     settings = {"pair": Targets(((a_, b_),)), "triplet": Targets(((a_, b_, c_),))}
-    rcfg = RepairConfig(epochs=a.ft_epochs, lr=a.ft_lr, batch_size=a.ft_batch_size, optimizer=a.ft_optimizer,
-                        schedule=a.ft_schedule, l2=run.config.l2, seeds=seeds, rhos=rhos)
-    if a.methods:
-        rcfg.methods = tuple(dict.fromkeys(("orig", "orig-ft") + tuple(a.methods.split(","))))
+    rcfg.l2 = run.config.l2  # fine-tuning keeps the run's L2
     tables = []
-    for name in a.settings.split(","):
+    for name in names:
         t0 = time.perf_counter()
         s = run_study(run.model, run.variables, ds, settings[name], out / name, rcfg,
                       progress=not a.no_progress)

@@ -217,6 +217,14 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     if num_classes < 2:
         raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
+    sizes = [(k, kwargs[k]) for k in ("width", "dense", "width_mult") if k in kwargs]
+    hidden = kwargs.get("hidden", ())
+    if not isinstance(hidden, (list, tuple)):
+        raise UserError(f"model option hidden must be a list of layer widths, got {hidden!r}")
+    sizes += [("hidden", h) for h in hidden]
+    for key, v in sizes:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise UserError(f"model option {key} must be a positive number, got {v!r}")
     try:
         return _FACTORIES[name](num_classes, **kwargs)
     except TypeError as e:

@@ -213,3 +213,4 @@ def test_w_os_tradeoff_limits_and_frontier_script(mlp_run, tmp_path, capsys):
     capsys.readouterr()
     assert frontier_main(["--study", str(tmp_path / "none"), "--run", str(mlp_run)]) == 2
     assert capsys.readouterr().err.startswith("wr_os_frontier: error: study summary not found")
+

@@ -40,6 +40,10 @@ def test_unknown_model_and_bad_options():
         create_model("transformer", 10)
     with pytest.raises(UserError, match="bad options"):
         create_model("mlp", 10, depth=3)
+    for name, kw in (("cnn", {"width": 0}), ("resnet18", {"width": -4}), ("mlp", {"hidden": [16, 0]}),
+                     ("vgg11_bn", {"width_mult": 0.0}), ("cnn", {"dense": "8"})):
+        with pytest.raises(UserError, match="must be a positive number"):
+            create_model(name, 10, **kw)
 
 
 def test_weighted_batchnorm_reduces_to_plain_and_to_subsets():
