@@ -134,7 +134,7 @@ def test_notebook_executes_at_smoke_size(tmp_path):
     finally:
         os.environ.pop("REPAIR_SMOKE"), os.environ.pop("REPAIR_OUT")
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "| w-bn(0.5) |" in text and "best rank sum" in text
+    assert "| w-bn(0.5) |" in text and "best rank sum" in text and "w-os(0.001): accuracy" in text
 
 
 def test_repaired_verdict_absolute_and_relative_lambda2():
