@@ -210,6 +210,9 @@ def test_w_os_tradeoff_limits_and_frontier_script(mlp_run, tmp_path, capsys):
     assert res["orig_ft"]["seeds"] == 2
     assert np.isclose(res["orig_ft"]["accuracy"], np.mean([r["accuracy"] for r in base]))
     assert (study / "w_os_frontier.png").stat().st_size > 0
+    # Sec. 4.4 on the fine grid, on the study's selection split: the chosen rhos are grid values
+    assert res["selected_on_val"] and all(r["rho"] in [x["rho"] for x in res["rows"]] for r in res["selected_on_val"])
+    assert all(isinstance(r["repaired"], bool) for r in res["selected_on_val"])
     capsys.readouterr()
     assert frontier_main(["--study", str(tmp_path / "none"), "--run", str(mlp_run)]) == 2
     assert capsys.readouterr().err.startswith("wr_os_frontier: error: study summary not found")
