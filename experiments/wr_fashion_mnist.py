@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     from repair_jax.repair.study import format_table
     from repair_jax.runs import load_run
     from repair_jax.diagnosis import diagnose
-    from repair_jax.models import create_model
+    from repair_jax.models import check_model_options
     from repair_jax.train import TrainConfig
 
     out = Path(a.out)
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     names = a.settings.split(",")
     if not names or any(n not in ("pair", "triplet") for n in names):
         raise UserError(f"--settings must be a comma-separated subset of pair,triplet, got {a.settings!r}")
-    create_model(a.model, 10, **model_kwargs(a.model, width))
+    check_model_options(model_kwargs(a.model, width))
     run_dir = Path(a.run) if a.run else out / "run"
     if a.run and not (run_dir / "run.json").is_file():
         raise UserError(f"--run {a.run}: no run.json there")
@@ -114,8 +114,7 @@ def main(argv=None) -> int:
         cfg = TrainConfig(dataset=dataset, model=a.model, model_kwargs=model_kwargs(a.model, width),
                           epochs=a.epochs, seed=0, train_limit=limit, **RECIPES[a.model])
         info = train_run(cfg, run_dir, progress=not a.no_progress)
-        metric = "test_map" if "test_map" in info else "test_accuracy"
-        print(f"trained: {metric} {info[metric]:.4f} in {info['wall_time']:.1f}s")
+        print(f"trained: {metric_text(info)} in {info['wall_time']:.1f}s")
     run = load_run(run_dir)
     ds = run.dataset()
     d = diagnose(run.state(), ds, split="val", top_k=3)

@@ -60,7 +60,8 @@ def main(argv=None) -> int:
 
     study = Path(a.study)
     summary = read_json(study / "summary.json", "study summary")
-    base = [r for r in read_jsonl(study / "results.jsonl") if r["method"] == "orig-ft"]
+    records = read_jsonl(study / "results.jsonl")
+    base = [r for r in records if r["method"] == "orig-ft"]
     if not base:
         raise UserError(f"{study}/results.jsonl has no orig-ft run")
     run = load_run(a.run)
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     targets = Targets(tuple(tuple(g) for g in summary["targets"]["groups"]))
     c = summary["config"]
     cfg = RepairConfig(lambda1=c["lambda1"], lambda2=c["lambda2"], lambda2_relative=c.get("lambda2_relative", False))
-    orig = [r for r in read_jsonl(study / "results.jsonl") if r["method"] == "orig"]
+    orig = [r for r in records if r["method"] == "orig"]
     if not orig:
         raise UserError(f"{study}/results.jsonl has no orig run")
     rhos = np.logspace(-3, 0, a.num)

@@ -208,6 +208,19 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
 MODELS = tuple(_FACTORIES)
 
 
+def check_model_options(kwargs: dict) -> None:
+    """The size options (``width``, ``dense``, ``width_mult``, every ``hidden`` width) must be positive
+    numbers: a clear :class:`UserError` before any model is built or trained."""
+    sizes = [(k, kwargs[k]) for k in ("width", "dense", "width_mult") if k in kwargs]
+    hidden = kwargs.get("hidden", ())
+    if not isinstance(hidden, (list, tuple)):
+        raise UserError(f"model option hidden must be a list of layer widths, got {hidden!r}")
+    sizes += [("hidden", h) for h in hidden]
+    for key, v in sizes:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise UserError(f"model option {key} must be a positive number, got {v!r}")
+
+
 def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     """A model by name (``mlp``, ``cnn``, ``resnet18``, ``resnet34``, ``vgg11_bn``, ``mobilenet_v2``).
 
@@ -217,14 +230,7 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     if num_classes < 2:
         raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
-    sizes = [(k, kwargs[k]) for k in ("width", "dense", "width_mult") if k in kwargs]
-    hidden = kwargs.get("hidden", ())
-    if not isinstance(hidden, (list, tuple)):
-        raise UserError(f"model option hidden must be a list of layer widths, got {hidden!r}")
-    sizes += [("hidden", h) for h in hidden]
-    for key, v in sizes:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise UserError(f"model option {key} must be a positive number, got {v!r}")
+    check_model_options(kwargs)
     try:
         return _FACTORIES[name](num_classes, **kwargs)
     except TypeError as e:
