@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: quickstart test venv bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test]' -c constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
