@@ -213,7 +213,32 @@ def test_w_os_tradeoff_limits_and_frontier_script(mlp_run, tmp_path, capsys):
     # Sec. 4.4 on the fine grid, on the study's selection split: the chosen rhos are grid values
     assert res["selected_on_val"] and all(r["rho"] in [x["rho"] for x in res["rows"]] for r in res["selected_on_val"])
     assert all(isinstance(r["repaired"], bool) for r in res["selected_on_val"])
+    # --all-pairs: every pair; orig-ft's per-pair error from its stored confusion matrices matches the
+    # study's own target error, and the study's pair gets the same answers as the single-target mode
+    assert frontier_main(["--study", str(study), "--run", str(mlp_run), "--num", "5", "--all-pairs"]) == 0
+    every = json.loads((study / "w_os_all_pairs.json").read_text())
+    assert len(every["pairs"]) == 45 and {tuple(e["pair"]) for e in every["pairs"]} == {
+        (i, j) for i in range(10) for j in range(i + 1, 10)}
+    errs = [e["orig_ft_target_error"] for e in every["pairs"]]
+    assert errs == sorted(errs, reverse=True)
+    mine = next(e for e in every["pairs"] if e["pair"] == [3, 5])
+    assert np.isclose(mine["orig_ft_target_error"], res["orig_ft"]["target_error"])
+    assert mine["best_within_accuracy_budget"] == res["best_within_accuracy_budget"]
+    assert [r["rho"] for r in mine["selected_on_val"]] == [r["rho"] for r in res["selected_on_val"]]
+    assert "| 3 / 5 |" in (study / "w_os_all_pairs.md").read_text()
+    assert (study / "w_os_all_pairs.png").stat().st_size > 0
     capsys.readouterr()
+    assert frontier_main(["--compare", f"mlp={study}", f"again={study}"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| pair | mlp | again |" and len(table) == 2 + 5 + 1
+    top = every["pairs"][0]
+    assert table[2].startswith(f"| {' / '.join(top['names'])} | #1, {top['orig_ft_target_error']:.3f}: ")
+    n_rep = sum(e["repaired"] for e in every["pairs"])
+    assert table[-1].startswith(f"| pairs repaired / pairs with any confusion | {n_rep} / ")
+    assert frontier_main(["--compare", str(study)]) == 2
+    assert capsys.readouterr().err.startswith("wr_os_frontier: error: --compare takes LABEL=STUDY")
+    assert frontier_main(["--study", str(study)]) == 2
+    assert "--study and --run are required" in capsys.readouterr().err
     assert frontier_main(["--study", str(tmp_path / "none"), "--run", str(mlp_run)]) == 2
     assert capsys.readouterr().err.startswith("wr_os_frontier: error: study summary not found")
 
