@@ -76,20 +76,41 @@ def _config_from_args(args):
     return cfg
 
 
-def train_run(cfg, out, force: bool = False, progress: bool = True, data_parallel: bool = False) -> dict:
-    """Trains ``cfg`` and writes the run directory ``out`` atomically; returns run.json's record."""
+def train_run(cfg, out, force: bool = False, progress: bool = True, data_parallel: bool = False,
+              checkpoint_every: int = 0) -> dict:
+    """Trains ``cfg`` and writes the run directory ``out`` atomically; returns run.json's record.
+
+    ``checkpoint_every=k`` > 0 also keeps the weights after every k-th epoch (and the last one) with
+    the step size in force at that epoch's last step, for TracInCP (``repair-jax influence --method tracin``).
+    """
     import dataclasses
 
     import jax
 
+    from repair_jax.data import load_dataset
+    from repair_jax.errors import require_at_least
     from repair_jax.io import atomic_dir
-    from repair_jax.runs import write_run
-    from repair_jax.train import data_mesh, evaluate, train_model
+    from repair_jax.runs import save_epoch_checkpoint, write_run
+    from repair_jax.train import data_mesh, evaluate, learning_rate_at, steps_per_epoch, train_model
 
+    require_at_least("--checkpoint-every", checkpoint_every, 0)
+    cfg.validate()
     with atomic_dir(out, overwrite=force) as tmp:
         t0 = time.perf_counter()
         mesh = data_mesh() if (data_parallel or jax.device_count() > 1) else None
-        model, state, history, ds = train_model(cfg, progress=progress, mesh=mesh)
+        ds = load_dataset(cfg.dataset, seed=cfg.seed, data_dir=cfg.data_dir, train_limit=cfg.train_limit)
+        per_epoch = steps_per_epoch(cfg, len(ds.train))
+        kept: list[dict] = []
+
+        def keep(epoch, state):
+            if epoch % checkpoint_every and epoch != cfg.epochs:
+                return
+            lr = learning_rate_at(cfg, cfg.epochs * per_epoch, epoch * per_epoch - 1)
+            kept.append(save_epoch_checkpoint(tmp, epoch, lr, {"params": state.params,
+                                                               "batch_stats": state.batch_stats}))
+
+        model, state, history, ds = train_model(cfg, dataset=ds, progress=progress, mesh=mesh,
+                                                on_epoch_end=keep if checkpoint_every else None)
         wall = time.perf_counter() - t0
         test_metric = evaluate(state, ds.test, ds.multilabel)
         info = {
@@ -99,6 +120,8 @@ def train_run(cfg, out, force: bool = False, progress: bool = True, data_paralle
             "history": history, ("test_map" if ds.multilabel else "test_accuracy"): test_metric,
             "wall_time": wall, "devices": [str(d) for d in jax.devices()], "jax_version": jax.__version__,
         }
+        if kept:
+            info["epoch_checkpoints"] = kept
         write_run(tmp, info, {"params": state.params, "batch_stats": state.batch_stats})
     return info
 
@@ -107,6 +130,8 @@ def _configure_train(p):
     from repair_jax.train import TrainConfig
 
     _add_train_args(p, TrainConfig())
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
+                   help="also keep the weights every K epochs (and the last), for TracInCP; 0 = only the final")
     p.add_argument("--out", required=True, help="run directory to create")
 
 
@@ -116,7 +141,7 @@ def _run_train(args) -> int:
         jax.distributed.initialize()
     cfg = _config_from_args(args)
     info = train_run(cfg, args.out, force=args.force, progress=not args.no_progress,
-                     data_parallel=args.data_parallel)
+                     data_parallel=args.data_parallel, checkpoint_every=args.checkpoint_every)
     key = "test_map" if info["multilabel"] else "test_accuracy"
     print(f"trained {cfg.model} on {info['dataset']} in {info['wall_time']:.1f}s: "
           f"{key.replace('_', ' ')} {info[key]:.4f} -> {args.out}")

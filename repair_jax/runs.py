@@ -1,7 +1,9 @@
 """Checkpoints and run directories.
 
 A run directory holds ``run.json`` (config, class names, history, final test metric, checkpoint
-checksum) and ``checkpoint.msgpack`` (flax serialization of ``{"params", "batch_stats"}``).
+checksum) and ``checkpoint.msgpack`` (flax serialization of ``{"params", "batch_stats"}``). A run
+trained with ``checkpoint_every=k`` also keeps ``checkpoints/epoch_NNNN.msgpack`` every k epochs,
+listed in run.json under ``epoch_checkpoints`` with their step size (for TracInCP).
 Directories and files are written atomically (:mod:`repair_jax.io`); a missing, truncated or
 altered checkpoint is a :class:`UserError`.
 """
@@ -22,6 +24,7 @@ from repair_jax.io import read_json, write_bytes_atomic, write_json
 
 CHECKPOINT = "checkpoint.msgpack"
 RUN_JSON = "run.json"
+EPOCH_CHECKPOINTS = "checkpoints"
 
 
 def save_checkpoint(path: str | Path, variables: dict) -> str:
@@ -79,6 +82,20 @@ class Run:
         """A TrainState of the stored weights (``tx`` defaults to a no-op optimizer)."""
         from repair_jax.train import create_train_state
         return create_train_state(self.model, self.variables, tx or optax.identity())
+
+    def epoch_checkpoints(self) -> list[tuple[dict, dict]]:
+        """``[(record, variables)]`` of the checkpoints kept during training, oldest first; record:
+        ``{"epoch", "file", "sha256", "learning_rate"}``. Empty for a run that kept none."""
+        return [(rec, restore_checkpoint(self.path / rec["file"], self.variables, rec.get("sha256")))
+                for rec in self.info.get("epoch_checkpoints", [])]
+
+
+def save_epoch_checkpoint(directory: Path, epoch: int, learning_rate: float, variables: dict) -> dict:
+    """Writes ``checkpoints/epoch_NNNN.msgpack`` under ``directory``; returns its run.json record."""
+    rel = f"{EPOCH_CHECKPOINTS}/epoch_{epoch:04d}.msgpack"
+    (Path(directory) / EPOCH_CHECKPOINTS).mkdir(exist_ok=True)
+    sha = save_checkpoint(Path(directory) / rel, variables)
+    return {"epoch": epoch, "file": rel, "sha256": sha, "learning_rate": float(learning_rate)}
 
 
 def write_run(directory: Path, info: dict, variables: dict) -> None:

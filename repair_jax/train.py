@@ -187,15 +187,25 @@ class TrainConfig:
             raise UserError(f"unknown schedule {self.schedule!r}; choose cosine, constant or step")
 
 
-def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+def learning_rate_schedule(config: TrainConfig, total_steps: int):
+    """The step size of ``config`` as an optax schedule over ``total_steps`` (a float when constant)."""
     total_steps = max(total_steps, 1)
     if config.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(config.lr, total_steps)
-    elif config.schedule == "step":
-        lr = optax.piecewise_constant_schedule(
+        return optax.cosine_decay_schedule(config.lr, total_steps)
+    if config.schedule == "step":
+        return optax.piecewise_constant_schedule(
             config.lr, {int(total_steps * 0.5): 0.1, int(total_steps * 0.75): 0.1})
-    else:
-        lr = config.lr
+    return config.lr
+
+
+def learning_rate_at(config: TrainConfig, total_steps: int, step: int) -> float:
+    """The step size the optimizer of ``config`` uses at ``step`` (0-based) of ``total_steps``."""
+    lr = learning_rate_schedule(config, total_steps)
+    return float(lr(step) if callable(lr) else lr)
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    lr = learning_rate_schedule(config, total_steps)
     if config.optimizer == "sgd":
         return optax.sgd(lr, momentum=config.momentum, nesterov=True)
     if config.optimizer == "rmsprop":
@@ -238,7 +248,8 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
 def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Objective | None = None,
         mesh: Mesh | None = None, progress: bool = True, epochs: int | None = None,
         batch_indices: Callable[[np.random.Generator], Any] | None = None,
-        make_batch: Callable[[np.ndarray], dict] | None = None) -> tuple[TrainState, list[dict]]:
+        make_batch: Callable[[np.ndarray], dict] | None = None,
+        on_epoch_end: Callable[[int, TrainState], None] | None = None) -> tuple[TrainState, list[dict]]:
     """Trains ``state`` for ``epochs`` (default ``config.epochs``) and returns (state, history).
 
     ``objective`` defaults to :func:`erm_objective`. ``batch_indices(rng)`` yields the index batches
@@ -249,6 +260,7 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
     ``data`` axis and the state is replicated (data-parallel training; the result equals
     single-device training up to floating-point reduction order).
     History rows: epoch, train_loss, val_metric, epoch_time, input_time (host batch preparation).
+    ``on_epoch_end(epoch, state)`` (epoch counted from 1) runs after each epoch, e.g. to save a checkpoint.
     """
     config.validate()
     epochs = config.epochs if epochs is None else epochs
@@ -302,14 +314,20 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_metric": val,
                         "epoch_time": epoch_time, "input_time": input_time})
         bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val:.4f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, state)
     return state, history
 
 
+def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
+    return max(1, n_train // min(config.batch_size, n_train))
+
+
 def train_model(config: TrainConfig, dataset: Dataset | None = None, progress: bool = True,
-                mesh: Mesh | None = None):
+                mesh: Mesh | None = None, on_epoch_end: Callable[[int, TrainState], None] | None = None):
     """Builds the model of ``config``, trains it on ``dataset`` (loaded from the config if None).
 
-    Returns (model, state, history, dataset).
+    Returns (model, state, history, dataset). ``on_epoch_end``: see :func:`fit`.
     """
     from repair_jax.data import load_dataset
     from repair_jax.models import create_model, init_variables
@@ -320,7 +338,7 @@ def train_model(config: TrainConfig, dataset: Dataset | None = None, progress: b
                                train_limit=config.train_limit)
     model = create_model(config.model, dataset.num_classes, **config.model_kwargs)
     variables = init_variables(model, jax.random.PRNGKey(config.seed), dataset.input_shape)
-    steps = config.epochs * max(1, len(dataset.train) // min(config.batch_size, len(dataset.train)))
+    steps = config.epochs * steps_per_epoch(config, len(dataset.train))
     state = create_train_state(model, variables, make_optimizer(config, steps))
-    state, history = fit(state, dataset, config, mesh=mesh, progress=progress)
+    state, history = fit(state, dataset, config, mesh=mesh, progress=progress, on_epoch_end=on_epoch_end)
     return model, state, history, dataset

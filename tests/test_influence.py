@@ -306,6 +306,62 @@ def test_influence_cli(tmp_path, digits):
     assert not (tmp_path / "bad").exists()
 
 
+def test_tracincp_over_kept_checkpoints(tmp_path, capsys):
+    """``train --checkpoint-every`` keeps the weights every K epochs and the last, with the step size of
+    each epoch's last step; ``influence --method tracin`` sums over them, each checkpoint with its own
+    BatchNorm statistics, and equals the sum written out with vmap(grad) gradients."""
+    import json
+
+    from repair_jax.cli import main, train_run
+    from repair_jax.runs import load_run
+    from repair_jax.train import TrainConfig, learning_rate_at, steps_per_epoch
+
+    cfg = TrainConfig(model="cnn", model_kwargs={"width": 2, "dense": 8}, epochs=3, batch_size=50,
+                      schedule="cosine", lr=1e-2, seed=0, train_limit=100)
+    train_run(cfg, tmp_path / "run", progress=False, checkpoint_every=2)
+    run = load_run(tmp_path / "run")
+    kept = run.epoch_checkpoints()
+    per_epoch = steps_per_epoch(cfg, 100)
+    assert [r["epoch"] for r, _ in kept] == [2, 3] and per_epoch == 2
+    assert [r["learning_rate"] for r, _ in kept] == [learning_rate_at(cfg, 6, 3), learning_rate_at(cfg, 6, 5)]
+    assert kept[0][1]["params"] is not None and kept[1][0]["learning_rate"] < kept[0][0]["learning_rate"]
+    same = jax.tree_util.tree_map(np.array_equal, kept[1][1], run.variables)
+    assert all(jax.tree_util.tree_leaves(same))  # the last kept checkpoint is the final model
+    assert not np.array_equal(kept[0][1]["batch_stats"]["BatchNorm_0"]["mean"],
+                              run.variables["batch_stats"]["BatchNorm_0"]["mean"])
+
+    out = tmp_path / "inf"
+    assert main(["influence", "--run", str(tmp_path / "run"), "--test-index", "3", "--method", "tracin",
+                 "--top", "100", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["solver"]["checkpoints"] == 2 and summary["solver"]["epochs"] == [2, 3]
+    got = {r["train_index"]: r["score"] for r in json.loads((out / "influence.json").read_text())}
+    ds = run.dataset()
+    train = {"x": jnp.asarray(ds.train.x), "y": jnp.asarray(ds.train.y)}
+    t = {"x": jnp.asarray(ds.test.x[3:4]), "y": jnp.asarray(ds.test.y[3:4])}
+    expect = 0.0
+    for rec, v in kept:
+        loss = ClassifierLoss(run.model.apply, v["batch_stats"])
+        G = per_example_grads(loss, v["params"], train, flat=True, method="vmap")
+        gt = ravel_pytree(jax.grad(lambda p: jnp.mean(loss(p, t)))(v["params"]))[0]
+        expect = expect + rec["learning_rate"] * G @ gt
+    idx = np.array(sorted(got))
+    np.testing.assert_allclose([got[i] for i in idx], -np.asarray(expect)[idx], rtol=1e-3, atol=1e-7)
+
+    # a corrupt kept checkpoint is a clear error; so are a bad --checkpoint-every and mismatched lists
+    path = tmp_path / "run" / kept[0][0]["file"]
+    path.write_bytes(path.read_bytes()[:-3] + b"xyz")
+    with pytest.raises(UserError, match="checksum mismatch"):
+        load_run(tmp_path / "run").epoch_checkpoints()
+    capsys.readouterr()
+    assert main(["train", "--checkpoint-every", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.startswith("repair-jax train: error: --checkpoint-every")
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(UserError, match="1 loss functions for 2 checkpoints"):
+        tracin([ClassifierLoss(run.model.apply, kept[0][1]["batch_stats"])], [kept[0][1]["params"]] * 2,
+               [0.1, 0.1], train, test_batch=t)
+
+
 def test_influence_notebook_runs_at_smoke_size(monkeypatch):
     import pathlib
 

@@ -6,8 +6,10 @@ by decreasing |score|), ``DIR/summary.json`` (target, solver report, most harmfu
 points) and, for image data, ``DIR/influence.png`` (the test image with the most harmful and most
 helpful training images). ``score`` is I_up of the training point on the target quantity:
 positive = upweighting the point raises the test loss / the disparity metric (harmful), negative
-= helpful. With ``--method tracin`` the score is minus TracIn on the run's final checkpoint
-(TracInCP with one checkpoint, learning rate from the run config), in the same sign convention.
+= helpful. With ``--method tracin`` the score is minus TracInCP, in the same sign convention: over the
+checkpoints the run kept during training (``repair-jax train --checkpoint-every K``), each with its
+own step size and BatchNorm statistics; a run without them uses its final weights alone, with the
+configured learning rate (a one-checkpoint approximation, flagged in summary.json).
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ def influence_run(run_path, out, *, test_index=None, split="test", method="cg", 
                             f"{len(target_split)} points (0..{len(target_split) - 1})")
         tb = {"x": jnp.asarray(target_split.x[test_index:test_index + 1]),
               "y": jnp.asarray(target_split.y[test_index:test_index + 1])}
-        q = test_loss_quantity(loss_fn, tb)
+        make_q = lambda lf: test_loss_quantity(lf, tb)
+        q = make_q(loss_fn)
         logits, _ = predict(state, target_split.x[test_index:test_index + 1])
         target.update(kind="test_loss", test_index=test_index, label=int(target_split.y[test_index]),
                       predicted=int(logits.argmax(-1)[0]), value=float(q(params)))
@@ -119,7 +122,8 @@ def influence_run(run_path, out, *, test_index=None, split="test", method="cg", 
             raise UserError(f"the group {group!r} is empty on the {split} split")
         pos = parse_class(positive, ds.class_names)
         tb = {"x": jnp.asarray(target_split.x), "y": jnp.asarray(target_split.y)}
-        q = group_disparity_quantity(loss_fn, tb, metric, mask, positive=pos)
+        make_q = lambda lf: group_disparity_quantity(lf, tb, metric, mask, positive=pos)
+        q = make_q(loss_fn)
         hard = group_disparity_hard(metric, jax.nn.softmax(jnp.asarray(logits)), tb["y"], jnp.asarray(mask), pos)
         target.update(kind="group_disparity", metric=metric, group=group, group_size=int(mask.sum()),
                       positive=pos, value=float(q(params)), reported_value=float(hard))
@@ -128,8 +132,18 @@ def influence_run(run_path, out, *, test_index=None, split="test", method="cg", 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InfluenceWarning)
         if method == "tracin":
-            scores = -tracin(loss_fn, [params], [float(run.config.lr)], train, quantity_fn=q, chunk_size=chunk_size)
-            solver = {"method": "tracin", "checkpoints": 1, "learning_rate": float(run.config.lr)}
+            kept = run.epoch_checkpoints()
+            if kept:
+                losses = [ClassifierLoss(state.apply_fn, v["batch_stats"]) for _, v in kept]
+                scores = -tracin(losses, [v["params"] for _, v in kept], [r["learning_rate"] for r, _ in kept],
+                                 train, quantity_fn=[make_q(lf) for lf in losses], chunk_size=chunk_size)
+                solver = {"method": "tracin", "checkpoints": len(kept), "epochs": [r["epoch"] for r, _ in kept],
+                          "learning_rates": [r["learning_rate"] for r, _ in kept]}
+            else:
+                scores = -tracin(loss_fn, [params], [float(run.config.lr)], train, quantity_fn=q,
+                                 chunk_size=chunk_size)
+                solver = {"method": "tracin", "checkpoints": 1, "learning_rates": [float(run.config.lr)],
+                          "note": "final weights only: train with --checkpoint-every K for TracInCP"}
         else:
             r = s_test(loss_fn, params, train, q, method=method, l2=l2, damping=damping, tol=tol,
                        max_iter=max_iter, scale=scale, chunk_size=chunk_size)

@@ -171,21 +171,33 @@ def tracin(loss_fn: LossFn, checkpoints: Sequence[Any], learning_rates: Sequence
     ``sum_c lr_c grad l(z_i, theta_c) . grad q(theta_c)``, (N,), over saved checkpoints theta_c.
 
     q is the mean loss of ``test_batch`` or ``quantity_fn(params)`` (e.g. a group disparity metric).
+    ``loss_fn`` and ``quantity_fn`` may also be sequences with one entry per checkpoint, e.g. losses
+    holding each checkpoint's own BatchNorm statistics.
     Hessian-free; positive = a proponent (its gradient steps lowered q), i.e. the sign is opposite
     to I_up's convention (helpful points have positive TracIn and negative I_up).
     """
-    if len(checkpoints) == 0 or len(checkpoints) != len(learning_rates):
+    n = len(checkpoints)
+    if n == 0 or n != len(learning_rates):
         raise UserError("TracIn needs one learning rate per checkpoint and at least one checkpoint")
+
+    def each(x, what):
+        if isinstance(x, (list, tuple)):
+            if len(x) != n:
+                raise UserError(f"TracIn: {len(x)} {what} for {n} checkpoints")
+            return list(x)
+        return [x] * n
+
+    losses = each(loss_fn, "loss functions")
     if quantity_fn is None:
         if test_batch is None:
             raise UserError("TracIn needs a test batch or a test quantity")
-        q = test_loss_quantity(loss_fn, test_batch)
+        quantities = [test_loss_quantity(lf, test_batch) for lf in losses]
     else:
-        q = quantity_fn
+        quantities = each(quantity_fn, "test quantities")
     total = 0.0
-    for params, lr in zip(checkpoints, learning_rates):
+    for params, lr, lf, q in zip(checkpoints, learning_rates, losses, quantities):
         g = quantity_gradient(q, params)
-        total = total + lr * per_example_grad_dot(loss_fn, params, train_batch, g, chunk_size=chunk_size)
+        total = total + lr * per_example_grad_dot(lf, params, train_batch, g, chunk_size=chunk_size)
     return total
 
 
