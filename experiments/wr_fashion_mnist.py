@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repair_jax.errors import UserError, exits_on_user_error
+from repair_jax.errors import UserError, exits_on_user_error, require_at_least
 
 
 # training recipes of the original model: the CPU-sized CNN, and 000 Sec. 4.1's recipe for the ResNets
@@ -87,8 +87,7 @@ def main(argv=None) -> int:
 
     out = Path(a.out)
     width = a.width if a.width is not None else {"cnn": 8, "resnet18": 64}[a.model]
-    if a.train_limit < 0:
-        raise UserError(f"--train-limit must be >= 0, got {a.train_limit}")
+    require_at_least("--train-limit", a.train_limit, 0)
     if a.smoke:
         dataset = "digits" if a.dataset == "fashion_mnist" else a.dataset
         limit, rhos, seeds = None, (0.1, 0.9), 2

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repair_jax.errors import UserError, exits_on_user_error
+from repair_jax.errors import UserError, exits_on_user_error, require_at_least
 
 
 def frontier(rows: list[dict], base_acc: float, base_err: float, lambda1: float, allowed_loss: float) -> dict:
@@ -97,8 +97,9 @@ def all_pairs(study: Path, summary: dict, ds, probs, base: list[dict], cfg, allo
     for i, j in tqdm(pairs, desc="pairs", leave=False):
         t = Targets(((i, j),))
         base_errs = [target_error(m, t) for m in base_mats]
-        res = analyse(w_os_tradeoff(p_ev, y_ev, t, rhos), w_os_tradeoff(p_sel, y_sel, t, rhos),
-                      w_os_tradeoff(p_sel, y_sel, t, [1.0])[0], base_accs, base_errs, cfg.lambda1, allowed, sel)
+        sel_rows = w_os_tradeoff(p_sel, y_sel, t, rhos)  # its last row, rho = 1, is the original model
+        res = analyse(w_os_tradeoff(p_ev, y_ev, t, rhos), sel_rows, sel_rows[-1], base_accs, base_errs,
+                      cfg.lambda1, allowed, sel)
         entries.append({"pair": [i, j], "names": [names[i], names[j]],
                         "orig_ft_target_error": float(np.mean(base_errs)),
                         "best_within_accuracy_budget": res["best_within_accuracy_budget"],
@@ -195,8 +196,7 @@ def main(argv=None) -> int:
         return 0
     if not (a.study and a.run):
         raise UserError("--study and --run are required (or --compare LABEL=STUDY ...)")
-    if a.num < 2:
-        raise UserError(f"--num must be >= 2, got {a.num}")
+    require_at_least("--num", a.num, 2)
 
     from repair_jax.io import read_json, read_jsonl, write_json
     from repair_jax.plots import plt, save_figure

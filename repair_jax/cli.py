@@ -87,7 +87,6 @@ def train_run(cfg, out, force: bool = False, progress: bool = True, data_paralle
 
     import jax
 
-    from repair_jax.data import load_dataset
     from repair_jax.errors import require_at_least
     from repair_jax.io import atomic_dir
     from repair_jax.runs import save_epoch_checkpoint, write_run
@@ -98,7 +97,7 @@ def train_run(cfg, out, force: bool = False, progress: bool = True, data_paralle
     with atomic_dir(out, overwrite=force) as tmp:
         t0 = time.perf_counter()
         mesh = data_mesh() if (data_parallel or jax.device_count() > 1) else None
-        ds = load_dataset(cfg.dataset, seed=cfg.seed, data_dir=cfg.data_dir, train_limit=cfg.train_limit)
+        ds = cfg.load_dataset()
         per_epoch = steps_per_epoch(cfg, len(ds.train))
         kept: list[dict] = []
 

@@ -74,9 +74,7 @@ class Run:
 
     def dataset(self):
         """The run's data set with the same split (same seed, data dir and train limit)."""
-        from repair_jax.data import load_dataset
-        c = self.config
-        return load_dataset(c.dataset, seed=c.seed, data_dir=c.data_dir, train_limit=c.train_limit)
+        return self.config.load_dataset()
 
     def state(self, tx: optax.GradientTransformation | None = None):
         """A TrainState of the stored weights (``tx`` defaults to a no-op optimizer)."""

@@ -174,6 +174,11 @@ class TrainConfig:
     data_dir: str | None = None
     train_limit: int | None = None
 
+    def load_dataset(self) -> Dataset:
+        """The data set and split of this run (same name, seed, data dir and train limit)."""
+        from repair_jax.data import load_dataset
+        return load_dataset(self.dataset, seed=self.seed, data_dir=self.data_dir, train_limit=self.train_limit)
+
     def validate(self) -> None:
         if self.epochs < 0:
             raise UserError(f"epochs must be >= 0, got {self.epochs}")
@@ -329,13 +334,11 @@ def train_model(config: TrainConfig, dataset: Dataset | None = None, progress: b
 
     Returns (model, state, history, dataset). ``on_epoch_end``: see :func:`fit`.
     """
-    from repair_jax.data import load_dataset
     from repair_jax.models import create_model, init_variables
 
     config.validate()
     if dataset is None:
-        dataset = load_dataset(config.dataset, seed=config.seed, data_dir=config.data_dir,
-                               train_limit=config.train_limit)
+        dataset = config.load_dataset()
     model = create_model(config.model, dataset.num_classes, **config.model_kwargs)
     variables = init_variables(model, jax.random.PRNGKey(config.seed), dataset.input_shape)
     steps = config.epochs * steps_per_epoch(config, len(dataset.train))

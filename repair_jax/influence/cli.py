@@ -132,18 +132,15 @@ def influence_run(run_path, out, *, test_index=None, split="test", method="cg", 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InfluenceWarning)
         if method == "tracin":
-            kept = run.epoch_checkpoints()
-            if kept:
-                losses = [ClassifierLoss(state.apply_fn, v["batch_stats"]) for _, v in kept]
-                scores = -tracin(losses, [v["params"] for _, v in kept], [r["learning_rate"] for r, _ in kept],
-                                 train, quantity_fn=[make_q(lf) for lf in losses], chunk_size=chunk_size)
-                solver = {"method": "tracin", "checkpoints": len(kept), "epochs": [r["epoch"] for r, _ in kept],
-                          "learning_rates": [r["learning_rate"] for r, _ in kept]}
-            else:
-                scores = -tracin(loss_fn, [params], [float(run.config.lr)], train, quantity_fn=q,
-                                 chunk_size=chunk_size)
-                solver = {"method": "tracin", "checkpoints": 1, "learning_rates": [float(run.config.lr)],
-                          "note": "final weights only: train with --checkpoint-every K for TracInCP"}
+            kept = run.epoch_checkpoints() or [({"epoch": run.config.epochs, "learning_rate": float(run.config.lr)},
+                                                 run.variables)]
+            losses = [ClassifierLoss(state.apply_fn, v["batch_stats"]) for _, v in kept]
+            scores = -tracin(losses, [v["params"] for _, v in kept], [r["learning_rate"] for r, _ in kept],
+                             train, quantity_fn=[make_q(lf) for lf in losses], chunk_size=chunk_size)
+            solver = {"method": "tracin", "checkpoints": len(kept), "epochs": [r["epoch"] for r, _ in kept],
+                      "learning_rates": [r["learning_rate"] for r, _ in kept]}
+            if "file" not in kept[0][0]:
+                solver["note"] = "final weights only: train with --checkpoint-every K for TracInCP"
         else:
             r = s_test(loss_fn, params, train, q, method=method, l2=l2, damping=damping, tol=tol,
                        max_iter=max_iter, scale=scale, chunk_size=chunk_size)
