@@ -1,7 +1,8 @@
-"""The one results writer: atomic JSON / bytes files, append-only JSONL, atomic directories.
+"""The one results writer: atomic JSON / bytes files, append-only JSONL, resumable logs, atomic directories.
 
 A result file is either absent or complete: every writer writes to a temporary file in the same
-directory and renames it into place (``os.replace`` is atomic on POSIX).
+directory and renames it into place (``os.replace`` is atomic on POSIX). Files and directories get
+the permissions of the user's umask (0666 / 0777 masked), like any file ``open`` creates.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Hashable, Iterator
 
 import numpy as np
 
@@ -37,11 +38,23 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def umask_mode(directory: bool = False) -> int:
+    """The mode ``open`` / ``mkdir`` would give a new file (0666) or directory (0777) under the umask."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, umask_mode())  # mkstemp creates 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -122,6 +135,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         raise UserError(f"output directory exists and is not empty: {path} (pass --force to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, umask_mode(directory=True))  # mkdtemp creates 0700
     try:
         yield tmp
     except BaseException:
@@ -135,3 +149,110 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- resumable logs
+
+RESUMABLE_HEADER = "resumable_config"
+
+
+def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
+    """The dotted name of the first field where two JSON values differ (``None`` if equal)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            if k not in old or k not in new:
+                return f"{prefix}{k}"
+            d = first_difference(old[k], new[k], f"{prefix}{k}.")
+            if d is not None:
+                return d
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            d = first_difference(a, b, f"{prefix}{i}.")
+            if d is not None:
+                return d
+        return None
+    return None if old == new else (prefix[:-1] if prefix else "(value)")
+
+
+def _lookup(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if isinstance(obj, dict):
+            obj = obj.get(part, "<absent>")
+        elif isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
+            obj = obj[int(part)]
+        else:
+            return "<absent>"
+    return obj
+
+
+def cut_torn_tail(path: str | os.PathLike) -> None:
+    """Cuts a partial last line (left by a kill mid-append) off a JSONL file, in place."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, "r+b") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+class ResumableJsonl:
+    """An append-only results log bound to the whole configuration that produced it.
+
+    Line 1 is ``{"resumable_config": CONFIG}``; every further line is one finished record. Opening an
+    existing log with a different configuration is a :class:`UserError` naming the first differing
+    field (a resumed sweep never reports another configuration's numbers); a log without that line
+    (written by an older version) is refused too. ``force=True`` starts the log afresh. A torn last
+    line from a kill is cut when the log is opened. ``key(record)`` identifies a run inside the sweep.
+
+        log = ResumableJsonl(out / "results.jsonl", config, key=lambda r: (r["method"], r["rho"], r["seed"]))
+        if k not in log: log.append(run(...))
+    """
+
+    def __init__(self, path: str | os.PathLike, config: dict, key: Callable[[dict], Hashable],
+                 force: bool = False):
+        self.path = Path(path)
+        self.config = to_jsonable(config)
+        self.key = key
+        self.records: dict[Hashable, dict] = {}
+        if self.path.exists() and self.path.is_dir():
+            raise UserError(f"results log path is a directory: {self.path}")
+        if self.path.exists() and not force:
+            self._resume()
+        else:
+            write_text(self.path, json.dumps({RESUMABLE_HEADER: self.config}) + "\n")
+
+    def _resume(self) -> None:
+        cut_torn_tail(self.path)
+        lines = read_jsonl(self.path)
+        if not lines or RESUMABLE_HEADER not in lines[0]:
+            raise UserError(f"{self.path} was not written with its configuration (an older version or "
+                            "another program): choose another output directory or pass --force to restart it")
+        old = lines[0][RESUMABLE_HEADER]
+        field = first_difference(old, self.config)
+        if field is not None:
+            raise UserError(f"{self.path} holds results of a different configuration: {field} is "
+                            f"{_lookup(old, field)!r} there and {_lookup(self.config, field)!r} now; choose "
+                            "another output directory or pass --force to restart it")
+        for rec in lines[1:]:
+            self.records[self.key(rec)] = rec
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.records
+
+    def __getitem__(self, key: Hashable) -> dict:
+        return self.records[key]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def values(self) -> list[dict]:
+        return list(self.records.values())
+
+    def append(self, record: dict) -> dict:
+        """Appends one finished record (durably) and returns it as stored (plain JSON types)."""
+        rec = to_jsonable(record)
+        append_jsonl(self.path, rec)
+        self.records[self.key(rec)] = rec
+        return rec
