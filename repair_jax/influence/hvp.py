@@ -36,7 +36,7 @@ from jax.flatten_util import ravel_pytree
 
 from repair_jax.errors import UserError
 from repair_jax.influence.gradients import LossFn, _chunks, _take, batch_size_of
-from repair_jax.train import l2_penalty
+from repair_jax.objectives import l2_penalty
 
 SOLVERS = ("explicit", "cg", "lissa")
 MAX_EXPLICIT_PARAMS = 20_000

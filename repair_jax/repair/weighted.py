@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from repair_jax.errors import UserError
-from repair_jax.train import forward, l2_penalty, per_example_loss
+from repair_jax.objectives import forward, l2_penalty, per_example_loss
 
 METHODS = ("orig", "orig-ft", "w-aug", "w-bn", "w-os", "w-loss", "w-dbr")
 FINE_TUNED = ("orig-ft", "w-aug", "w-bn", "w-loss", "w-dbr")
