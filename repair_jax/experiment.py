@@ -1,0 +1,125 @@
+"""The one experiment driver: a paper table is a config, one function runs any config (big_vision's shape).
+
+A config module (``experiments/configs/<paper>_<table>.py``) defines ``get_config(smoke=False)``
+returning a frozen dataclass instance that holds the table's data set, model, recipe, targets rule,
+grids and seeds; ``smoke=True`` shrinks sizes and never changes the code path. The dataclass type is
+defined in the library next to the function that runs it, registered with :func:`runner`::
+
+    @dataclasses.dataclass(frozen=True)
+    class NoisyLabelsStudy: ...
+
+    @runner(NoisyLabelsStudy)
+    def run_noisy_labels(config, out: Path, *, force: bool, progress: bool) -> dict: ...
+
+:func:`run_experiment` writes ``OUT/experiment.json`` (the whole config, the command, the machine,
+the date, the wall time) and refuses to resume into a directory that holds another configuration
+(one line naming the first differing field) unless ``force``. Runners resume their own logs with
+:class:`repair_jax.io.ResumableJsonl` keyed on the same config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import importlib.util
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from repair_jax.errors import UserError
+from repair_jax.io import first_difference, read_json, to_jsonable, write_json
+
+Runner = Callable[..., dict]
+_RUNNERS: dict[type, Runner] = {}
+EXPERIMENT_JSON = "experiment.json"
+CONFIGS_DIR = Path("experiments") / "configs"
+
+
+def runner(config_type: type) -> Callable[[Runner], Runner]:
+    """Registers ``fn(config, out, *, force, progress) -> summary dict`` as the runner of ``config_type``."""
+    def register(fn: Runner) -> Runner:
+        _RUNNERS[config_type] = fn
+        return fn
+    return register
+
+
+def config_paths(configs_dir: str | Path = CONFIGS_DIR) -> list[Path]:
+    """The config files of a directory (every ``*.py`` but ``__init__.py``), sorted by name."""
+    return sorted(p for p in Path(configs_dir).glob("*.py") if p.name != "__init__.py")
+
+
+def resolve_config(spec: str, configs_dir: str | Path = CONFIGS_DIR) -> Path:
+    """A config given as a file path or as a name in ``configs_dir`` -> its file."""
+    path = Path(spec)
+    if path.suffix == ".py" and path.is_file():
+        return path
+    named = Path(configs_dir) / f"{spec}.py"
+    if named.is_file():
+        return named
+    known = ", ".join(p.stem for p in config_paths(configs_dir)) or "none found"
+    raise UserError(f"no experiment config {spec!r} (a .py file, or a name in {configs_dir}: {known})")
+
+
+def load_config(spec: str, smoke: bool = False, configs_dir: str | Path = CONFIGS_DIR):
+    """Imports a config file by path (no ``sys.path`` edits) and returns ``get_config(smoke=smoke)``."""
+    path = resolve_config(spec, configs_dir)
+    module_spec = importlib.util.spec_from_file_location(f"repair_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise UserError(f"{path} defines no get_config(smoke=False)")
+    config = module.get_config(smoke=smoke)
+    if not dataclasses.is_dataclass(config) or type(config) not in _RUNNERS:
+        raise UserError(f"{path}: get_config returned {type(config).__name__}, which no runner is registered for")
+    return config
+
+
+def config_record(config: Any) -> dict:
+    """The JSON form of a config: its type's qualified name and every field (nested dataclasses too)."""
+    cls = type(config)
+    return {"type": f"{cls.__module__}.{cls.__qualname__}", "fields": to_jsonable(dataclasses.asdict(config))}
+
+
+def machine_record() -> dict:
+    import jax
+
+    return {"host": platform.node(), "processor": platform.machine(), "python": platform.python_version(),
+            "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}
+
+
+def _check_out(out: Path, record: dict, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path exists and is not a directory: {out}")
+    path = out / EXPERIMENT_JSON
+    if force or not path.exists():
+        if out.exists() and any(out.iterdir()) and not path.exists() and not force:
+            raise UserError(f"{out} is not empty and holds no {EXPERIMENT_JSON}: choose another --out or pass --force")
+        return
+    old = read_json(path, "experiment record").get("config", {})
+    field = first_difference(old, record)
+    if field is not None:
+        raise UserError(f"{out} holds another configuration ({field} differs): choose another --out "
+                        "or pass --force to restart it")
+
+
+def run_experiment(config: Any, out: str | Path, *, force: bool = False, progress: bool = True,
+                   command: str | None = None) -> dict:
+    """Runs (or resumes) ``config`` into ``out``; returns the runner's summary."""
+    fn = _RUNNERS.get(type(config))
+    if fn is None:
+        raise UserError(f"no runner is registered for {type(config).__name__}")
+    out = Path(out)
+    record = config_record(config)
+    _check_out(out, record, force)
+    out.mkdir(parents=True, exist_ok=True)
+    started = _dt.datetime.now(_dt.timezone.utc)
+    meta = {"config": record, "command": command or " ".join(sys.argv), "machine": machine_record(),
+            "started": started.isoformat(timespec="seconds")}
+    write_json(out / EXPERIMENT_JSON, {**meta, "finished": None})
+    t0 = time.perf_counter()
+    summary = fn(config, out, force=force, progress=progress)
+    write_json(out / EXPERIMENT_JSON, {**meta, "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(
+        timespec="seconds"), "wall_s": round(time.perf_counter() - t0, 1)})
+    return summary
