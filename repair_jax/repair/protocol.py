@@ -29,9 +29,6 @@ from repair_jax.repair.irepair import (
 )
 from repair_jax.repair.mm import mm_repair
 
-METHODS = ("irepair", "retrain", "random", "mm")
-
-
 @dataclasses.dataclass
 class RepairContext:
     """A trained model with its data set and its predictions on the pool and test splits (computed
@@ -75,32 +72,48 @@ def draw_problem(ctx: RepairContext, classes, repair_size: int, correct_size: in
     return r_idx, c_idx, notes
 
 
+def _loop_result(res, extra: dict) -> tuple:
+    jax.block_until_ready(res.variables["params"])
+    return res.variables, res.iterations, res.unlocked_fraction, extra
+
+
+def _solve_irepair(ctx, sets, config, seed, opts):
+    return _loop_result(i_repair(ctx.model, ctx.variables, *sets, config=config), {"gamma": config.gamma})
+
+
+def _solve_retrain(ctx, sets, config, seed, opts):
+    return _loop_result(retrain(ctx.model, ctx.variables, *sets, config=config), {})
+
+
+def _solve_random(ctx, sets, config, seed, opts):
+    res = random_locking_repair(ctx.model, ctx.variables, *sets, p=opts["lock_p"], seed=seed, config=config)
+    return _loop_result(res, {"lock_p": opts["lock_p"]})
+
+
+def _solve_mm(ctx, sets, config, seed, opts):
+    res = mm_repair(ctx.model, ctx.variables, sets[0], sets[1], margin=opts["mm_margin"], epsilon=opts["mm_epsilon"])
+    return res.variables, 0, None, {"status": res.status, "max_change": res.max_change,
+                                    "mm_epsilon": opts["mm_epsilon"]}
+
+
+# method name -> solver(ctx, (xr, yr, xc, yc), config, seed, options) -> (variables, iterations,
+# unlocked fraction or None, extra record fields); a new method of the protocol is one solver + one entry
+SOLVERS = {"irepair": _solve_irepair, "retrain": _solve_retrain, "random": _solve_random, "mm": _solve_mm}
+METHODS = tuple(SOLVERS)
+
+
 def solve_problem(ctx: RepairContext, r_idx, c_idx, method: str, config: IRepairConfig,
                   seed: int = 0, lock_p: float = 0.5, mm_epsilon: float | None = None,
                   mm_margin: float = 1e-3) -> dict:
     """Runs ``method`` on one problem; returns the record of ``irepair.json`` (one run)."""
-    if method not in METHODS:
+    if method not in SOLVERS:
         raise UserError(f"unknown method {method!r}; choose {', '.join(METHODS)}")
     ds = ctx.dataset
     xr, yr = ds.pool.x[r_idx], ds.pool.y[r_idx]
     xc, yc = ds.pool.x[c_idx], ds.pool.y[c_idx]
-    args = (ctx.model, ctx.variables, xr, yr, xc, yc)
     t0 = time.perf_counter()
-    extra: dict = {}
-    if method == "mm":
-        res = mm_repair(ctx.model, ctx.variables, xr, yr, margin=mm_margin, epsilon=mm_epsilon)
-        variables, iterations, unlocked = res.variables, 0, None
-        extra = {"status": res.status, "max_change": res.max_change, "mm_epsilon": mm_epsilon}
-    else:
-        if method == "irepair":
-            res = i_repair(*args, config=config)
-        elif method == "retrain":
-            res = retrain(*args, config=config)
-        else:
-            res = random_locking_repair(*args, p=lock_p, seed=seed, config=config)
-            extra = {"lock_p": lock_p}
-        jax.block_until_ready(res.variables["params"])
-        variables, iterations, unlocked = res.variables, res.iterations, res.unlocked_fraction
+    opts = {"lock_p": lock_p, "mm_epsilon": mm_epsilon, "mm_margin": mm_margin}
+    variables, iterations, unlocked, extra = SOLVERS[method](ctx, (xr, yr, xc, yc), config, seed, opts)
     wall = time.perf_counter() - t0
     repaired = _repaired(ctx.model, variables, xr, yr, config.margin)
     test_pred = _predict_labels(ctx.model, variables, ds.test.x)
@@ -108,7 +121,7 @@ def solve_problem(ctx: RepairContext, r_idx, c_idx, method: str, config: IRepair
     c_after = float(np.mean(_predict_labels(ctx.model, variables, xc) == yc))
     return {"method": method, "seed": seed, "classes": sorted(set(int(c) for c in yr)),
             "repair_size": int(len(r_idx)), "correct_size": int(len(c_idx)),
-            "gamma": config.gamma if method == "irepair" else None, "margin": config.margin,
+            "gamma": None, "margin": config.margin,
             "lr": config.lr, "ub": config.ub, "correct_loss": config.correct_loss,
             "influence": config.influence,
             "repaired": int(repaired.sum()), "unrepaired": int((~repaired).sum()),
