@@ -20,11 +20,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from repair_jax.data import Dataset, Split, shuffled_batches
 from repair_jax.errors import UserError, check_seed
-from repair_jax.progress import progress as progress_bar
 from repair_jax.objectives import (  # noqa: F401  (re-exported: the training API)
     Objective, TrainState, erm_objective, forward, group_dro_objective, l2_penalty, per_example_loss,
     sigmoid_binary_cross_entropy, softmax_cross_entropy,
 )
+from repair_jax.progress import progress as progress_bar
 
 
 def _train_step_fn(objective: Objective):
@@ -220,6 +220,9 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
     single-device training up to floating-point reduction order).
     History rows: epoch, train_loss, val_metric, epoch_time, input_time (host batch preparation).
     ``on_epoch_end(epoch, state)`` (epoch counted from 1) runs after each epoch, e.g. to save a checkpoint.
+    A non-finite or exploding mean epoch loss stops training (:func:`check_loss`). ``progress``: a bar
+    on a terminal, one line per finished epoch otherwise (:mod:`repair_jax.progress`). The batch order
+    is drawn from ``config.seed_for("order")``.
     """
     config.validate()
     epochs = config.epochs if epochs is None else epochs
