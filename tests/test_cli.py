@@ -281,3 +281,21 @@ def test_run_json_records_the_three_seeds(run_dir):
     info = json.loads((run_dir / "run.json").read_text())
     assert {k: info["config"][k] for k in ("seed", "split_seed", "init_seed", "order_seed")} == {
         "seed": 0, "split_seed": 0, "init_seed": 0, "order_seed": 0}
+
+
+def test_library_imports_neither_benchmarks_nor_experiments():
+    """The library is installable alone: no module of repair_jax imports benchmarks or experiments
+    (not even inside a function), and only repair_jax* is installed."""
+    import ast
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for path in (root / "repair_jax").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in ("benchmarks", "experiments"), (path, name)
+    find = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert find["include"] == ["repair_jax*"]
