@@ -44,7 +44,7 @@ from repair_jax.guiding.bilevel import BilevelConfig, bilevel_update
 from repair_jax.guiding.synthetic import audit_from_split, concept_library, flip_labels
 from repair_jax.io import ResumableJsonl, atomic_dir, write_json, write_text
 from repair_jax.metrics import binary_auroc
-from repair_jax.progress import progress as progress_bar
+from repair_jax.progress import progress as progress_bar, track
 from repair_jax.train import TrainConfig
 
 # ----------------------------------------------------------------------------- configs
@@ -493,11 +493,7 @@ def credit_tables(config: CreditStudy, rows: list[dict]) -> str:
 @runner(CreditStudy)
 def run_credit(config: CreditStudy, out: Path, *, force: bool = False, progress: bool = True) -> dict:
     """Runs the credit study into ``out``: tables.md, summary.json (seconds per seed, so not resumable)."""
-    rows = []
-    with progress_bar(len(config.seeds), "CreditStudy", progress) as bar:
-        for seed in config.seeds:
-            rows.append(credit_row(config, seed))
-            bar.update(note=f"seed {seed}")
+    rows = [credit_row(config, seed) for seed in track(config.seeds, "CreditStudy", progress)]
     return _write_tables(Path(out), config, rows, credit_tables(config, rows))
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from repair_jax.errors import UserError, require_at_least
 from repair_jax.experiment import runner
 from repair_jax.io import write_json, write_text
-from repair_jax.progress import progress as progress_bar
+from repair_jax.progress import track
 
 # ----------------------------------------------------------------------------- configs
 
@@ -150,7 +150,7 @@ def fit_full_batch(model: FullBatchModel, ds, y_train: np.ndarray, seed: int, *,
     """(loss_fn, params, gradient norm) of ``model`` fit with L-BFGS on the first ``train_limit``
     points of (train.x, y_train); ``dtype`` casts the initial parameters and data (float64 for the
     leave-one-out check)."""
-    from repair_jax.influence.functions import ClassifierLoss
+    from repair_jax.influence import ClassifierLoss
     from repair_jax.influence.loo import minimize_objective
     from repair_jax.models import create_model, init_variables
 
@@ -182,7 +182,7 @@ def _plt():
 def _loo_test_point(loss, params, train: dict, one: dict, spec: LooModel, k: int) -> dict:
     """Predicted (-I_up,loss / n, explicit Hessian) vs actual (retrained) change of one test point's
     loss for its ``k`` most influential training points."""
-    from repair_jax.influence.functions import influence_up_loss
+    from repair_jax.influence import influence_up_loss
     from repair_jax.influence.loo import leave_one_out, pearson
 
     n = len(train["y"])
@@ -248,7 +248,6 @@ def plot_loo(path, rows: list[dict]) -> None:
         ax.set_ylabel("predicted  -I_up,loss / n")
         ax.set_title(f"{r['model']}: Pearson {r['pearson_all']:.3f}", fontsize=9)
     save_figure(fig, path)
-    plt.close(fig)
 
 
 @runner(InfluenceLooStudy)
@@ -258,11 +257,9 @@ def run_influence_loo(config: InfluenceLooStudy, out: Path, *, force: bool = Fal
 
     out = Path(out)
     ds = load_dataset(config.dataset, seed=config.seed)
-    rows = []
-    with jax.enable_x64(True), progress_bar(len(config.models), "InfluenceLooStudy", progress) as bar:
-        for spec in config.models:
-            rows.append(loo_check(spec, ds, config.k, config.seed))
-            bar.update(note=f"{spec.model.name}: Pearson {rows[-1]['pearson_all']:.4f}")
+    with jax.enable_x64(True):
+        rows = [loo_check(spec, ds, config.k, config.seed)
+                for spec in track(config.models, "InfluenceLooStudy", progress)]
     write_json(out / "loo.json", {"dataset": config.dataset, "seed": config.seed, "results": rows})
     text = loo_table(rows)
     write_text(out / "loo.md", text)
@@ -352,7 +349,6 @@ def plot_sensitivity(path, config: LabelFlipSensitivityStudy, table: dict) -> No
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=6)
     save_figure(fig, path)
-    plt.close(fig)
 
 
 @runner(LabelFlipSensitivityStudy)
@@ -361,12 +357,9 @@ def run_label_flip_sensitivity(config: LabelFlipSensitivityStudy, out: Path, *, 
     """The label-flip sensitivity study into ``out``: sensitivity.json, sensitivity.md, sensitivity.png."""
     out = Path(out)
     t0 = time.perf_counter()
-    records = []
     todo = [(m, s) for m in config.models for s in config.seeds]
-    with progress_bar(len(todo), "LabelFlipSensitivityStudy", progress) as bar:
-        for model, seed in todo:
-            records += sensitivity_records(config, model, seed)
-            bar.update(note=f"{model.name} seed {seed}")
+    records = [r for model, seed in track(todo, "LabelFlipSensitivityStudy", progress)
+               for r in sensitivity_records(config, model, seed)]
     table = sensitivity_means(config, records)
     write_json(out / "sensitivity.json", {
         "dataset": config.dataset, "seeds": list(config.seeds), "fractions": list(config.fractions),
@@ -383,7 +376,7 @@ def run_label_flip_sensitivity(config: LabelFlipSensitivityStudy, out: Path, *, 
 
 def ranking_scores(config: InfluenceRankingStudy, loss, params, train: dict, test: dict, mask, k: int):
     """The four rankings' scores (N,) each (higher: ranked first), and the IF-Calib solve's result."""
-    from repair_jax.influence.functions import (
+    from repair_jax.influence import (
         group_disparity_quantity, influence_pert_y, influence_up, influence_up_loss, label_flip_scores, s_test,
     )
 
@@ -437,7 +430,6 @@ def plot_ranking(path, config: InfluenceRankingStudy, summary: dict) -> None:
     ax.set_title(f"{config.dataset}, softmax regression (Fig. 6-3 analogue)", fontsize=9)
     ax.legend(fontsize=8)
     save_figure(fig, path)
-    plt.close(fig)
 
 
 @runner(InfluenceRankingStudy)
@@ -446,11 +438,7 @@ def run_influence_ranking(config: InfluenceRankingStudy, out: Path, *, force: bo
     """The ranking study into ``out``: ranking.json, ranking.md, ranking.png."""
     out = Path(out)
     t0 = time.perf_counter()
-    rows = []
-    with progress_bar(len(config.seeds), "InfluenceRankingStudy", progress) as bar:
-        for seed in config.seeds:
-            rows.append(ranking_seed(config, seed))
-            bar.update(note=f"seed {seed}")
+    rows = [ranking_seed(config, seed) for seed in track(config.seeds, "InfluenceRankingStudy", progress)]
     summary = {m: {"mean": float(np.mean([r["top_flipped_fraction"][m] for r in rows])),
                    "std": float(np.std([r["top_flipped_fraction"][m] for r in rows]))}
                for m in rows[0]["top_flipped_fraction"]}
