@@ -12,8 +12,12 @@ import pytest
 
 from repair_jax.errors import UserError
 from repair_jax.experiment import load_config, run_experiment
+from repair_jax.guiding.bilevel import BilevelConfig
+from repair_jax.guiding.experiments import CreditStudy, FullGuidingRun, GuidingData, NoisyLabelsStudy, SpuriousStudy
+from repair_jax.influence.experiments import InfluenceLooStudy, InfluenceRankingStudy, LabelFlipSensitivityStudy
 
 NOISY = "guiding_noisy_labels"
+DIGITS = GuidingData("digits", None, 3, (8,))
 
 
 def _run(name: str, out):
@@ -84,6 +88,7 @@ def test_spurious_smoke(tmp_path):
     assert "Table 5.4 analogue" in (tmp_path / "tables.md").read_text()
 
 
+@pytest.mark.slow
 def test_credit_smoke(tmp_path):
     _run("guiding_credit", tmp_path)
     (row,) = _read(tmp_path / "summary.json")["rows"]
@@ -103,12 +108,11 @@ def test_full_guiding_smoke(tmp_path):
 
 
 def test_full_guiding_missing_run_is_one_line(tmp_path):
-    from repair_jax.guiding.experiments import FullGuidingRun
-
     with pytest.raises(UserError, match="no run.json"):
         run_experiment(FullGuidingRun(run=str(tmp_path / "missing")), tmp_path / "o", progress=False)
 
 
+@pytest.mark.slow
 def test_influence_loo_smoke(tmp_path):
     _run("influence_loo", tmp_path)
     results = _read(tmp_path / "loo.json")["results"]
@@ -119,6 +123,7 @@ def test_influence_loo_smoke(tmp_path):
     assert (tmp_path / "loo.png").is_file() and "Pearson" in (tmp_path / "loo.md").read_text()
 
 
+@pytest.mark.slow
 def test_influence_ranking_smoke(tmp_path):
     _run("influence_ranking", tmp_path)
     r = _read(tmp_path / "ranking.json")
@@ -130,6 +135,7 @@ def test_influence_ranking_smoke(tmp_path):
     assert (tmp_path / "ranking.png").is_file()
 
 
+@pytest.mark.slow
 def test_label_flip_sensitivity_smoke(tmp_path):
     config = load_config("label_flip_sensitivity", smoke=True)
     run_experiment(config, tmp_path, progress=False)
@@ -174,30 +180,23 @@ def test_fix_auroc_against_sklearn():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda m: m.CreditStudy(bilevel=m.BilevelConfig(gamma=-1)), "gamma, fi_weight and audit_weight must be >= 0"),
-    (lambda m: m.CreditStudy(audit_size=0), "audit_size must be >= 1"),
-    (lambda m: m.NoisyLabelsStudy(datasets=(m.GuidingData("digits", None, 3, (8,)),), noise=1.5),
-     "noise must lie in (0, 1)"),
-    (lambda m: m.NoisyLabelsStudy(datasets=(m.GuidingData("digits", None, 3, (8,)),), seeds=(0, 0)), "duplicated"),
-    (lambda m: m.SpuriousStudy(datasets=(m.GuidingData("digits", None, 3, (8,)),)), "spurious_class"),
-    (lambda m: m.SpuriousStudy(datasets=(m.GuidingData("digits", None, 3, (8,), spurious_class="8"),),
-                               bilevel=m.BilevelConfig(l2=0)), "lower-level L2 must be > 0"),
-    (lambda m: m.InfluenceRankingStudy(fraction=1.5), "fraction must lie in (0, 1)"),
-    (lambda m: m.InfluenceLooStudy(models=(), k=3), "at least one model"),
-    (lambda m: m.InfluenceLooStudy(models=(), k=0), "k must be >= 1"),
-    (lambda m: m.LabelFlipSensitivityStudy(seeds=()), "seeds must be a non-empty"),
-    (lambda m: m.LabelFlipSensitivityStudy(fractions=(0.1, 0.2)), "fractions must start at 0"),
+    (lambda: CreditStudy(bilevel=BilevelConfig(gamma=-1)), "gamma, fi_weight and audit_weight must be >= 0"),
+    (lambda: CreditStudy(audit_size=0), "audit_size must be >= 1"),
+    (lambda: NoisyLabelsStudy(datasets=(DIGITS,), noise=1.5), "noise must lie in (0, 1)"),
+    (lambda: NoisyLabelsStudy(datasets=(DIGITS,), seeds=(0, 0)), "duplicated"),
+    (lambda: NoisyLabelsStudy(datasets=(GuidingData("digits", None, 3, (8,), lr=-1),)), "learning rate must be positive"),
+    (lambda: SpuriousStudy(datasets=(DIGITS,)), "spurious_class"),
+    (lambda: SpuriousStudy(datasets=(dataclasses.replace(DIGITS, spurious_class="8"),), bilevel=BilevelConfig(l2=0)),
+     "lower-level L2 must be > 0"),
+    (lambda: FullGuidingRun(noise=0), "noise must lie in (0, 1)"),
+    (lambda: InfluenceRankingStudy(fraction=1.5), "fraction must lie in (0, 1)"),
+    (lambda: InfluenceLooStudy(models=(), k=3), "at least one model"),
+    (lambda: InfluenceLooStudy(models=(), k=0), "k must be >= 1"),
+    (lambda: LabelFlipSensitivityStudy(seeds=()), "seeds must be a non-empty"),
+    (lambda: LabelFlipSensitivityStudy(fractions=(0.1, 0.2)), "fractions must start at 0"),
 ])
 def test_bad_configs_are_refused_when_built(make, message):
     """A bad config is one UserError when it is built, before run_experiment writes or trains anything."""
-    import types
-
-    from repair_jax.guiding import experiments as g
-    from repair_jax.guiding.bilevel import BilevelConfig
-    from repair_jax.influence import experiments as i
-
-    m = types.SimpleNamespace(**vars(g), **{k: v for k, v in vars(i).items() if not k.startswith("_")},
-                              BilevelConfig=BilevelConfig)
     with pytest.raises(UserError) as e:
-        make(m)
+        make()
     assert message in str(e.value)
