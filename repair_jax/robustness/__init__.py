@@ -10,7 +10,7 @@ from repair_jax.robustness.augment import (
     augmented_objective, random_flips, random_rotation, rotate, standard_augment, step_key,
 )
 from repair_jax.robustness.augmix import (
-    AUGMIX_OPS, augmix, augmix_image, augmix_objective, jensen_shannon_consistency,
+    AUGMIX_OPS, augmix_batch, augmix_image, augmix_objective, jensen_shannon_consistency,
 )
 from repair_jax.robustness.imbalance import (
     ImbalanceSpec, class_counts, imbalanced_indices, linear_counts, load_imbalanced, longtail_counts,

@@ -35,14 +35,17 @@ def autocontrast(img, u, sign):
 
 def _equalize_channel(ch):
     levels = _levels(ch)
-    cdf = jnp.cumsum(jnp.bincount(levels.ravel(), length=256))
-    cdf_min = cdf[jnp.argmax(cdf > 0)]
-    span = cdf[-1] - cdf_min
-    return jnp.where(span > 0, (cdf[levels] - cdf_min) / jnp.maximum(span, 1), ch)
+    hist = jnp.bincount(levels.ravel(), length=256)
+    last = hist[255 - jnp.argmax(hist[::-1] > 0)]  # count of the brightest level present
+    step = (levels.size - last) // 255
+    lut = (step // 2 + jnp.cumsum(hist) - hist) // jnp.maximum(step, 1)
+    return jnp.where(step > 0, jnp.minimum(lut, 255)[levels] / 255.0, ch)
 
 
 def equalize(img, u, sign):
-    """Histogram equalization per channel over 256 grey levels: ``(cdf(v) - cdf_min) / (N - cdf_min)``."""
+    """Histogram equalization per channel over 8-bit grey levels, PIL's ``ImageOps.equalize`` (which
+    AugMix's reference code calls): ``step = (N - h[last]) // 255``,
+    ``lut[v] = (step // 2 + sum_{w < v} h[w]) // step`` (identity when step is 0)."""
     return jnp.moveaxis(jax.vmap(_equalize_channel, in_axes=-1)(img), 0, -1).astype(img.dtype)
 
 
@@ -127,7 +130,7 @@ def augmix_image(key, img, ops=tuple(AUGMIX_OPS), width: int = 3, depth: int = -
     return m * img + (1 - m) * jnp.tensordot(w, chains, axes=1)
 
 
-def augmix(key, x, **options):
+def augmix_batch(key, x, **options):
     """:func:`augmix_image` on each image of ``x`` (N, H, W, C) with its own key."""
     return jax.vmap(lambda k, im: augmix_image(k, im, **options))(jax.random.split(key, x.shape[0]), x)
 
@@ -154,7 +157,7 @@ def augmix_objective(seed: int = 0, js_weight: float = 12.0, ops: Sequence[str] 
     def objective(params, state, batch):
         k1, k2 = jax.random.split(step_key(seed, state))
         x = batch["x"]
-        views = jnp.concatenate([x, augmix(k1, x, **options), augmix(k2, x, **options)])
+        views = jnp.concatenate([x, augmix_batch(k1, x, **options), augmix_batch(k2, x, **options)])
         logits, _, batch_stats = forward(state, params, views, train=True)
         clean, a1, a2 = jnp.split(logits, 3)
         ce = jnp.mean(softmax_cross_entropy(clean, batch["y"]))
