@@ -3,6 +3,8 @@ entropy form, and the objective inside a jitted step."""
 
 import functools
 
+import dm_pix
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,6 +43,17 @@ def test_ops_match_pil():
     np.testing.assert_array_equal(_apply(augmix_module.solarize, img), np.asarray(ImageOps.solarize(pil, 180)))
 
 
+def test_geometric_ops():
+    img = jnp.asarray(_uint8_image(1), jnp.float32)[..., None] / 255.0
+    ops = augmix_module.AUGMIX_OPS
+    # u = 0.3 on a 12 x 10 image: translate_x pulls from one column to the right, translate_y from 1.2 rows below
+    out = np.asarray(ops["translate_x"](img, 0.3, 1.0))
+    np.testing.assert_allclose(out[:, :-1], np.asarray(img)[:, 1:], atol=1e-6)
+    want = np.asarray(dm_pix.rotate(img, np.deg2rad(9.0)))  # int(30 * 0.3) = 9 degrees
+    np.testing.assert_allclose(ops["rotate"](img, 0.3, 1.0), want, atol=1e-5)
+    np.testing.assert_allclose(ops["shear_x"](img, 0.0, 1.0), img, atol=1e-6)
+
+
 def test_js_consistency_formula():
     rng = np.random.default_rng(0)
     logits = [jnp.asarray(rng.normal(size=(5, 4)), jnp.float32) for _ in range(3)]
@@ -70,12 +83,12 @@ def test_augmix_images_are_convex_mixes_in_range():
 
 def test_augmix_objective_step():
     ds = load_dataset("digits")
-    model = create_model("cnn", 10, width=4, dense=16)
+    model = create_model("mlp", 10, hidden=(16,))
     variables = init_variables(model, jax.random.PRNGKey(0), ds.input_shape)
     state = create_train_state(model, variables, optax.adam(1e-3))
     objective = augmix_objective(seed=0)
     batch = {"x": jnp.asarray(ds.train.x[:16]), "y": jnp.asarray(ds.train.y[:16])}
-    loss, (_, metrics) = objective(state.params, state, batch)
+    loss, (_, metrics) = jax.jit(objective)(state.params, state, batch)
     assert float(metrics["js"]) > 0
     np.testing.assert_allclose(loss, metrics["ce"] + 12.0 * metrics["js"], rtol=1e-6)
     new_state, m = make_train_step(objective)(state, batch)

@@ -5,8 +5,8 @@ skip-connected to the clean image with a Beta weight, trained with a Jensen-Shan
 Every operation is a pure function ``op(image (H, W, C) in [0, 1], u, sign) -> image`` with ``u``
 the sampled magnitude in (0, severity / 10] (the reference code's ``sample_level / 10``) and
 ``sign`` in {-1, 1}; chains run on device inside the jitted step (``lax.switch`` over the pool).
-Rotation, solarize and the affine ops use ``dm_pix``; autocontrast, equalize and posterize are
-written here. The pool leaves out the ops that overlap ImageNet-C corruptions, as AugMix does.
+Solarize and the geometric ops (rotate, shear, translate: one ``dm_pix`` affine warp) use
+``dm_pix``; autocontrast, equalize and posterize are written here. The pool leaves out the ops that overlap ImageNet-C corruptions, as AugMix does.
 """
 
 from __future__ import annotations
@@ -60,38 +60,54 @@ def solarize(img, u, sign):
     return pix.solarize(img, (256 - jnp.floor(u * 256)) / 255.0)
 
 
-def rotate_op(img, u, sign):
-    """Rotation by ``sign * 30 u * 10 / 10`` degrees, i.e. up to 30 degrees at level 10."""
-    return pix.rotate(img, jnp.deg2rad(sign * jnp.floor(u * 30)))
+def _homogeneous(linear, shape, shift=(0.0, 0.0)):
+    """Pull-form (output -> input coordinates) 4x4 matrix of a 2-D map about the image centre."""
+    centre = (jnp.array(shape[:2], jnp.float32) - 1) / 2
+    linear = jnp.asarray(linear, jnp.float32)
+    offset = centre - linear @ centre + jnp.asarray(shift, jnp.float32)
+    m = jnp.eye(4).at[:2, :2].set(linear)
+    return m.at[:2, 3].set(offset)
 
 
-def _affine(img, row_from_col=0.0, col_from_row=0.0, drow=0.0, dcol=0.0):
-    m = jnp.array([[1.0, row_from_col, 0.0, drow], [col_from_row, 1.0, 0.0, dcol],
-                   [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
-    return pix.affine_transform(img, m)
+def rotate_matrix(shape, u, sign):
+    """Rotation by ``sign * int(30 u)`` degrees (the reference code's ``int_parameter(level, 30)``),
+    in the sense of ``dm_pix.rotate``."""
+    a = jnp.deg2rad(sign * jnp.floor(u * 30))
+    return _homogeneous([[jnp.cos(a), jnp.sin(a)], [-jnp.sin(a), jnp.cos(a)]], shape)
 
 
-def shear_x(img, u, sign):
-    return _affine(img, col_from_row=sign * 0.3 * u)
+def shear_x_matrix(shape, u, sign):
+    return _homogeneous([[1.0, 0.0], [sign * 0.3 * u, 1.0]], shape)
 
 
-def shear_y(img, u, sign):
-    return _affine(img, row_from_col=sign * 0.3 * u)
+def shear_y_matrix(shape, u, sign):
+    return _homogeneous([[1.0, sign * 0.3 * u], [0.0, 1.0]], shape)
 
 
-def translate_x(img, u, sign):
-    return _affine(img, dcol=sign * u * img.shape[1] / 3)
+def translate_x_matrix(shape, u, sign):
+    return _homogeneous(jnp.eye(2), shape, (0.0, sign * u * shape[1] / 3))
 
 
-def translate_y(img, u, sign):
-    return _affine(img, drow=sign * u * img.shape[0] / 3)
+def translate_y_matrix(shape, u, sign):
+    return _homogeneous(jnp.eye(2), shape, (sign * u * shape[0] / 3, 0.0))
 
 
-AUGMIX_OPS: dict[str, Callable] = {
-    "autocontrast": autocontrast, "equalize": equalize, "posterize": posterize, "rotate": rotate_op,
-    "solarize": solarize, "shear_x": shear_x, "shear_y": shear_y, "translate_x": translate_x,
-    "translate_y": translate_y,
+GEOMETRIC_OPS: dict[str, Callable] = {
+    "rotate": rotate_matrix, "shear_x": shear_x_matrix, "shear_y": shear_y_matrix,
+    "translate_x": translate_x_matrix, "translate_y": translate_y_matrix,
 }
+PIXEL_OPS: dict[str, Callable] = {
+    "autocontrast": autocontrast, "equalize": equalize, "posterize": posterize, "solarize": solarize,
+}
+
+
+def _geometric_op(matrix_fn):
+    def op(img, u, sign):
+        return pix.affine_transform(img, matrix_fn(img.shape, u, sign))
+    return op
+
+
+AUGMIX_OPS: dict[str, Callable] = {**PIXEL_OPS, **{k: _geometric_op(f) for k, f in GEOMETRIC_OPS.items()}}
 
 
 def check_ops(ops: Sequence[str]) -> tuple[str, ...]:
@@ -103,29 +119,52 @@ def check_ops(ops: Sequence[str]) -> tuple[str, ...]:
     return ops
 
 
+def _random_op(key, img, ops, severity: float):
+    """One op drawn uniformly from ``ops`` at a random magnitude and sign. The geometric ops share one
+    resampling (their matrices are selected), so a vmapped chain computes each pixel op and one warp."""
+    ko, ku, kg = jax.random.split(key, 3)
+    u = jax.random.uniform(ku, minval=0.1, maxval=severity) / 10.0
+    sign = jnp.where(jax.random.bernoulli(kg), 1.0, -1.0)
+    pixel = [o for o in ops if o in PIXEL_OPS]
+    geometric = [o for o in ops if o in GEOMETRIC_OPS]
+    branches = [functools.partial(PIXEL_OPS[o], u=u, sign=sign) for o in pixel]
+    i = jax.random.randint(ko, (), 0, len(ops))
+    if geometric:
+        mats = jnp.stack([GEOMETRIC_OPS[o](img.shape, u, sign) for o in geometric])
+        which = jnp.array([geometric.index(o) if o in geometric else 0 for o in ops])
+        branches.append(lambda im: pix.affine_transform(im, mats[which[i]]))
+    branch = jnp.array([pixel.index(o) if o in pixel else len(pixel) for o in ops])
+    return jax.lax.switch(branch[i], branches, img)
+
+
 def _chain(key, img, ops, depth: int, severity: float):
-    """One chain: ``d`` ops (d uniform in 1..3 when ``depth <= 0``) drawn uniformly from ``ops``."""
+    """One chain: ``d`` ops (d uniform in 1..3 when ``depth <= 0``) applied in sequence."""
     steps = 3 if depth <= 0 else depth
-    kd, *keys = jax.random.split(key, steps + 1)
+    kd, kc = jax.random.split(key)
     d = jax.random.randint(kd, (), 1, 4) if depth <= 0 else depth
-    fns = [AUGMIX_OPS[o] for o in ops]
-    for j, k in enumerate(keys):
-        ko, ku, kg = jax.random.split(k, 3)
-        u = jax.random.uniform(ku, minval=0.1, maxval=severity) / 10.0
-        sign = jnp.where(jax.random.bernoulli(kg), 1.0, -1.0)
-        branches = [functools.partial(f, u=u, sign=sign) for f in fns]
-        out = jax.lax.switch(jax.random.randint(ko, (), 0, len(fns)), branches, img)
-        img = jnp.where(j < d, out, img)
+
+    def step(im, kj):
+        k, j = kj
+        return jnp.where(j < d, _random_op(k, im, ops, severity), im), None
+
+    img, _ = jax.lax.scan(step, img, (jax.random.split(kc, steps), jnp.arange(steps)))
     return img
+
+
+def _mixing_weights(key, width: int, alpha: float):
+    """``w ~ Dirichlet(alpha 1_width)`` and ``m ~ Beta(alpha, alpha)`` from one draw of width + 2
+    Gamma(alpha) variables (w = g / sum g; m = g_a / (g_a + g_b)); Gamma(1) is the exponential."""
+    g = (jax.random.exponential(key, (width + 2,)) if alpha == 1.0
+         else jax.random.gamma(key, alpha, (width + 2,)))
+    return g[:width] / jnp.sum(g[:width]), g[width] / (g[width] + g[width + 1])
 
 
 def augmix_image(key, img, ops=tuple(AUGMIX_OPS), width: int = 3, depth: int = -1,
                  severity: float = 3.0, alpha: float = 1.0):
     """AugMix of one image (H, W, C) (Hendrycks et al. 2020, Algorithm 1):
     ``x_augmix = m x + (1 - m) sum_i w_i chain_i(x)``, ``w ~ Dirichlet(alpha)``, ``m ~ Beta(alpha, alpha)``."""
-    kw, km, kc = jax.random.split(key, 3)
-    w = jax.random.dirichlet(kw, jnp.full((width,), alpha))
-    m = jax.random.beta(km, alpha, alpha)
+    kg, kc = jax.random.split(key)
+    w, m = _mixing_weights(kg, width, alpha)
     chains = jax.vmap(lambda k: _chain(k, img, ops, depth, severity))(jax.random.split(kc, width))
     return m * img + (1 - m) * jnp.tensordot(w, chains, axes=1)
 
@@ -155,9 +194,8 @@ def augmix_objective(seed: int = 0, js_weight: float = 12.0, ops: Sequence[str] 
     options = dict(ops=ops, width=width, depth=depth, severity=severity, alpha=alpha)
 
     def objective(params, state, batch):
-        k1, k2 = jax.random.split(step_key(seed, state))
         x = batch["x"]
-        views = jnp.concatenate([x, augmix_batch(k1, x, **options), augmix_batch(k2, x, **options)])
+        views = jnp.concatenate([x, augmix_batch(step_key(seed, state), jnp.concatenate([x, x]), **options)])
         logits, _, batch_stats = forward(state, params, views, train=True)
         clean, a1, a2 = jnp.split(logits, 3)
         ce = jnp.mean(softmax_cross_entropy(clean, batch["y"]))
