@@ -6,6 +6,11 @@ perturbations and their defences (universal and shared adversarial training), an
 noise training. See docs/robustness.md.
 """
 
+from repair_jax.robustness.adversarial import (
+    NoiseGenerator, NoiseTrainingState, UniversalState, adversarial_noise_step, fit_robust,
+    init_noise_training, init_universal_state, scale_to_sphere, shared_adversarial_objective,
+    shared_perturbations, universal_adversarial_step,
+)
 from repair_jax.robustness.augment import (
     augmented_objective, random_flips, random_rotation, rotate, standard_augment, step_key,
 )
@@ -17,3 +22,7 @@ from repair_jax.robustness.imbalance import (
     make_imbalanced, parse_imbalance, split_imbalance_name,
 )
 from repair_jax.robustness.schedules import triangular_cyclical_lr
+from repair_jax.robustness.uap import (
+    NORMS, check_ball, clipped_cross_entropy, deepfool, eval_logits_fn, fooling_rate, predicted_labels,
+    project, random_perturbation, sign_ascent, uap_deepfool, uap_sgd,
+)
