@@ -26,3 +26,4 @@ from repair_jax.robustness.uap import (
     NORMS, check_ball, clipped_cross_entropy, deepfool, eval_logits_fn, fooling_rate, predicted_labels,
     project, random_perturbation, sign_ascent, uap_deepfool, uap_sgd,
 )
+from repair_jax.robustness.study import METHODS, RobustMethod, RobustnessStudy, run_robustness_study
