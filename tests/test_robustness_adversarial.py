@@ -7,14 +7,13 @@ import optax
 import pytest
 
 from repair_jax.errors import UserError
-from repair_jax.models import create_model, init_variables
 from repair_jax.objectives import forward, softmax_cross_entropy
 from repair_jax.robustness import (
     adversarial_noise_step, deepfool, eval_logits_fn, fit_robust, fooling_rate, init_noise_training,
     init_universal_state, project, random_perturbation, scale_to_sphere, shared_adversarial_objective, uap_deepfool, uap_sgd,
     universal_adversarial_step,
 )
-from repair_jax.train import TrainConfig, create_train_state, train_model
+from repair_jax.train import TrainConfig, train_model
 
 
 @pytest.fixture(scope="module")

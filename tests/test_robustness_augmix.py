@@ -8,6 +8,7 @@ import dm_pix
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from PIL import Image, ImageOps
 from scipy.stats import entropy
@@ -16,10 +17,8 @@ from repair_jax.data import load_dataset
 from repair_jax.errors import UserError
 from repair_jax.models import create_model, init_variables
 from repair_jax.robustness import augmix_batch, augmix_objective, jensen_shannon_consistency
-from repair_jax.robustness import augmix as augmix_module
+import repair_jax.robustness.augmix as augmix_module
 from repair_jax.train import create_train_state, make_train_step
-
-import optax
 
 
 def _uint8_image(seed=0, shape=(12, 10)):

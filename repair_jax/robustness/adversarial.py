@@ -24,7 +24,7 @@ from repair_jax.errors import UserError
 from repair_jax.objectives import Objective, TrainState, forward, l2_penalty, softmax_cross_entropy
 from repair_jax.progress import track
 from repair_jax.robustness.augment import step_key
-from repair_jax.robustness.uap import check_ball, project, sign_ascent
+from repair_jax.robustness.uap import check_ball, sign_ascent
 
 Step = Callable[[TrainState, dict], tuple[TrainState, dict]]
 
