@@ -16,6 +16,7 @@ from scipy.stats import entropy
 from repair_jax.data import load_dataset
 from repair_jax.errors import UserError
 from repair_jax.models import create_model, init_variables
+from repair_jax.objectives import softmax_cross_entropy
 from repair_jax.robustness import augmix_batch, augmix_objective, jensen_shannon_consistency
 import repair_jax.robustness.augmix as augmix_module
 from repair_jax.train import create_train_state, make_train_step
@@ -92,6 +93,10 @@ def test_augmix_objective_step():
     np.testing.assert_allclose(loss, metrics["ce"] + 12.0 * metrics["js"], rtol=1e-6)
     new_state, m = make_train_step(objective)(state, batch)
     assert int(new_state.step) == 1 and np.isfinite(float(m["loss"]))
+    blank = augmix_objective(seed=0, pre_augment=lambda key, x: jnp.zeros_like(x))  # the DeepAugment hook
+    _, (_, m_blank) = jax.jit(blank)(state.params, state, batch)
+    logits0 = state.apply_fn({"params": state.params}, jnp.zeros_like(batch["x"]))[0]
+    np.testing.assert_allclose(m_blank["ce"], jnp.mean(softmax_cross_entropy(logits0, batch["y"])), rtol=1e-5)
     with pytest.raises(UserError):
         augmix_objective(ops=("rotate", "blur"))
     with pytest.raises(UserError):

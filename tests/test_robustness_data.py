@@ -9,7 +9,7 @@ import pytest
 from repair_jax.data import load_dataset
 from repair_jax.errors import UserError
 from repair_jax.robustness import (
-    class_counts, imbalanced_indices, make_imbalanced, parse_imbalance, random_flips, rotate,
+    class_counts, deepaugment, imbalanced_indices, make_imbalanced, parse_imbalance, random_flips, rotate,
     split_imbalance_name, standard_augment, triangular_cyclical_lr,
 )
 
@@ -111,3 +111,15 @@ def test_flips_and_rotation():
     np.testing.assert_array_equal(aug(jax.random.PRNGKey(1), x), aug(jax.random.PRNGKey(1), x))
     with pytest.raises(UserError):
         standard_augment(-1.0)
+
+
+def test_deepaugment_hook():
+    x = jnp.asarray(load_dataset("digits").train.x[:16])
+    invert = lambda key, x: 1.0 - x  # stands in for a user's pretrained image-to-image network
+    np.testing.assert_allclose(deepaugment(invert, 1.0)(jax.random.PRNGKey(0), x), 1.0 - x)
+    np.testing.assert_allclose(deepaugment(invert, 0.0)(jax.random.PRNGKey(0), x), x)
+    half = np.asarray(deepaugment(invert, 0.5)(jax.random.PRNGKey(0), x))
+    each = [np.allclose(h, 1 - a) or np.allclose(h, a) for h, a in zip(half, np.asarray(x))]
+    assert all(each)
+    with pytest.raises(UserError):
+        deepaugment(invert, 1.5)

@@ -66,3 +66,20 @@ def augmented_objective(objective: Objective, augment: Augment, seed: int = 0) -
         return objective(params, state, {**batch, "x": x})
 
     return wrapped
+
+
+def deepaugment(distort: Augment, p: float = 0.5) -> Augment:
+    """The DeepAugment hook (Hendrycks et al. 2020a, cited in 003 Sec. 3, 1. Common Corruption): each
+    image is replaced by ``distort(key, x)`` with probability ``p``. DeepAugment's distortions come
+    from pretrained image-to-image networks (EDSR, a CAE) whose weights and activations are perturbed;
+    those networks cannot be fetched here, so ``distort`` is the user's: a jittable
+    ``(key, x (N, H, W, C)) -> x'`` wrapping such a network. Pass the result as ``pre_augment`` to
+    :func:`repair_jax.robustness.augmix_objective` for DeepAugment + AugMix."""
+    if not 0 <= p <= 1:
+        raise UserError(f"DeepAugment probability must be in [0, 1], got {p:g}")
+
+    def augment(key, x):
+        kd, kp = jax.random.split(key)
+        return jnp.where(jax.random.bernoulli(kp, p, (x.shape[0], 1, 1, 1)), distort(kd, x), x)
+
+    return augment

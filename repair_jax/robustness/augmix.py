@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from repair_jax.errors import UserError
 from repair_jax.objectives import Objective, forward, l2_penalty, softmax_cross_entropy
-from repair_jax.robustness.augment import step_key
+from repair_jax.robustness.augment import Augment, step_key
 
 
 def _levels(img):
@@ -185,17 +185,20 @@ def jensen_shannon_consistency(*logits: jax.Array, eps: float = 1e-7) -> jax.Arr
 
 def augmix_objective(seed: int = 0, js_weight: float = 12.0, ops: Sequence[str] = tuple(AUGMIX_OPS),
                      width: int = 3, depth: int = -1, severity: float = 3.0, alpha: float = 1.0,
-                     l2: float = 0.0) -> Objective:
+                     l2: float = 0.0, pre_augment: Augment | None = None) -> Objective:
     """AugMix training loss: ``CE(clean) + js_weight * JS(clean, augmix_1, augmix_2)`` over the
-    batch, the three views through the model together (one BatchNorm batch), as the reference code."""
+    batch, the three views through the model together (one BatchNorm batch), as the reference code.
+    ``pre_augment(key, x)`` (e.g. :func:`repair_jax.robustness.deepaugment`) first replaces the clean
+    batch (DeepAugment + AugMix)."""
     ops = check_ops(ops)
     if not 1 <= severity <= 10 or width < 1 or alpha <= 0 or js_weight < 0:
         raise UserError("AugMix needs severity in [1, 10], width >= 1, alpha > 0 and js_weight >= 0")
     options = dict(ops=ops, width=width, depth=depth, severity=severity, alpha=alpha)
 
     def objective(params, state, batch):
-        x = batch["x"]
-        views = jnp.concatenate([x, augmix_batch(step_key(seed, state), jnp.concatenate([x, x]), **options)])
+        key, kpre = jax.random.split(step_key(seed, state))
+        x = batch["x"] if pre_augment is None else pre_augment(kpre, batch["x"])
+        views = jnp.concatenate([x, augmix_batch(key, jnp.concatenate([x, x]), **options)])
         logits, _, batch_stats = forward(state, params, views, train=True)
         clean, a1, a2 = jnp.split(logits, 3)
         ce = jnp.mean(softmax_cross_entropy(clean, batch["y"]))
