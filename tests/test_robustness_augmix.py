@@ -93,7 +93,8 @@ def test_augmix_objective_step():
     np.testing.assert_allclose(loss, metrics["ce"] + 12.0 * metrics["js"], rtol=1e-6)
     new_state, m = make_train_step(objective)(state, batch)
     assert int(new_state.step) == 1 and np.isfinite(float(m["loss"]))
-    blank = augmix_objective(seed=0, pre_augment=lambda key, x: jnp.zeros_like(x))  # the DeepAugment hook
+    blank = augmix_objective(seed=0, ops=("autocontrast",), width=1,  # the DeepAugment hook
+                             pre_augment=lambda key, x: jnp.zeros_like(x))
     _, (_, m_blank) = jax.jit(blank)(state.params, state, batch)
     logits0 = state.apply_fn({"params": state.params}, jnp.zeros_like(batch["x"]))[0]
     np.testing.assert_allclose(m_blank["ce"], jnp.mean(softmax_cross_entropy(logits0, batch["y"])), rtol=1e-5)
