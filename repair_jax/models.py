@@ -197,6 +197,86 @@ class MobileNetV2(nn.Module):
         return nn.Dense(self.num_classes)(feats), feats
 
 
+
+# ----------------------------------------------------------------------------- robustness (003) models
+
+class Fire(nn.Module):
+    """SqueezeNet fire module (Iandola et al. 2016): 1x1 squeeze, then 1x1 and 3x3 expands concatenated."""
+
+    squeeze: int
+    expand: int
+
+    @nn.compact
+    def __call__(self, x, train, sample_weight):
+        h = nn.relu(BatchNorm()(nn.Conv(self.squeeze, (1, 1), use_bias=False)(x), train, sample_weight))
+        e1 = nn.relu(BatchNorm()(nn.Conv(self.expand, (1, 1), use_bias=False)(h), train, sample_weight))
+        e3 = nn.relu(BatchNorm()(nn.Conv(self.expand, (3, 3), use_bias=False)(h), train, sample_weight))
+        return jnp.concatenate([e1, e3], axis=-1)
+
+
+class SqueezeNet(nn.Module):
+    """SqueezeNet 1.1 for small inputs (003 Sec. 3 "Base Networks"): a 3x3 stride-1 stem, eight fire
+    modules in three stages with 2x2 max-pools (skipped once the map is 1x1), BatchNorm after every
+    conv (the w-bn hook) and no dropout. The 1x1 classifier conv followed by global average pooling
+    is written as pooling then a dense layer (the same linear map), so ``features`` are the pooled
+    activations."""
+
+    num_classes: int
+    width_mult: float = 1.0
+    # (squeeze, expand) per fire module; "M" is a max-pool (SqueezeNet 1.1 layout)
+    cfg: Sequence[Any] = ("M", (16, 64), (16, 64), "M", (32, 128), (32, 128), "M", (48, 192), (48, 192),
+                          (64, 256), (64, 256))
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, sample_weight=None):
+        w = lambda ch: max(4, int(ch * self.width_mult))
+        h = nn.relu(BatchNorm()(nn.Conv(w(64), (3, 3), use_bias=False)(x), train, sample_weight))
+        for v in self.cfg:
+            if v == "M":
+                if h.shape[1] > 1:
+                    h = nn.max_pool(h, (2, 2), (2, 2))
+            else:
+                h = Fire(w(v[0]), w(v[1]))(h, train, sample_weight)
+        feats = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(self.num_classes)(feats), feats
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck block (He et al. 2016): 1x1 reduce, 3x3 (stride), 1x1 expand x4."""
+
+    filters: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x, train, sample_weight):
+        h = nn.relu(BatchNorm()(nn.Conv(self.filters, (1, 1), use_bias=False)(x), train, sample_weight))
+        h = nn.Conv(self.filters, (3, 3), (self.stride, self.stride), use_bias=False)(h)
+        h = nn.relu(BatchNorm()(h, train, sample_weight))
+        h = BatchNorm()(nn.Conv(4 * self.filters, (1, 1), use_bias=False)(h), train, sample_weight)
+        if self.stride != 1 or x.shape[-1] != 4 * self.filters:
+            x = nn.Conv(4 * self.filters, (1, 1), (self.stride, self.stride), use_bias=False)(x)
+            x = BatchNorm()(x, train, sample_weight)
+        return nn.relu(h + x)
+
+
+class BottleneckResNet(nn.Module):
+    """ResNet-50 (stages 3, 4, 6, 3 of bottleneck blocks) with the CIFAR stem (3x3 conv, stride 1, no
+    max-pool; 003 Sec. 3 "Base Networks"). Strides of 2 open stages 2-4 while the map is larger than 1x1."""
+
+    num_classes: int
+    stage_sizes: Sequence[int] = (3, 4, 6, 3)
+    width: int = 64
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, sample_weight=None):
+        h = nn.relu(BatchNorm()(nn.Conv(self.width, (3, 3), use_bias=False)(x), train, sample_weight))
+        for i, n_blocks in enumerate(self.stage_sizes):
+            for j in range(n_blocks):
+                stride = 2 if (i > 0 and j == 0 and h.shape[1] > 1) else 1
+                h = Bottleneck(self.width * 2 ** i, stride)(h, train, sample_weight)
+        feats = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(self.num_classes)(feats), feats
+
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "mlp": lambda k, **kw: MLP(k, **kw),
     "cnn": lambda k, **kw: SmallCNN(k, **kw),
@@ -204,6 +284,8 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "resnet34": lambda k, **kw: ResNet(k, (3, 4, 6, 3), **kw),
     "vgg11_bn": lambda k, **kw: VGG(k, **kw),
     "mobilenet_v2": lambda k, **kw: MobileNetV2(k, **kw),
+    "squeezenet": lambda k, **kw: SqueezeNet(k, **kw),
+    "resnet50": lambda k, **kw: BottleneckResNet(k, **kw),
 }
 MODELS = tuple(_FACTORIES)
 

@@ -1,0 +1,12 @@
+"""003_6c8075a951dacb8e.txt Table 1 analogue on Fashion-MNIST: CNN and SqueezeNet x {plain, AugMix,
+ANT, UAT, SAT} x {balanced, linear(10), longtail(100)}, 3 seeds; balanced accuracy and F1 tables."""
+
+from repair_jax.robustness.study import RobustnessStudy
+
+
+def get_config(smoke: bool = False) -> RobustnessStudy:
+    if smoke:
+        return RobustnessStudy(dataset="digits", models=("mlp",), methods=("plain", "augmix", "ant", "uat", "sat"),
+                               levels=("longtail(10)",), seeds=(0,), epochs=1, batch_size=32,
+                               model_kwargs=(("mlp", (("hidden", (16,)),)),), uap_examples=64)
+    return RobustnessStudy()

@@ -1,0 +1,178 @@
+"""003's Table 1 as an experiment: model x robustness method x imbalance level, over seeds.
+
+003_6c8075a951dacb8e.txt Sec. 3 "Result" / Table 1: balanced accuracy and F1 per (model, method)
+row and level-of-bias column; here also accuracy, DOB, per-class recall and the fooling rate of a
+UAP (Shafahi et al. SGD variant) computed against each trained model. Training follows 003's
+routine: Adam, cross-entropy, the triangular cyclical learning rate, standard augmentation.
+
+A method is a value, :class:`RobustMethod`, looked up by name in :data:`METHODS`; the sweep only
+calls its ``train`` field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import jax
+import numpy as np
+import optax
+
+from repair_jax.data import Dataset
+from repair_jax.errors import UserError
+from repair_jax.experiment import runner
+from repair_jax.io import ResumableJsonl, write_json, write_text
+from repair_jax.metrics import summarize
+from repair_jax.models import create_model, init_variables
+from repair_jax.objectives import erm_objective
+from repair_jax.robustness.adversarial import (
+    adversarial_noise_step, fit_robust, init_noise_training, init_universal_state, shared_adversarial_objective,
+    universal_adversarial_step,
+)
+from repair_jax.robustness.augment import augmented_objective, standard_augment
+from repair_jax.robustness.augmix import augmix_objective
+from repair_jax.robustness.imbalance import load_imbalanced
+from repair_jax.robustness.schedules import triangular_cyclical_lr
+from repair_jax.robustness.uap import eval_logits_fn, fooling_rate, uap_sgd
+from repair_jax.train import TrainConfig, create_train_state, fit, predict
+
+
+@dataclasses.dataclass(frozen=True)
+class RobustnessStudy:
+    """One data set's Table 1 grid. ``levels`` are imbalance specs (see :mod:`.imbalance`)."""
+
+    dataset: str = "fashion_mnist"
+    models: tuple[str, ...] = ("cnn", "squeezenet")
+    model_kwargs: tuple[tuple[str, tuple], ...] = ()  # ((model, ((option, value), ...)), ...)
+    methods: tuple[str, ...] = ("plain", "augmix", "ant", "uat", "sat")
+    levels: tuple[str, ...] = ("balanced", "linear(10)", "longtail(100)")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 10
+    batch_size: int = 128
+    base_lr: float = 1e-4
+    max_lr: float = 3e-3
+    max_rotation: float = 15.0
+    eps_linf: float = 0.03  # UAT / SAT / UAP ball (Linf)
+    eps_noise_l2: float = 2.0  # ANT noise norm
+    train_limit: int | None = None
+    uap_examples: int = 1000
+
+
+class RobustMethod(NamedTuple):
+    """``train(state, dataset, config: RobustnessStudy, seed) -> state``."""
+
+    train: Callable
+
+
+def _train_config(config: RobustnessStudy, seed: int) -> TrainConfig:
+    return TrainConfig(dataset=config.dataset, epochs=config.epochs, batch_size=config.batch_size, seed=seed)
+
+
+def _with_objective(make_objective):
+    def train(state, dataset, config, seed):
+        aug = standard_augment(config.max_rotation)
+        objective = augmented_objective(make_objective(config, seed), aug, seed)
+        return fit(state, dataset, _train_config(config, seed), objective=objective, progress=False)[0]
+    return RobustMethod(train)
+
+
+def _with_step(init, make_step):
+    def train(state, dataset, config, seed):
+        return fit_robust(init(state, dataset, seed), dataset, make_step(config, seed), config.epochs,
+                          config.batch_size, seed, progress=False)[0]
+    return RobustMethod(train)
+
+
+METHODS: dict[str, RobustMethod] = {
+    "plain": _with_objective(lambda c, s: erm_objective),
+    "augmix": _with_objective(lambda c, s: augmix_objective(seed=s)),
+    "sat": _with_objective(lambda c, s: shared_adversarial_objective(c.eps_linf, heap_size=8, norm="linf")),
+    "uat": _with_step(lambda st, ds, s: init_universal_state(st, ds.input_shape),
+                      lambda c, s: universal_adversarial_step(c.eps_linf, "linf")),
+    "ant": _with_step(lambda st, ds, s: init_noise_training(st, ds.input_shape[-1], seed=s),
+                      lambda c, s: adversarial_noise_step(c.eps_noise_l2, seed=s)),
+}
+
+
+def check_study(config: RobustnessStudy) -> None:
+    unknown = [m for m in config.methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown robustness method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    if config.batch_size % 8:
+        raise UserError(f"batch_size must be a multiple of 8 (the shared adversarial heap), got {config.batch_size}")
+
+
+def run_cell(config: RobustnessStudy, model_name: str, method: str, dataset: Dataset, seed: int) -> dict:
+    """Trains one (model, method) on ``dataset`` and returns its test numbers."""
+    kwargs = dict(dict(config.model_kwargs).get(model_name, ()))
+    model = create_model(model_name, dataset.num_classes, **kwargs)
+    variables = init_variables(model, jax.random.PRNGKey(seed), dataset.input_shape)
+    steps = max(1, len(dataset.train) // min(config.batch_size, len(dataset.train)))
+    lr = triangular_cyclical_lr(config.base_lr, config.max_lr, max(1, steps * max(config.epochs, 1) // 4))
+    state = create_train_state(model, variables, optax.adam(lr))
+    state = METHODS[method].train(state, dataset, config, seed)
+    logits, _ = predict(state, dataset.test.x)
+    s = summarize(dataset.test.y, logits, dataset.num_classes)
+    n = min(config.uap_examples, len(dataset.test))
+    f = eval_logits_fn(state)
+    v = uap_sgd(f, dataset.test.x[:n], dataset.test.y[:n], config.eps_linf, "linf", epochs=2, seed=seed)
+    fool = fooling_rate(f, dataset.test.x[:n], v, dataset.test.y[:n], dataset.num_classes)
+    return {"accuracy": s["accuracy"], "balanced_accuracy": s["balanced_accuracy"], "macro_f1": s["macro_f1"],
+            "dob": s["dob"], "recall": s["per_class"]["recall"], "fooling_rate": fool["fooling_rate"],
+            "fooling_rate_per_class": fool["per_class"],
+            "train_counts": np.bincount(dataset.train.y, minlength=dataset.num_classes)}
+
+
+METRICS = ("balanced_accuracy", "macro_f1", "accuracy", "dob", "fooling_rate")
+
+
+def aggregate(records: list[dict]) -> list[dict]:
+    """Mean and (population) std over seeds of each metric, per (model, method, level)."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in records:
+        cells.setdefault((r["model"], r["method"], r["level"]), []).append(r)
+    rows = []
+    for (model, method, level), rs in cells.items():
+        row = {"model": model, "method": method, "level": level, "seeds": len(rs)}
+        for m in METRICS:
+            vals = np.array([r[m] for r in rs], float)
+            row[m] = {"mean": float(vals.mean()), "std": float(vals.std())}
+        row["recall"] = np.mean([r["recall"] for r in rs], axis=0).tolist()
+        rows.append(row)
+    return rows
+
+
+def table_markdown(rows: list[dict], levels, metric: str) -> str:
+    """003 Table 1 layout: rows (model, method), columns the levels of bias; ``mean ± std``."""
+    head = f"| {metric} | " + " | ".join(levels) + " |\n|---|" + "---|" * len(levels) + "\n"
+    by = {(r["model"], r["method"], r["level"]): r[metric] for r in rows}
+    keys = sorted({(r["model"], r["method"]) for r in rows})
+    lines = [f"| {m} {meth} | " + " | ".join(
+        f"{by[(m, meth, lv)]['mean']:.4f} ± {by[(m, meth, lv)]['std']:.4f}" if (m, meth, lv) in by else "-"
+        for lv in levels) + " |" for m, meth in keys]
+    return head + "\n".join(lines) + "\n"
+
+
+@runner(RobustnessStudy)
+def run_robustness_study(config: RobustnessStudy, out: Path, *, force: bool, progress: bool) -> dict:
+    """Runs (resumably) every cell of ``config`` into ``out``: results.jsonl, summary.json, tables.md."""
+    check_study(config)
+    log = ResumableJsonl(out / "results.jsonl", dataclasses.asdict(config),
+                         key=lambda r: (r["model"], r["method"], r["level"], r["seed"]), force=force)
+    for seed in config.seeds:
+        for level in config.levels:
+            name = f"{config.dataset}:{level}"
+            dataset = load_imbalanced(name, seed=seed, train_limit=config.train_limit)
+            for model_name in config.models:
+                for method in config.methods:
+                    if (model_name, method, level, seed) in log:
+                        continue
+                    rec = run_cell(config, model_name, method, dataset, seed)
+                    log.append({"model": model_name, "method": method, "level": level, "seed": seed,
+                                "dataset": dataset.name, **rec})
+    rows = aggregate(log.values())
+    write_json(out / "summary.json", {"rows": rows})
+    write_text(out / "tables.md", "\n".join(table_markdown(rows, config.levels, m) for m in
+                                            ("balanced_accuracy", "macro_f1")))
+    return {"cells": len(rows), "runs": len(log)}
