@@ -398,7 +398,15 @@ def load_dataset(name: str, seed: int = 0, data_dir: str | None = None,
     """Loads a data set by name with its deterministic 4-way split for ``seed``.
 
     ``train_limit`` keeps a stratified subset of that many training examples (for CPU runs).
+    ``BASE:LEVEL`` (e.g. ``fashion_mnist:longtail(100)``) is BASE with its training split reduced
+    to an imbalance level of 003 (:func:`repair_jax.robustness.make_imbalanced`).
     """
+    # imported here: the imbalance builders import this module
+    from repair_jax.robustness.imbalance import make_imbalanced, split_imbalance_name
+
+    base, level = split_imbalance_name(name)
+    if level is not None:
+        return make_imbalanced(load_dataset(base, seed, data_dir, train_limit), level, seed)
     if name == "digits":
         ds = _load_digits(seed)
     elif name == "digits_multilabel":

@@ -46,6 +46,9 @@ def test_spec_round_trip_and_name_split():
     assert split_imbalance_name("fashion_mnist:longtail(100)")[1] == parse_imbalance("longtail(100)")
     assert split_imbalance_name("npz:/tmp/a.npz") == ("npz:/tmp/a.npz", None)
     assert split_imbalance_name("digits:balanced")[0] == "digits"
+    assert split_imbalance_name("npz:linear.npz") == ("npz:linear.npz", None)  # a file name, not a level
+    ds = load_dataset("digits:linear(5)", seed=0)  # every loader takes BASE:LEVEL names
+    assert ds.name == "digits:linear(5)" and ds.test.y.shape == load_dataset("digits", seed=0).test.y.shape
     with pytest.raises(UserError):
         split_imbalance_name("digits:longtail(0.1)")
 

@@ -18,7 +18,7 @@ from repair_jax.robustness.augmix import (
     AUGMIX_OPS, augmix_batch, augmix_image, augmix_objective, jensen_shannon_consistency,
 )
 from repair_jax.robustness.imbalance import (
-    ImbalanceSpec, class_counts, imbalanced_indices, linear_counts, load_imbalanced, longtail_counts,
+    ImbalanceSpec, class_counts, imbalanced_indices, linear_counts, longtail_counts,
     make_imbalanced, parse_imbalance, split_imbalance_name,
 )
 from repair_jax.robustness.schedules import triangular_cyclical_lr

@@ -176,18 +176,9 @@ def make_imbalanced(dataset: Dataset, spec: str | ImbalanceSpec, seed: int = 0,
 
 def split_imbalance_name(name: str) -> tuple[str, ImbalanceSpec | None]:
     """``"fashion_mnist:longtail(100)"`` -> ``("fashion_mnist", spec)``; a name with no level
-    suffix -> ``(name, None)``. The hook for :func:`repair_jax.data.load_dataset`."""
+    suffix -> ``(name, None)``. :func:`repair_jax.data.load_dataset` calls it, so every loader takes
+    ``BASE:SPEC`` names."""
     base, sep, suffix = name.rpartition(":")
-    if sep and re.match(r"\s*(balanced|linear|longtail)\b", suffix):
+    if sep and re.fullmatch(r"\s*(balanced|linear|longtail)\s*(\(.*\))?\s*", suffix):
         return base, parse_imbalance(suffix)
     return name, None
-
-
-def load_imbalanced(name: str, seed: int = 0, data_dir: str | None = None,
-                    train_limit: int | None = None) -> Dataset:
-    """:func:`repair_jax.data.load_dataset` for names with an imbalance suffix (``BASE:SPEC``)."""
-    from repair_jax.data import load_dataset
-
-    base, spec = split_imbalance_name(name)
-    ds = load_dataset(base, seed=seed, data_dir=data_dir, train_limit=train_limit)
-    return ds if spec is None else make_imbalanced(ds, spec, seed)

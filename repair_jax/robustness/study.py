@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import optax
 
-from repair_jax.data import Dataset
+from repair_jax.data import Dataset, load_dataset
 from repair_jax.errors import UserError
 from repair_jax.experiment import runner
 from repair_jax.io import ResumableJsonl, write_json, write_text
@@ -32,7 +32,6 @@ from repair_jax.robustness.adversarial import (
 )
 from repair_jax.robustness.augment import augmented_objective, standard_augment
 from repair_jax.robustness.augmix import augmix_objective
-from repair_jax.robustness.imbalance import load_imbalanced
 from repair_jax.robustness.schedules import triangular_cyclical_lr
 from repair_jax.robustness.uap import eval_logits_fn, fooling_rate, uap_sgd
 from repair_jax.train import TrainConfig, create_train_state, fit, predict
@@ -163,7 +162,7 @@ def run_robustness_study(config: RobustnessStudy, out: Path, *, force: bool, pro
     for seed in config.seeds:
         for level in config.levels:
             name = f"{config.dataset}:{level}"
-            dataset = load_imbalanced(name, seed=seed, train_limit=config.train_limit)
+            dataset = load_dataset(name, seed=seed, train_limit=config.train_limit)
             for model_name in config.models:
                 for method in config.methods:
                     if (model_name, method, level, seed) in log:
