@@ -19,3 +19,5 @@ from repair_jax.explain.gradients import (
 )
 from repair_jax.explain.model_fn import eval_apply_fn, input_gradient, target_logit
 from repair_jax.explain.registry import ATTRIBUTIONS, attribute, get_attribution, parse_methods
+from repair_jax.explain.pipeline import explain_run
+from repair_jax.explain.plots import heat_map, plot_attributions
