@@ -25,3 +25,6 @@ from repair_jax.explain.tcav import (
     TCAVResult, concept_activation_vector, conceptual_sensitivity, layer_activations, layer_gradients, tcav, tcav_score,
     tcav_significance,
 )
+from repair_jax.explain.spurious import (
+    SIGNALS, add_signal, ccm, contaminate, explanation_ssim, fam, fam_gt, k_ssd, signal_mask, spurious_score,
+)
