@@ -24,7 +24,8 @@ CAM_METHODS = ("gradcam", "gradcam_pp")
 REFERENCES = 64  # training images drawn (seed 0) as Expected Gradients' references
 
 
-def _method_options(name: str, train_x: np.ndarray, layer: str | None, steps: int, samples: int) -> dict:
+def method_options(name: str, train_x: np.ndarray, layer: str | None, steps: int, samples: int) -> dict:
+    """The options ``explain_run`` and the studies give method ``name`` (EG: 64 training references)."""
     if name == "ig":
         return {"steps": steps}
     if name in ("smoothgrad", "smoothgrad_sq", "vargrad"):
@@ -102,7 +103,7 @@ def _explain(run, names, methods, index, split, target, layer, steps, samples, p
     with progress_bar(len(names), "explain", enabled=progress) as bar:
         for name in names:
             t0 = time.perf_counter()
-            opts = _method_options(name, ds.train.x, layer, steps, samples)
+            opts = method_options(name, ds.train.x, layer, steps, samples)
             a = np.asarray(jax.block_until_ready(attribute(name, apply_fn, params, x, np.array([target]), **opts)))[0]
             maps[name] = a
             stats[name] = {"sum": float(a.sum()), "abs_sum": float(np.abs(a).sum()),
