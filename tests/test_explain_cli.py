@@ -1,4 +1,4 @@
-"""explain_run and the `explain` subcommand (repair_jax/cli_explain.py) on a small trained digits CNN."""
+"""explain_run and the `explain` subcommand (repair_jax/cli_explain.py) on a small digits CNN run."""
 
 import argparse
 import dataclasses
@@ -12,19 +12,26 @@ from repair_jax.errors import UserError, exits_on_user_error
 from repair_jax.explain import ATTRIBUTIONS, explain_run
 
 
+def _write_untrained_run(path, cfg, ds):
+    """A run directory of the model of ``cfg`` at its initial weights (explaining needs no training)."""
+    import jax
+
+    from repair_jax.models import create_model, init_variables
+    from repair_jax.runs import write_run
+
+    model = create_model(cfg.model, ds.num_classes, **cfg.model_kwargs)
+    variables = init_variables(model, jax.random.PRNGKey(cfg.seed), ds.input_shape)
+    write_run(path, {"config": dataclasses.asdict(cfg), "class_names": list(ds.class_names),
+                     "input_shape": list(ds.input_shape)}, variables)
+    return path
+
+
 @pytest.fixture(scope="module")
 def cnn_run(tmp_path_factory, digits):
-    from repair_jax.runs import write_run
-    from repair_jax.train import TrainConfig, train_model
+    from repair_jax.train import TrainConfig
 
     cfg = TrainConfig(model="cnn", model_kwargs={"width": 2, "dense": 8}, epochs=1, seed=0)
-    _, state, _, ds = train_model(cfg, dataset=digits, progress=False)
-    path = tmp_path_factory.mktemp("explain") / "run"
-    path.mkdir()
-    write_run(path, {"config": dataclasses.asdict(cfg), "class_names": list(ds.class_names),
-                     "input_shape": list(ds.input_shape)},
-              {"params": state.params, "batch_stats": state.batch_stats})
-    return path
+    return _write_untrained_run(tmp_path_factory.mktemp("explain"), cfg, digits)
 
 
 def _main(argv):
@@ -74,16 +81,17 @@ def test_explain_cli_bad_input_is_one_line_and_exit_2(cnn_run, tmp_path, capsys,
     assert not (tmp_path / "o").exists()
 
 
-def test_explain_run_all_methods_on_an_mlp_skips_gradcam(tmp_path, digits):
-    from repair_jax.runs import write_run
-    from repair_jax.train import TrainConfig, train_model
+def test_all_methods_on_an_mlp_skip_gradcam_and_asking_for_it_is_an_error(tmp_path, digits):
+    from repair_jax.explain import eval_apply_fn, parse_methods
+    from repair_jax.explain.pipeline import _select_methods
+    from repair_jax.runs import load_run
+    from repair_jax.train import TrainConfig
 
-    cfg = TrainConfig(model="mlp", model_kwargs={"hidden": (8,)}, epochs=1, seed=0)
-    _, state, _, ds = train_model(cfg, dataset=digits, progress=False)
-    write_run(tmp_path, {"config": dataclasses.asdict(cfg), "class_names": list(ds.class_names),
-                         "input_shape": list(ds.input_shape)}, {"params": state.params, "batch_stats": {}})
-    s = explain_run(tmp_path, 0, tmp_path / "out", methods="all", steps=4, samples=2, progress=False)
-    assert s["skipped"] == ["gradcam", "gradcam_pp"]
-    assert set(s["methods"]) == set(ATTRIBUTIONS) - {"gradcam", "gradcam_pp"}
+    _write_untrained_run(tmp_path, TrainConfig(model="mlp", model_kwargs={"hidden": (8,)}), digits)
+    f, p = eval_apply_fn(load_run(tmp_path))
+    names, skipped, layer = _select_methods(parse_methods("all"), "all", f, p, (8, 8, 1), None)
+    assert skipped == ["gradcam", "gradcam_pp"] and layer is None
+    assert names == [n for n in ATTRIBUTIONS if n not in skipped]
     with pytest.raises(UserError, match="no convolutional layer"):
-        explain_run(tmp_path, 0, tmp_path / "out2", methods="gradcam", progress=False)
+        explain_run(tmp_path, 0, tmp_path / "out", methods="gradcam,grad", progress=False)
+    assert not (tmp_path / "out").exists()
