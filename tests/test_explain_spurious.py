@@ -63,3 +63,25 @@ def test_explanation_ssim_against_the_definition_and_the_measures():
     assert fam_gt(a, masks)[0] < 0.5 and ccm(a, a)[0] == pytest.approx(1.0)
     with pytest.raises(UserError, match="differ in shape"):
         explanation_ssim(a, b[:2])
+
+
+def test_cascading_randomization_top_layer_down_and_rank_correlation():
+    from scipy import stats
+
+    from repair_jax.explain import cascading_randomization, rank_correlation
+
+    trained = {"Conv_0": 0, "Conv_1": 1, "Dense_0": 2}
+    fresh = {"Conv_0": 10, "Conv_1": 11, "Dense_0": 12}
+    steps = cascading_randomization(trained, fresh)
+    assert [name for name, _ in steps] == ["Dense_0", "Conv_1", "Conv_0"]
+    assert [p for _, p in steps] == [{"Conv_0": 0, "Conv_1": 1, "Dense_0": 12},
+                                    {"Conv_0": 0, "Conv_1": 11, "Dense_0": 12}, fresh]
+    assert trained == {"Conv_0": 0, "Conv_1": 1, "Dense_0": 2}  # not modified
+    with pytest.raises(UserError, match="same model"):
+        cascading_randomization(trained, {"Dense_0": 1})
+    rng = np.random.default_rng(1)
+    a, b = rng.random((4, 5, 5, 1)), rng.random((4, 5, 5, 1))
+    mean, sem = rank_correlation(a, b)
+    ref = [stats.spearmanr(p.ravel(), q.ravel())[0] for p, q in zip(a, b)]
+    assert mean == pytest.approx(np.mean(ref)) and sem == pytest.approx(np.std(ref, ddof=1) / 2)
+    assert rank_correlation(a, 2 * a + 1)[0] == pytest.approx(1.0)

@@ -28,3 +28,4 @@ from repair_jax.explain.tcav import (
 from repair_jax.explain.spurious import (
     SIGNALS, add_signal, ccm, contaminate, explanation_ssim, fam, fam_gt, k_ssd, signal_mask, spurious_score,
 )
+from repair_jax.explain.randomization import cascading_randomization, rank_correlation
