@@ -58,6 +58,13 @@ def _takes(fn: Callable, option: str) -> bool:
     return option in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+def _check_options(fn: Callable, options: dict) -> None:
+    try:
+        inspect.signature(fn).bind(None, None, None, None, **options)
+    except TypeError as e:
+        raise UserError(f"bad options for {getattr(fn, '__name__', fn)}: {e}") from None
+
+
 @functools.lru_cache(maxsize=64)
 def _compiled(fn: Callable, apply_fn: ApplyFn, static: tuple, keyed: bool):
     def one(params, x, target, key, arrays):
@@ -85,7 +92,8 @@ def attribute(method: str | Callable, apply_fn: ApplyFn, params, x, target=None,
     target = jnp.asarray(target, jnp.int32)
     if target.shape != (x.shape[0],):
         raise UserError(f"target must hold one class per example, shape ({x.shape[0]},), got {target.shape}")
-    if "layer" in options or _takes(fn, "layer") and fn in (gradcam, gradcam_pp):
+    _check_options(fn, options)
+    if fn in (gradcam, gradcam_pp):
         options["layer"] = resolve_layer(apply_fn, params, x.shape[1:], options.get("layer"))
     arrays = {k: jnp.asarray(v, jnp.float32) for k, v in options.items()
               if k in ARRAY_OPTIONS or isinstance(v, (np.ndarray, jax.Array))}
