@@ -85,3 +85,21 @@ def test_cascading_randomization_top_layer_down_and_rank_correlation():
     ref = [stats.spearmanr(p.ravel(), q.ravel())[0] for p, q in zip(a, b)]
     assert mean == pytest.approx(np.mean(ref)) and sem == pytest.approx(np.std(ref, ddof=1) / 2)
     assert rank_correlation(a, 2 * a + 1)[0] == pytest.approx(1.0)
+
+
+def test_ks_test_and_identical_class_metric():
+    from scipy import stats
+
+    from repair_jax.explain import distributions_differ, identical_class_metric
+
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=40), rng.normal(loc=2.0, size=40)
+    stat, p, rejected = distributions_differ(a, b)
+    ref = stats.ks_2samp(a, b)
+    assert (stat, p) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue)) and rejected
+    assert not distributions_differ(a, a)[2]
+    labels = np.array([0, 1, 1, 2, 1, 0])
+    assert identical_class_metric(np.array([1, 2, 0, 4, 3, 5]), labels, 1, 2) == 1.0
+    assert identical_class_metric(np.array([1, 2, 0, 4, 3, 5]), labels, 1, 4) == 0.75
+    with pytest.raises(UserError, match="top must be"):
+        identical_class_metric(np.arange(6), labels, 1, 0)

@@ -26,6 +26,7 @@ from repair_jax.explain.tcav import (
     tcav_significance,
 )
 from repair_jax.explain.spurious import (
-    SIGNALS, add_signal, ccm, contaminate, explanation_ssim, fam, fam_gt, k_ssd, signal_mask, spurious_score,
+    SIGNALS, add_signal, ccm, contaminate, distributions_differ, explanation_ssim, fam, fam_gt, identical_class_metric,
+    k_ssd, signal_mask, spurious_score,
 )
 from repair_jax.explain.randomization import cascading_randomization, rank_correlation

@@ -109,3 +109,25 @@ def fam(normal_model_on_spurious: np.ndarray, spurious_model_on_spurious: np.nda
 def fam_gt(normal_model_on_spurious: np.ndarray, masks: np.ndarray) -> tuple[float, float]:
     """FAM-GT = S_d(E_{f_norm}(x_spu), x_gt) (002 Sec. 4.2.1). Returns (mean, SEM)."""
     return explanation_ssim(normal_model_on_spurious, masks)
+
+
+def distributions_differ(a, b, alpha: float = 0.05) -> tuple[float, float, bool]:
+    """Kolmogorov-Smirnov two-sample test of two score distributions (TCAV concept rankings, ICM values),
+    002 Sec. 4.2.1 "Metrics for Concept Activation" / "Training Point Ranking": null = identical
+    distributions, significance ``alpha`` (0.05 in the thesis). Returns (statistic, p, rejected)."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
+    if len(a) == 0 or len(b) == 0:
+        raise UserError("the KS test needs two non-empty samples")
+    res = stats.ks_2samp(a, b)
+    return float(res.statistic), float(res.pvalue), bool(res.pvalue < alpha)
+
+
+def identical_class_metric(ranking: np.ndarray, train_labels: np.ndarray, test_label: int, top: int) -> float:
+    """ICM (Hanawa et al. 2020; 002 Sec. 4.2.1): the fraction of the ``top`` highest-ranked training
+    points (``ranking``: training indices, most influential first) whose label is ``test_label``."""
+    ranking = np.asarray(ranking)
+    if not 0 < top <= len(ranking):
+        raise UserError(f"top must be in [1, {len(ranking)}], got {top}")
+    return float(np.mean(np.asarray(train_labels)[ranking[:top]] == test_label))
