@@ -299,7 +299,8 @@ def test_eval_apply_fn_uses_batchnorm_running_statistics():
     state = create_train_state(model, {**variables, "batch_stats": stats}, optax.identity())
     f, p = eval_apply_fn(state)
     x = _x(shape=(8, 8, 1))
-    by_hand = jax.jit(jax.grad(lambda z: model.apply({"params": p, "batch_stats": stats}, z[None], train=False)[0][0, 1]))(x)
+    logit = lambda z: model.apply({"params": p, "batch_stats": stats}, z[None], train=False)[0][0, 1]
+    by_hand = jax.jit(jax.grad(logit))(x)
     np.testing.assert_allclose(attribute("grad", f, p, x[None], np.array([1]))[0], by_hand, atol=1e-6)
     with pytest.raises(UserError, match="Run or a TrainState"):
         eval_apply_fn(model)
