@@ -2,7 +2,6 @@
 top-left corner of real digits ("tagged digits", a synthetic variant of the real data)."""
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
