@@ -1,0 +1,32 @@
+"""Explanations of a trained classifier's predictions (002_97a11baaf249c571.txt Ch. 3; 004 GradCAM).
+
+Attributions are pure functions ``method(apply_fn, params, x, target, **options)`` of one example
+(see :mod:`repair_jax.explain.gradients`, :mod:`~repair_jax.explain.backprop`,
+:mod:`~repair_jax.explain.cam`); :func:`attribute` runs any of them over a batch (vmapped, jitted);
+:data:`ATTRIBUTIONS` holds them by name. ``apply_fn(params, x) -> logits`` in eval mode comes from
+:func:`eval_apply_fn` (a Run or a TrainState).
+"""
+
+from repair_jax.explain.backprop import (
+    deconvnet, guided_backprop, lrp_alpha_beta, lrp_epsilon, modified_relu,
+)
+from repair_jax.explain.cam import (
+    conv_layers, gradcam, gradcam_map, gradcam_pp, gradcam_pp_map, layer_activation_and_gradient, resolve_layer,
+)
+from repair_jax.explain.gradients import (
+    NOISE_KINDS, QUADRATURE_RULES, expected_gradients, gradient, input_x_gradient, integrated_gradients,
+    noise_tunnel, quadrature, smoothgrad, smoothgrad_sq, vargrad,
+)
+from repair_jax.explain.model_fn import eval_apply_fn, input_gradient, target_logit
+from repair_jax.explain.registry import ATTRIBUTIONS, attribute, get_attribution, parse_methods
+from repair_jax.explain.pipeline import explain_run
+from repair_jax.explain.plots import heat_map, plot_attributions
+from repair_jax.explain.tcav import (
+    TCAVResult, concept_activation_vector, conceptual_sensitivity, layer_activations, layer_gradients, tcav, tcav_score,
+    tcav_significance,
+)
+from repair_jax.explain.spurious import (
+    SIGNALS, add_signal, ccm, contaminate, distributions_differ, explanation_ssim, fam, fam_gt, identical_class_metric,
+    k_ssd, signal_mask, spurious_score,
+)
+from repair_jax.explain.randomization import cascading_randomization, rank_correlation

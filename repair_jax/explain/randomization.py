@@ -1,0 +1,35 @@
+"""Parameter contamination: cascading randomisation, top layer down (002_97a11baaf249c571.txt Sec. 4.4,
+after Adebayo et al. 2018b), and the rank correlation the thesis reports next to SSIM (Sec. 4.4-4.5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from repair_jax.errors import UserError
+
+
+def cascading_randomization(params: dict, random_params: dict) -> list[tuple[str, Any]]:
+    """``[(layer, params_k)]``: step k re-initialises the top k layers (top-level entries of ``params``,
+    which flax keeps in call order, the last being the top) with those of ``random_params`` (e.g. a
+    fresh ``init`` of the same model); the last step is a fully re-initialised network."""
+    if list(params) != list(random_params):
+        raise UserError("the random parameters do not belong to the same model (different layers)")
+    layers, steps, current = list(params), [], dict(params)
+    for name in reversed(layers):
+        current = {**current, name: random_params[name]}
+        steps.append((name, current))
+    return steps
+
+
+def rank_correlation(maps_a, maps_b) -> tuple[float, float]:
+    """Mean and SEM over examples of Spearman's rank correlation between paired attributions
+    (N, ...) (002 Table 4.4 "RK"), each flattened; the thesis ranks input dimensions by attribution."""
+    a, b = np.asarray(maps_a, np.float64), np.asarray(maps_b, np.float64)
+    if a.shape != b.shape:
+        raise UserError(f"attributions to compare differ in shape: {a.shape} vs {b.shape}")
+    values = np.array([stats.spearmanr(p.ravel(), q.ravel()).statistic for p, q in zip(a, b)])
+    sem = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+    return float(values.mean()), sem
