@@ -1,14 +1,13 @@
-"""explain_run and the `explain` subcommand (repair_jax/cli_explain.py) on a small digits CNN run."""
+"""explain_run and the `repair-jax explain` subcommand (repair_jax/cli/explain.py) on a small digits CNN run."""
 
-import argparse
 import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from repair_jax import cli_explain
-from repair_jax.errors import UserError, exits_on_user_error
+from repair_jax.cli import main
+from repair_jax.errors import UserError
 from repair_jax.explain import ATTRIBUTIONS, explain_run
 
 
@@ -35,9 +34,7 @@ def cnn_run(tmp_path_factory, digits):
 
 
 def _main(argv):
-    parser = argparse.ArgumentParser(prog="repair-jax explain")
-    cli_explain.configure(parser)
-    return exits_on_user_error("repair-jax explain")(lambda: cli_explain.run(parser.parse_args(argv)))()
+    return main(["explain", *argv])
 
 
 def test_explain_cli_writes_arrays_summary_and_figure(cnn_run, tmp_path, capsys):

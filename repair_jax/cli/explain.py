@@ -10,23 +10,22 @@ import argparse
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from repair_jax.cli.common import add_out
     from repair_jax.data import SPLITS
     from repair_jax.explain import ATTRIBUTIONS
 
     p.add_argument("--run", required=True, help="run directory (from `repair-jax train`)")
     p.add_argument("--index", type=int, required=True, help="index of the example in --split")
-    p.add_argument("--split", default="test", choices=SPLITS, help="split holding the example (default: %(default)s)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="split holding the example")
     p.add_argument("--methods", default="all",
-                   help=f"'all' or a comma-separated list of {', '.join(ATTRIBUTIONS)} (default: %(default)s)")
+                   help=f"'all' or a comma-separated list of {', '.join(ATTRIBUTIONS)}")
     p.add_argument("--target", type=int, default=None, help="class to explain (default: the predicted class)")
     p.add_argument("--layer", default=None,
                    help="GradCAM layer, a flax module path such as Conv_3 (default: the last convolution)")
-    p.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps")
     p.add_argument("--samples", type=int, default=50,
-                   help="SmoothGrad / VarGrad / Expected Gradients samples (default: %(default)s)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--force", action="store_true", help="replace an existing output directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress output")
+                   help="SmoothGrad / VarGrad / Expected Gradients samples")
+    add_out(p, "output directory (attributions.npz, summary.json, attributions.png)")
 
 
 def run(args) -> int:
