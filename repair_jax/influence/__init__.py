@@ -8,7 +8,8 @@ from repair_jax.influence.gradients import (
     per_example_grads,
 )
 from repair_jax.influence.hvp import (
-    SOLVERS, IHVPResult, InfluenceWarning, hessian_matrix, inverse_hvp, make_hvp, training_objective,
+    SOLVERS, IHVPResult, InfluenceWarning, cg_solve_tree, hessian_matrix, inverse_hvp, largest_eigenvalue, make_hvp,
+    solve_cg, solve_system, training_objective,
 )
 from repair_jax.influence.functions import (
     group_disparity_quantity, influence_pert_disparity_y, influence_pert_loss, influence_pert_loss_y,

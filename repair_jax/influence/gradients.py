@@ -389,7 +389,7 @@ class ClassifierLoss:
     def __call__(self, params, batch: dict) -> jax.Array:
         import optax
 
-        from repair_jax.train import per_example_loss
+        from repair_jax.objectives import per_example_loss
         logits = self.logits(params, batch["x"])
         y = batch["y"]
         if not self.multilabel and y.ndim == 2:
