@@ -16,3 +16,6 @@ from repair_jax.influence.functions import (
     influence_pert_x, influence_pert_y, influence_up, influence_up_disparity, influence_up_loss,
     influence_up_params, label_flip_scores, s_test, test_loss_quantity, tracin,
 )
+from repair_jax.influence.workflow import (
+    float32_loss_underflow, influence_run, parse_group, plot_title, validate_influence_args,
+)
