@@ -9,8 +9,13 @@ training objective is the one the model was fit with (``repair_jax.train.erm_obj
 and every solver works on the damped system ``(H + damping I) x = b``.
 
 Solvers (each returns an :class:`IHVPResult` with iterations, relative residual
-``||(H + damping I) x - b|| / ||b||`` and a ``converged`` flag; a solve that does not reach its
-tolerance emits an :class:`InfluenceWarning`, a non-finite one raises :class:`UserError`):
+``||(H + damping I) x - b|| / ||b||``, a ``converged`` flag and a status: converged, not_converged
+(residual above the tolerance but below 1) or diverged (residual above 1, i.e. worse than x = 0, or a
+LiSSA residual that keeps growing); a solve that does not converge emits an :class:`InfluenceWarning`
+saying which, a non-finite one raises :class:`UserError`). ``relative_damping`` sets damping to a
+multiple of H's largest eigenvalue (:func:`largest_eigenvalue`), the scale-free default of
+``repair-jax influence``. :func:`solve_cg` is the project's one conjugate-gradient solver (also the
+linear solve of model guiding's implicit differentiation, through :func:`cg_solve_tree`).
 
 * ``explicit``: the dense Hessian (built from P Hessian-vector products) and a direct solve;
   for small models only (P <= ``MAX_EXPLICIT_PARAMS``).
