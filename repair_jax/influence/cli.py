@@ -39,7 +39,8 @@ def configure(p) -> None:
     p.add_argument("--relative-damping", type=float, default=None,
                    help=f"damping = this x the largest eigenvalue of H (power iteration); the default "
                         f"({DEFAULT_RELATIVE_DAMPING}) makes H + damping I's condition number at most ~"
-                        f"{1 / DEFAULT_RELATIVE_DAMPING:.0f} where H is positive semi-definite")
+                        f"{1 / DEFAULT_RELATIVE_DAMPING:.0f} where H is positive semi-definite; raise it when the "
+                        "solve does not converge (e.g. an undertrained model)")
     p.add_argument("--tol", type=float, default=None,
                    help="solver tolerance on the relative residual (default: cg 1e-4 in float32, 1e-5 with --x64; "
                         "1e-4 lissa/explicit)")
@@ -89,6 +90,8 @@ def run(args) -> int:
     if not s["converged"] and not args.allow_inexact:
         print(f"repair-jax influence: error: the {solver['method']} solve {solver['status'].replace('_', ' ')} "
               f"(relative residual {solver['residual']:.3g} > tol {solver['tol']:.3g}); results in {args.out} are "
-              "marked NOT CONVERGED (pass --allow-inexact to accept them)", file=sys.stderr)
+              "marked NOT CONVERGED (" + ("raise --relative-damping" if solver["status"] == "diverged" else
+                                           "raise --max-iter or --relative-damping") +
+              ", or pass --allow-inexact to accept them)", file=sys.stderr)
         return EXIT_NOT_CONVERGED
     return 0
