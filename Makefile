@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+# --force: a re-run replaces the quickstart's own output directory
 quickstart: $(STAMP)
-	$(BIN)/python -m repair_jax quickstart --out runs/quickstart
+	$(BIN)/python -m repair_jax quickstart --out runs/quickstart --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -6,7 +6,6 @@ baseline on the same machine), the machine and the JAX version.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import platform
 import sys
@@ -57,10 +56,12 @@ def run_benchmarks(out: str | Path, only=None, quick: bool = False) -> dict:
 
 @exits_on_user_error("benchmarks")
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks")
-    p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--only", default=None)
-    p.add_argument("--quick", action="store_true")
+    from repair_jax.cli.common import HelpFormatter, Parser
+
+    p = Parser(prog="python -m benchmarks", description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    p.add_argument("--out", default="benchmarks/results", help="directory for the JSON figures")
+    p.add_argument("--only", default=None, help=f"comma-separated names (default: all of {', '.join(BENCHMARKS)})")
+    p.add_argument("--quick", action="store_true", help="small sizes (seconds, for smoke tests)")
     a = p.parse_args(argv)
     run_benchmarks(a.out, a.only.split(",") if a.only else None, a.quick)
     return 0

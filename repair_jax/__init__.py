@@ -1,7 +1,7 @@
 """repair_jax: find and repair group-level and individual errors of trained classifiers in JAX."""
 
 from repair_jax.data import Dataset, Split, load_dataset
-from repair_jax.diagnosis import diagnose
+from repair_jax.diagnosis import diagnose, diagnose_run, format_summary
 from repair_jax.errors import UserError
 from repair_jax.metrics import (
     accuracy, auroc_ovr, balanced_accuracy, confusion_disparity, confusion_matrix, degree_of_bias,
@@ -9,7 +9,7 @@ from repair_jax.metrics import (
     type1conf, type1conf_matrix, type2conf, type2conf_matrix,
 )
 from repair_jax.models import create_model, init_variables
-from repair_jax.runs import Run, load_run
+from repair_jax.runs import Run, load_run, read_run_info, train_run
 from repair_jax.train import (
     TrainConfig, TrainState, erm_objective, evaluate, fit, make_train_step, predict,
     softmax_cross_entropy, sigmoid_binary_cross_entropy, train_model,

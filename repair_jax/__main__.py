@@ -1,5 +1,8 @@
+"""``python -m repair_jax``: the command line (see :mod:`repair_jax.cli`)."""
+
 import sys
 
 from repair_jax.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

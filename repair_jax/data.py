@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import logging
 import os
 import struct
 from pathlib import Path
@@ -139,6 +140,20 @@ def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, multilabel: boo
             raise UserError(f"{what}: labels outside [0, {num_classes - 1}]")
 
 
+def whole_labels(y: np.ndarray, what: str) -> np.ndarray:
+    """Single-label targets as int32; float labels must be whole numbers (never truncated)."""
+    y = np.asarray(y)
+    if y.dtype.kind in "biu":
+        return y.astype(np.int32)
+    if y.dtype.kind != "f":
+        raise UserError(f"{what}: labels must be class indices, got dtype {y.dtype}")
+    bad = ~np.isfinite(y) | (y != np.round(y))
+    if np.any(bad):
+        raise UserError(f"{what}: labels must be whole class indices, got {y.ravel()[np.argmax(bad.ravel())]!r} "
+                        f"({int(bad.sum())} of {y.size} labels are not whole numbers)")
+    return y.astype(np.int32)
+
+
 def _as_images(x: np.ndarray) -> np.ndarray:
     """(N, H, W) or (N, H, W, C) integers/floats -> float32 NHWC in [0, 1] (uint8 scaled by 255)."""
     x = np.asarray(x)
@@ -251,12 +266,17 @@ def load_tfds_arrays(name: str, split: str, data_dir: str | None = None,
     """Reads a whole TFDS split through ``tfds.data_source`` (array_record; no TensorFlow)."""
     import tensorflow_datasets as tfds
 
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # TFDS warns about missing dataset_info.json before failing; the error says it
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # TFDS raises several types for "not prepared"
-        raise UserError(f"TFDS data set {name!r} ({split}) is not available under "
-                        f"{data_dir or '~/tensorflow_datasets'}: prepare it first "
-                        f"(`tfds build {name}` with network access); {type(e).__name__}") from None
+    except Exception:  # TFDS raises several types (KeyError, FileNotFoundError, ...) for "not prepared"
+        raise UserError(f"TFDS data set {name!r} ({split}) is not prepared under "
+                        f"{data_dir or os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')}: run "
+                        f"`tfds build {name}` with network access first, or pass --data-dir") from None
+    finally:
+        absl.setLevel(level)
     n = len(source)
     first = source[0]
     xs = np.empty((n,) + np.asarray(first["image"]).shape, dtype=np.uint8)
@@ -346,6 +366,10 @@ def _load_npz(path: str, seed: int) -> Dataset:
     else:
         raise UserError(f"{p} must hold arrays x_train, y_train (and optionally x_test, y_test) or x, y")
     multilabel = y.ndim == 2
+    if x.shape[0] == 0 or y.size == 0:
+        raise UserError(f"{p} holds no examples")
+    if not multilabel:
+        y = whole_labels(y, str(p))
     k = y.shape[1] if multilabel else int(y.max()) + 1
     if "class_names" in keys:
         names = tuple(str(s) for s in z["class_names"])
@@ -357,7 +381,8 @@ def _load_npz(path: str, seed: int) -> Dataset:
     check_arrays(x, y, k, multilabel, str(p))
     if "x_test" in keys and "y_test" in keys:
         xte = _as_images(z["x_test"])
-        yte = z["y_test"].astype(y.dtype)
+        yte = z["y_test"] if multilabel else whole_labels(z["y_test"], f"{p} (test)")
+        yte = yte.astype(y.dtype)
         check_arrays(xte, yte, k, multilabel, f"{p} (test)")
         parts = four_way_split(x, y, seed, xte, yte)
     else:
@@ -389,9 +414,10 @@ def load_dataset(name: str, seed: int = 0, data_dir: str | None = None,
     for s in SPLITS:
         sp = ds.split(s)
         check_arrays(sp.x, sp.y, ds.num_classes, ds.multilabel, f"{ds.name} {s} split")
+    if train_limit is not None and train_limit < ds.num_classes:
+        raise UserError(f"train limit {train_limit} is smaller than the {ds.num_classes} classes of {ds.name}: "
+                        "a stratified subset needs at least one example per class")
     if train_limit is not None and train_limit < len(ds.train):
-        if train_limit <= 0:
-            raise UserError(f"train_limit must be positive, got {train_limit}")
         keep, _ = stratified_partition(ds.train.y, [train_limit / len(ds.train), 1 - train_limit / len(ds.train)], seed)
         ds = dataclasses.replace(ds, train=ds.train.subset(keep))
     return ds

@@ -6,6 +6,7 @@ import numpy as np
 
 from repair_jax import metrics
 from repair_jax.data import Dataset
+from repair_jax.errors import require_at_least
 from repair_jax.train import TrainState, predict
 
 
@@ -56,3 +57,24 @@ def format_summary(d: dict) -> str:
         a, b, c = t["classes"]
         lines.append(f"    A={names[a]}, B={names[b]}, C={names[c]}: {t['cd']:.4f}")
     return "\n".join(lines)
+
+
+def diagnose_run(run_path, out, split: str = "test", top_k: int = 5, force: bool = False) -> dict:
+    """Diagnoses the run at ``run_path``; writes ``out/diagnosis.json`` and (single-label)
+    ``out/confusion_matrix.png`` atomically and returns the record. An existing non-empty ``out`` is
+    replaced only with ``force``; an ``out`` that is or holds the run is refused even then."""
+    from repair_jax.io import atomic_dir, check_keeps_inputs, write_json
+    from repair_jax.plots import plot_confusion_matrix
+    from repair_jax.runs import load_run
+
+    require_at_least("--top", top_k, 1)
+    check_keeps_inputs(out, [run_path])
+    run = load_run(run_path)
+    ds = run.dataset()
+    with atomic_dir(out, overwrite=force) as tmp:
+        d = diagnose(run.state(), ds, split=split, top_k=top_k)
+        write_json(tmp / "diagnosis.json", d)
+        if not ds.multilabel:
+            plot_confusion_matrix(d["confusion_matrix"], ds.class_names, tmp / "confusion_matrix.png",
+                                  title=f"{ds.name} {run.info['config']['model']} ({split})")
+    return d

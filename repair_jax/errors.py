@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import numbers
 import sys
 
 
@@ -14,6 +15,19 @@ def require_at_least(flag: str, value, least) -> None:
     """A command-line number below its bound -> one clear :class:`UserError` ("--seeds must be >= 1, got 0")."""
     if value < least:
         raise UserError(f"{flag} must be >= {least}, got {value}")
+
+
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(name: str, value) -> int:
+    """A seed must be a whole number in [0, 2**32 - 1] (what NumPy and ``jax.random.PRNGKey`` both
+    accept unchanged) -> the int, else one clear :class:`UserError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UserError(f"{name} must be a whole number in [0, {MAX_SEED}], got {value!r}")
+    if not 0 <= int(value) <= MAX_SEED:
+        raise UserError(f"{name} must be in [0, {MAX_SEED}], got {value}")
+    return int(value)
 
 
 def exits_on_user_error(prog: str):

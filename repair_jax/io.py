@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -119,6 +120,23 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def safe_filename(label: str) -> str:
+    """A label as a file-name stem that needs no shell quoting: ``"w-os(0.1)"`` -> ``"w-os_0.1"``.
+    Letters, digits, ``.``, ``-`` and ``_`` are kept; every other run of characters becomes one ``_``."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(label)).strip("_")
+    return stem or "_"
+
+
+def check_keeps_inputs(out: str | os.PathLike, inputs, flag: str = "--out") -> None:
+    """Refuses an output path that is one of ``inputs`` or holds one of them (replacing it would
+    delete the input, even with --force)."""
+    o = Path(out).resolve()
+    for inp in inputs:
+        i = Path(inp).resolve()
+        if i == o or o in i.parents:
+            raise UserError(f"{flag} {out} would replace the input {inp}; choose another output directory")
 
 
 @contextlib.contextmanager

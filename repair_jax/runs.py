@@ -4,6 +4,7 @@ A run directory holds ``run.json`` (config, class names, history, final test met
 checksum) and ``checkpoint.msgpack`` (flax serialization of ``{"params", "batch_stats"}``). A run
 trained with ``checkpoint_every=k`` also keeps ``checkpoints/epoch_NNNN.msgpack`` every k epochs,
 listed in run.json under ``epoch_checkpoints`` with their step size (for TracInCP).
+:func:`train_run` trains a config into a new run directory.
 Directories and files are written atomically (:mod:`repair_jax.io`); a missing, truncated or
 altered checkpoint is a :class:`UserError`.
 """
@@ -102,16 +103,23 @@ def write_run(directory: Path, info: dict, variables: dict) -> None:
     write_json(directory / RUN_JSON, {**info, "checkpoint": CHECKPOINT, "checkpoint_sha256": sha})
 
 
-def load_run(path: str | Path) -> Run:
-    from repair_jax.models import create_model, init_variables
-
+def read_run_info(path: str | Path) -> dict:
+    """The run.json record of the run directory ``path``, checked (cheap: no model, no data)."""
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"run directory not found: {path}")
     info = read_json(path / RUN_JSON, "run.json")
     for key in ("config", "class_names", "input_shape"):
-        if key not in info:
+        if not isinstance(info, dict) or key not in info:
             raise UserError(f"run.json in {path} lacks the key {key!r}; is this a repair-jax run?")
+    return info
+
+
+def load_run(path: str | Path) -> Run:
+    from repair_jax.models import create_model, init_variables
+
+    path = Path(path)
+    info = read_run_info(path)
     cfg = info["config"]
     try:
         model = create_model(cfg["model"], len(info["class_names"]), **cfg.get("model_kwargs", {}))
@@ -121,3 +129,62 @@ def load_run(path: str | Path) -> Run:
     variables = restore_checkpoint(path / info.get("checkpoint", CHECKPOINT), template,
                                    info.get("checkpoint_sha256"))
     return Run(path, info, model, variables)
+
+
+def train_run(cfg, out: str | Path, force: bool = False, progress: bool = True, data_parallel: bool = False,
+              checkpoint_every: int = 0) -> dict:
+    """Trains ``cfg`` (a :class:`~repair_jax.train.TrainConfig`) and writes the run directory ``out``
+    atomically; returns run.json's record. An existing non-empty ``out`` is replaced only with ``force``.
+
+    ``checkpoint_every=k`` > 0 also keeps the weights after every k-th epoch (and the last one) with
+    the step size in force at that epoch's last step, for TracInCP (``repair-jax influence --method tracin``).
+    run.json's ``config`` records the three seeds (split, init, order) spelled out.
+    """
+    import time
+
+    from repair_jax.errors import require_at_least
+    from repair_jax.io import atomic_dir
+    from repair_jax.train import data_mesh, steps_per_epoch, train_model
+
+    require_at_least("--checkpoint-every", checkpoint_every, 0)
+    cfg = cfg.resolved()
+    cfg.validate()
+    with atomic_dir(out, overwrite=force) as tmp:
+        t0 = time.perf_counter()
+        mesh = data_mesh() if (data_parallel or jax.device_count() > 1) else None
+        ds = cfg.load_dataset()
+        kept: list[dict] = []
+        keep = _epoch_keeper(cfg, tmp, steps_per_epoch(cfg, len(ds.train)), checkpoint_every, kept)
+        model, state, history, ds = train_model(cfg, dataset=ds, progress=progress, mesh=mesh,
+                                                on_epoch_end=keep if checkpoint_every else None)
+        info = _run_record(cfg, ds, state, history, time.perf_counter() - t0)
+        if kept:
+            info["epoch_checkpoints"] = kept
+        write_run(tmp, info, {"params": state.params, "batch_stats": state.batch_stats})
+    return info
+
+
+def _epoch_keeper(cfg, directory: Path, per_epoch: int, every: int, kept: list):
+    """``on_epoch_end`` that saves every ``every``-th epoch (and the last) into ``kept``."""
+    from repair_jax.train import learning_rate_at
+
+    def keep(epoch, state):
+        if epoch % every and epoch != cfg.epochs:
+            return
+        lr = learning_rate_at(cfg, cfg.epochs * per_epoch, epoch * per_epoch - 1)
+        kept.append(save_epoch_checkpoint(directory, epoch, lr, {"params": state.params,
+                                                                 "batch_stats": state.batch_stats}))
+    return keep
+
+
+def _run_record(cfg, ds, state, history: list, wall: float) -> dict:
+    """run.json's record of a finished training run (without the checkpoint fields)."""
+    from repair_jax.train import evaluate
+
+    return {
+        "config": dataclasses.asdict(cfg), "dataset": ds.name, "class_names": list(ds.class_names),
+        "num_classes": ds.num_classes, "multilabel": ds.multilabel, "input_shape": list(ds.input_shape),
+        "split_sizes": {s: len(ds.split(s)) for s in ("train", "val", "pool", "test")},
+        "history": history, ("test_map" if ds.multilabel else "test_accuracy"): evaluate(state, ds.test, ds.multilabel),
+        "wall_time": wall, "devices": [str(d) for d in jax.devices()], "jax_version": jax.__version__,
+    }

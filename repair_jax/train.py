@@ -17,14 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from tqdm.auto import tqdm
 
 from repair_jax.data import Dataset, Split, shuffled_batches
-from repair_jax.errors import UserError
+from repair_jax.errors import UserError, check_seed
 from repair_jax.objectives import (  # noqa: F401  (re-exported: the training API)
     Objective, TrainState, erm_objective, forward, group_dro_objective, l2_penalty, per_example_loss,
     sigmoid_binary_cross_entropy, softmax_cross_entropy,
 )
+from repair_jax.progress import progress as progress_bar
 
 
 def _train_step_fn(objective: Objective):
@@ -108,13 +108,32 @@ class TrainConfig:
     seed: int = 0
     data_dir: str | None = None
     train_limit: int | None = None
+    # Each source of randomness has its own seed; None means ``seed`` (so one seed still drives all three).
+    split_seed: int | None = None  # the 4-way data split and the train-limit subset
+    init_seed: int | None = None  # the initial weights
+    order_seed: int | None = None  # the order of the batches
+
+    def seed_for(self, which: str) -> int:
+        """The seed of ``which`` in ("split", "init", "order"): its own field, else ``seed``."""
+        own = getattr(self, f"{which}_seed")
+        return self.seed if own is None else own
+
+    def resolved(self) -> "TrainConfig":
+        """This config with the three seeds spelled out (what run.json records)."""
+        return dataclasses.replace(self, **{f"{w}_seed": self.seed_for(w) for w in ("split", "init", "order")})
 
     def load_dataset(self) -> Dataset:
-        """The data set and split of this run (same name, seed, data dir and train limit)."""
+        """The data set and split of this run (same name, split seed, data dir and train limit)."""
         from repair_jax.data import load_dataset
-        return load_dataset(self.dataset, seed=self.seed, data_dir=self.data_dir, train_limit=self.train_limit)
+        return load_dataset(self.dataset, seed=self.seed_for("split"), data_dir=self.data_dir,
+                            train_limit=self.train_limit)
 
     def validate(self) -> None:
+        for name in ("seed", "split_seed", "init_seed", "order_seed"):
+            if getattr(self, name) is not None:
+                check_seed(name.replace("_", "-"), getattr(self, name))
+        if self.train_limit is not None and self.train_limit <= 0:
+            raise UserError(f"train limit must be positive, got {self.train_limit}")
         if self.epochs < 0:
             raise UserError(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size <= 0:
@@ -201,62 +220,85 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
     single-device training up to floating-point reduction order).
     History rows: epoch, train_loss, val_metric, epoch_time, input_time (host batch preparation).
     ``on_epoch_end(epoch, state)`` (epoch counted from 1) runs after each epoch, e.g. to save a checkpoint.
+    A non-finite or exploding mean epoch loss stops training (:func:`check_loss`). ``progress``: a bar
+    on a terminal, one line per finished epoch otherwise (:mod:`repair_jax.progress`). The batch order
+    is drawn from ``config.seed_for("order")``.
     """
     config.validate()
     epochs = config.epochs if epochs is None else epochs
     if objective is None:
         objective = functools.partial(erm_objective, multilabel=dataset.multilabel, l2=config.l2)
-    step = make_train_step(objective)
     if batch_indices is None:
         bs = min(config.batch_size, len(dataset.train))
         batch_indices = lambda rng: shuffled_batches(len(dataset.train), bs, rng)
-    gather_step = on_device = None
-    if make_batch is None and mesh is None:  # the training set lives on the device
-        on_device = jax.device_put(dataset.train.batch())
-        gather_step = make_gather_step(objective)
-    if make_batch is None:
-        make_batch = dataset.train.batch
     if mesh is not None:
         state = replicate(state, mesh)
-    rng = np.random.default_rng(config.seed)
-    history = []
-    bar = tqdm(range(epochs), desc=f"train {config.model}", disable=None if progress else True, leave=False)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        input_time, losses = 0.0, []
-        batches = iter(batch_indices(rng))
-        while True:
-            t_in = time.perf_counter()  # input time includes drawing the indices
-            idx = next(batches, None)
-            if idx is None:
-                input_time += time.perf_counter() - t_in
-                break
-            if gather_step is not None:
-                idx = jax.device_put(np.asarray(idx))
-                input_time += time.perf_counter() - t_in
-                state, metrics = gather_step(state, on_device, idx)
-                losses.append(jnp.reshape(metrics["loss"], (1,)))
-                continue
-            if mesh is not None and jax.process_count() > 1:  # every host draws the same indices
-                idx = idx[jax.process_index()::jax.process_count()]
-            batch = make_batch(idx)
-            if mesh is not None:
-                batch = shard_batch(batch, mesh)
-            input_time += time.perf_counter() - t_in
-            state, metrics = step(state, batch)
-            losses.append(jnp.reshape(metrics["loss"], (1,)))
-        train_loss = float(jnp.mean(jnp.concatenate(losses))) if losses else float("nan")
-        if losses and not np.isfinite(train_loss):
-            raise UserError(f"training diverged at epoch {epoch + 1} (loss is {train_loss}); "
-                            "lower the learning rate")
-        epoch_time = time.perf_counter() - t0
-        val = evaluate(state, dataset.val, dataset.multilabel) if len(dataset.val) else float("nan")
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_metric": val,
-                        "epoch_time": epoch_time, "input_time": input_time})
-        bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val:.4f}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, state)
+    prepare, apply = _step_functions(objective, dataset, mesh, make_batch)
+    rng = np.random.default_rng(config.seed_for("order"))
+    history, first_loss = [], None
+    with progress_bar(epochs, f"train {config.model}", enabled=progress, leave=False) as bar:
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            state, losses, input_time = _run_epoch(state, prepare, apply, batch_indices(rng))
+            if losses and first_loss is None:
+                first_loss = float(losses[0][0])
+            train_loss = float(jnp.mean(jnp.concatenate(losses))) if losses else float("nan")
+            if losses:
+                check_loss(train_loss, first_loss, epoch)
+            val = evaluate(state, dataset.val, dataset.multilabel) if len(dataset.val) else float("nan")
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_metric": val,
+                            "epoch_time": time.perf_counter() - t0, "input_time": input_time})
+            bar.update(note=f"loss {train_loss:.4f} val {val:.4f}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, state)
     return state, history
+
+
+def _step_functions(objective: Objective, dataset: Dataset, mesh: Mesh | None, make_batch):
+    """``(prepare(idx), apply(state, prepared) -> (state, metrics))`` of :func:`fit`: without a mesh and a
+    custom ``make_batch`` the training set is placed on the device once and ``apply`` gathers there."""
+    if make_batch is None and mesh is None:
+        on_device = jax.device_put(dataset.train.batch())
+        gather_step = make_gather_step(objective)
+        return (lambda idx: jax.device_put(np.asarray(idx))), (lambda s, i: gather_step(s, on_device, i))
+    make_batch = make_batch or dataset.train.batch
+    return (lambda idx: _host_batch(make_batch, idx, mesh)), make_train_step(objective)
+
+
+# A training loss this many times its first step's value (or 1, whichever is larger) has exploded.
+EXPLODING_FACTOR = 1e3
+
+
+def check_loss(loss: float, first_loss: float, epoch: int) -> None:
+    """Stops training whose mean epoch loss is non-finite or has exploded (> EXPLODING_FACTOR x
+    max(|first step's loss|, 1)) with one clear :class:`UserError`."""
+    if not np.isfinite(loss) or loss > EXPLODING_FACTOR * max(abs(first_loss), 1.0):
+        raise UserError(f"training diverged at epoch {epoch} (mean loss {loss:.4g}, first step "
+                        f"{first_loss:.4g}); lower the learning rate")
+
+
+def _host_batch(make_batch, idx, mesh: Mesh | None) -> dict:
+    """The batch of ``idx`` built on the host, sharded over ``mesh`` if given (each host its slice)."""
+    if mesh is not None and jax.process_count() > 1:  # every host draws the same indices
+        idx = idx[jax.process_index()::jax.process_count()]
+    batch = make_batch(idx)
+    return shard_batch(batch, mesh) if mesh is not None else batch
+
+
+def _run_epoch(state: TrainState, prepare, apply, batches) -> tuple[TrainState, list, float]:
+    """One epoch: ``apply(state, prepare(idx)) -> (state, metrics)`` for each ``idx`` of ``batches``;
+    returns the state, the per-step losses (device arrays of shape (1,)) and the input time (drawing the
+    indices and ``prepare``)."""
+    losses, input_time, batches = [], 0.0, iter(batches)
+    while True:
+        t_in = time.perf_counter()  # input time includes drawing the indices
+        idx = next(batches, None)
+        if idx is None:
+            return state, losses, input_time + time.perf_counter() - t_in
+        prepared = prepare(idx)
+        input_time += time.perf_counter() - t_in
+        state, metrics = apply(state, prepared)
+        losses.append(jnp.reshape(metrics["loss"], (1,)))
 
 
 def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
@@ -275,7 +317,7 @@ def train_model(config: TrainConfig, dataset: Dataset | None = None, progress: b
     if dataset is None:
         dataset = config.load_dataset()
     model = create_model(config.model, dataset.num_classes, **config.model_kwargs)
-    variables = init_variables(model, jax.random.PRNGKey(config.seed), dataset.input_shape)
+    variables = init_variables(model, jax.random.PRNGKey(config.seed_for("init")), dataset.input_shape)
     steps = config.epochs * steps_per_epoch(config, len(dataset.train))
     state = create_train_state(model, variables, make_optimizer(config, steps))
     state, history = fit(state, dataset, config, mesh=mesh, progress=progress, on_epoch_end=on_epoch_end)

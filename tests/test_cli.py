@@ -1,5 +1,6 @@
 """The CLI contract: train -> run.json + checkpoint, diagnose -> diagnosis.json + PNG, bad input -> exit 2."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -93,12 +94,20 @@ def test_existing_output_needs_force(run_dir, tmp_path):
     assert r.returncode == 2 and "--force" in r.stderr and (out / "keep.txt").exists()
 
 
-def test_help_on_every_subcommand(capsys):
-    from repair_jax.cli import SUBCOMMANDS
+def test_help_on_every_subcommand_shows_every_default_and_the_common_flags(capsys):
+    """Issue 12 point 6 (every default in --help) and point 1 (--force and --no-progress everywhere)."""
+    from repair_jax.cli import SUBCOMMANDS, build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
     for name in SUBCOMMANDS:
         with pytest.raises(SystemExit) as e:
             main([name, "--help"])
-        assert e.value.code == 0 and "usage" in capsys.readouterr().out
+        text = " ".join(capsys.readouterr().out.split())  # undo the line wrapping
+        assert e.value.code == 0 and "usage" in text
+        assert "--force" in text and "--no-progress" in text, name
+        for action in sub.choices[name]._actions:
+            if action.default not in (None, False, "==SUPPRESS==") and not action.required:
+                assert f"(default: {action.default})" in text, (name, action.dest)
 
 
 def test_append_jsonl_survives_a_torn_last_line(tmp_path):
@@ -156,3 +165,137 @@ def test_experiment_scripts_reject_bad_options_before_any_work(tmp_path, capsys,
     err = capsys.readouterr().err
     assert err.startswith(f"{script}: error:") and message in err and "Traceback" not in err
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- issue 12: data safety
+
+def _main_err(args):
+    """Runs the CLI in this process: (exit code, the non-empty stderr lines)."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            rc = main(args)
+        except SystemExit as e:  # argparse's own errors
+            rc = e.code
+    return rc, [ln for ln in err.getvalue().splitlines() if ln.strip()]
+
+
+def test_diagnose_never_replaces_what_it_did_not_create(run_dir, tmp_path):
+    """Point 1: `diagnose --out DIR` keeps an existing DIR without --force, and never replaces its own run."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    rc, err = _main_err(["diagnose", "--run", str(run_dir), "--out", str(out)])
+    assert rc == 2 and len(err) == 1 and "--force" in err[0] and (out / "keep.txt").exists()
+    before = (run_dir / "checkpoint.msgpack").read_bytes()
+    rc, err = _main_err(["diagnose", "--run", str(run_dir), "--out", str(run_dir), "--force"])
+    assert rc == 2 and "would replace the input" in err[0]
+    rc, err = _main_err(["diagnose", "--run", str(run_dir), "--out", str(run_dir.parent), "--force"])
+    assert rc == 2 and "would replace the input" in err[0]
+    assert (run_dir / "checkpoint.msgpack").read_bytes() == before
+    from repair_jax.diagnosis import diagnose_run
+    from repair_jax.errors import UserError
+    with pytest.raises(UserError, match="not empty"):  # the library default is not to replace either
+        diagnose_run(run_dir, out)
+    assert main(["diagnose", "--run", str(run_dir), "--out", str(out), "--force"]) == 0
+    assert (out / "diagnosis.json").is_file() and not (out / "keep.txt").exists()
+
+
+def _read_only_dir(tmp_path):
+    """A directory this user cannot create files in (as root, chmod does not stop writes: /sys does)."""
+    import os
+    if os.geteuid() == 0:
+        return "/sys"
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    return str(ro)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--dataset", "npz:{tmp}/empty.npz"], "holds no examples"),
+    (["train", "--dataset", "npz:{tmp}/float.npz"], "labels must be whole class indices"),
+    (["train", "--out", "{tmp}/file.txt/a"], "which is a file"),
+    (["train", "--out", "{ro}/a"], "cannot create files"),
+    (["train", "--seed", "-1"], "--seed"),
+    (["train", "--seed", "1e20"], "whole number"),
+    (["train", "--init-seed", str(2**32)], "4294967295"),
+    (["train", "--dataset", "mnist", "--data-dir", "{tmp}/tfds"], "not prepared"),
+    (["train", "--lr", "1e6", "--epochs", "1"], "diverged at epoch 1"),
+    (["train", "--train-limit", "5"], "smaller than the 10 classes"),
+    (["repair", "--run", "{run}", "--pair", "1,2", "--out", "{tmp}/file.txt"], "is a file"),
+    (["repair", "--run", "{tmp}/missing", "--pair", "1,2", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["repair", "--run", "{run}", "--pairs", "1,2;3,4;2,1"], "given twice"),
+    (["irepair", "--run", "{tmp}/missing", "--class", "1", "--repair-size", "2", "--ub", "0"], "--ub must be >= 1"),
+])
+def test_every_bad_input_is_one_line_exit_2_before_any_work(run_dir, tmp_path, args, message):
+    """Point 5: one line, exit 2, no traceback, nothing written; flags are checked before a run is loaded
+    (the `{tmp}/missing` run would be reported otherwise)."""
+    (tmp_path / "file.txt").write_text("not a directory")
+    (tmp_path / "tfds").mkdir()
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 3, 3), np.float32), y=np.zeros(0, np.int64))
+    x = np.random.default_rng(0).random((40, 3, 3)).astype(np.float32)
+    np.savez(tmp_path / "float.npz", x=x, y=np.repeat(np.arange(4), 10) + 0.5)
+    subst = {"{tmp}": str(tmp_path), "{run}": str(run_dir), "{ro}": _read_only_dir(tmp_path)}
+    args = [functools.reduce(lambda a, kv: a.replace(*kv), subst.items(), a) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "a")]
+    rc, err = _main_err([*args, "--no-progress"])
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert err[0].startswith(f"repair-jax {args[0]}: error:")
+    assert not (tmp_path / "a").exists() and (tmp_path / "file.txt").read_text() == "not a directory"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
+
+
+def test_files_and_directories_follow_the_umask(tmp_path):
+    """Point 6: under umask 022 a run directory is 0755 and its files 0644 (mkstemp/mkdtemp give 0600/0700)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        assert main(["train", "--epochs", "0", "--model-kwargs", '{"hidden": [4]}', "--out", str(tmp_path / "r"),
+                     "--no-progress"]) == 0
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)
+    assert mode(tmp_path / "r") == 0o755
+    assert mode(tmp_path / "r" / "run.json") == 0o644 and mode(tmp_path / "r" / "checkpoint.msgpack") == 0o644
+
+
+def test_safe_filenames_need_no_shell_quoting():
+    """Point 6: plot names built from method labels such as ``w-os(0.1)``."""
+    import shlex
+
+    from repair_jax.io import safe_filename
+    assert safe_filename("w-os(0.1)") == "w-os_0.1"
+    assert safe_filename("orig-ft") == "orig-ft"
+    for label in ("w-os(0.1)", "a b/c", "T-shirt/top", "x;rm -rf", "(", "ä"):
+        name = safe_filename(label) + ".png"
+        assert shlex.quote(name) == name and "/" not in name
+
+
+def test_run_json_records_the_three_seeds(run_dir):
+    info = json.loads((run_dir / "run.json").read_text())
+    assert {k: info["config"][k] for k in ("seed", "split_seed", "init_seed", "order_seed")} == {
+        "seed": 0, "split_seed": 0, "init_seed": 0, "order_seed": 0}
+
+
+def test_library_imports_neither_benchmarks_nor_experiments():
+    """The library is installable alone: no module of repair_jax imports benchmarks or experiments
+    (not even inside a function), and only repair_jax* is installed."""
+    import ast
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for path in (root / "repair_jax").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in ("benchmarks", "experiments"), (path, name)
+    find = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert find["include"] == ["repair_jax*"]

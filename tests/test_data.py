@@ -167,3 +167,37 @@ def test_class_parsing():
         parse_class_tuple("cat,0", names, 2)
     with pytest.raises(UserError, match="unknown class"):
         parse_class("horse", names)
+
+
+def test_npz_with_no_examples_or_fractional_labels_is_refused(tmp_path):
+    """Issue 12 point 5: an empty npz and float labels (today truncated silently) are one clear error;
+    whole-number float labels are read exactly."""
+    x = np.random.default_rng(0).random((40, 3, 3)).astype(np.float32)
+    y = np.repeat(np.arange(4), 10)
+    np.savez(tmp_path / "empty.npz", x=x[:0], y=y[:0])
+    with pytest.raises(UserError, match="holds no examples"):
+        load_dataset(f"npz:{tmp_path / 'empty.npz'}")
+    np.savez(tmp_path / "frac.npz", x=x, y=y + 0.7)
+    with pytest.raises(UserError, match="whole class indices"):
+        load_dataset(f"npz:{tmp_path / 'frac.npz'}")
+    np.savez(tmp_path / "frac_test.npz", x_train=x, y_train=y, x_test=x, y_test=y + 0.5)
+    with pytest.raises(UserError, match="whole class indices"):
+        load_dataset(f"npz:{tmp_path / 'frac_test.npz'}")
+    np.savez(tmp_path / "whole.npz", x=x, y=y.astype(np.float64))
+    ds = load_dataset(f"npz:{tmp_path / 'whole.npz'}")
+    assert ds.train.y.dtype == np.int32 and sorted(np.unique(ds.train.y)) == [0, 1, 2, 3]
+
+
+def test_train_limit_below_the_class_count_is_refused():
+    with pytest.raises(UserError, match="smaller than the 10 classes"):
+        load_dataset("digits", train_limit=9)
+    ds = load_dataset("digits", train_limit=10)
+    assert sorted(ds.train.y.tolist()) == list(range(10))
+
+
+def test_unprepared_tfds_data_is_one_clear_line(tmp_path):
+    """Issue 12 point 5: not the TFDS exception's type name ("; KeyError") but what to do."""
+    with pytest.raises(UserError) as e:
+        load_dataset("mnist", data_dir=str(tmp_path))
+    msg = str(e.value)
+    assert "not prepared" in msg and "tfds build mnist" in msg and "KeyError" not in msg and "\n" not in msg

@@ -165,3 +165,52 @@ def test_sharded_training_equals_single_device(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     diff = float(r.stdout.split("MAXDIFF")[1])
     assert diff <= 1e-5
+
+
+def test_split_init_and_order_seeds_are_independent():
+    """Issue 12: changing only init_seed keeps the split and the batch order and changes the weights;
+    changing only split_seed changes the split; by default all three follow ``seed``."""
+    from repair_jax.models import init_variables as init
+
+    base = TrainConfig(model="mlp", model_kwargs={"hidden": (8,)}, epochs=1, seed=3, train_limit=100)
+    assert [base.seed_for(w) for w in ("split", "init", "order")] == [3, 3, 3]
+    other_init = TrainConfig(**{**base.__dict__, "init_seed": 4})
+    a, b = base.load_dataset(), other_init.load_dataset()
+    np.testing.assert_array_equal(a.train.x, b.train.x)
+    np.testing.assert_array_equal(a.test.y, b.test.y)
+    wa = train_model(base, dataset=a, progress=False)[1].params
+    wb = train_model(other_init, dataset=b, progress=False)[1].params
+    leaves = jax.tree_util.tree_leaves
+    assert not any(np.allclose(x, y) for x, y in zip(leaves(wa), leaves(wb)))
+    w3 = init(create_model("mlp", 10, hidden=(8,)), jax.random.PRNGKey(3), a.input_shape)["params"]
+    untrained = train_model(TrainConfig(**{**base.__dict__, "epochs": 0}), dataset=a, progress=False)[1].params
+    for x, y in zip(leaves(w3), leaves(untrained)):  # the initialisation is drawn from init_seed
+        np.testing.assert_array_equal(x, y)
+    c = TrainConfig(**{**base.__dict__, "split_seed": 4}).load_dataset()
+    assert not np.array_equal(a.test.y, c.test.y) or not np.array_equal(a.train.x, c.train.x)
+    assert base.resolved().split_seed == 3 and TrainConfig(seed=1, order_seed=7).resolved().order_seed == 7
+
+
+def test_bad_seeds_are_refused():
+    for bad in (-1, 2**32, 1.5, True):
+        with pytest.raises(UserError, match="seed"):
+            TrainConfig(seed=bad).validate()
+    with pytest.raises(UserError, match="init-seed"):
+        TrainConfig(init_seed=-2).validate()
+
+
+def test_an_exploding_loss_stops_training(digits):
+    """Issue 12 point 5: `--lr 1e6` gave a finite loss of 4e21 and a run; now training stops with one line."""
+    cfg = TrainConfig(model="mlp", model_kwargs={"hidden": (16,)}, epochs=3, lr=1e6, seed=0)
+    with pytest.raises(UserError, match="diverged at epoch 1"):
+        train_model(cfg, dataset=digits, progress=False)
+
+
+def test_training_prints_one_line_per_epoch_when_not_on_a_terminal(digits, capsys):
+    """Issue 12 point 6: with stderr not a terminal, progress is one line per finished epoch."""
+    cfg = TrainConfig(model="mlp", model_kwargs={"hidden": (8,)}, epochs=3, seed=0)
+    train_model(cfg, dataset=digits, progress=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [ln.split(" loss")[0] for ln in lines] == ["train mlp: 1/3", "train mlp: 2/3", "train mlp: 3/3"]
+    train_model(cfg, dataset=digits, progress=False)
+    assert capsys.readouterr().err == ""

@@ -26,8 +26,10 @@ ATTRIBUTES = Path(__file__).parent / "attributes"
 TAG_CONCEPT = "tag"
 
 
-def flip_labels(y: np.ndarray, fraction: float, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Switches ``fraction`` of the labels to a uniformly drawn *other* class; (noisy y, flipped mask)."""
+def flip_labels(y: np.ndarray, fraction: float, num_classes: int,
+                seed: int | np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Switches ``fraction`` of the labels to a uniformly drawn *other* class; (noisy y (N,) int32,
+    flipped mask (N,) bool). ``seed``: an int, or a generator that successive calls draw from in turn."""
     rng = np.random.default_rng(seed)
     n = len(y)
     idx = rng.choice(n, int(round(fraction * n)), replace=False)

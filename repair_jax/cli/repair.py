@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from repair_jax.errors import UserError
+from repair_jax.cli.common import add_out
+from repair_jax.errors import UserError, require_at_least
 
 
 def configure(p) -> None:
     p.add_argument("--run", required=True, help="run directory written by `repair-jax train`")
     g = p.add_argument_group("targets (exactly one; classes by index or name)")
-    g.add_argument("--pair", help="confused pair A,B")
-    g.add_argument("--triplet", help="biased triplet A,B,C (C the anchor)")
-    g.add_argument("--pairs", help="several pairs A,B;C,D")
-    g.add_argument("--triplets", help="several triplets A,B,C;D,E,F")
+    g.add_argument("--pair", default=None, help="confused pair A,B")
+    g.add_argument("--triplet", default=None, help="biased triplet A,B,C (C the anchor)")
+    g.add_argument("--pairs", default=None, help="several pairs A,B;C,D")
+    g.add_argument("--triplets", default=None, help="several triplets A,B,C;D,E,F")
+    add_out(p, "output directory (a re-run with the same configuration resumes it)", kind="resumable")
     p.add_argument("--methods", default="all",
                    help="all, or a comma-separated subset of orig,orig-ft,w-aug,w-bn,w-os,w-loss,w-dbr "
                         "(orig and orig-ft are always run: they are the baselines)")
@@ -30,8 +32,6 @@ def configure(p) -> None:
                    help="read --lambda2 as a fraction of orig-ft's accuracy (000 Sec. 2.2.3: 1%% of it)")
     p.add_argument("--select-split", default="val", choices=["val", "pool", "test"],
                    help="split on which rho is selected (numbers are reported on test)")
-    p.add_argument("--out", required=True, help="output directory (re-running resumes it)")
-    p.add_argument("--no-progress", action="store_true")
 
 
 def _floats(spec: str, what: str) -> tuple[float, ...]:
@@ -53,7 +53,7 @@ def repair_config_from_args(args, run):
         methods = tuple(dict.fromkeys(("orig", "orig-ft") + methods))
     cfg = RepairConfig(epochs=args.epochs if args.epochs is not None else max(1, rc.epochs // 5),
                        lr=args.lr if args.lr is not None else 0.1 * rc.lr,
-                       batch_size=args.batch_size or rc.batch_size, optimizer=rc.optimizer,
+                       batch_size=args.batch_size if args.batch_size is not None else rc.batch_size, optimizer=rc.optimizer,
                        schedule=rc.schedule, l2=rc.l2, seeds=args.seeds, methods=methods,
                        rhos=_floats(args.rhos, "--rhos"), lambda1=args.lambda1, lambda2=args.lambda2,
                        lambda2_relative=args.lambda2_relative, select_split=args.select_split)
@@ -61,14 +61,53 @@ def repair_config_from_args(args, run):
     return cfg
 
 
-def run(args) -> int:
-    from repair_jax.repair.study import format_table, parse_targets, run_study
-    from repair_jax.runs import load_run
+class _RunClasses:
+    """The class names of a run, read from run.json before its data set is loaded (what
+    ``parse_targets`` needs of a data set)."""
 
+    def __init__(self, class_names):
+        self.class_names = tuple(class_names)
+
+    def class_index(self, spec) -> int:
+        from repair_jax.data import parse_class
+        return parse_class(spec, self.class_names)
+
+
+def check_flags(args) -> None:
+    """The flags that need no run: counts and step sizes."""
+    require_at_least("--seeds", args.seeds, 1)
+    for flag in ("epochs", "batch_size"):
+        if getattr(args, flag) is not None:
+            require_at_least(f"--{flag.replace('_', '-')}", getattr(args, flag), 1)
+    if args.lr is not None and not args.lr > 0:
+        raise UserError(f"--lr must be > 0, got {args.lr}")
+
+
+def check_distinct(targets) -> None:
+    """No pair or triplet twice (a pair in either order; a triplet with A and B swapped)."""
+    seen = {}
+    for group in targets.groups:
+        key = (frozenset(group[:2]), *group[2:])
+        if key in seen:
+            raise UserError(f"{seen[key]} and {group} are the same target given twice")
+        seen[key] = group
+
+
+def run(args) -> int:
+    import shutil
+
+    from repair_jax.repair.study import format_table, parse_targets, run_study
+    from repair_jax.runs import load_run, read_run_info
+
+    check_flags(args)
+    info = read_run_info(args.run)
+    targets = parse_targets(args.pair, args.triplet, args.pairs, _RunClasses(info["class_names"]), args.triplets)
+    check_distinct(targets)
     run_ = load_run(args.run)
-    ds = run_.dataset()
-    targets = parse_targets(args.pair, args.triplet, args.pairs, ds, args.triplets)
     cfg = repair_config_from_args(args, run_)
+    ds = run_.dataset()
+    if args.force:  # restart the study (its results log belongs to this output directory)
+        shutil.rmtree(args.out, ignore_errors=True)
     summary = run_study(run_.model, run_.variables, ds, targets, args.out, cfg, progress=not args.no_progress)
     print(format_table(summary))
     print(f"-> {args.out}/results.jsonl, summary.json, table.md")

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from repair_jax.cli.common import add_out
 from repair_jax.errors import UserError
 
 
@@ -21,18 +22,16 @@ def configure(p) -> None:
     p.add_argument("--run", required=True, help="run directory written by `repair-jax train`")
     p.add_argument("--audit", required=True, help="audit set JSON (with its npz beside it)")
     p.add_argument("--concepts", required=True, help="concept library JSON")
-    p.add_argument("--out", required=True, help="output directory")
+    add_out(p, "output directory (guide.json, carving.npz, run/)")
     p.add_argument("--gamma", type=float, default=1.0, help="weight of the label-perturbation size")
     p.add_argument("--fi-weight", type=float, default=1.0, help="weight of the feature-importance match term")
     p.add_argument("--l2", type=float, default=1e-2, help="lower-level L2 (strong convexity)")
     p.add_argument("--tau-nl", type=float, default=0.1, help="noisy-label tolerance tau_nl")
     p.add_argument("--tau-spu", type=float, default=0.1, help="spurious-attribution tolerance tau_spu")
     p.add_argument("--budget", type=int, default=50, help="inspection budget b")
-    p.add_argument("--outer-steps", type=int, default=100)
-    p.add_argument("--outer-lr", type=float, default=0.05)
-    p.add_argument("--inner-maxiter", type=int, default=500)
-    p.add_argument("--force", action="store_true", help="replace an existing output directory")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--outer-steps", type=int, default=100, help="steps of the upper-level (label) problem")
+    p.add_argument("--outer-lr", type=float, default=0.05, help="step size of the upper-level problem")
+    p.add_argument("--inner-maxiter", type=int, default=500, help="iteration limit of the lower-level solve")
 
 
 def run(args) -> int:

@@ -1,0 +1,11 @@
+"""Tables 5.3-5.4 analogues of 002_97a11baaf249c571.txt Sec. 5.3 (spurious correlation): a synthetic
+4x4 tag on 95% of one class's real training images (Fashion-MNIST Shirt, digits 8), MLPs, 3 seeds;
+model guiding vs Errors-ERM and group DRO (experiments/results/guiding_spurious)."""
+
+from repair_jax.guiding.experiments import GuidingData, SpuriousStudy, smoke_sweep
+
+
+def get_config(smoke: bool = False) -> SpuriousStudy:
+    config = SpuriousStudy(datasets=(GuidingData("fashion_mnist", 3000, 15, (256,), spurious_class="Shirt"),
+                                     GuidingData("digits", None, 30, (128,), spurious_class="8")))
+    return smoke_sweep(config) if smoke else config

@@ -1,0 +1,12 @@
+"""Ranking mislabelled training points by influence on group calibration (002_97a11baaf249c571.txt
+Sec. 6.5, Fig. 6-3 analogue): 10% of the digits training labels flipped, softmax regression, the
+fraction of flipped points among the top 50 of four rankings, 5 seeds
+(experiments/results/influence_ranking)."""
+
+from repair_jax.influence.experiments import InfluenceRankingStudy
+
+
+def get_config(smoke: bool = False) -> InfluenceRankingStudy:
+    if smoke:
+        return InfluenceRankingStudy(seeds=(0,), train_limit=300)
+    return InfluenceRankingStudy()

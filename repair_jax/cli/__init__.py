@@ -1,0 +1,66 @@
+"""The one command-line entry point: ``repair-jax`` / ``python -m repair_jax``.
+
+Each subcommand is a module with ``configure(parser)`` (declares its flags; ``--out`` through
+:func:`repair_jax.cli.common.add_out`) and ``run(args) -> int`` (validates, calls one library
+function, prints), registered in ``SUBCOMMANDS``. Every subcommand gets ``--force`` and
+``--no-progress`` (:mod:`repair_jax.cli.common`), its ``--out`` is checked before ``run`` is called,
+and ``--help`` shows every default. A :class:`UserError` anywhere becomes one line
+``repair-jax NAME: error: ...`` on stderr and exit code 2; so does a bad flag.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from repair_jax.cli.common import HelpFormatter, Parser, add_common_flags, check_args
+from repair_jax.errors import UserError
+
+# name -> (module, help). A module provides configure(parser) and run(args) -> int.
+SUBCOMMANDS = {
+    "train": ("repair_jax.cli.train", "train a classifier and write a run directory"),
+    "diagnose": ("repair_jax.cli.diagnose", "diagnose the group-level errors of a trained run"),
+    "quickstart": ("repair_jax.cli.quickstart", "the main job on the embedded digits: train, diagnose, repair"),
+    "irepair": ("repair_jax.cli.irepair", "repair individual misclassifications (I-REPAIR, 001)"),
+    "guide": ("repair_jax.cli.guide", "model guiding: flag mislabelled / spurious points, update the model"),
+    "influence": ("repair_jax.influence.cli", "rank training points by influence on a test loss or group metric"),
+    "repair": ("repair_jax.cli.repair", "repair a confused pair / biased triplet with Weighted Regularization"),
+}
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="repair-jax", description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, (module, help_) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
+        importlib.import_module(module).configure(p)
+        add_common_flags(p)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+        return importlib.import_module(SUBCOMMANDS[args.command][0]).run(args)
+    except UserError as e:
+        sys.stderr.write(f"repair-jax {args.command}: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+# The workflows moved to the library; these names stay importable from here until every caller
+# (experiments, benchmarks, other test files) imports them from repair_jax.runs / repair_jax.diagnosis.
+_MOVED = {"train_run": "repair_jax.runs", "diagnose_run": "repair_jax.diagnosis"}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The conventions every ``repair-jax`` subcommand shares.
+
+- ``--force``: replace an existing output (or restart a resumable one); without it nothing that the
+  command did not create is deleted or replaced. ``--no-progress``: no progress bars or lines.
+  :func:`add_common_flags` gives every subcommand both (the parser builder calls it; a subcommand
+  module does not declare them itself).
+- ``--out``: declared with :func:`add_out`, which records what kind of output it is
+  (``"dir"``: a directory written atomically, replaced only with --force; ``"resumable"``: a
+  directory a re-run resumes). :func:`check_out` checks it before anything heavy is loaded.
+- Every default is shown by ``--help`` (:class:`HelpFormatter`); a bad flag is one line and exit 2
+  (:class:`Parser`); seeds are parsed by :func:`seed_type`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from repair_jax.errors import UserError, check_seed
+from repair_jax.io import check_keeps_inputs
+
+OUT_KINDS = ("dir", "resumable")
+# Flags naming inputs that an --out may never replace (even with --force).
+INPUT_FLAGS = ("run", "audit", "concepts")
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every default; a default of ``None`` is explained by the help text instead, and
+    an on/off flag (off by default) shows none."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.required or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    """``--force`` and ``--no-progress`` with the one meaning every subcommand gives them (a flag
+    the module already declares is left as it is)."""
+    have = p._option_string_actions  # the parser's own table of declared option strings
+    if "--force" not in have:
+        p.add_argument("--force", action="store_true",
+                       help="replace an existing output / restart a resumable one (without it nothing is replaced)")
+    if "--no-progress" not in have:
+        p.add_argument("--no-progress", action="store_true",
+                       help="no progress bars (when not on a terminal: no per-item progress lines)")
+
+
+def add_out(p: argparse.ArgumentParser, help: str, kind: str = "dir", default: str | None = None) -> None:
+    """Declares ``--out`` of ``kind`` (see the module docstring); required when ``default`` is None."""
+    if kind not in OUT_KINDS:
+        raise ValueError(f"unknown output kind {kind!r}")
+    p.add_argument("--out", required=default is None, default=default, help=help)
+    p.set_defaults(out_kind=kind)
+
+
+def seed_type(flag: str):
+    """An argparse ``type`` for a seed: a whole number in [0, 2**32 - 1] (``-1`` and ``1e20`` are errors)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        try:
+            return check_seed(flag, value)
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix(f"{flag} ")) from None
+    return parse
+
+
+def _nearest_existing(path: Path) -> Path:
+    for p in (path, *path.parents):
+        if p.exists():
+            return p
+    return Path(".")
+
+
+def check_out(out: str | os.PathLike, force: bool, kind: str = "dir", inputs=()) -> None:
+    """Checks ``--out`` before any work: not under a file, not an existing file, not one of (or a
+    directory holding) ``inputs``, an existing non-empty directory of kind ``"dir"`` only with
+    ``force``, and a place where this user can create files."""
+    path = Path(out)
+    base = _nearest_existing(path)
+    if base != path and not base.is_dir():
+        raise UserError(f"--out {out} is under {base}, which is a file")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {out} exists and is a file; a directory is expected")
+    if kind == "dir" and path.is_dir() and any(path.iterdir()) and not force:
+        raise UserError(f"--out {out} exists and is not empty; pass --force to replace it")
+    check_keeps_inputs(path, inputs)
+    probe_in = base if (kind == "resumable" or base != path) else _nearest_existing(path.parent)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".repair-jax-probe.", dir=probe_in))
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create files in {probe_in} ({e.strerror})") from None
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """The checks :func:`main` runs on every subcommand's arguments before calling it: ``--out``."""
+    if getattr(args, "out", None) is None:
+        return
+    inputs = [getattr(args, f) for f in INPUT_FLAGS if getattr(args, f, None)]
+    check_out(args.out, getattr(args, "force", False), getattr(args, "out_kind", "dir"), inputs)
