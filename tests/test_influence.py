@@ -272,7 +272,8 @@ def rng():
 def test_influence_cli(tmp_path, digits):
     import json
 
-    from repair_jax.cli import main, train_run
+    from repair_jax.cli import main
+    from repair_jax.runs import train_run
     from repair_jax.train import TrainConfig
 
     # a linear softmax model: with l2 > 0 the objective is strictly convex, so solvers must agree
@@ -312,7 +313,8 @@ def test_tracincp_over_kept_checkpoints(tmp_path, capsys):
     BatchNorm statistics, and equals the sum written out with vmap(grad) gradients."""
     import json
 
-    from repair_jax.cli import main, train_run
+    from repair_jax.cli import main
+    from repair_jax.runs import train_run
     from repair_jax.runs import load_run
     from repair_jax.train import TrainConfig, learning_rate_at, steps_per_epoch
 
@@ -451,7 +453,7 @@ def test_the_one_cg_is_jittable_on_pytrees_and_equals_a_direct_solve(rng):
 def relu_run(tmp_path_factory):
     """A 64-16-10 ReLU MLP trained without L2 (train's default) on 200 digits: main's damping 0.01 left
     CG at a relative residual of 0.86 and 2.5 here."""
-    from repair_jax.cli import train_run
+    from repair_jax.runs import train_run
     from repair_jax.train import TrainConfig
 
     path = tmp_path_factory.mktemp("relu") / "run"

@@ -16,16 +16,17 @@ EXIT_NOT_CONVERGED = 3
 
 
 def configure(p) -> None:
+    from repair_jax.cli.common import add_out
     from repair_jax.influence.workflow import DEFAULT_RELATIVE_DAMPING, METHODS, SPLITS
     from repair_jax.metrics import GROUP_DISPARITY_METRICS
 
     p.add_argument("--run", required=True, help="run directory written by `repair-jax train`")
-    p.add_argument("--out", required=True, help="output directory")
+    add_out(p, "output directory (influence.json, scores.npy, summary.json, influence.png)")
     p.add_argument("--test-index", type=int, default=None, help="index of the test point (target: its loss)")
-    p.add_argument("--split", default="test", choices=SPLITS, help="where the test point/group lives (default: test)")
-    p.add_argument("--method", default="cg", choices=METHODS, help="inverse-HVP solver, or tracin (default: cg)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="where the test point/group lives")
+    p.add_argument("--method", default="cg", choices=METHODS, help="inverse-HVP solver, or tracin")
     p.add_argument("--top", type=int, default=20, help="how many training points to list in influence.json "
-                                                       "(all scores go to scores.npy; default: 20)")
+                                                       "(all scores go to scores.npy)")
     p.add_argument("--metric", default=None, choices=GROUP_DISPARITY_METRICS,
                    help="target a group disparity metric of the test split instead of one test loss")
     p.add_argument("--group", default=None,
@@ -48,14 +49,12 @@ def configure(p) -> None:
                    help="CG iterations / LiSSA steps (default: 1000 cg, 5000 lissa)")
     p.add_argument("--scale", type=float, default=None,
                    help="LiSSA scale (default: 1.1 x the largest eigenvalue of H + damping I)")
-    p.add_argument("--chunk-size", type=int, default=512, help="examples per jitted chunk (default: 512)")
+    p.add_argument("--chunk-size", type=int, default=512, help="examples per jitted chunk")
     p.add_argument("--x64", action="store_true",
                    help="compute in float64 (enables jax_enable_x64 before any array work); use it when float32 "
                         "underflows, e.g. for a confidently classified test point (the run warns)")
     p.add_argument("--allow-inexact", action="store_true",
                    help=f"exit 0 even when the solve did not converge (otherwise exit {EXIT_NOT_CONVERGED})")
-    p.add_argument("--force", action="store_true", help="replace an existing output directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress output (this command prints none)")
 
 
 def _options(args) -> dict:
