@@ -7,8 +7,8 @@ or on a group disparity metric of a split (Eq. 6.4): the library side of ``repai
   ``{"train_index", "score"}``;
 * ``scores.npy``: the full (N,) float64 score vector, one entry per training point;
 * ``summary.json``: target, solver report (method, status, relative residual, converged, damping),
-  ``converged`` and ``status`` at the top level, the dtype of the computation, warnings, the most
-  harmful and most helpful points;
+  ``converged`` and ``status`` (``no_solve`` for TracIn) at the top level, the dtype of the
+  computation, warnings, the most harmful and most helpful points;
 * ``influence.png`` for image data: the test image with the most harmful and most helpful training
   images; its title starts with "NOT CONVERGED" when the solve did not converge.
 
@@ -217,7 +217,7 @@ def _tracin_scores(run, state, train, make_q, dtype, chunk_size):
     losses = [ClassifierLoss(state.apply_fn, v["batch_stats"]) for _, v in kept]
     scores = -tracin(losses, [v["params"] for _, v in kept], [r["learning_rate"] for r, _ in kept],
                      train, quantity_fn=[make_q(lf) for lf in losses], chunk_size=chunk_size)
-    solver = {"method": "tracin", "status": "converged", "converged": True, "checkpoints": len(kept),
+    solver = {"method": "tracin", "status": "no_solve", "converged": True, "checkpoints": len(kept),
               "epochs": [r["epoch"] for r, _ in kept], "learning_rates": [r["learning_rate"] for r, _ in kept]}
     if "file" not in kept[0][0]:
         solver["note"] = "final weights only: train with --checkpoint-every K for TracInCP"
