@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 
@@ -40,9 +41,10 @@ def run(quick: bool) -> dict:
     rng = np.random.default_rng(0)
     idx, tidx = rng.choice(len(ds.train), bs), rng.choice(np.flatnonzero(np.isin(ds.train.y, [3, 5])), bs)
     plain = {"x": jnp.asarray(ds.train.x[idx]), "y": jnp.asarray(ds.train.y[idx])}
-    wbn = {**plain, "x_target": jnp.asarray(ds.train.x[tidx]), "rho": jnp.float32(0.5)}
+    wbn = {**plain, "x_target": jnp.asarray(ds.train.x[tidx])}
     steps = {}
-    for name, obj, batch in (("orig-ft", erm_objective, plain), ("w-bn", weighted_batch_norm_objective, wbn)):
+    w_bn_objective = functools.partial(weighted_batch_norm_objective, rho=0.5)
+    for name, obj, batch in (("orig-ft", erm_objective, plain), ("w-bn", w_bn_objective, wbn)):
         step = make_train_step(obj)
         holder = [create_train_state(model, jax.tree_util.tree_map(jnp.array, v), optax.adam(1e-4))]  # donated
 

@@ -163,13 +163,18 @@ def learning_rate_at(config: TrainConfig, total_steps: int, step: int) -> float:
     return float(lr(step) if callable(lr) else lr)
 
 
+def optimizer(name: str, learning_rate, momentum: float | None = None) -> optax.GradientTransformation:
+    """The one optimizer factory: ``sgd`` (Nesterov momentum when ``momentum`` is given, else plain),
+    ``rmsprop`` or ``adam``, with a step size or an optax schedule."""
+    if name == "sgd":
+        return optax.sgd(learning_rate, momentum=momentum, nesterov=momentum is not None)
+    if name == "rmsprop":
+        return optax.rmsprop(learning_rate)
+    return optax.adam(learning_rate)
+
+
 def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    lr = learning_rate_schedule(config, total_steps)
-    if config.optimizer == "sgd":
-        return optax.sgd(lr, momentum=config.momentum, nesterov=True)
-    if config.optimizer == "rmsprop":
-        return optax.rmsprop(lr)
-    return optax.adam(lr)
+    return optimizer(config.optimizer, learning_rate_schedule(config, total_steps), config.momentum)
 
 
 def create_train_state(model, variables: dict, tx: optax.GradientTransformation) -> TrainState:

@@ -15,8 +15,9 @@ from repair_jax.repair import (
     random_locking_repair, repair_set, retrain,
 )
 from repair_jax.repair.irepair import cross_entropy_loss, is_repaired, output_magnitude_loss
+from repair_jax.repair.protocol import summary_table
 from repair_jax.repair.mm import minimal_last_layer_change
-from repair_jax.repair.protocol import mean_ci, t_test_p
+from repair_jax.stats import mean_ci, t_test_p
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +145,32 @@ def test_random_locking(problem):
     np.testing.assert_array_equal(flat(again.variables["params"]), flat(half.variables["params"]))
     with pytest.raises(UserError):
         random_locking_repair(model, variables, xr, yr, xc, yc, p=1.5, config=cfg)
+
+
+def last_layer_only(s):
+    """A locking rule written outside the library: only the last Dense layer may move."""
+    last = sorted(s.grads)[-1]
+    return {k: jax.tree_util.tree_map(lambda g, keep=(k == last): jnp.full(g.shape, keep), v)
+            for k, v in s.grads.items()}
+
+
+def test_locking_rules_are_mask_functions_of_one_loop(problem):
+    """The loop takes any mask function: a new rule moves only what it unlocks; a fixed all-ones
+    mask is no locking (up to float32 rounding: XLA compiles a constant and a given mask differently)."""
+    from repair_jax.repair import fixed_locking, no_locking, repair_loop
+
+    model, variables, xr, yr, xc, yc = problem
+    cfg = IRepairConfig(lr=1e-2, ub=5)
+    res = repair_loop(model, variables, xr, yr, xc, yc, cfg, locking=last_layer_only)
+    for name in ("Dense_0", "Dense_1"):
+        np.testing.assert_array_equal(flat(res.variables["params"][name]), flat(variables["params"][name]))
+    assert np.any(flat(res.variables["params"]["Dense_2"]) != flat(variables["params"]["Dense_2"]))
+    a = repair_loop(model, variables, xr, yr, xc, yc, cfg, locking=no_locking)
+    b = repair_loop(model, variables, xr, yr, xc, yc, cfg, locking=fixed_locking)  # default mask: all True
+    np.testing.assert_allclose(flat(a.variables["params"]), flat(b.variables["params"]), rtol=1e-5, atol=1e-7)
+    assert a.unlocked_fraction == b.unlocked_fraction == 1.0
+    with pytest.raises(UserError, match="backprop_on"):
+        repair_loop(model, variables, xr, yr, xc, yc, cfg, locking=no_locking, backprop_on="all")
 
 
 def test_retrain_uses_repair_and_correct_sets(problem):
@@ -292,10 +319,48 @@ def test_run_jobs_is_resumable_and_paired(digits_run, tmp_path):
     jobs = [{**job, "key": "a", "method": "irepair"}, {**job, "key": "b", "method": "retrain"}]
     out = tmp_path / "jobs.jsonl"
     first = run_jobs(ctx, jobs, out, progress=False)
-    assert len(read_jsonl(out)) == 2
+    assert len(read_jsonl(out)) == 1 + 2  # the configuration line and two records
     again = run_jobs(ctx, jobs, out, progress=False)  # nothing re-run
-    assert len(read_jsonl(out)) == 2 and [r["wall_time"] for r in again] == [r["wall_time"] for r in first]
+    assert len(read_jsonl(out)) == 1 + 2 and [r["wall_time"] for r in again] == [r["wall_time"] for r in first]
     assert first[0]["accuracy_before"] == first[1]["accuracy_before"]
     assert first[0]["repair_size"] == first[1]["repair_size"]  # the same problem for both methods
     table = summary_table(first)
-    assert "| 2 | irepair (gamma=1) | 1 |" in table and "| 2 | retrain | 1 |" in table
+    assert "| 2 | irepair (gamma=1) | 1 | 2 |" in table and "| 2 | retrain | 1 | 2 |" in table
+
+
+def test_run_jobs_refuses_another_configuration(digits_run, tmp_path):
+    """A job key already in the log with another learning rate, or the log of another model, is a
+    one-line error naming the field; a torn last line is cut; force restarts."""
+    from repair_jax.repair.protocol import RepairContext, run_jobs
+    from repair_jax.runs import load_run
+    ctx = RepairContext.from_run(load_run(digits_run))
+    job = dict(key="a", method="irepair", classes=[8], repair_size=2, correct_size=10, seed=0,
+               config=IRepairConfig(lr=1e-3, ub=50))
+    out = tmp_path / "jobs.jsonl"
+    run_jobs(ctx, [job], out, progress=False)
+    with pytest.raises(UserError, match=r"job 'a' was run with another config\.lr"):
+        run_jobs(ctx, [{**job, "config": IRepairConfig(lr=1e-2, ub=50)}], out, progress=False)
+    with pytest.raises(UserError, match=r"another correct_size"):
+        run_jobs(ctx, [{**job, "correct_size": 12}], out, progress=False)
+    other = RepairContext.from_model(ctx.model, jax.tree_util.tree_map(lambda a: a * 1.01, ctx.variables),
+                                     ctx.dataset)
+    with pytest.raises(UserError, match=r"model\.variables_sha256"):
+        run_jobs(other, [job], out, progress=False)
+    text = out.read_text()
+    out.write_text(text + '{"key": "b", "meth')  # a kill mid-append
+    assert len(run_jobs(ctx, [job], out, progress=False)) == 1
+    assert out.read_text() == text
+    again = run_jobs(other, [job], out, progress=False, force=True)
+    assert again[0]["accuracy_before"] == other.accuracy_before
+
+
+def test_summary_table_shows_used_size_and_no_nan(digits_run):
+    """|R| actually used is shown (a class with fewer misclassified inputs than asked gives fewer), and
+    cells that do not apply are '—', never 'nan'."""
+    runs = [{"method": "irepair", "gamma": 1.0, "repair_size": 3, "group": 5, "accuracy_drop": 0.01,
+             "unrepaired": 0, "iterations": 4, "unlocked_fraction": 0.5},
+            {"method": "mm", "mm_epsilon": None, "repair_size": 5, "group": 5, "accuracy_drop": 0.02,
+             "unrepaired": 0, "iterations": 0, "unlocked_fraction": None}]
+    table = summary_table(runs, baseline="retrain")
+    assert "| 5 | irepair (gamma=1) | 1 | 3 |" in table and "| 5 | mm (eps=None) | 1 | 5 |" in table
+    assert "nan" not in table.lower() and "| — |" in table and "R used" in table

@@ -93,8 +93,8 @@ def test_w_bn_objective_backprops_only_the_regular_batch():
     xt = rng.random((3, 8, 8, 1)).astype(np.float32)
     y = np.array([0, 1, 2, 0], np.int32)
     state = create_train_state(model, init_variables(model, jax.random.PRNGKey(0), (8, 8, 1)), optax.sgd(0.1))
-    batch = {"x": x, "y": y, "x_target": xt, "rho": np.float32(0.3)}
-    loss, (stats, _) = weighted_batch_norm_objective(state.params, state, batch)
+    batch = {"x": x, "y": y, "x_target": xt}
+    loss, (stats, _) = weighted_batch_norm_objective(state.params, state, batch, rho=0.3)
     w = weighted_batch_norm_weights(4, 3, 0.3)
     (logits, _), mut = model.apply({"params": state.params, "batch_stats": state.batch_stats},
                                    np.concatenate([x, xt]), train=True, sample_weight=w, mutable=["batch_stats"])
@@ -104,7 +104,7 @@ def test_w_bn_objective_backprops_only_the_regular_batch():
         np.testing.assert_allclose(a, b, rtol=1e-6)
     # rho = 1: exactly the plain ERM objective on the regular batch (target batch has zero weight)
     from repair_jax.train import erm_objective
-    l1, _ = weighted_batch_norm_objective(state.params, state, {**batch, "rho": np.float32(1.0)})
+    l1, _ = weighted_batch_norm_objective(state.params, state, batch, rho=1.0)
     l0, _ = erm_objective(state.params, state, {"x": x, "y": y})
     np.testing.assert_allclose(l1, l0, rtol=1e-5)
 

@@ -42,12 +42,11 @@ def _floats(spec: str, what: str) -> tuple[float, ...]:
 
 
 def repair_config_from_args(args, run):
-    from repair_jax.repair.study import RepairConfig
-    from repair_jax.repair.weighted import METHODS
+    from repair_jax.repair import METHODS, RepairConfig
 
     rc = run.config
     if args.methods == "all":
-        methods = METHODS
+        methods = tuple(METHODS)
     else:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         methods = tuple(dict.fromkeys(("orig", "orig-ft") + methods))
@@ -96,7 +95,7 @@ def check_distinct(targets) -> None:
 def run(args) -> int:
     import shutil
 
-    from repair_jax.repair.study import format_table, parse_targets, run_study
+    from repair_jax.repair import format_table, parse_targets, run_study
     from repair_jax.runs import load_run, read_run_info
 
     check_flags(args)

@@ -1,21 +1,36 @@
-"""Repair methods: I-REPAIR and MM repair (001) and Weighted Regularization (000 Sec. 3-4)."""
+"""Repair methods: I-REPAIR and MM repair (001) and Weighted Regularization (000 Sec. 3-4).
 
+WR methods are values (:mod:`.methods`: ``METHODS[name](targets, rho)`` -> :class:`RepairMethod`);
+the study is :mod:`.config` (:class:`RepairConfig`), :mod:`.sweep` (:func:`run_study`) and
+:mod:`.report` (summary, table, plots). I-REPAIR's locking variants are mask functions
+(:mod:`.irepair`); its evaluation protocol is :mod:`.protocol`.
+"""
+
+from repair_jax.repair.config import RUN_FIELDS, RepairConfig, parse_targets
+from repair_jax.repair.evaluation import (
+    error_kind, evaluate_outputs, output_probabilities, target_error, w_os_tradeoff,
+)
 from repair_jax.repair.irepair import (
-    IRepairConfig, IRepairResult, correct_set, estimate_influence, i_repair, influence_scores,
-    random_locking_repair, repair_set, retrain,
+    IRepairConfig, IRepairResult, InfluenceLocking, LockingInputs, correct_set, estimate_influence,
+    fixed_locking, i_repair, influence_scores, no_locking, random_locking_mask, random_locking_repair,
+    repair_loop, repair_set, retrain,
+)
+from repair_jax.repair.methods import (
+    BASELINES, METHODS, RepairMethod, lookup, make_method, orig, orig_ft, takes_rho, w_aug, w_bn, w_dbr,
+    w_loss, w_os,
 )
 from repair_jax.repair.mm import MMResult, mm_repair
-
-from repair_jax.repair.stats import (
-    a12_magnitude, compare_to_baseline, rank_sum, select_rhos, vargha_delaney_a12, wilcoxon_rank_sum,
-)
-from repair_jax.repair.study import (
-    RepairConfig, evaluate_outputs, fine_tune, format_table, parse_targets, run_one, run_study,
-    target_error, w_os_tradeoff,
-)
+from repair_jax.repair.protocol import RepairContext, draw_problem, run_jobs, solve_problem, summary_table
+from repair_jax.repair.report import format_table, plot_study, significance, summarize_study
+from repair_jax.repair.selection import compare_to_baseline, select_rhos
+from repair_jax.repair.sweep import fine_tune, log_config, read_study_records, run_one, run_study
+from repair_jax.repair.verdict import accuracy_loss_allowed, is_repaired, within_thresholds
 from repair_jax.repair.weighted import (
-    FINE_TUNED, METHODS, RHO_GRID, W_OS_EXTRA_RHOS, Targets, class_distance, class_representations,
-    confused_subset_mask, distance_regularizer, weighted_augmentation_class_weights,
-    weighted_batch_norm_objective, weighted_batch_norm_weights, weighted_dbr_objective, weighted_loss,
-    weighted_loss_objective, weighted_output_smoothing,
+    RHO_GRID, W_OS_EXTRA_RHOS, Targets, class_distance, class_representations, confused_subset_mask,
+    distance_regularizer, weighted_augmentation_class_weights, weighted_batch_norm_objective,
+    weighted_batch_norm_weights, weighted_dbr_objective, weighted_loss, weighted_loss_objective,
+    weighted_output_smoothing,
+)
+from repair_jax.stats import (
+    a12_magnitude, mean_ci, rank_sum, t_test_p, vargha_delaney_a12, wilcoxon_rank_sum,
 )

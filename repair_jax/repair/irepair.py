@@ -15,6 +15,9 @@ operation changes weights only (Definition 1) and is judged by the accuracy drop
 - Baselines of Sec. 5: :func:`retrain` (the same optimizer and stopping rule, back-propagation on
   R ∪ C, nothing locked) and :func:`random_locking_repair` (RQ ii: each parameter frozen with
   probability p). MM repair is :mod:`repair_jax.repair.mm`.
+- The three are one loop, :func:`repair_loop`, given a locking rule (a mask function):
+  :class:`InfluenceLocking` (Algorithm 2 l. 7-13), :func:`fixed_locking` (a mask drawn once) and
+  :func:`no_locking`. A new locking rule is one more such function.
 
 The network is evaluated in inference mode throughout (BatchNorm running statistics are used and
 not updated), so only weights and biases change (Definition 1).
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any, Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,10 +36,11 @@ import optax
 
 from repair_jax.errors import UserError
 from repair_jax.influence import layerwise_per_example_grads
+from repair_jax.train import optimizer as make_tx
 
 CORRECT_LOSSES = ("magnitude", "cross_entropy")
 INFLUENCE_VARIANTS = ("mean", "mean_abs")
-LOCKINGS = ("influence", "random", "none")
+BACKPROP_SETS = ("repair_perp", "repair_and_correct")
 
 
 # ----------------------------------------------------------------------------- repair / correct sets
@@ -216,28 +222,69 @@ class IRepairResult:
         return ~self.repaired
 
 
-def _make_tx(name: str, lr) -> optax.GradientTransformation:
-    if name == "adam":
-        return optax.adam(lr)
-    if name == "sgd":
-        return optax.sgd(lr)
-    return optax.rmsprop(lr)
+# ----------------------------------------------------------------------------- locking rules (mask functions)
+
+class LockingInputs(NamedTuple):
+    """What a locking rule sees at one iteration of Algorithm 2 (inside the jitted loop).
+
+    ``grads`` the back-propagated gradient of this iteration (on R⊥, or on R ∪ C for retraining);
+    ``w_r`` (|R|,) the R⊥ indicator as weights; ``fixed_mask`` the mask given to the loop (random locking).
+    """
+
+    apply_fn: Callable
+    params: Any
+    grads: Any
+    xr: jax.Array
+    yr: jax.Array
+    w_r: jax.Array
+    xc: jax.Array
+    yc: jax.Array
+    gamma: jax.Array
+    epsilon: jax.Array
+    fixed_mask: Any
+
+
+class InfluenceLocking(NamedTuple):
+    """I-REPAIR's rule, Algorithm 2 l. 7-13: unlock the parameters whose influence score is >= 1.
+
+    ``correct_loss`` the loss whose influence on C is measured; ``influence`` the Algorithm 1 variant.
+    A value (hashable by its fields), so the jitted loop compiles once per rule.
+    """
+
+    correct_loss: str = "magnitude"
+    influence: str = "mean"
+
+    def __call__(self, s: LockingInputs):
+        ones_c = jnp.ones(s.yc.shape, jnp.float32)
+        i_c = estimate_influence(s.apply_fn, _loss_fn(self.correct_loss), s.params, s.xc, s.yc, ones_c,
+                                 self.influence)  # l. 7
+        i_r = s.grads if self.influence == "mean" else estimate_influence(
+            s.apply_fn, cross_entropy_loss, s.params, s.xr, s.yr, s.w_r, self.influence)  # l. 8
+        scores = influence_scores(i_r, i_c, s.gamma, s.epsilon)  # l. 9
+        return jax.tree_util.tree_map(lambda sc: sc >= 1.0, scores)  # l. 10-13
+
+
+def fixed_locking(s: LockingInputs):
+    """The mask given to the loop, the same at every iteration (random locking, 001 Sec. 5 RQ ii)."""
+    return s.fixed_mask
+
+
+def no_locking(s: LockingInputs):
+    """Every parameter unlocked (retraining)."""
+    return jax.tree_util.tree_map(lambda g: jnp.ones(g.shape, bool), s.grads)
 
 
 # ----------------------------------------------------------------------------- the jitted loop
 
-@functools.partial(jax.jit, static_argnames=("model", "locking", "backprop_on", "correct_loss",
-                                             "influence", "optimizer"))
-def _repair_loop(params, batch_stats, xr, yr, valid_r, xc, yc, random_mask, gamma, epsilon, lr,
-                 margin, ub, *, model, locking: str, backprop_on: str, correct_loss: str,
-                 influence: str, optimizer: str):
+@functools.partial(jax.jit, static_argnames=("model", "locking", "backprop_on", "optimizer"))
+def _repair_loop(params, batch_stats, xr, yr, valid_r, xc, yc, fixed_mask, gamma, epsilon, lr,
+                 margin, ub, *, model, locking: Callable, backprop_on: str, optimizer: str):
     """Algorithm 2 as one ``while_loop``: carry (params, opt_state, it, active, unlocked_sum)."""
     def apply_fn(p, x):
         variables = {"params": p, "batch_stats": batch_stats} if batch_stats else {"params": p}
         return model.apply(variables, x, train=False)[0]
 
-    tx = _make_tx(optimizer, lr)
-    loss_c = _loss_fn(correct_loss)
+    tx = make_tx(optimizer, lr)
     n_params = sum(a.size for a in jax.tree_util.tree_leaves(params))
 
     def misclassified(p):  # Algorithm 2 l. 5: R⊥ as a mask over the fixed-shape R
@@ -250,23 +297,14 @@ def _repair_loop(params, batch_stats, xr, yr, valid_r, xc, yc, random_mask, gamm
     def body(carry):
         p, opt_state, it, active, unlocked_sum = carry
         w_r = active.astype(jnp.float32)
-        if backprop_on == "repair_and_correct":  # retraining: all of R and C, nothing locked
+        if backprop_on == "repair_and_correct":  # retraining: all of R and C
             x = jnp.concatenate([xr, xc])
             y = jnp.concatenate([yr, yc])
             w = jnp.concatenate([valid_r.astype(jnp.float32), jnp.ones(yc.shape, jnp.float32)])
             grads = weighted_mean_gradient(apply_fn, cross_entropy_loss, p, x, y, w)
         else:  # back-propagation on R⊥ (l. 15); with the paper's Algorithm 1 it equals I_R⊥
             grads = weighted_mean_gradient(apply_fn, cross_entropy_loss, p, xr, yr, w_r)
-        if locking == "influence":
-            i_c = estimate_influence(apply_fn, loss_c, p, xc, yc, jnp.ones(yc.shape, jnp.float32), influence)  # l. 7
-            i_r = grads if influence == "mean" else estimate_influence(
-                apply_fn, cross_entropy_loss, p, xr, yr, w_r, influence)  # l. 8
-            scores = influence_scores(i_r, i_c, gamma, epsilon)  # l. 9
-            mask = jax.tree_util.tree_map(lambda s: s >= 1.0, scores)  # l. 10-13
-        elif locking == "random":
-            mask = random_mask
-        else:
-            mask = jax.tree_util.tree_map(lambda g: jnp.ones(g.shape, bool), grads)
+        mask = locking(LockingInputs(apply_fn, p, grads, xr, yr, w_r, xc, yc, gamma, epsilon, fixed_mask))
         grads = jax.tree_util.tree_map(lambda g, m: jnp.where(m, g, 0.0), grads, mask)  # l. 14
         updates, opt_state = tx.update(grads, opt_state, p)
         updates = jax.tree_util.tree_map(lambda u, m: jnp.where(m, u, 0.0), updates, mask)  # frozen: no move
@@ -313,22 +351,30 @@ def _check_sets(variables, repair_x, repair_y, correct_x, correct_y):
     return repair_x, repair_y, correct_x, correct_y
 
 
-def _run(model, variables, repair_x, repair_y, correct_x, correct_y, config: IRepairConfig, *,
-         locking: str, backprop_on: str, random_mask=None) -> IRepairResult:
+def repair_loop(model, variables, repair_x, repair_y, correct_x, correct_y, config: IRepairConfig, *,
+                locking: Callable = InfluenceLocking(), backprop_on: str = "repair_perp",
+                fixed_mask=None) -> IRepairResult:
+    """The one loop of Algorithm 2 with a locking rule ``locking(LockingInputs) -> mask`` (a pytree of
+    bools like the params, True = may move): :class:`InfluenceLocking`, :func:`fixed_locking` (with
+    ``fixed_mask``) or :func:`no_locking`. ``backprop_on``: ``"repair_perp"`` (R⊥, l. 15) or
+    ``"repair_and_correct"`` (R ∪ C, the retraining baseline). ``locking`` must be hashable (a
+    module-level function or a NamedTuple rule): the loop is compiled once per rule.
+    """
     config.validate()
+    if backprop_on not in BACKPROP_SETS:
+        raise UserError(f"backprop_on must be one of {', '.join(BACKPROP_SETS)}, got {backprop_on!r}")
     repair_x, repair_y, correct_x, correct_y = _check_sets(variables, repair_x, repair_y, correct_x, correct_y)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {}) or {}
-    if random_mask is None:
-        random_mask = jax.tree_util.tree_map(lambda a: jnp.ones(a.shape, bool), params)
+    if fixed_mask is None:
+        fixed_mask = jax.tree_util.tree_map(lambda a: jnp.ones(a.shape, bool), params)
     valid = np.ones(len(repair_y), bool)
     try:
         p, repaired, it, unlocked = _repair_loop(
-            params, batch_stats, repair_x, repair_y, valid, correct_x, correct_y, random_mask,
+            params, batch_stats, repair_x, repair_y, valid, correct_x, correct_y, fixed_mask,
             jnp.float32(config.gamma), jnp.float32(config.epsilon), jnp.float32(config.lr),
             jnp.float32(config.margin), jnp.int32(config.ub), model=_StaticModel(model), locking=locking,
-            backprop_on=backprop_on, correct_loss=config.correct_loss, influence=config.influence,
-            optimizer=config.optimizer)
+            backprop_on=backprop_on, optimizer=config.optimizer)
     except (TypeError, ValueError) as e:
         raise UserError(f"the model does not accept these inputs: {str(e).splitlines()[0]}") from None
     new_vars = dict(variables)
@@ -343,16 +389,16 @@ def i_repair(model, variables, repair_x, repair_y, correct_x, correct_y,
     repair_x (|R|, ...) / repair_y (|R|,) the repair set, correct_x / correct_y the correct set
     (001 Definition 2). Returns :class:`IRepairResult`.
     """
-    return _run(model, variables, repair_x, repair_y, correct_x, correct_y, config,
-                locking="influence", backprop_on="repair_perp")
+    return repair_loop(model, variables, repair_x, repair_y, correct_x, correct_y, config,
+                       locking=InfluenceLocking(config.correct_loss, config.influence))
 
 
 def retrain(model, variables, repair_x, repair_y, correct_x, correct_y,
             config: IRepairConfig = IRepairConfig()) -> IRepairResult:
     """Retraining baseline (001 Sec. 5): back-propagation on the available data R ∪ C with the same
     optimizer, learning rate and stopping rule (all of R repaired, or ``ub`` steps); nothing locked."""
-    return _run(model, variables, repair_x, repair_y, correct_x, correct_y, config,
-                locking="none", backprop_on="repair_and_correct")
+    return repair_loop(model, variables, repair_x, repair_y, correct_x, correct_y, config,
+                       locking=no_locking, backprop_on="repair_and_correct")
 
 
 def random_locking_mask(params, p: float, key: jax.Array):
@@ -371,5 +417,5 @@ def random_locking_repair(model, variables, repair_x, repair_y, correct_x, corre
     """Randomised repair (001 Sec. 5 RQ ii): Algorithm 2 with the influence mask replaced by a random
     one drawn once (each parameter frozen with probability ``p``); back-propagation on R⊥."""
     mask = random_locking_mask(variables["params"], p, jax.random.PRNGKey(seed))
-    return _run(model, variables, repair_x, repair_y, correct_x, correct_y, config,
-                locking="random", backprop_on="repair_perp", random_mask=mask)
+    return repair_loop(model, variables, repair_x, repair_y, correct_x, correct_y, config,
+                       locking=fixed_locking, fixed_mask=mask)

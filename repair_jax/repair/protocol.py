@@ -10,6 +10,7 @@ the accuracy before / after is measured on the held-out test split (never on C; 
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 
 import jax
@@ -17,13 +18,16 @@ import numpy as np
 import optax
 
 from repair_jax.errors import UserError
+from repair_jax.io import ResumableJsonl, first_difference, to_jsonable
+from repair_jax.progress import track
+from repair_jax.repair.identity import dataset_identity, model_identity
+from repair_jax.stats import mean_ci, t_test_p
+from repair_jax.tables import MISSING, markdown_table
+from repair_jax.train import create_train_state, predict, predict_labels
 from repair_jax.repair.irepair import (
     IRepairConfig, correct_set, i_repair, is_repaired, random_locking_repair, repair_set, retrain,
 )
 from repair_jax.repair.mm import mm_repair
-
-METHODS = ("irepair", "retrain", "random", "mm")
-
 
 @dataclasses.dataclass
 class RepairContext:
@@ -47,15 +51,13 @@ class RepairContext:
 
     @classmethod
     def from_model(cls, model, variables, ds) -> "RepairContext":
-        pool_pred = predict_labels(model, variables, ds.pool.x)
-        acc = float(np.mean(predict_labels(model, variables, ds.test.x) == ds.test.y))
+        pool_pred = _predict_labels(model, variables, ds.pool.x)
+        acc = float(np.mean(_predict_labels(model, variables, ds.test.x) == ds.test.y))
         return cls(model, variables, ds, pool_pred, acc)
 
 
-def predict_labels(model, variables, x) -> np.ndarray:
-    from repair_jax.train import create_train_state, predict
-    logits, _ = predict(create_train_state(model, variables, optax.identity()), x)
-    return logits.argmax(-1)
+def _predict_labels(model, variables, x) -> np.ndarray:
+    return predict_labels(create_train_state(model, variables, optax.identity()), x)
 
 
 def draw_problem(ctx: RepairContext, classes, repair_size: int, correct_size: int, seed: int):
@@ -70,40 +72,56 @@ def draw_problem(ctx: RepairContext, classes, repair_size: int, correct_size: in
     return r_idx, c_idx, notes
 
 
+def _loop_result(res, extra: dict) -> tuple:
+    jax.block_until_ready(res.variables["params"])
+    return res.variables, res.iterations, res.unlocked_fraction, extra
+
+
+def _solve_irepair(ctx, sets, config, seed, opts):
+    return _loop_result(i_repair(ctx.model, ctx.variables, *sets, config=config), {"gamma": config.gamma})
+
+
+def _solve_retrain(ctx, sets, config, seed, opts):
+    return _loop_result(retrain(ctx.model, ctx.variables, *sets, config=config), {})
+
+
+def _solve_random(ctx, sets, config, seed, opts):
+    res = random_locking_repair(ctx.model, ctx.variables, *sets, p=opts["lock_p"], seed=seed, config=config)
+    return _loop_result(res, {"lock_p": opts["lock_p"]})
+
+
+def _solve_mm(ctx, sets, config, seed, opts):
+    res = mm_repair(ctx.model, ctx.variables, sets[0], sets[1], margin=opts["mm_margin"], epsilon=opts["mm_epsilon"])
+    return res.variables, 0, None, {"status": res.status, "max_change": res.max_change,
+                                    "mm_epsilon": opts["mm_epsilon"]}
+
+
+# method name -> solver(ctx, (xr, yr, xc, yc), config, seed, options) -> (variables, iterations,
+# unlocked fraction or None, extra record fields); a new method of the protocol is one solver + one entry
+SOLVERS = {"irepair": _solve_irepair, "retrain": _solve_retrain, "random": _solve_random, "mm": _solve_mm}
+METHODS = tuple(SOLVERS)
+
+
 def solve_problem(ctx: RepairContext, r_idx, c_idx, method: str, config: IRepairConfig,
                   seed: int = 0, lock_p: float = 0.5, mm_epsilon: float | None = None,
                   mm_margin: float = 1e-3) -> dict:
     """Runs ``method`` on one problem; returns the record of ``irepair.json`` (one run)."""
-    if method not in METHODS:
+    if method not in SOLVERS:
         raise UserError(f"unknown method {method!r}; choose {', '.join(METHODS)}")
     ds = ctx.dataset
     xr, yr = ds.pool.x[r_idx], ds.pool.y[r_idx]
     xc, yc = ds.pool.x[c_idx], ds.pool.y[c_idx]
-    args = (ctx.model, ctx.variables, xr, yr, xc, yc)
     t0 = time.perf_counter()
-    extra: dict = {}
-    if method == "mm":
-        res = mm_repair(ctx.model, ctx.variables, xr, yr, margin=mm_margin, epsilon=mm_epsilon)
-        variables, iterations, unlocked = res.variables, 0, None
-        extra = {"status": res.status, "max_change": res.max_change, "mm_epsilon": mm_epsilon}
-    else:
-        if method == "irepair":
-            res = i_repair(*args, config=config)
-        elif method == "retrain":
-            res = retrain(*args, config=config)
-        else:
-            res = random_locking_repair(*args, p=lock_p, seed=seed, config=config)
-            extra = {"lock_p": lock_p}
-        jax.block_until_ready(res.variables["params"])
-        variables, iterations, unlocked = res.variables, res.iterations, res.unlocked_fraction
+    opts = {"lock_p": lock_p, "mm_epsilon": mm_epsilon, "mm_margin": mm_margin}
+    variables, iterations, unlocked, extra = SOLVERS[method](ctx, (xr, yr, xc, yc), config, seed, opts)
     wall = time.perf_counter() - t0
     repaired = _repaired(ctx.model, variables, xr, yr, config.margin)
-    test_pred = predict_labels(ctx.model, variables, ds.test.x)
+    test_pred = _predict_labels(ctx.model, variables, ds.test.x)
     acc_after = float(np.mean(test_pred == ds.test.y))
-    c_after = float(np.mean(predict_labels(ctx.model, variables, xc) == yc))
+    c_after = float(np.mean(_predict_labels(ctx.model, variables, xc) == yc))
     return {"method": method, "seed": seed, "classes": sorted(set(int(c) for c in yr)),
             "repair_size": int(len(r_idx)), "correct_size": int(len(c_idx)),
-            "gamma": config.gamma if method == "irepair" else None, "margin": config.margin,
+            "gamma": None, "margin": config.margin,
             "lr": config.lr, "ub": config.ub, "correct_loss": config.correct_loss,
             "influence": config.influence,
             "repaired": int(repaired.sum()), "unrepaired": int((~repaired).sum()),
@@ -113,83 +131,86 @@ def solve_problem(ctx: RepairContext, r_idx, c_idx, method: str, config: IRepair
 
 
 def _repaired(model, variables, x, y, margin) -> np.ndarray:
-    from repair_jax.train import create_train_state, predict
     logits, _ = predict(create_train_state(model, variables, optax.identity()), x)
     return np.asarray(is_repaired(logits, y, margin))
 
 
-def mean_ci(values, confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and the half-width of its Student-t confidence interval (0 for fewer than 2 values)."""
-    import scipy.stats
-    v = np.asarray(values, np.float64)
-    if len(v) < 2:
-        return float(v.mean()) if len(v) else float("nan"), 0.0
-    half = scipy.stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean()), float(half)
+def _label(r: dict) -> str:
+    if r["method"] == "irepair":
+        return f"irepair (gamma={r['gamma']:g})"
+    if r["method"] == "random":
+        return f"random (p={r['lock_p']:g})"
+    if r["method"] == "mm":
+        return f"mm (eps={r['mm_epsilon']})"
+    return r["method"]
 
 
-def t_test_p(a, b) -> float:
-    """Independent two-sample t-test p-value (001 Sec. 5 RQ i); NaN with fewer than 2 values."""
-    import scipy.stats
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if len(a) < 2 or len(b) < 2:
-        return float("nan")
-    if np.allclose(a, a[0]) and np.allclose(b, b[0]):
-        return 1.0 if np.isclose(a[0], b[0]) else 0.0
-    import warnings
-    with warnings.catch_warnings():  # nearly constant samples: scipy warns, the p-value stands
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(scipy.stats.ttest_ind(a, b).pvalue)
+def _size_text(sizes) -> str:
+    lo, hi = min(sizes), max(sizes)
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
+def _table_row(group, label: str, rs: list[dict], base: list[dict] | None, is_base: bool) -> list:
+    drops = [100 * r["accuracy_drop"] for r in rs]
+    m, h = mean_ci(drops)
+    unl = [r["unlocked_fraction"] for r in rs if r["unlocked_fraction"] is not None]
+    p = t_test_p(drops, [100 * r["accuracy_drop"] for r in base]) if base and not is_base else None
+    sd = float(np.std(drops, ddof=1)) if len(drops) > 1 else 0.0
+    return [group, label, len(rs), _size_text([r["repair_size"] for r in rs]),
+            f"{np.mean([r['unrepaired'] == 0 for r in rs]):.2f}", f"{m:.2f} ± {h:.2f}", f"{sd:.2f}",
+            f"{np.mean([r['iterations'] for r in rs]):.1f}", f"{np.mean(unl):.3f}" if unl else None,
+            None if p is None or p != p else f"{p:.3g}"]
 
 
 def summary_table(runs: list[dict], baseline: str | None = "retrain") -> str:
-    """Markdown: per method label (and |R|), runs, all-repaired fraction, mean accuracy drop (in
-    percentage points) with 95% CI and standard deviation (001 Table 1's d and s), mean iterations,
-    unlocked fraction, independent two-sample t-test p-value against ``baseline``."""
-    def label(r):
-        if r["method"] == "irepair":
-            return f"irepair (gamma={r['gamma']:g})"
-        if r["method"] == "random":
-            return f"random (p={r['lock_p']:g})"
-        if r["method"] == "mm":
-            return f"mm (eps={r['mm_epsilon']})"
-        return r["method"]
+    """Markdown: per group (requested |R|, or the job's ``group``) and method label, runs, the
+    repair-set size actually used, all-repaired fraction, mean accuracy drop (in percentage points)
+    with 95% CI and standard deviation (001 Table 1's d and s), mean iterations, unlocked fraction,
+    independent two-sample t-test p-value against ``baseline``. Cells that do not apply are '—'."""
     groups: dict = {}
     for r in runs:
-        groups.setdefault((r.get("group", r["repair_size"]), label(r)), []).append(r)
-    lines = ["| R | method | runs | all repaired | drop (pp) mean ± 95% CI | sd | iterations | unlocked | p vs "
-             f"{baseline or '-'} |", "|---|---|---|---|---|---|---|---|---|"]
-    import re
+        groups.setdefault((r.get("group", r["repair_size"]), _label(r)), []).append(r)
     natural = lambda g: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(g))]
+    rows = []
     for (k, lab), rs in sorted(groups.items(), key=lambda kv: (natural(kv[0][0]), kv[0][1])):
-        drops = [100 * r["accuracy_drop"] for r in rs]
-        m, h = mean_ci(drops)
-        allrep = np.mean([r["unrepaired"] == 0 for r in rs])
-        its = np.mean([r["iterations"] for r in rs])
-        unl = [r["unlocked_fraction"] for r in rs if r["unlocked_fraction"] is not None]
         base = next((g for (k2, _), g in groups.items() if k2 == k and g[0]["method"] == baseline), None)
-        is_base = rs[0]["method"] == baseline
-        p = t_test_p(drops, [100 * r["accuracy_drop"] for r in base]) if base and not is_base else float("nan")
-        sd = float(np.std(drops, ddof=1)) if len(drops) > 1 else 0.0
-        lines.append(f"| {k} | {lab} | {len(rs)} | {allrep:.2f} | {m:.2f} ± {h:.2f} | {sd:.2f} | {its:.1f} | "
-                     f"{(np.mean(unl) if unl else float('nan')):.3f} | {p:.3g} |")
-    return "\n".join(lines)
+        rows.append(_table_row(k, lab, rs, base, rs[0]["method"] == baseline))
+    headers = ["R", "method", "runs", "R used", "all repaired", "drop (pp) mean ± 95% CI", "sd", "iterations",
+               "unlocked", f"p vs {baseline or '-'}"]
+    notes = ["R: the group of the runs (the requested repair-set size per class unless the job names another); "
+             "R used: |R| actually drawn (all classes; a range when it varies, e.g. a class with fewer "
+             f"misclassified inputs than requested). {MISSING}: not applicable (the baseline itself, no "
+             "baseline, an unlocked fraction for MM) or too few runs for the t-test."]
+    return markdown_table(headers, rows, notes)
 
 
-def run_jobs(ctx: RepairContext, jobs: list[dict], out_jsonl, progress: bool = True) -> list[dict]:
-    """Runs repair jobs, appending each record to ``out_jsonl`` (resumable: jobs whose ``key`` is
-    already there are skipped). A job: ``key`` (unique str), ``classes``, ``repair_size``,
-    ``correct_size``, ``seed``, ``method``, ``config`` (IRepairConfig) and optionally ``lock_p``,
-    ``mm_epsilon``, ``group`` and any extra keys to copy into the record. Returns all records."""
-    from tqdm.auto import tqdm
+def _job_spec(job: dict) -> dict:
+    """A job as plain JSON (its IRepairConfig as a dict), the part of the log a resumed job must match."""
+    spec = {k: v for k, v in job.items() if k != "config"}
+    spec["config"] = dataclasses.asdict(job["config"])
+    return to_jsonable(spec)
 
-    from repair_jax.io import append_jsonl, read_jsonl
-    from pathlib import Path
 
-    done = {r["key"]: r for r in read_jsonl(out_jsonl)} if Path(out_jsonl).exists() else {}
+def run_jobs(ctx: RepairContext, jobs: list[dict], out_jsonl, progress: bool = True, force: bool = False) -> list[dict]:
+    """Runs repair jobs, appending each record to ``out_jsonl``; returns all records.
+
+    A job: ``key`` (unique str), ``classes``, ``repair_size``, ``correct_size``, ``seed``, ``method``,
+    ``config`` (IRepairConfig) and optionally ``lock_p``, ``mm_epsilon``, ``group`` and any extra keys
+    to copy into the record. Resumable: the log is a :class:`repair_jax.io.ResumableJsonl` bound to
+    the model's weights and the data set, and a job whose ``key`` is already there is skipped if
+    everything else in it is the same (else a :class:`UserError` names the differing field);
+    ``force=True`` restarts the log.
+    """
+    header = {"model": model_identity(ctx.model, ctx.variables), "dataset": dataset_identity(ctx.dataset)}
+    log = ResumableJsonl(out_jsonl, header, key=lambda r: r["key"], force=force)
     problems: dict = {}
-    for job in tqdm(jobs, desc="repair jobs", disable=None if progress else True):
-        if job["key"] in done:
+    for job in track(jobs, "repair jobs", progress):
+        spec = _job_spec(job)
+        if job["key"] in log:
+            field = first_difference(log[job["key"]].get("job"), spec)
+            if field is not None:
+                raise UserError(f"{out_jsonl}: job {job['key']!r} was run with another {field}; choose another "
+                                "output or pass --force to restart it")
             continue
         pkey = (tuple(job["classes"]), job["repair_size"], job["correct_size"], job["seed"])
         if pkey not in problems:
@@ -198,7 +219,6 @@ def run_jobs(ctx: RepairContext, jobs: list[dict], out_jsonl, progress: bool = T
         rec = solve_problem(ctx, r_idx, c_idx, job["method"], job["config"], seed=job["seed"],
                             lock_p=job.get("lock_p", 0.5), mm_epsilon=job.get("mm_epsilon"))
         extra = {k: v for k, v in job.items() if k not in ("config", "classes", "repair_size")}
-        rec.update(extra, notes=notes, requested_size=job["repair_size"])
-        append_jsonl(out_jsonl, rec)
-        done[job["key"]] = rec
-    return [done[j["key"]] for j in jobs]
+        rec.update(extra, notes=notes, requested_size=job["repair_size"], job=spec)
+        log.append(rec)
+    return [log[j["key"]] for j in jobs]

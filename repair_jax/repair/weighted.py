@@ -13,6 +13,8 @@ triplets are the multi-pair extensions of Sec. 3.x.4. ``rho`` in [0, 1] is the m
 * ``w-os``    - weighted output smoothing, no training (Sec. 3.4): :func:`weighted_output_smoothing`.
 * ``w-loss``  - weighted loss over the confused subset (Sec. 3.5): :func:`weighted_loss_objective`.
 * ``w-dbr``   - weighted distance-based regularisation (Sec. 3.6): :func:`weighted_dbr_objective`.
+
+These are the formulas; :mod:`repair_jax.repair.methods` composes them into methods as values.
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ import numpy as np
 from repair_jax.errors import UserError
 from repair_jax.objectives import forward, l2_penalty, per_example_loss
 
-METHODS = ("orig", "orig-ft", "w-aug", "w-bn", "w-os", "w-loss", "w-dbr")
-FINE_TUNED = ("orig-ft", "w-aug", "w-bn", "w-loss", "w-dbr")
 RHO_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
 W_OS_EXTRA_RHOS = (0.01, 0.001, 0.0001)
 
@@ -112,20 +112,20 @@ def weighted_batch_norm_weights(n_regular: int, n_target: int, rho) -> jnp.ndarr
                             jnp.full((n_target,), (1.0 - rho) / n_target, jnp.float32)])
 
 
-def weighted_batch_norm_objective(params, state, batch: dict, *, multilabel: bool = False,
+def weighted_batch_norm_objective(params, state, batch: dict, *, rho, multilabel: bool = False,
                                   l2: float = 0.0):
     """w-bn loss (000 Sec. 3.3): one forward pass over ``concat([x, x_target])`` in train mode where
     every BatchNorm layer uses the rho-weighted batch statistics of
     :func:`weighted_batch_norm_weights`; only the regular batch's loss is back-propagated.
 
-    ``batch``: ``x`` (n, ...), ``y``, ``x_target`` (m, ...) drawn from the target classes only, and
-    scalar ``rho``. The BatchNorm running averages are updated with the same weighted statistics
+    ``batch``: ``x`` (n, ...), ``y`` and ``x_target`` (m, ...) drawn from the target classes only;
+    ``rho`` a scalar. The BatchNorm running averages are updated with the same weighted statistics
     (``ra <- momentum * ra + (1 - momentum) * weighted_stat``, see :class:`repair_jax.models.BatchNorm`),
     so the repaired model keeps the shifted normalisation at inference.
     """
     x, xt = batch["x"], batch["x_target"]
     n = x.shape[0]
-    w = weighted_batch_norm_weights(n, xt.shape[0], batch["rho"])
+    w = weighted_batch_norm_weights(n, xt.shape[0], jnp.float32(rho))
     logits, _, batch_stats = forward(state, params, jnp.concatenate([x, xt]), train=True, sample_weight=w)
     loss = jnp.mean(per_example_loss(logits[:n], batch["y"], multilabel)) + l2 * l2_penalty(params)
     return loss, (batch_stats, {"loss": loss})
@@ -207,11 +207,11 @@ def weighted_loss(logits, y, targets: Targets, rho, multilabel: bool = False):
     return rho * jnp.mean(per) + (1.0 - rho) * extra / len(groups)
 
 
-def weighted_loss_objective(params, state, batch: dict, *, targets: Targets, multilabel: bool = False,
+def weighted_loss_objective(params, state, batch: dict, *, targets: Targets, rho, multilabel: bool = False,
                             l2: float = 0.0):
-    """w-loss objective (000 Sec. 3.5): :func:`weighted_loss` with ``batch["rho"]``."""
+    """w-loss objective (000 Sec. 3.5): :func:`weighted_loss` of the batch ``x`` (n, ...), ``y``."""
     logits, _, batch_stats = forward(state, params, batch["x"], train=True)
-    loss = weighted_loss(logits, batch["y"], targets, batch["rho"], multilabel) + l2 * l2_penalty(params)
+    loss = weighted_loss(logits, batch["y"], targets, jnp.float32(rho), multilabel) + l2 * l2_penalty(params)
     return loss, (batch_stats, {"loss": loss})
 
 
@@ -254,12 +254,12 @@ def distance_regularizer(features, y, targets: Targets, num_classes: int, multil
     return total / len(targets.groups)
 
 
-def weighted_dbr_objective(params, state, batch: dict, *, targets: Targets, num_classes: int,
+def weighted_dbr_objective(params, state, batch: dict, *, targets: Targets, rho, num_classes: int,
                            multilabel: bool = False, l2: float = 0.0):
     """w-dbr objective: rho * Loss_orig + (1 - rho) * :func:`distance_regularizer` (000 Sec. 3.6)."""
     logits, feats, batch_stats = forward(state, params, batch["x"], train=True)
     orig = jnp.mean(per_example_loss(logits, batch["y"], multilabel))
     reg = distance_regularizer(feats, batch["y"], targets, num_classes, multilabel)
-    rho = batch["rho"]
+    rho = jnp.float32(rho)
     loss = rho * orig + (1.0 - rho) * reg + l2 * l2_penalty(params)
     return loss, (batch_stats, {"loss": loss, "loss_orig": orig, "regularizer": reg})

@@ -1,0 +1,81 @@
+"""The WR study's configuration (000_92ecc981581ec3ed.txt Sec. 4.1-4.4) and the target specification."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from repair_jax.errors import UserError
+from repair_jax.repair.methods import METHODS
+from repair_jax.repair.verdict import accuracy_loss_allowed
+from repair_jax.repair.weighted import RHO_GRID, Targets, check_rho
+from repair_jax.train import TrainConfig
+
+# The fields that determine a single run's record (its fine-tuning and the splits it is scored on).
+# The others (seeds, methods, rhos, lambdas) only choose which runs a study makes and how it reads
+# them, so a study may be resumed with more seeds or methods and re-read with other thresholds.
+RUN_FIELDS = ("epochs", "lr", "batch_size", "optimizer", "schedule", "l2", "select_split", "eval_split")
+
+
+@dataclasses.dataclass
+class RepairConfig:
+    """The fine-tuning schedule shared by orig-ft and every WR method, and the study's options."""
+
+    epochs: int = 5
+    lr: float = 1e-4
+    batch_size: int = 64
+    optimizer: str = "adam"
+    schedule: str = "constant"
+    l2: float = 0.0
+    seeds: int = 5
+    methods: tuple[str, ...] = tuple(METHODS)
+    rhos: tuple[float, ...] = RHO_GRID
+    lambda1: float = 0.25   # error reduction that counts as a repair (000 Sec. 2.2.3)
+    lambda2: float = 0.01   # accuracy loss allowed for the "repaired" verdict: absolute (1 point) ...
+    lambda2_relative: bool = False  # ... or, if True, a fraction of orig-ft's accuracy (000 Sec. 2.2.3)
+    select_split: str = "val"
+    eval_split: str = "test"
+
+    def validate(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        if self.seeds < 1:
+            raise UserError(f"seeds must be >= 1, got {self.seeds}")
+        if not self.rhos:
+            raise UserError("the rho grid is empty")
+        for r in self.rhos:
+            check_rho(r)
+        if not 0 <= self.lambda1 <= 1 or not 0 <= self.lambda2 <= 1:
+            raise UserError("lambda1 and lambda2 must lie in [0, 1]")
+        self.train_config(0).validate()
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
+                           lr=self.lr, schedule=self.schedule, l2=self.l2, seed=seed)
+
+    def accuracy_loss_allowed(self, orig_ft_accuracy: float) -> float:
+        """lambda2 as an accuracy difference (see :func:`repair_jax.repair.verdict.accuracy_loss_allowed`)."""
+        return accuracy_loss_allowed(self.lambda2, orig_ft_accuracy, self.lambda2_relative)
+
+    def run_fields(self) -> dict:
+        """The fields of :data:`RUN_FIELDS`: what a resumed study must share with the one it resumes."""
+        return {k: getattr(self, k) for k in RUN_FIELDS}
+
+
+def parse_targets(pair: str | None, triplet: str | None, pairs: str | None, dataset,
+                  triplets: str | None = None) -> Targets:
+    """``--pair A,B`` | ``--triplet A,B,C`` | ``--pairs A,B;C,D`` | ``--triplets A,B,C;D,E,F`` (index or name)."""
+    given = [s for s in (pair, triplet, pairs, triplets) if s]
+    if len(given) != 1:
+        raise UserError("give exactly one of --pair, --triplet, --pairs, --triplets")
+    spec = given[0]
+    size = 2 if (pair or pairs) else 3
+    groups = []
+    for part in spec.split(";"):
+        items = [s.strip() for s in part.split(",")]
+        if len(items) != size:
+            raise UserError(f"{part!r} must name {size} classes separated by commas")
+        groups.append(tuple(dataset.class_index(s) for s in items))
+    if (pair or triplet) and len(groups) != 1:
+        raise UserError("--pair/--triplet take one group; use --pairs/--triplets for several (A,B;C,D)")
+    return Targets(tuple(groups))

@@ -1,0 +1,169 @@
+"""Repair methods as values (000_92ecc981581ec3ed.txt Sec. 3): one constructor per method, one registry.
+
+A :class:`RepairMethod` is a small named tuple of pure pieces that the sweep composes without ever
+asking which method it holds:
+
+* ``objective(multilabel, num_classes, l2)`` -> the training objective
+  ``(params, state, batch) -> (loss, (batch_stats, metrics))`` for :func:`repair_jax.train.fit`, or
+  ``None`` for a method that does not fine-tune (orig, w-os);
+* ``batches(train, batch_size, num_batches, num_classes, multilabel)`` -> ``(batch_indices, make_batch)``
+  for ``fit`` (``batch_indices`` ``None``: shuffled batches);
+* ``transform_outputs(probs, multilabel)`` -> the probabilities the method predicts with (identity but
+  for w-os);
+* ``deterministic`` - the method has no seed (one run stands for it); ``extra_rhos`` - values tried in
+  turn after the grid while none reduces the error by lambda1 (w-os, Sec. 4.4); ``needs_batch_norm``.
+
+``rho`` is an argument of the constructor, closed over by the pieces. Adding a method is one
+constructor plus one entry of :data:`METHODS`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from repair_jax.data import Split, class_subset_batches, shuffled_batches, weighted_batches
+from repair_jax.errors import UserError
+from repair_jax.objectives import erm_objective
+from repair_jax.repair.weighted import (
+    W_OS_EXTRA_RHOS, Targets, check_rho, weighted_augmentation_class_weights, weighted_batch_norm_objective,
+    weighted_dbr_objective, weighted_loss_objective, weighted_output_smoothing,
+)
+
+
+class RepairMethod(NamedTuple):
+    """One repair method with its hyper-parameters bound (see the module docstring for the fields)."""
+
+    name: str
+    rho: float | None
+    objective: Callable | None
+    batches: Callable | None
+    transform_outputs: Callable
+    deterministic: bool
+    extra_rhos: tuple[float, ...] = ()
+    needs_batch_norm: bool = False
+
+    @property
+    def fine_tunes(self) -> bool:
+        return self.objective is not None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.rho is None else f"{self.name}({self.rho:g})"
+
+
+def _identity_outputs(probs, multilabel: bool = False):
+    return probs
+
+
+def _shuffled(train: Split, batch_size: int, num_batches: int, num_classes: int, multilabel: bool):
+    """Plain shuffled batches of the training split (the default order of :func:`repair_jax.train.fit`)."""
+    return None, train.batch
+
+
+def _erm(multilabel: bool, num_classes: int, l2: float):
+    return functools.partial(erm_objective, multilabel=multilabel, l2=l2)
+
+
+def orig() -> RepairMethod:
+    """The trained model, unchanged (000 Sec. 3.1)."""
+    return RepairMethod("orig", None, None, None, _identity_outputs, deterministic=True)
+
+
+def orig_ft() -> RepairMethod:
+    """Fine-tuned with Loss_orig on the schedule every WR method uses (000 Sec. 3.1)."""
+    return RepairMethod("orig-ft", None, _erm, _shuffled, _identity_outputs, deterministic=False)
+
+
+def w_aug(targets: Targets, rho: float) -> RepairMethod:
+    """w-aug (000 Sec. 3.2): Loss_orig on batches where non-target classes have sampling weight rho."""
+    rho = check_rho(rho)
+
+    def batches(train: Split, batch_size: int, num_batches: int, num_classes: int, multilabel: bool):
+        cw = weighted_augmentation_class_weights(targets, num_classes, rho)
+        return (lambda rng: weighted_batches(train.y, cw, batch_size, num_batches, rng)), train.batch
+
+    return RepairMethod("w-aug", rho, _erm, batches, _identity_outputs, deterministic=False)
+
+
+def w_bn(targets: Targets, rho: float) -> RepairMethod:
+    """w-bn (000 Sec. 3.3): BatchNorm statistics weighted between the batch and a target-class batch."""
+    rho = check_rho(rho)
+
+    def objective(multilabel: bool, num_classes: int, l2: float):
+        return functools.partial(weighted_batch_norm_objective, rho=rho, multilabel=multilabel, l2=l2)
+
+    def batches(train: Split, batch_size: int, num_batches: int, num_classes: int, multilabel: bool):
+        y = np.asarray(train.y)
+        in_targets = (np.isin(y, targets.classes) if not multilabel
+                      else y[:, list(targets.classes)].sum(1) > 0)
+        if not np.any(in_targets):
+            raise UserError("w-bn needs training examples of the target classes; the training split has none")
+        indices = lambda rng: zip(shuffled_batches(len(train), batch_size, rng),
+                                  class_subset_batches(train.y, targets.classes, num_classes, batch_size,
+                                                       num_batches, rng))
+        return indices, lambda pair: {**train.batch(pair[0]), "x_target": train.x[pair[1]]}
+
+    return RepairMethod("w-bn", rho, objective, batches, _identity_outputs, deterministic=False,
+                        needs_batch_norm=True)
+
+
+def w_os(targets: Targets, rho: float) -> RepairMethod:
+    """w-os (000 Sec. 3.4): the target classes' output probabilities scaled by rho; no training."""
+    rho = check_rho(rho)
+    transform = lambda probs, multilabel=False: np.asarray(
+        weighted_output_smoothing(probs, targets, rho, multilabel))
+    return RepairMethod("w-os", rho, None, None, transform, deterministic=True, extra_rhos=W_OS_EXTRA_RHOS)
+
+
+def w_loss(targets: Targets, rho: float) -> RepairMethod:
+    """w-loss (000 Sec. 3.5): rho Loss_orig + (1 - rho) the loss over the confused subsets."""
+    rho = check_rho(rho)
+
+    def objective(multilabel: bool, num_classes: int, l2: float):
+        return functools.partial(weighted_loss_objective, targets=targets, rho=rho, multilabel=multilabel, l2=l2)
+
+    return RepairMethod("w-loss", rho, objective, _shuffled, _identity_outputs, deterministic=False)
+
+
+def w_dbr(targets: Targets, rho: float) -> RepairMethod:
+    """w-dbr (000 Sec. 3.6): rho Loss_orig + (1 - rho) the distance-based regulariser."""
+    rho = check_rho(rho)
+
+    def objective(multilabel: bool, num_classes: int, l2: float):
+        return functools.partial(weighted_dbr_objective, targets=targets, rho=rho, num_classes=num_classes,
+                                 multilabel=multilabel, l2=l2)
+
+    return RepairMethod("w-dbr", rho, objective, _shuffled, _identity_outputs, deterministic=False)
+
+
+METHODS: dict[str, Callable[..., RepairMethod]] = {
+    "orig": orig, "orig-ft": orig_ft, "w-aug": w_aug, "w-bn": w_bn, "w-os": w_os, "w-loss": w_loss,
+    "w-dbr": w_dbr,
+}
+BASELINES = ("orig", "orig-ft")  # the study's reference points (000 Sec. 4.3-4.4): no rho
+
+
+def takes_rho(name: str) -> bool:
+    """Whether the constructor of method ``name`` has a ``rho`` (the methods the rho grid tunes)."""
+    return "rho" in inspect.signature(lookup(name)).parameters
+
+
+def lookup(name: str) -> Callable[..., RepairMethod]:
+    """The constructor registered as ``name``; an unknown name is a :class:`UserError`."""
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def make_method(name: str, targets: Targets | None = None, rho: float | None = None) -> RepairMethod:
+    """``METHODS[name]`` called with the arguments its signature names (``targets``, ``rho``)."""
+    ctor = lookup(name)
+    params = inspect.signature(ctor).parameters
+    if ("rho" in params) != (rho is not None):
+        raise UserError(f"method {name} {'needs' if 'rho' in params else 'takes no'} rho")
+    kwargs = {k: v for k, v in (("targets", targets), ("rho", rho)) if k in params}
+    return ctor(**kwargs)

@@ -1,0 +1,112 @@
+"""The one statistics module: ranks and rank sums, the Wilcoxon rank-sum test, Vargha-Delaney A12,
+t-tests and mean confidence intervals, each a thin, documented layer over scipy.
+
+* :func:`rank_sum` - 000_92ecc981581ec3ed.txt Sec. 4.3.1: rank by accuracy (high first) and by error
+  (low first), sum the ranks.
+* :func:`wilcoxon_rank_sum` - 000 Sec. 4.3.2: ``scipy.stats.ranksums`` (normal approximation,
+  two-sided; with 5 vs 5 fully separated samples it gives p = 0.0090, the "0.009" of the paper's
+  tables). :func:`min_rank_sum_p` is the smallest p it can give for given sample sizes (2 vs 2:
+  0.121, so no difference can be significant at 0.05).
+* :func:`one_sample_p` - a deterministic method (one value, no seeds) against a baseline's seed runs:
+  ``scipy.stats.ttest_1samp`` of the runs against the value (two-sided). Its p reaches 0 as the
+  runs' spread shrinks, for any n >= 2 (the signed-rank alternative cannot go below 2 / 2^n,
+  0.0625 for 5 seeds, so it could never call a deterministic method significant at 5 seeds).
+* :func:`vargha_delaney_a12` and :func:`a12_magnitude` - the effect size and its label.
+* :func:`t_test_p` and :func:`mean_ci` - 001_67555029b287879f.txt Sec. 5 (RQ i): independent
+  two-sample t-test and the Student-t interval of a mean.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as _stats
+
+# |2 A12 - 1| (Cliff's delta) thresholds of Romano et al.; they reproduce every label of 000's Table 2
+# (e.g. 0.28 -> medium, 0.36 -> small, 0.24 -> large).
+A12_THRESHOLDS = (0.147, 0.33, 0.474)
+
+
+class InsufficientSeedsWarning(UserWarning):
+    """The number of runs cannot reach the significance level at all (e.g. 2 vs 2 in a rank-sum test)."""
+
+
+def ranks(values: Sequence[float], descending: bool, decimals: int = 4) -> list[int]:
+    """Competition ranks ("1, 1, 3"): ties (after rounding to ``decimals``, as displayed) share the best rank."""
+    v = np.round(np.asarray(values, float), decimals)
+    v = -v if descending else v
+    return [int(np.sum(v < vi)) + 1 for vi in v]
+
+
+def rank_sum(accuracies: Sequence[float], errors: Sequence[float]) -> tuple[list[int], list[int], list[int]]:
+    """(accuracy ranks, error ranks, rank sums) of 000 Sec. 4.3.1 for the models given (means)."""
+    ra = ranks(accuracies, descending=True)
+    re = ranks(errors, descending=False)
+    return ra, re, [a + e for a, e in zip(ra, re)]
+
+
+def wilcoxon_rank_sum(x: Sequence[float], y: Sequence[float]) -> float:
+    """Two-sided p-value of the Wilcoxon rank-sum test of ``x`` vs ``y`` (scipy.stats.ranksums).
+
+    Two identical constant samples give p = 1 (no evidence of a difference).
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if np.all(x == x[0]) and np.all(y == x[0]):
+        return 1.0
+    return float(_stats.ranksums(x, y).pvalue)
+
+
+def min_rank_sum_p(n: int, m: int) -> float:
+    """The smallest p :func:`wilcoxon_rank_sum` can give for samples of sizes n and m (fully separated)."""
+    if n < 1 or m < 1:
+        return 1.0
+    return wilcoxon_rank_sum(np.arange(n), np.arange(n, n + m))
+
+
+def one_sample_p(runs: Sequence[float], value: float) -> float | None:
+    """Two-sided p of ``scipy.stats.ttest_1samp(runs, value)``: do the runs' mean and one fixed value differ?
+
+    ``None`` (no test possible) for fewer than 2 runs or runs without spread.
+    """
+    runs = np.asarray(runs, np.float64)
+    if len(runs) < 2 or np.all(runs == runs[0]):
+        return None
+    return float(_stats.ttest_1samp(runs, float(value)).pvalue)
+
+
+def vargha_delaney_a12(x: Sequence[float], y: Sequence[float]) -> float:
+    """A12 = P(X > Y) + 0.5 P(X = Y) over all pairs (Vargha & Delaney 2000)."""
+    x, y = np.asarray(x, float)[:, None], np.asarray(y, float)[None, :]
+    return float(np.mean((x > y) + 0.5 * (x == y)))
+
+
+def a12_magnitude(a12: float) -> str:
+    """negligible / small / medium / large from |2 A12 - 1| against :data:`A12_THRESHOLDS`."""
+    d = abs(2 * a12 - 1)
+    for label, t in zip(("negligible", "small", "medium"), A12_THRESHOLDS):
+        if d < t:
+            return label
+    return "large"
+
+
+def mean_ci(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval (0 for fewer than 2 values)."""
+    v = np.asarray(values, np.float64)
+    if len(v) < 2:
+        return float(v.mean()) if len(v) else float("nan"), 0.0
+    half = _stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean()), float(half)
+
+
+def t_test_p(a, b) -> float:
+    """Independent two-sample t-test p-value (001 Sec. 5 RQ i); NaN with fewer than 2 values."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    if np.allclose(a, a[0]) and np.allclose(b, b[0]):
+        return 1.0 if np.isclose(a[0], b[0]) else 0.0
+    with warnings.catch_warnings():  # nearly constant samples: scipy warns, the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(_stats.ttest_ind(a, b).pvalue)
