@@ -272,7 +272,8 @@ def rng():
 def test_influence_cli(tmp_path, digits):
     import json
 
-    from repair_jax.cli import main, train_run
+    from repair_jax.cli import main
+    from repair_jax.runs import train_run
     from repair_jax.train import TrainConfig
 
     # a linear softmax model: with l2 > 0 the objective is strictly convex, so solvers must agree
@@ -312,7 +313,8 @@ def test_tracincp_over_kept_checkpoints(tmp_path, capsys):
     BatchNorm statistics, and equals the sum written out with vmap(grad) gradients."""
     import json
 
-    from repair_jax.cli import main, train_run
+    from repair_jax.cli import main
+    from repair_jax.runs import train_run
     from repair_jax.runs import load_run
     from repair_jax.train import TrainConfig, learning_rate_at, steps_per_epoch
 
@@ -410,3 +412,157 @@ def test_per_example_grads_sharded_over_four_devices_equal_reference():
     diff = float(r.stdout.split("MAXDIFF")[1].split()[0])
     scale = float(r.stdout.split("SCALE")[1])
     assert diff <= 1e-5 * max(scale, 1.0)
+
+
+# ----------------------------------------------------------------------------- issue 12, point 4
+
+def test_lissa_divergence_is_reported_as_diverged():
+    """H = diag(1, -0.001), b = (0, 1): x = (0, -1000). LiSSA's recursion grows without bound along the
+    negative eigenvalue (main returned ~ +93,094 as 'approximate, raise the iteration limit')."""
+    h = jnp.array([1.0, -0.001])
+    loss = lambda p, batch: jnp.full(batch["x"].shape[:1], 0.5 * jnp.sum(h * p["w"] ** 2))
+    batch, b = {"x": jnp.zeros((1, 1))}, {"w": jnp.array([0.0, 1.0])}
+    with pytest.warns(InfluenceWarning) as caught:
+        r = inverse_hvp(loss, {"w": jnp.zeros(2)}, batch, b, method="lissa")
+    msg = " ".join(str(w.message) for w in caught)
+    assert r.status == "diverged" and not r.converged and "diverged" in msg
+    assert "raise the iteration limit" not in msg and "negative eigenvalue" in msg
+    x = ravel_pytree(r.x)[0]
+    assert r.residual == pytest.approx(float(jnp.linalg.norm(h * x - jnp.array([0.0, 1.0]))), rel=1e-5)
+    assert r.residual > 1  # worse than returning x = 0
+    # CG solves this small indefinite system exactly (one Krylov direction): converged, x = -1000
+    r = inverse_hvp(loss, {"w": jnp.zeros(2)}, batch, b, method="cg")
+    assert r.status == "converged"
+    np.testing.assert_allclose(ravel_pytree(r.x)[0], [0.0, -1000.0], rtol=1e-5)
+
+
+def test_the_one_cg_is_jittable_on_pytrees_and_equals_a_direct_solve(rng):
+    from repair_jax.influence import cg_solve_tree
+
+    a = rng.normal(size=(7, 7))
+    spd = jnp.asarray(a @ a.T + 0.5 * np.eye(7), jnp.float32)
+    b = {"u": jnp.asarray(rng.normal(size=3), jnp.float32), "v": jnp.asarray(rng.normal(size=4), jnp.float32)}
+    flat, unravel = ravel_pytree(b)
+    matvec = lambda t: unravel(spd @ ravel_pytree(t)[0])
+    x = jax.jit(lambda bb: cg_solve_tree(matvec, bb, tol=1e-6, maxiter=100))(b)
+    np.testing.assert_allclose(ravel_pytree(x)[0], np.linalg.solve(np.asarray(spd, np.float64), flat),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def relu_run(tmp_path_factory):
+    """A 64-16-10 ReLU MLP trained without L2 (train's default) on 200 digits: main's damping 0.01 left
+    CG at a relative residual of 0.86 and 2.5 here."""
+    from repair_jax.runs import train_run
+    from repair_jax.train import TrainConfig
+
+    path = tmp_path_factory.mktemp("relu") / "run"
+    cfg = TrainConfig(model="mlp", model_kwargs={"hidden": (16,)}, epochs=40, lr=1e-2, seed=0, train_limit=200)
+    train_run(cfg, path, progress=False)
+    return path
+
+
+def test_influence_defaults_converge_and_write_all_scores(relu_run, tmp_path):
+    import json
+    import warnings
+
+    from repair_jax.cli import main
+    from repair_jax.runs import load_run
+
+    out = tmp_path / "inf"
+    assert main(["influence", "--run", str(relu_run), "--test-index", "0", "--top", "5", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["converged"] and s["status"] == "converged" and s["dtype"] == "float32"
+    assert s["solver"]["residual"] <= s["solver"]["tol"]
+    assert s["solver"]["damping"] == pytest.approx(0.01 * s["solver"]["largest_eigenvalue"], rel=0.05)
+    scores = np.load(out / "scores.npy")
+    ranking = json.loads((out / "influence.json").read_text())
+    run = load_run(relu_run)
+    ds, state = run.dataset(), run.state()
+    assert scores.shape == (len(ds.train),) and s["num_train"] == len(ds.train) and len(ranking) == 5
+    assert [r["train_index"] for r in ranking] == list(np.argsort(-np.abs(scores), kind="stable")[:5])
+    # the scores are I_up with the reported damping: against the explicit Hessian of the run
+    loss = ClassifierLoss.from_state(state)
+    train = {"x": jnp.asarray(ds.train.x), "y": jnp.asarray(ds.train.y)}
+    one = {"x": jnp.asarray(ds.test.x[:1]), "y": jnp.asarray(ds.test.y[:1])}
+    with warnings.catch_warnings():  # H + damping I keeps a tiny negative eigenvalue here; the solve is exact
+        warnings.simplefilter("ignore", InfluenceWarning)
+        ref, _ = influence_up_loss(loss, state.params, train, one, method="explicit", damping=s["solver"]["damping"])
+    np.testing.assert_allclose(scores, ref, rtol=2e-3, atol=2e-3 * float(np.abs(ref).max()))
+
+
+def test_influence_not_converged_exits_3_unless_allow_inexact(relu_run, tmp_path, capsys):
+    import json
+
+    from repair_jax.cli import main
+    from repair_jax.influence import plot_title
+
+    args = ["influence", "--run", str(relu_run), "--test-index", "0", "--max-iter", "2"]
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "a")]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("repair-jax influence: error: the cg solve not converged (relative residual")
+    s = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert not s["converged"] and s["solver"]["status"] in ("not_converged", "diverged")
+    assert np.isfinite(s["solver"]["residual"]) and (tmp_path / "a" / "scores.npy").exists()
+    assert plot_title(s).startswith("NOT CONVERGED")
+    assert main(args + ["--allow-inexact", "--out", str(tmp_path / "b")]) == 0
+
+
+def test_influence_flags_are_checked_before_loading(tmp_path, capsys):
+    from repair_jax.cli import main
+
+    missing = str(tmp_path / "no-such-run")
+    for argv, msg in ((["--test-index", "0", "--metric", "ece", "--group", "all"], "not both"),
+                      ([], "--test-index"),
+                      (["--metric", "fpr", "--group", "all"], "--positive"),
+                      (["--metric", "ece", "--group", "colour=3"], "bad --group"),
+                      (["--test-index", "0", "--damping", "0.1", "--relative-damping", "0.1"], "not both"),
+                      (["--test-index", "0", "--tol", "0"], "--tol")):
+        capsys.readouterr()
+        assert main(["influence", "--run", missing, "--out", str(tmp_path / "o")] + argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and msg in err and "not found" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_float32_underflow_is_detected_and_x64_computes_in_float64(relu_run, tmp_path):
+    import json
+
+    from repair_jax.cli import main
+    from repair_jax.influence import float32_loss_underflow
+    from repair_jax.influence.workflow import _test_loss_target
+    from repair_jax.runs import load_run
+
+    # a confident point: logit margin 20 over 9 classes; float32 cross-entropy is exactly 0
+    z = jnp.zeros((1, 10), jnp.float32).at[0, 3].set(20.0)
+    l32 = float(ClassifierLoss(lambda v, x, train: (x, None))({}, {"x": z, "y": jnp.array([3])})[0])
+    with jax.enable_x64(True):
+        l64 = float(ClassifierLoss(lambda v, x, train: (x, None))(
+            {}, {"x": jnp.asarray(z, jnp.float64), "y": jnp.array([3])})[0])
+    assert l32 == 0.0 and l64 > 0
+    assert float32_loss_underflow(z[0], 3, l32) == pytest.approx(l64, rel=1e-10)
+    assert float32_loss_underflow(z[0], 3, l64) is None
+    # the workflow warns for such a test point and not in float64: the run's output layer scaled so that the
+    # most confident test point's smallest logit margin is 23 (loss ~ 1e-10: 0 in float32, resolved in float64)
+    run = load_run(relu_run)
+    ds, state = run.dataset(), run.state()
+    loss = ClassifierLoss.from_state(state)
+    logits = np.sort(np.asarray(loss.logits(state.params, jnp.asarray(ds.test.x))), 1)
+    i = int(np.argmax(logits[:, -1] - logits[:, -2]))
+    params = dict(state.params)
+    last = max((k for k in params if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
+    params[last] = jax.tree_util.tree_map(lambda a: a * 23 / (logits[i, -1] - logits[i, -2]), params[last])
+    _, target, warns = _test_loss_target(loss, params, ds.test, i, jnp.float32)
+    assert target["predicted"] == target["label"] and target["value"] == 0.0
+    assert 1e-12 < target["accurate_value"] < 1e-8 and "--x64" in warns[0]
+    with jax.enable_x64(True):
+        p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+        _, t64, w64 = _test_loss_target(loss, p64, ds.test, i, jnp.float64)
+    assert not w64 and t64["value"] == pytest.approx(target["accurate_value"], rel=1e-3)
+    # --x64 runs the whole computation in float64
+    out = tmp_path / "x64"
+    assert main(["influence", "--run", str(relu_run), "--test-index", "0", "--x64", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["dtype"] == "float64" and s["converged"] and s["solver"]["tol"] == 1e-5
+    assert np.load(out / "scores.npy").dtype == np.float64

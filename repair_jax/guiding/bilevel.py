@@ -18,7 +18,8 @@ function theorem applies (Sec. 5.2.3 "KKT Based Solution").
 
 The hypergradient d upper / d delta comes from jaxopt's implicit differentiation: the lower level is
 solved by ``jaxopt.LBFGS(implicit_diff=True)`` whose backward pass solves the linear system with the
-lower-level Hessian by conjugate gradients (``jaxopt.linear_solve.solve_cg``), Sec. 5.2.3
+lower-level Hessian by conjugate gradients (the project's one CG,
+:func:`repair_jax.influence.hvp.cg_solve_tree`, as jaxopt's ``implicit_diff_solve``), Sec. 5.2.3
 "Computing the hyper-gradient", "Automatic Implicit Differentiation" (Blondel et al. 2021).
 :func:`unrolled_lower_solution` is the other route of Sec. 5.2.3 (back-propagation through gradient
 descent), used as a reference in the tests and the memory benchmark.
@@ -35,9 +36,10 @@ import jax.numpy as jnp
 import jaxopt
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from repair_jax.errors import UserError
+from repair_jax.influence.hvp import cg_solve_tree
+from repair_jax.progress import track
 
 TASKS = ("classification", "regression")
 
@@ -159,10 +161,17 @@ def upper_objective(delta, theta: dict, problem: dict, config: BilevelConfig, ta
 
 def make_lower_solver(config: BilevelConfig, task: str) -> jaxopt.LBFGS:
     """LBFGS on the lower level, differentiated implicitly (CG on the Hessian system)."""
-    solve = functools.partial(jaxopt.linear_solve.solve_cg, maxiter=config.cg_maxiter, tol=config.cg_tol)
+    solve = functools.partial(cg_solve_tree, maxiter=config.cg_maxiter, tol=config.cg_tol)
     fun = functools.partial(lower_objective, l2=config.l2, task=task)
     return jaxopt.LBFGS(fun=fun, maxiter=config.inner_maxiter, tol=config.inner_tol,
                         linesearch="backtracking", implicit_diff=True, implicit_diff_solve=solve)
+
+
+def minimize_lbfgs(fun, init, *args, maxiter: int = 500, tol: float = 1e-6):
+    """argmin of ``fun(x, *args)`` from ``init`` by L-BFGS with a backtracking line search (the
+    lower-level solver's settings; jaxopt stays behind this module). Jit-compatible; returns x."""
+    solver = jaxopt.LBFGS(fun=fun, maxiter=maxiter, tol=tol, linesearch="backtracking")
+    return solver.run(init, *args).params
 
 
 def solve_lower_level(theta0: dict, delta, z, y, config: BilevelConfig, task: str):
@@ -279,7 +288,7 @@ def bilevel_update(problem: dict, config: BilevelConfig, task: str, num_classes:
     theta, err0 = _solve_lower_jit(theta, delta, problem["z"], problem["y"], config=config, task=task)
     opt_state = outer_optimizer(config).init(delta)
     history, max_err = [], float(err0)
-    for t in tqdm(range(config.outer_steps), desc="bilevel", disable=None if progress else True, leave=False):
+    for t in track(range(config.outer_steps), desc="bilevel", enabled=progress, leave=False):
         delta, theta, opt_state, value, err = outer_step(delta, theta, opt_state, problem, config=config,
                                                          task=task, num_classes=k)
         value, err = float(value), float(err)

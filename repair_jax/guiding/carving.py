@@ -19,11 +19,11 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import jaxopt
 import numpy as np
 
 from repair_jax.errors import UserError
-from repair_jax.guiding.bilevel import BilevelConfig, _solve_lower_jit, initial_delta, init_theta, linear_predict
+from repair_jax.guiding.bilevel import (BilevelConfig, _solve_lower_jit, initial_delta, init_theta, linear_predict,
+                                        minimize_lbfgs)
 from repair_jax.guiding.formats import ConceptLibrary
 
 
@@ -47,8 +47,7 @@ def _logistic_loss(w, hs, t, l2):
 
 @jax.jit
 def _fit_logistic(hs, t, l2):
-    solver = jaxopt.LBFGS(fun=_logistic_loss, maxiter=500, tol=1e-6, linesearch="backtracking")
-    return solver.run(jnp.zeros(hs.shape[1] + 1, hs.dtype), hs, t, l2).params
+    return minimize_lbfgs(_logistic_loss, jnp.zeros(hs.shape[1] + 1, hs.dtype), hs, t, l2, maxiter=500, tol=1e-6)
 
 
 def _logistic_direction(hs, t, l2):

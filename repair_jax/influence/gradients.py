@@ -161,62 +161,47 @@ def _is_our_batchnorm(m) -> bool:
     return isinstance(m, BatchNorm)
 
 
-def layerwise_per_example_grads(loss_fn: LossFn, params, batch: dict):
-    """Per-example grads as a pytree like ``params`` with a leading axis N (see module doc), for the
-    whole ``batch``: a pure function with no chunking, sharding or jit of its own, so it can be traced
-    inside a jitted function or a ``lax`` loop (I-REPAIR's mean-absolute influence does) and
-    ``loss_fn`` need not be hashable. :func:`per_example_grads` is the chunked, sharded front end."""
-    n = batch_size_of(batch)
+def _intercept_kind(m, args, kwargs, n: int) -> str | None:
+    """Which intercepted layer a flax call is ("dense", "conv", eval-mode "bn") or None."""
+    if not args or args[0].shape[:1] != (n,):
+        return None
+    if isinstance(m, nn.Dense):
+        return "dense"
+    if isinstance(m, nn.Conv) and _conv_supported(m, args[0]):
+        return "conv"
+    if _is_our_batchnorm(m) and not (kwargs.get("train", args[1] if len(args) > 1 else False)):
+        return "bn"
+    return None
 
-    def intercepted(perturb: dict | None, record: dict, shapes: dict | None):
-        def interceptor(next_fun, args, kwargs, context):
-            m = context.module
-            if context.method_name != "__call__":
-                return next_fun(*args, **kwargs)
-            kind = None
-            if isinstance(m, nn.Dense) and args and args[0].shape[:1] == (n,):
-                kind = "dense"
-            elif isinstance(m, nn.Conv) and args and args[0].shape[:1] == (n,) and _conv_supported(m, args[0]):
-                kind = "conv"
-            elif _is_our_batchnorm(m) and args and args[0].shape[:1] == (n,) and \
-                    not (kwargs.get("train", args[1] if len(args) > 1 else False)):
-                kind = "bn"
-            if kind is None:
-                return next_fun(*args, **kwargs)
-            key = _module_key(m)
-            x = args[0]
-            if kind == "bn":
-                mean = m.get_variable("batch_stats", "mean")
-                var = m.get_variable("batch_stats", "var")
-                record.setdefault(key, []).append((kind, m, (x - mean) * jax.lax.rsqrt(var + m.epsilon)))
-            else:
-                record.setdefault(key, []).append((kind, m, x))
-            y = next_fun(*args, **kwargs)
-            idx = len(record[key]) - 1
-            if shapes is not None:
-                shapes.setdefault(key, []).append(jax.ShapeDtypeStruct(y.shape, y.dtype))
-            if perturb is not None:
-                y = y + perturb[key][idx]
-            return y
-        return interceptor
 
-    # 1) shapes of the intercepted outputs
-    shapes: dict = {}
-    def shape_pass(p, b):
-        with nn.intercept_methods(intercepted(None, {}, shapes)):
-            return loss_fn(p, b)
-    jax.eval_shape(shape_pass, params, batch)
-    zeros = {k: [jnp.zeros(s.shape, s.dtype) for s in v] for k, v in shapes.items()}
+def _interceptor(n: int, perturb: dict | None, record: dict, shapes: dict | None):
+    """A flax method interceptor recording each intercepted layer's input (normalized input for
+    BatchNorm) and output shape, and adding ``perturb`` to its output."""
+    def interceptor(next_fun, args, kwargs, context):
+        m = context.module
+        kind = _intercept_kind(m, args, kwargs, n) if context.method_name == "__call__" else None
+        if kind is None:
+            return next_fun(*args, **kwargs)
+        key = _module_key(m)
+        x = args[0]
+        if kind == "bn":
+            mean = m.get_variable("batch_stats", "mean")
+            var = m.get_variable("batch_stats", "var")
+            x = (x - mean) * jax.lax.rsqrt(var + m.epsilon)
+        record.setdefault(key, []).append((kind, m, x))
+        y = next_fun(*args, **kwargs)
+        idx = len(record[key]) - 1
+        if shapes is not None:
+            shapes.setdefault(key, []).append(jax.ShapeDtypeStruct(y.shape, y.dtype))
+        if perturb is not None:
+            y = y + perturb[key][idx]
+        return y
+    return interceptor
 
-    # 2) one forward/backward pass: cotangents of the perturbations
-    def total(perturb):
-        record: dict = {}
-        with nn.intercept_methods(intercepted(perturb, record, None)):
-            losses = loss_fn(params, batch)
-        return jnp.sum(losses), record
 
-    cots, record = jax.grad(total, has_aux=True)(zeros)
-
+def _layer_grads(record: dict, cots: dict) -> dict:
+    """{module path: {param name: (N, ...) per-example grads}} from the recorded inputs and the
+    per-example output cotangents of every intercepted call (summed over repeated calls)."""
     grads: dict = {}
     for key, calls in record.items():
         for (kind, m, a), g in zip(calls, cots[key]):
@@ -231,42 +216,59 @@ def layerwise_per_example_grads(loss_fn: LossFn, params, batch: dict):
             node = grads.setdefault(key, {})
             for name, val in part.items():
                 node[name] = node[name] + val if name in node else val
+    return grads
 
-    # 3) assemble; parameters not covered fall back to vmap(grad) restricted to them
+
+def _names(path) -> tuple:
+    return tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
+
+
+def _assemble(loss_fn: LossFn, params, batch: dict, grads: dict, n: int):
+    """The per-example grads pytree; parameters not covered fall back to vmap(grad) restricted to them."""
     flat_params = jax.tree_util.tree_flatten_with_path(params)[0]
-    covered, missing = {}, []
+    covered, missing = {}, {}
     for path, leaf in flat_params:
-        names = tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
-        mod, leafname = names[:-1], names[-1]
-        if mod in grads and leafname in grads[mod]:
-            covered[names] = grads[mod][leafname]
+        names = _names(path)
+        if names[:-1] in grads and names[-1] in grads[names[:-1]]:
+            covered[names] = grads[names[:-1]][names[-1]]
         else:
-            missing.append(names)
+            missing[names] = leaf
     if missing:
-        miss_set = set(missing)
-
-        def restricted_loss(sub, b):
-            full = _set_leaves(params, sub)
-            return loss_fn(full, b)
-        sub0 = {names: leaf for (path, leaf), names in
-                zip(flat_params, [tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in p)
-                                  for p, _ in flat_params]) if names in miss_set}
-        fallback = _vmap_grads(restricted_loss, sub0, batch)
-        covered.update(fallback)
-    leaves = []
-    for path, leaf in flat_params:
-        names = tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
-        leaves.append(covered[names].reshape((n,) + leaf.shape).astype(leaf.dtype))
+        covered.update(_vmap_grads(lambda sub, b: loss_fn(_set_leaves(params, sub), b), missing, batch))
+    leaves = [covered[_names(path)].reshape((n,) + leaf.shape).astype(leaf.dtype) for path, leaf in flat_params]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), leaves)
+
+
+def layerwise_per_example_grads(loss_fn: LossFn, params, batch: dict):
+    """Per-example grads as a pytree like ``params`` with a leading axis N (see module doc), for the
+    whole ``batch``: a pure function with no chunking, sharding or jit of its own, so it can be traced
+    inside a jitted function or a ``lax`` loop (I-REPAIR's mean-absolute influence does) and
+    ``loss_fn`` need not be hashable. :func:`per_example_grads` is the chunked, sharded front end."""
+    n = batch_size_of(batch)
+    # 1) shapes of the intercepted outputs
+    shapes: dict = {}
+
+    def shape_pass(p, b):
+        with nn.intercept_methods(_interceptor(n, None, {}, shapes)):
+            return loss_fn(p, b)
+    jax.eval_shape(shape_pass, params, batch)
+    zeros = {k: [jnp.zeros(s.shape, s.dtype) for s in v] for k, v in shapes.items()}
+
+    # 2) one forward/backward pass: cotangents of the perturbations
+    def total(perturb):
+        record: dict = {}
+        with nn.intercept_methods(_interceptor(n, perturb, record, None)):
+            losses = loss_fn(params, batch)
+        return jnp.sum(losses), record
+
+    cots, record = jax.grad(total, has_aux=True)(zeros)
+    # 3) assemble
+    return _assemble(loss_fn, params, batch, _layer_grads(record, cots), n)
 
 
 def _set_leaves(params, sub: dict):
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-    leaves = []
-    for path, leaf in flat:
-        names = tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
-        leaves.append(sub.get(names, leaf))
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+    return jax.tree_util.tree_unflatten(treedef, [sub.get(_names(path), leaf) for path, leaf in flat])
 
 
 # ----------------------------------------------------------------------------- public API
@@ -389,7 +391,7 @@ class ClassifierLoss:
     def __call__(self, params, batch: dict) -> jax.Array:
         import optax
 
-        from repair_jax.train import per_example_loss
+        from repair_jax.objectives import per_example_loss
         logits = self.logits(params, batch["x"])
         y = batch["y"]
         if not self.multilabel and y.ndim == 2:

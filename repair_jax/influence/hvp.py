@@ -9,8 +9,13 @@ training objective is the one the model was fit with (``repair_jax.train.erm_obj
 and every solver works on the damped system ``(H + damping I) x = b``.
 
 Solvers (each returns an :class:`IHVPResult` with iterations, relative residual
-``||(H + damping I) x - b|| / ||b||`` and a ``converged`` flag; a solve that does not reach its
-tolerance emits an :class:`InfluenceWarning`, a non-finite one raises :class:`UserError`):
+``||(H + damping I) x - b|| / ||b||``, a ``converged`` flag and a status: converged, not_converged
+(residual above the tolerance but below 1) or diverged (residual above 1, i.e. worse than x = 0, or a
+LiSSA residual that keeps growing); a solve that does not converge emits an :class:`InfluenceWarning`
+saying which, a non-finite one raises :class:`UserError`). ``relative_damping`` sets damping to a
+multiple of H's largest eigenvalue (:func:`largest_eigenvalue`), the scale-free default of
+``repair-jax influence``. :func:`solve_cg` is the project's one conjugate-gradient solver (also the
+linear solve of model guiding's implicit differentiation, through :func:`cg_solve_tree`).
 
 * ``explicit``: the dense Hessian (built from P Hessian-vector products) and a direct solve;
   for small models only (P <= ``MAX_EXPLICIT_PARAMS``).
@@ -48,7 +53,12 @@ class InfluenceWarning(RuntimeWarning):
 
 @dataclasses.dataclass
 class IHVPResult:
-    """Solution ``x`` of ``(H + damping I) x = b`` (a pytree like params) and how it was reached."""
+    """Solution ``x`` of ``(H + damping I) x = b`` (a pytree like params) and how it was reached.
+
+    ``status``: converged | not_converged (relative residual in (tol, 1]) | diverged (worse than
+    x = 0, or growing with the iterations). ``damping`` is the damping used; ``largest_eigenvalue``
+    the power-iteration estimate of H + damping I's when one was made (relative damping, LiSSA's scale).
+    """
 
     x: Any
     method: str
@@ -56,10 +66,17 @@ class IHVPResult:
     residual: float
     converged: bool
     tol: float
+    status: str = "converged"
+    damping: float = 0.0
+    largest_eigenvalue: float | None = None
 
     def summary(self) -> dict:
-        return {"method": self.method, "iterations": int(self.iterations),
-                "residual": float(self.residual), "converged": bool(self.converged), "tol": float(self.tol)}
+        out = {"method": self.method, "status": self.status, "iterations": int(self.iterations),
+               "residual": float(self.residual), "converged": bool(self.converged), "tol": float(self.tol),
+               "damping": float(self.damping)}
+        if self.largest_eigenvalue is not None:
+            out["largest_eigenvalue"] = float(self.largest_eigenvalue)
+        return out
 
 
 # ----------------------------------------------------------------------------- objective and HVP
@@ -138,7 +155,15 @@ def hessian_matrix(loss_fn: LossFn, params, batch: dict, *, l2: float = 0.0, dam
 
 # ----------------------------------------------------------------------------- solvers (flat)
 
-def _finish(x, matvec, b, method, iterations, tol, unravel) -> IHVPResult:
+def _status(res: float, tol: float, growing: bool = False) -> str:
+    """converged (res <= tol), diverged (worse than x = 0, i.e. res > 1, or a growing residual) or
+    not_converged (better than zero, not yet at the tolerance)."""
+    if res <= tol:
+        return "converged"
+    return "diverged" if (res > 1.0 or growing) else "not_converged"
+
+
+def _finish(x, matvec, b, method, iterations, tol, unravel, growing=False, **extra) -> IHVPResult:
     bn = float(jnp.linalg.norm(b))
     res = float(jnp.linalg.norm(matvec(x) - b)) / (bn if bn > 0 else 1.0)
     if not (np.isfinite(res) and bool(jnp.all(jnp.isfinite(x)))):
@@ -146,13 +171,20 @@ def _finish(x, matvec, b, method, iterations, tol, unravel) -> IHVPResult:
                 "negative eigenvalues)") if method == "lissa" else \
             " (add damping: the Hessian may not be positive definite)"
         raise UserError(f"the {method} inverse-HVP solve diverged to a non-finite value{hint}")
-    converged = res <= tol
-    if not converged:
+    status = _status(res, tol, growing)
+    if status == "diverged":
+        cause = ("H + damping I has a negative eigenvalue or the scale is below its largest eigenvalue: "
+                 "add damping or raise the scale") if method == "lissa" else \
+            "H + damping I is not positive definite: add damping"
+        warnings.warn(f"{method} inverse-HVP solve diverged: relative residual {res:.3g} after {iterations} "
+                      "iterations, " + ("growing with the iterations" if growing else "worse than x = 0") +
+                      f"; the result is meaningless ({cause})", InfluenceWarning, stacklevel=3)
+    elif status == "not_converged":
         warnings.warn(f"{method} inverse-HVP solve did not converge: relative residual {res:.3g} > "
                       f"tolerance {tol:.3g} after {iterations} iterations; influence scores are "
                       "approximate (add damping or raise the iteration limit)", InfluenceWarning,
                       stacklevel=3)
-    return IHVPResult(unravel(x), method, int(iterations), res, converged, tol)
+    return IHVPResult(unravel(x), method, int(iterations), res, status == "converged", tol, status=status, **extra)
 
 
 def solve_explicit(h: jax.Array, b: jax.Array, tol: float = 1e-4):
@@ -167,8 +199,12 @@ def solve_explicit(h: jax.Array, b: jax.Array, tol: float = 1e-4):
     return x, float(evals[0])
 
 
-def solve_cg(matvec, b, tol: float = 1e-5, max_iter: int = 1000):
-    """Conjugate gradients from x0 = 0; stops at ||r|| <= tol ||b||. Returns (x, iterations)."""
+def solve_cg(matvec, b: jax.Array, tol: float = 1e-5, max_iter: int = 1000):
+    """Conjugate gradients on a flat (P,) system from x0 = 0; stops at ||r|| <= tol ||b||.
+
+    The project's one CG (also the linear solve of model guiding's implicit differentiation, see
+    :func:`cg_solve_tree`). Pure and jit-compatible: returns (x, iterations) as arrays.
+    """
     bn2 = jnp.vdot(b, b)
 
     def cond(c):
@@ -185,106 +221,158 @@ def solve_cg(matvec, b, tol: float = 1e-5, max_iter: int = 1000):
         p = r + (rs_new / rs) * p
         return x, r, p, rs_new, k + 1
 
-    x0 = jnp.zeros_like(b)
-    x, r, p, rs, k = jax.lax.while_loop(cond, body, (x0, b, b, bn2, 0))
-    return x, int(k)
+    x, r, p, rs, k = jax.lax.while_loop(cond, body, (jnp.zeros_like(b), b, b, bn2, 0))
+    return x, k
+
+
+def cg_solve_tree(matvec, b, *, tol: float = 1e-5, maxiter: int = 1000):
+    """``x = solve(matvec, b)`` for pytrees (jaxopt's linear-solver signature): :func:`solve_cg` on
+    the raveled system. Jit-compatible; returns x only (a pytree like ``b``)."""
+    flat, unravel = ravel_pytree(b)
+    x, _ = solve_cg(lambda v: ravel_pytree(matvec(unravel(v)))[0], flat, tol, maxiter)
+    return unravel(x)
+
+
+def _lissa_block(step_mv, b, scale, check_every):
+    @jax.jit
+    def run_block(h, key):
+        def body(h, k):
+            return b + h - step_mv(k, h) / scale, None
+        h, _ = jax.lax.scan(body, h, jax.random.split(key, check_every))
+        return h
+    return run_block
 
 
 def solve_lissa(matvec, b, scale: float, depth: int = 1000, tol: float = 1e-4, check_every: int = 50,
-                sample_matvec=None, rng=None, residual_matvec=None):
+                sample_matvec=None, rng=None, residual_matvec=None, patience: int = 3):
     """LiSSA: h_j = b + h_{j-1} - A_j h_{j-1} / scale, x = h / scale, A_j the (damped) HVP.
 
     ``sample_matvec(key, v)`` gives a stochastic HVP (a random mini-batch); otherwise ``matvec``.
-    Every ``check_every`` steps the full residual is checked; stops at ``tol``. Returns (x, steps).
+    Every ``check_every`` steps the full relative residual is checked; stops at ``tol``, or as
+    diverged when it exceeds 1 (worse than x = 0) and grew at each of the last ``patience`` checks.
+    Returns (x, steps, diverging).
     """
     if not scale > 0:
         raise UserError(f"LiSSA scale must be positive, got {scale}")
-    step_mv = matvec if sample_matvec is None else None
-    h = b
-    key = rng if rng is not None else jax.random.PRNGKey(0)
+    step_mv = sample_matvec if sample_matvec is not None else (lambda k, v: matvec(v))
+    run_block = _lissa_block(step_mv, b, scale, check_every)
+    h, key, steps = b, (rng if rng is not None else jax.random.PRNGKey(0)), 0
     bn = float(jnp.linalg.norm(b)) or 1.0
-    steps = 0
-
-    @jax.jit
-    def run_block(h, key):
-        def body(carry, k):
-            h = carry
-            hv = step_mv(h) if step_mv is not None else sample_matvec(k, h)
-            return b + h - hv / scale, None
-        keys = jax.random.split(key, check_every)
-        h, _ = jax.lax.scan(body, h, keys)
-        return h
-
+    history = []
     while steps < depth:
         key, sub = jax.random.split(key)
         h = run_block(h, sub)
         steps += check_every
-        x = h / scale
-        res = float(jnp.linalg.norm((residual_matvec or matvec)(x) - b)) / bn
-        if not np.isfinite(res) or res <= tol:
+        history.append(float(jnp.linalg.norm((residual_matvec or matvec)(h / scale) - b)) / bn)
+        last = history[-patience - 1:]
+        growing = (len(last) == patience + 1 and all(u < v for u, v in zip(last, last[1:]))
+                   and history[-1] > history[0])
+        if not np.isfinite(history[-1]) or history[-1] <= tol or (growing and history[-1] > 1):
             break
-    return h / scale, steps
+    return h / scale, steps, bool(growing)
 
 
-# ----------------------------------------------------------------------------- the one entry point
+# ----------------------------------------------------------------------------- the entry points
+
+DEFAULT_TOL = {"explicit": 1e-4, "cg": 1e-5, "lissa": 1e-4}
+DEFAULT_MAX_ITER = {"cg": 1000, "lissa": 5000}
+
+
+def solve_system(matvec, b: jax.Array, *, method: str = "cg", tol: float | None = None,
+                 max_iter: int | None = None, scale: float | None = None, hessian: jax.Array | None = None,
+                 sample_matvec=None, seed: int = 0, unravel=None, eigenvalue: float | None = None,
+                 damping: float = 0.0) -> IHVPResult:
+    """Solves ``A x = b`` for a symmetric operator ``matvec`` on flat (P,) vectors, reporting the
+    relative residual and a status (see :class:`IHVPResult`).
+
+    ``explicit`` needs the dense ``hessian`` (A itself). LiSSA's ``scale`` defaults to 1.1 x the largest
+    eigenvalue of A (``eigenvalue`` if given, else 30 power iterations). ``unravel`` maps the flat
+    solution back to a pytree; ``damping`` and ``eigenvalue`` are recorded in the result.
+    """
+    if method not in SOLVERS:
+        raise UserError(f"unknown inverse-HVP solver {method!r}; choose one of {', '.join(SOLVERS)}")
+    if not bool(jnp.all(jnp.isfinite(b))):
+        raise UserError("the right-hand side of the inverse-HVP solve is not finite")
+    tol = DEFAULT_TOL[method] if tol is None else tol
+    unravel = unravel or (lambda x: x)
+    extra = {"damping": damping, "largest_eigenvalue": eigenvalue}
+    if method == "explicit":
+        if hessian is None:
+            raise ValueError("the explicit solver needs the dense matrix (hessian=...)")
+        x, _ = solve_explicit(hessian, b, tol)
+        return _finish(x, matvec, b, method, 1, tol, unravel, **extra)
+    if method == "cg":
+        x, k = solve_cg(matvec, b, tol, max_iter or DEFAULT_MAX_ITER["cg"])
+        return _finish(x, matvec, b, method, int(k), tol, unravel, **extra)
+    if scale is None:
+        if eigenvalue is None:
+            eigenvalue = extra["largest_eigenvalue"] = largest_eigenvalue(matvec, b.shape[0], b.dtype)
+        scale = 1.1 * eigenvalue
+    x, k, growing = solve_lissa(matvec, b, scale, max_iter or DEFAULT_MAX_ITER["lissa"], tol,
+                                sample_matvec=sample_matvec, rng=jax.random.PRNGKey(seed))
+    return _finish(x, matvec, b, method, k, tol, unravel, growing=growing, **extra)
+
+
+def _sampled_hvp(loss_fn, params, batch, l2, damping, unravel, lissa_batch_size):
+    """(key, flat v) -> the damped HVP of a random mini-batch of ``lissa_batch_size`` examples."""
+    n = batch_size_of(batch)
+    m = min(int(lissa_batch_size), n)
+
+    def sample(key, v):
+        idx = jax.random.choice(key, n, (m,), replace=False)
+        sub = jax.tree_util.tree_map(lambda a: a[idx], batch)
+        f = lambda p: training_objective(loss_fn, p, sub, l2)
+        hv = jax.jvp(jax.grad(f), (params,), (unravel(v),))[1]
+        return ravel_pytree(hv)[0] + damping * v
+
+    return sample
+
 
 def inverse_hvp(loss_fn: LossFn, params, batch: dict, b, *, method: str = "cg", l2: float = 0.0,
-                damping: float = 0.0, tol: float | None = None, max_iter: int | None = None,
-                scale: float | None = None, lissa_batch_size: int | None = None, seed: int = 0,
-                chunk_size: int | None = None, hessian: jax.Array | None = None) -> IHVPResult:
+                damping: float = 0.0, relative_damping: float | None = None, tol: float | None = None,
+                max_iter: int | None = None, scale: float | None = None, lissa_batch_size: int | None = None,
+                seed: int = 0, chunk_size: int | None = None, hessian: jax.Array | None = None) -> IHVPResult:
     """Solves ``(H + damping I) x = b`` for the Hessian H of :func:`training_objective`.
 
     ``b`` is a pytree like ``params``. ``method``: explicit | cg | lissa. Defaults: tol 1e-5 (cg),
     1e-4 (lissa, explicit); max_iter 1000 (cg), 5000 LiSSA steps. LiSSA's ``scale`` defaults to
     1.1 x the largest eigenvalue of H + damping I (estimated by 30 power iterations).
+    ``relative_damping`` (instead of ``damping``): damping = relative_damping x the largest
+    eigenvalue of H (its scale, power iterations), so that H + damping I has condition number at most
+    about 1 / relative_damping wherever H is positive semi-definite, whatever the loss's scale.
     ``hessian``: a precomputed dense H + damping I for ``explicit``.
     """
     if method not in SOLVERS:
         raise UserError(f"unknown inverse-HVP solver {method!r}; choose one of {', '.join(SOLVERS)}")
-    hvp = make_hvp(loss_fn, params, batch, l2=l2, damping=damping, chunk_size=chunk_size)
-    matvec, ravel, unravel = flat_operator(hvp, params)
-    matvec = jax.jit(matvec)
+    if relative_damping is not None and not relative_damping >= 0:
+        raise UserError(f"relative damping must be >= 0, got {relative_damping}")
+    hvp = make_hvp(loss_fn, params, batch, l2=l2, chunk_size=chunk_size)
+    base, ravel, unravel = flat_operator(hvp, params)
+    base = jax.jit(base)
     bf = ravel(b)
-    if not bool(jnp.all(jnp.isfinite(bf))):
-        raise UserError("the right-hand side of the inverse-HVP solve is not finite")
-    if method == "explicit":
-        tol = 1e-4 if tol is None else tol
-        h = hessian if hessian is not None else hessian_matrix(loss_fn, params, batch, l2=l2, damping=damping)
-        x, _ = solve_explicit(h, bf, tol)
-        return _finish(x, matvec, bf, method, 1, tol, unravel)
-    if method == "cg":
-        tol = 1e-5 if tol is None else tol
-        x, k = solve_cg(matvec, bf, tol, max_iter or 1000)
-        return _finish(x, matvec, bf, method, k, tol, unravel)
-    tol = 1e-4 if tol is None else tol
-    if scale is None:
-        scale = 1.1 * largest_eigenvalue(matvec, bf.shape[0], bf.dtype)
-    sample_matvec = None
-    if lissa_batch_size:
-        n = batch_size_of(batch)
-        m = min(int(lissa_batch_size), n)
-
-        def sample(key, v):
-            idx = jax.random.choice(key, n, (m,), replace=False)
-            sub = jax.tree_util.tree_map(lambda a: a[idx], batch)
-            f = lambda p: training_objective(loss_fn, p, sub, l2)
-            hv = jax.jvp(jax.grad(f), (params,), (unravel(v),))[1]
-            return ravel_pytree(hv)[0] + damping * v
-
-        sample_matvec = sample
-    x, k = solve_lissa(matvec, bf, scale, max_iter or 5000, tol, sample_matvec=sample_matvec,
-                       rng=jax.random.PRNGKey(seed))
-    return _finish(x, matvec, bf, method, k, tol, unravel)
+    eig = None
+    if relative_damping is not None:
+        eig = largest_eigenvalue(base, bf.shape[0], bf.dtype)
+        damping = relative_damping * eig
+    if damping < 0:
+        raise UserError(f"damping must be >= 0, got {damping}")
+    matvec = jax.jit(lambda v: base(v) + damping * v) if damping else base
+    if method == "explicit" and hessian is None:
+        hessian = hessian_matrix(loss_fn, params, batch, l2=l2, damping=damping)
+    sample = (_sampled_hvp(loss_fn, params, batch, l2, damping, unravel, lissa_batch_size)
+              if method == "lissa" and lissa_batch_size else None)
+    return solve_system(matvec, bf, method=method, tol=tol, max_iter=max_iter, scale=scale, hessian=hessian,
+                        sample_matvec=sample, seed=seed, unravel=unravel,
+                        eigenvalue=None if eig is None else eig + damping, damping=damping)
 
 
 def largest_eigenvalue(matvec, p: int, dtype=jnp.float32, iters: int = 30, seed: int = 0) -> float:
     """Power-iteration estimate of the largest eigenvalue of a symmetric PSD operator."""
     v = jax.random.normal(jax.random.PRNGKey(seed), (p,), dtype)
     v = v / jnp.linalg.norm(v)
-    mv = matvec
     lam = 0.0
     for _ in range(iters):
-        w = mv(v)
+        w = matvec(v)
         lam = float(jnp.vdot(v, w))
         v = w / (jnp.linalg.norm(w) + 1e-30)
     return max(lam, 1e-12)

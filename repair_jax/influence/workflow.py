@@ -1,0 +1,378 @@
+"""Influence of a run's training points on one test point's loss (002_97a11baaf249c571.txt Eq. 3.1/6.2)
+or on a group disparity metric of a split (Eq. 6.4): the library side of ``repair-jax influence``.
+
+:func:`influence_run` writes into ``out``:
+
+* ``influence.json``: the ``top`` training points by decreasing |score|, a list of
+  ``{"train_index", "score"}``;
+* ``scores.npy``: the full (N,) float64 score vector, one entry per training point;
+* ``summary.json``: target, solver report (method, status, relative residual, converged, damping),
+  ``converged`` and ``status`` (``no_solve`` for TracIn) at the top level, the dtype of the
+  computation, warnings, the most harmful and most helpful points;
+* ``influence.png`` for image data: the test image with the most harmful and most helpful training
+  images; its title starts with "NOT CONVERGED" when the solve did not converge.
+
+``score`` is I_up of the training point on the target quantity: positive = upweighting the point raises
+the test loss / the disparity metric (harmful), negative = helpful. With ``method="tracin"`` the score is
+minus TracInCP over the checkpoints the run kept (``repair-jax train --checkpoint-every K``), each with
+its own step size and BatchNorm statistics; a run without them uses its final weights alone.
+
+Damping rule: unless an absolute ``damping`` is given, damping = ``relative_damping`` (default 0.01) x
+the largest eigenvalue of the training objective's Hessian H (30 power iterations), so that
+H + damping I has condition number at most about 100 wherever H is positive semi-definite, whatever
+the loss's scale. A run trained without L2 (``train``'s default) has a Hessian with near-zero and
+slightly negative eigenvalues, and a fixed small damping (0.01) leaves CG and LiSSA unconverged.
+
+float32: a confident test point's loss ``logsumexp(z) - z_y = log(1 + sum_{k != y} exp(z_k - z_y))``
+rounds to 0 in float32 once the tail sum is below about 6e-8, and so does the softmax gradient's
+y-component; :func:`float32_loss_underflow` detects this from the logit margin and the summary warns
+(compute in float64 with ``x64=True``).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from repair_jax.errors import UserError
+
+METHODS = ("explicit", "cg", "lissa", "tracin")
+SPLITS = ("test", "val", "pool")
+DEFAULT_RELATIVE_DAMPING = 0.01
+METRICS_WITH_POSITIVE = ("fpr", "fnr")
+FLOAT32_CG_TOL = 1e-4  # float32 eps (6e-8) x condition number 100 puts the attainable residual near 1e-5
+_GROUP_RE = (r"(label|pred)\s*=\s*(.+)", r"intensity\s*([<>])\s*([0-9.eE+-]+)")
+
+
+def group_rule(spec: str | None) -> tuple:
+    """Parses a group spec without any data: ("all",), ("label"|"pred", C) or ("intensity", ">"|"<", T)."""
+    if spec is None:
+        raise UserError("--metric needs a group definition: pass --group (e.g. label=3 or intensity>0.3)")
+    spec = spec.strip()
+    if spec == "all":
+        return ("all",)
+    m = re.fullmatch(_GROUP_RE[0], spec)
+    if m:
+        return (m.group(1), m.group(2).strip())
+    m = re.fullmatch(_GROUP_RE[1], spec)
+    if m:
+        try:
+            return ("intensity", m.group(1), float(m.group(2)))
+        except ValueError:
+            raise UserError(f"bad threshold in --group {spec!r}") from None
+    raise UserError(f"bad --group {spec!r}; use label=C, pred=C, intensity>T, intensity<T or all")
+
+
+def parse_group(spec: str | None, split, class_names, predictions=None) -> np.ndarray:
+    """(N,) float mask of a group spec on a split: label=C, pred=C, intensity>T, intensity<T, all."""
+    from repair_jax.data import parse_class
+
+    rule = group_rule(spec)
+    if rule[0] == "all":
+        return np.ones(len(split), np.float32)
+    if rule[0] in ("label", "pred"):
+        ref = split.y if rule[0] == "label" else predictions
+        return (np.asarray(ref) == parse_class(rule[1], class_names)).astype(np.float32)
+    inten = split.x.reshape(len(split), -1).mean(1)
+    return ((inten > rule[2]) if rule[1] == ">" else (inten < rule[2])).astype(np.float32)
+
+
+def _check_positive(name: str, value, integer: bool = False, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or not np.isfinite(value) or (integer and int(value) != value):
+        raise UserError(f"--{name} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
+
+
+def validate_influence_args(*, test_index=None, split="test", method="cg", top=20, metric=None, group=None,
+                            positive=None, damping=None, relative_damping=None, tol=None, max_iter=None,
+                            scale=None, chunk_size=512) -> None:
+    """Checks every option of :func:`influence_run` that needs no data (one-line :class:`UserError`)."""
+    from repair_jax.metrics import GROUP_DISPARITY_METRICS
+
+    if method not in METHODS:
+        raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if metric is None and test_index is None:
+        raise UserError("pass --test-index I (or --metric with --group)")
+    if metric is not None and test_index is not None:
+        raise UserError("pass either --test-index or --metric, not both")
+    if test_index is not None and test_index < 0:
+        raise UserError(f"--test-index must be >= 0, got {test_index}")
+    if metric is not None:
+        if metric not in GROUP_DISPARITY_METRICS:
+            raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(GROUP_DISPARITY_METRICS)}")
+        group_rule(group)
+        if metric in METRICS_WITH_POSITIVE and positive is None:
+            raise UserError(f"--metric {metric} needs --positive C (the positive class, index or name)")
+    if damping is not None and relative_damping is not None:
+        raise UserError("pass either --damping or --relative-damping, not both")
+    for name, v, integer, zero in (("top", top, True, False), ("damping", damping, False, True),
+                                   ("relative-damping", relative_damping, False, True), ("tol", tol, False, False),
+                                   ("max-iter", max_iter, True, False), ("scale", scale, False, False),
+                                   ("chunk-size", chunk_size, True, False)):
+        _check_positive(name, v, integer, zero)
+
+
+def float32_loss_underflow(logits, label: int, computed_loss: float, rtol: float = 0.01) -> float | None:
+    """The accurate cross-entropy ``log1p(sum_{k != y} exp(z_k - z_y))`` of one example from its logits
+    (in float64) when the ``computed_loss`` (e.g. float32) misses it by more than ``rtol``; else None."""
+    z = np.asarray(logits, np.float64).reshape(-1)
+    margins = np.delete(z, label) - z[label]
+    accurate = float(np.log1p(np.sum(np.exp(margins))))
+    if accurate > 0 and abs(float(computed_loss) - accurate) > rtol * accurate:
+        return accurate
+    return None
+
+
+def _as_dtype(tree, dtype):
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(
+        lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else jnp.asarray(a),
+        tree)
+
+
+def _load(run_path, test_index, split):
+    """(run, dataset, train state), the test index checked against run.json before the data load."""
+    from repair_jax.runs import load_run
+
+    run = load_run(run_path)
+    size = run.info.get("split_sizes", {}).get(split)
+    if test_index is not None and size is not None and test_index >= size:
+        raise UserError(f"--test-index {test_index} is out of range: the {split} split has {size} points "
+                        f"(0..{size - 1})")
+    ds = run.dataset()
+    if ds.multilabel:
+        raise UserError("influence supports single-label runs only")
+    return run, ds, run.state()
+
+
+def _test_loss_target(loss_fn, params, target_split, test_index, dtype):
+    """(quantity maker, target record, warnings) for the loss of one point of ``target_split``."""
+    import jax.numpy as jnp
+
+    from repair_jax.influence.functions import test_loss_quantity
+
+    if not 0 <= test_index < len(target_split):
+        raise UserError(f"--test-index {test_index} is out of range: the split has {len(target_split)} points")
+    tb = {"x": jnp.asarray(target_split.x[test_index:test_index + 1], dtype),
+          "y": jnp.asarray(target_split.y[test_index:test_index + 1])}
+    make_q = lambda lf: test_loss_quantity(lf, tb)
+    value = float(make_q(loss_fn)(params))
+    logits = np.asarray(loss_fn.logits(params, tb["x"]))[0]
+    label = int(target_split.y[test_index])
+    target = {"kind": "test_loss", "test_index": test_index, "label": label, "predicted": int(logits.argmax()),
+              "value": value}
+    warns = []
+    accurate = float32_loss_underflow(logits, label, value)
+    if accurate is not None:
+        target["accurate_value"] = accurate
+        name = np.dtype(dtype).name
+        warns.append(f"{name} underflow: the test point's loss is {value:.3g} in {name} but {accurate:.3g} from "
+                     "its logit margin; its gradient and the scores are inaccurate" +
+                     (" (rerun with --x64)" if name == "float32" else ""))
+    return make_q, target, warns
+
+
+def _group_target(loss_fn, params, state, ds, target_split, metric, group, positive, dtype):
+    """(quantity maker, target record, warnings) for a group disparity metric of ``target_split``."""
+    import jax
+    import jax.numpy as jnp
+
+    from repair_jax.data import parse_class
+    from repair_jax.influence.functions import group_disparity_quantity
+    from repair_jax.metrics import group_disparity_hard
+    from repair_jax.train import predict
+
+    logits, _ = predict(state, target_split.x)
+    mask = parse_group(group, target_split, ds.class_names, logits.argmax(-1))
+    if mask.sum() == 0:
+        raise UserError(f"the group {group!r} is empty on this split")
+    pos = parse_class(positive if positive is not None else "1", ds.class_names)
+    tb = {"x": jnp.asarray(target_split.x, dtype), "y": jnp.asarray(target_split.y)}
+    make_q = lambda lf: group_disparity_quantity(lf, tb, metric, mask, positive=pos)
+    hard = group_disparity_hard(metric, jax.nn.softmax(jnp.asarray(logits)), tb["y"], jnp.asarray(mask), pos)
+    target = {"kind": "group_disparity", "metric": metric, "group": group, "group_size": int(mask.sum()),
+              "positive": pos, "value": float(make_q(loss_fn)(params)), "reported_value": float(hard)}
+    return make_q, target, []
+
+
+def _tracin_scores(run, state, train, make_q, dtype, chunk_size):
+    """(-TracInCP scores, solver record) over the run's kept checkpoints (or its final weights)."""
+    from repair_jax.influence.functions import tracin
+    from repair_jax.influence.gradients import ClassifierLoss
+
+    kept = run.epoch_checkpoints() or [({"epoch": run.config.epochs, "learning_rate": float(run.config.lr)},
+                                         run.variables)]
+    kept = [(r, _as_dtype(v, dtype)) for r, v in kept]
+    losses = [ClassifierLoss(state.apply_fn, v["batch_stats"]) for _, v in kept]
+    scores = -tracin(losses, [v["params"] for _, v in kept], [r["learning_rate"] for r, _ in kept],
+                     train, quantity_fn=[make_q(lf) for lf in losses], chunk_size=chunk_size)
+    solver = {"method": "tracin", "status": "no_solve", "converged": True, "checkpoints": len(kept),
+              "epochs": [r["epoch"] for r, _ in kept], "learning_rates": [r["learning_rate"] for r, _ in kept]}
+    if "file" not in kept[0][0]:
+        solver["note"] = "final weights only: train with --checkpoint-every K for TracInCP"
+    return scores, solver
+
+
+def _solve_scores(loss_fn, params, train, q, l2, method, solver_opts, chunk_size):
+    """(I_up scores, solver record) by an inverse-HVP solve (002 Eq. 3.1/6.2/6.4)."""
+    from repair_jax.influence.functions import influence_up, s_test
+
+    r = s_test(loss_fn, params, train, q, method=method, l2=l2, chunk_size=chunk_size, **solver_opts)
+    scores = influence_up(loss_fn, params, train, r.x, chunk_size=chunk_size)
+    return scores, {**r.summary(), "l2": l2}
+
+
+def _ranked(scores, labels, top):
+    """(top-k by |score|, most harmful, most helpful) lists of dicts."""
+    order = np.argsort(-np.abs(scores), kind="stable")[:top]
+    ranking = [{"train_index": int(i), "score": float(scores[i])} for i in order]
+    pick = lambda idx: [{"train_index": int(i), "score": float(scores[i]), "label": int(labels[i])} for i in idx]
+    return (ranking, pick(np.argsort(-scores, kind="stable")[:top]),
+            pick(np.argsort(scores, kind="stable")[:top]))
+
+
+def _write_results(tmp: Path, scores, ranking, summary, plot_args) -> None:
+    from repair_jax.io import write_bytes_atomic, write_json
+
+    buf = io.BytesIO()
+    np.save(buf, scores)
+    write_bytes_atomic(tmp / "scores.npy", buf.getvalue())
+    write_json(tmp / "influence.json", ranking)
+    write_json(tmp / "summary.json", summary)
+    if plot_args is not None:
+        _plot(tmp / "influence.png", *plot_args, summary)
+
+
+def _compute(run, ds, state, *, test_index, split, method, metric, group, positive, solver_opts, chunk_size,
+             dtype):
+    """(scores (N,) float64, target record, solver record, warnings) of one influence computation."""
+    import jax.numpy as jnp
+
+    from repair_jax.influence.gradients import ClassifierLoss
+    from repair_jax.influence.hvp import InfluenceWarning
+
+    loss_fn = ClassifierLoss(state.apply_fn, _as_dtype(state.batch_stats, dtype))
+    params = _as_dtype(state.params, dtype)
+    target_split = ds.split(split)
+    train = {"x": jnp.asarray(ds.train.x, dtype), "y": jnp.asarray(ds.train.y)}
+    if metric is None:
+        make_q, target, warns = _test_loss_target(loss_fn, params, target_split, test_index, dtype)
+    else:
+        make_q, target, warns = _group_target(loss_fn, params, state, ds, target_split, metric, group, positive,
+                                              dtype)
+    target["split"] = split
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InfluenceWarning)
+        if method == "tracin":
+            scores, solver = _tracin_scores(run, state, train, make_q, dtype, chunk_size)
+        else:
+            scores, solver = _solve_scores(loss_fn, params, train, make_q(loss_fn), float(run.config.l2), method,
+                                           solver_opts, chunk_size)
+    warns += [str(w.message) for w in caught if issubclass(w.category, InfluenceWarning)]
+    scores = np.asarray(scores, np.float64)
+    if not np.all(np.isfinite(scores)):
+        raise UserError("influence scores are not finite; add damping or use another solver")
+    return scores, target, solver, warns
+
+
+def influence_run(run_path, out, *, test_index: int | None = None, split: str = "test", method: str = "cg",
+                  top: int = 20, metric: str | None = None, group: str | None = None, positive: str | None = None,
+                  damping: float | None = None, relative_damping: float | None = None, tol: float | None = None,
+                  max_iter: int | None = None, scale: float | None = None, chunk_size: int = 512,
+                  x64: bool = False, force: bool = False) -> dict:
+    """Ranks the training points of the run at ``run_path`` by their influence on the loss of point
+    ``test_index`` of ``split``, or on the disparity ``metric`` of ``group`` there, writes ``out`` (see
+    the module docstring) and returns the summary. Options are checked before anything is loaded.
+
+    ``damping`` (absolute) or ``relative_damping`` (x the largest eigenvalue of H; the default, 0.01).
+    ``tol`` defaults to the solver's (:data:`repair_jax.influence.hvp.DEFAULT_TOL`), except CG in float32:
+    1e-4. ``x64``: compute in float64 (parameters, BatchNorm statistics and data are cast). A solve that
+    does not converge still writes its results; ``summary["converged"]`` is False then.
+    """
+    import contextlib
+
+    import jax
+    import jax.numpy as jnp
+
+    from repair_jax.io import atomic_dir
+
+    validate_influence_args(test_index=test_index, split=split, method=method, top=top, metric=metric, group=group,
+                            positive=positive, damping=damping, relative_damping=relative_damping, tol=tol,
+                            max_iter=max_iter, scale=scale, chunk_size=chunk_size)
+    if damping is None and relative_damping is None:
+        relative_damping = DEFAULT_RELATIVE_DAMPING
+    if tol is None and method == "cg" and not x64:
+        tol = FLOAT32_CG_TOL
+    solver_opts = {"tol": tol, "max_iter": max_iter, "scale": scale,
+                   **({"damping": damping} if damping is not None else {"relative_damping": relative_damping})}
+    with atomic_dir(out, overwrite=force) as tmp, (jax.enable_x64(True) if x64 else contextlib.nullcontext()):
+        run, ds, state = _load(run_path, test_index, split)
+        dtype = jnp.float64 if x64 else jnp.float32
+        t0 = time.perf_counter()
+        scores, target, solver, warns = _compute(
+            run, ds, state, test_index=test_index, split=split, method=method, metric=metric, group=group,
+            positive=positive, solver_opts=solver_opts, chunk_size=chunk_size, dtype=dtype)
+        ranking, harmful, helpful = _ranked(scores, ds.train.y, top)
+        summary = {"run": str(run_path), "target": target, "solver": solver, "converged": solver["converged"],
+                   "status": solver["status"], "dtype": np.dtype(dtype).name, "warnings": warns,
+                   "num_train": len(ds.train), "seconds": time.perf_counter() - t0, "scores_file": "scores.npy",
+                   "score": "I_up (positive: upweighting raises the target = harmful)",
+                   "most_harmful": harmful, "most_helpful": helpful}
+        image = ds.train.x.ndim == 4 and ds.train.x.shape[-1] in (1, 3)
+        _write_results(tmp, scores, ranking, summary,
+                       (ds, ds.split(split), test_index, harmful, helpful) if image else None)
+    return summary
+
+
+def _plot(path, ds, split, test_index, harmful, helpful, summary) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from repair_jax.plots import save_figure
+
+    target = summary["target"]
+    k = min(8, len(harmful))
+    fig, axes = plt.subplots(2, k + 1, figsize=(1.6 * (k + 1), 3.8))
+    show = lambda ax, img: ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+    names = ds.class_names
+    for row, (title, items) in enumerate((("most harmful", harmful), ("most helpful", helpful))):
+        ax = axes[row, 0]
+        if test_index is not None:
+            show(ax, split.x[test_index])
+            ax.set_title(f"test {test_index}\ny={names[target['label']]} pred={names[target['predicted']]}",
+                         fontsize=7)
+        else:
+            ax.text(0.5, 0.5, f"{target['metric']}\n{target['group']}", ha="center", va="center", fontsize=8)
+        ax.set_ylabel(title, fontsize=8)
+        for j in range(k):
+            it = items[j]
+            show(axes[row, j + 1], ds.train.x[it["train_index"]])
+            axes[row, j + 1].set_title(f"#{it['train_index']} y={names[it['label']]}\n{it['score']:+.3g}", fontsize=7)
+        for ax in axes[row]:
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(plot_title(summary), fontsize=9, color="black" if summary["converged"] else "red")
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_title(summary: dict) -> str:
+    """The figure's title; it starts with "NOT CONVERGED" (and the status and residual) when the solve
+    did not converge."""
+    what = "the test loss" if summary["target"]["kind"] == "test_loss" else "the group metric"
+    title = f"training points by influence (I_up) on {what}"
+    if not summary["converged"]:
+        s = summary["solver"]
+        title = f"NOT CONVERGED ({s['status']}, relative residual {s['residual']:.3g}): " + title
+    return title
