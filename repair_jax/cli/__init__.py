@@ -23,7 +23,7 @@ SUBCOMMANDS = {
     "quickstart": ("repair_jax.cli.quickstart", "the main job on the embedded digits: train, diagnose, repair"),
     "irepair": ("repair_jax.cli.irepair", "repair individual misclassifications (I-REPAIR, 001)"),
     "guide": ("repair_jax.cli.guide", "model guiding: flag mislabelled / spurious points, update the model"),
-    "influence": ("repair_jax.influence.cli", "rank training points by influence on a test loss or group metric"),
+    "influence": ("repair_jax.cli.influence", "rank training points by influence on a test loss or group metric"),
     "repair": ("repair_jax.cli.repair", "repair a confused pair / biased triplet with Weighted Regularization"),
     "explain": ("repair_jax.cli.explain", "attributions of one example of a trained run (gradients, IG, LRP, GradCAM, ...)"),
 }
