@@ -1,0 +1,157 @@
+"""Sphinx extension: pages generated from committed files, so nothing in the docs is typed by hand
+that a result file already holds.
+
+At ``builder-inited`` it writes (all under ``docs/_generated/``, ignored by git):
+
+* ``results.md``: one section per ``experiments/results/<name>/``, showing its Markdown tables, its
+  figures and, from ``experiment.json``, the config, command, machine and date that produced it;
+* ``benchmarks.md``: one section per ``benchmarks/results/*.json`` with the machine, the date, every
+  figure as a table, and a plot for each series (a list of records with a numeric x);
+* ``notebooks/*.ipynb``: copies of ``notebooks/`` that MyST-NB executes during the build at smoke
+  size (``REPAIR_JAX_SMOKE=1``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[1]
+ROOT = DOCS.parent
+OUT = DOCS / "_generated"
+
+
+def _flatten(obj, prefix=""):
+    """(dotted key, scalar) pairs of a JSON value; lists of records are left to :func:`_series`."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _flatten(v, f"{prefix}{k}.")
+    elif isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
+        return
+    elif isinstance(obj, list):
+        yield prefix[:-1], ", ".join(_fmt(v) for v in obj)
+    else:
+        yield prefix[:-1], _fmt(obj)
+
+
+def _series(obj, prefix=""):
+    """(dotted key, list of records) for every list of dicts inside a JSON value."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _series(v, f"{prefix}{k}.")
+    elif isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
+        yield prefix[:-1], obj
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|")
+
+
+def _table(headers, rows) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_series(name: str, key: str, records: list[dict]) -> str | None:
+    """A line plot of every numeric column against the first numeric one; None if it has no such pair."""
+    cols = [k for k, v in records[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(cols) < 2 or len(records) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = cols[0]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for c in cols[1:]:
+        ax.plot([r.get(x) for r in records], [r.get(c) for r in records], "o-", label=c)
+    ax.set_xlabel(x)
+    ax.set_title(f"{name}: {key}", fontsize=9)
+    if max(r.get(x, 0) or 0 for r in records) / max(min(r.get(x, 1) or 1 for r in records), 1e-12) > 50:
+        ax.set_xscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fname = f"bench_{name}_{key.replace('.', '_')}.png"
+    fig.savefig(OUT / fname, dpi=110)
+    plt.close(fig)
+    return fname
+
+
+def benchmarks_page() -> str:
+    parts = ["# Benchmarks\n", "Generated from `benchmarks/results/*.json` (written by `make bench` / "
+             "`python -m benchmarks`). Each figure is a ratio or time measured in one run on the machine named.\n"]
+    for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+        d = json.loads(path.read_text())
+        name = path.stem
+        m = d.get("machine", {})
+        parts.append(f"\n## {name}\n\n`{path.relative_to(ROOT)}` - {d.get('date', '?')}, "
+                     f"devices {', '.join(m.get('devices', []))}, {m.get('cpu_count', '?')} CPUs, "
+                     f"JAX {m.get('jax_version', '?')}, wall time {_fmt(d.get('wall_time', '?'))} s"
+                     f"{', quick mode' if d.get('quick') else ''}.\n")
+        flat = list(_flatten(d.get("figures", {})))
+        if flat:
+            parts.append("\n" + _table(["figure", "value"], flat))
+        for key, records in _series(d.get("figures", {})):
+            headers = list(records[0])
+            parts.append(f"\n**{key}**\n\n" + _table(headers, [[r.get(h, "") for h in headers] for r in records]))
+            img = _plot_series(name, key, records)
+            if img:
+                parts.append(f"\n![{name} {key}]({img})\n")
+    return "".join(parts)
+
+
+def _experiment_meta(directory: Path) -> str:
+    path = directory / "experiment.json"
+    if not path.is_file():
+        readme = directory / "README.md"
+        return readme.read_text() + "\n" if readme.is_file() else ""
+    e = json.loads(path.read_text())
+    m = e.get("machine", {})
+    cfg = e.get("config", {})
+    return (f"- command: `{e.get('command', '?')}`\n- config: `{cfg.get('type', '?')}`\n"
+            f"- machine: {m.get('host', '?')} ({', '.join(m.get('devices', []))}), JAX {m.get('jax', '?')}\n"
+            f"- date: {e.get('finished') or e.get('started', '?')}, wall time {e.get('wall_s', '?')} s\n\n"
+            f"```{{dropdown}} full config\n```json\n{json.dumps(cfg.get('fields', {}), indent=1)}\n```\n```\n")
+
+
+def results_page() -> str:
+    parts = ["# Results\n", "Generated from the committed result files under `experiments/results/`; "
+             "regenerating a result regenerates its section. Run any of them with "
+             "`python -m experiments.run CONFIG` (see the experiments page).\n"]
+    for directory in sorted(p for p in (ROOT / "experiments" / "results").iterdir() if p.is_dir()):
+        parts.append(f"\n## {directory.name}\n\n" + _experiment_meta(directory))
+        for md in sorted(directory.rglob("*.md")):
+            if md.name == "README.md":
+                continue
+            rel = md.relative_to(directory)
+            text = md.read_text().replace("\n# ", "\n#### ").replace("\n## ", "\n#### ")
+            parts.append(f"\n### {rel}\n\n{text}\n")
+        for png in sorted(directory.rglob("*.png"))[:12]:
+            target = OUT / "results_img" / directory.name / png.relative_to(directory)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(png, target)
+            parts.append(f"\n```{{figure}} results_img/{directory.name}/{png.relative_to(directory)}\n"
+                         f":width: 420px\n\n{png.relative_to(directory)}\n```\n")
+    return "".join(parts)
+
+
+def generate(app=None) -> None:
+    OUT.mkdir(exist_ok=True)
+    (OUT / "benchmarks.md").write_text(benchmarks_page())
+    (OUT / "results.md").write_text(results_page())
+    nb_dir = OUT / "notebooks"
+    nb_dir.mkdir(exist_ok=True)
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        shutil.copyfile(nb, nb_dir / nb.name)
+    os.environ["REPAIR_JAX_SMOKE"] = "1"
+
+
+def setup(app):
+    app.connect("builder-inited", generate)
+    return {"version": "1", "parallel_read_safe": True}
