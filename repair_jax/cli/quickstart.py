@@ -19,8 +19,6 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
-    import shutil
-
     from repair_jax.diagnosis import diagnose_run, format_summary
     from repair_jax.repair import RepairConfig, Targets, format_table, run_study
     from repair_jax.runs import load_run, train_run
@@ -44,10 +42,9 @@ def run(args) -> int:
     print(f"[3/3] repairing the most confused pair {a},{b} with orig-ft and every WR method "
           f"(rho grid {list(rcfg.rhos)}, 1 fine-tuning epoch, {rcfg.seeds} seeds for the selected settings)...")
     run_ = load_run(out / "run")
-    if args.force:  # the model was retrained: the study starts afresh (without --force OUT was empty)
-        shutil.rmtree(out / "repair", ignore_errors=True)
+    # --force: the model was retrained, so the study starts afresh (without it OUT was empty)
     summary = run_study(run_.model, run_.variables, run_.dataset(), Targets(((a, b),)), out / "repair", rcfg,
-                        progress=show)
+                        progress=show, force=args.force)
     print(format_table(summary))
     print(f"done in {time.perf_counter() - t0:.1f}s -> {out}")
     return 0

@@ -93,8 +93,6 @@ def check_distinct(targets) -> None:
 
 
 def run(args) -> int:
-    import shutil
-
     from repair_jax.repair import format_table, parse_targets, run_study
     from repair_jax.runs import load_run, read_run_info
 
@@ -105,9 +103,9 @@ def run(args) -> int:
     run_ = load_run(args.run)
     cfg = repair_config_from_args(args, run_)
     ds = run_.dataset()
-    if args.force:  # restart the study (its results log belongs to this output directory)
-        shutil.rmtree(args.out, ignore_errors=True)
-    summary = run_study(run_.model, run_.variables, ds, targets, args.out, cfg, progress=not args.no_progress)
+    # --force restarts the study's own results log; nothing else in --out is deleted
+    summary = run_study(run_.model, run_.variables, ds, targets, args.out, cfg, progress=not args.no_progress,
+                        force=args.force)
     print(format_table(summary))
     print(f"-> {args.out}/results.jsonl, summary.json, table.md")
     return 0
