@@ -10,7 +10,7 @@ logit-averaged ensemble of the heads; ``model.apply(..., method="heads")`` gives
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
