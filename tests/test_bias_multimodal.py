@@ -1,6 +1,5 @@
 """Synthetic captions on real images and the LSTM-CNN fusion of 004 Que-1 (L_Fus, L_MML)."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
