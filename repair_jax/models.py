@@ -366,19 +366,27 @@ class PyramidNet(nn.Module):
         n = (self.depth - 2) // 6
         h = nn.Conv(16, (3, 3), use_bias=False)(x)
         h = BatchNorm()(padain_before_bn(h, self.padain_p, train), train, sample_weight)
-        width = 16.0
         for stage in range(3):
             for i in range(n):
-                width += self.alpha / (3 * n)
+                width = int(16 + self.alpha * (stage * n + i + 1) / (3 * n) + 1e-9)  # no drift from sums
                 stride = 2 if (stage > 0 and i == 0 and h.shape[1] > 1) else 1
-                h = PyramidBlock(int(width), stride, self.padain_p)(h, train, sample_weight)
+                h = PyramidBlock(width, stride, self.padain_p)(h, train, sample_weight)
         h = nn.relu(BatchNorm()(h, train, sample_weight))
         feats = jnp.mean(h, axis=(1, 2))
         return nn.Dense(self.num_classes)(feats), feats
 
 
+def _multi_head(k, backbone: str = "cnn", head_widths: Sequence[int] = (0, 0, 0), **kw):
+    from repair_jax.bias.mtl import multi_head_model
+
+    return multi_head_model(backbone, k, head_widths, **kw)
+
+
 _FACTORIES.update({
     "shufflenet_v2": lambda k, **kw: ShuffleNetV2(k, **kw),
     "pyramidnet": lambda k, **kw: PyramidNet(k, **kw),
+    # multi-task heads over any backbone (004 Que-2), output = the heads' logit average; so that a
+    # run trained with repair_jax.bias.mtl_objective can be reloaded from run.json
+    "multi_head": _multi_head,
 })
 MODELS = tuple(_FACTORIES)

@@ -67,3 +67,22 @@ def test_multi_head_ensemble_training_and_accuracies(digits):
         assert accs[f"head{h + 1}"] == np.mean(z[:, h].argmax(1) == y)
     assert accs["ensemble"] == np.mean(ensemble.argmax(1) == y)
     assert accs["ensemble"] > 0.5  # 3 epochs on digits learn something (chance: 0.1)
+
+
+def test_multi_head_is_a_named_model_that_reloads_from_a_run(tmp_path, digits):
+    from repair_jax.bias import MultiHead
+    from repair_jax.models import create_model, init_variables
+    from repair_jax.runs import load_run, write_run
+
+    kw = {"backbone": "mlp", "head_widths": [0, 8], "hidden": [16]}  # as run.json stores them
+    model = create_model("multi_head", 10, **kw)
+    assert isinstance(model, MultiHead) and model.head_widths == (0, 8)
+    variables = init_variables(model, jax.random.PRNGKey(1), digits.input_shape)
+    info = {"config": {"model": "multi_head", "model_kwargs": kw}, "class_names": list(digits.class_names),
+            "input_shape": list(digits.input_shape)}
+    write_run(tmp_path, info, variables)
+    run = load_run(tmp_path)
+    for a, b in zip(jax.tree_util.tree_leaves(run.variables["params"]), jax.tree_util.tree_leaves(variables["params"])):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(UserError, match="width must be an integer >= 0"):
+        create_model("multi_head", 10, backbone="mlp", head_widths=[0, -1])

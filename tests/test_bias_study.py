@@ -31,18 +31,18 @@ def test_dob_test_is_welch():
 
 def test_smoke_study_on_digits_runs_and_resumes(tmp_path):
     config = dataclasses.replace(load_config(CONFIG, smoke=True), dataset="digits", train_limit=200,
-                                 model="cnn", model_kwargs=(("width", 2), ("dense", 8)),
-                                 variants=("plain", "padain_augment", "mtl_augment"), seeds=(0, 1))
+                                 model="mlp", model_kwargs=(("hidden", (16,)),),
+                                 variants=("plain", "mtl_augment"), seeds=(0, 1))
     out = tmp_path / "study"
     summary = run_experiment(config, out, progress=False, command="test")
     table = summary["table"]
-    assert [e["name"] for e in table] == ["plain", "padain_augment", "mtl_augment"]
+    assert [e["name"] for e in table] == ["plain", "mtl_augment"]
     runs = read_jsonl(out / "runs.jsonl")[1:]
-    assert len(runs) == 6
+    assert len(runs) == 4
     dobs = [r["dob"] for r in runs if r["variant"] == "plain"]
     np.testing.assert_allclose(table[0]["dob"], np.mean(dobs))
-    assert set(table[2]["head_accuracies"]) == {"head1", "head2", "head3", "ensemble"}
-    assert "p_value" in table[1]["dob_test"]
+    assert set(table[1]["head_accuracies"]) == {"head1", "head2", "head3", "ensemble"}
+    assert table[1]["dob_test"]["p_value"] is not None
     assert {"results.json", "results.md", "comparison.png", "experiment.json"} <= {p.name for p in out.iterdir()}
     before = (out / "runs.jsonl").read_text()
     again = run_experiment(config, out, progress=False, command="test")  # resumed: nothing retrained
