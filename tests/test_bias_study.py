@@ -48,3 +48,17 @@ def test_smoke_study_on_digits_runs_and_resumes(tmp_path):
     again = run_experiment(config, out, progress=False, command="test")  # resumed: nothing retrained
     assert (out / "runs.jsonl").read_text() == before
     assert again["table"] == read_json(out / "results.json")["table"]
+
+
+def test_que1_config_and_smoke_run_on_digits_captions(tmp_path):
+    from repair_jax.bias.multimodal_study import MultimodalBiasStudy
+
+    full = load_config("experiments/configs/bias_que1_fashion_mnist_captions.py")
+    smoke = load_config("experiments/configs/bias_que1_fashion_mnist_captions.py", smoke=True)
+    assert isinstance(full, MultimodalBiasStudy) and smoke.variants == full.variants
+    config = dataclasses.replace(smoke, captions="digits_captions", backbone_kwargs=(("mlp", (("hidden", (16,)),)),),
+                                 variants=("mlp", "mlp+mtl"), seeds=(0,))
+    table = run_experiment(config, tmp_path / "q1", progress=False, command="test")["table"]
+    assert [e["name"] for e in table] == ["mlp", "mlp+mtl"]
+    assert set(table[1]["head_accuracies"]) == {"fusion", "cnn", "lstm", "ensemble"}
+    assert "disparate_impact" in table[0]["per_class"]

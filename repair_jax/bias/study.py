@@ -10,6 +10,7 @@ project's experiment driver (:func:`repair_jax.experiment.run_experiment`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
@@ -120,12 +121,12 @@ def summarize_study(rows: list[dict], variants) -> list[dict]:
     return table
 
 
-def format_study(table: list[dict], class_names) -> str:
+def format_study(table: list[dict], class_names, title: str = "Bias mitigation study (004 Que-2 analogue)") -> str:
     """Markdown: mean +- std table with the DOB test, the per-head table and class-wise tables."""
     from repair_jax.bias.compare import format_comparison
 
     head = "| variant | " + " | ".join(AVERAGE_COLUMNS) + " | DOB - plain | p | lowers DOB |"
-    lines = ["# Bias mitigation study (004 Que-2 analogue)", "", head, "|" + "---|" * (len(AVERAGE_COLUMNS) + 4)]
+    lines = [f"# {title}", "", head, "|" + "---|" * (len(AVERAGE_COLUMNS) + 4)]
     for e in table:
         t = e.get("dob_test", {})
         fmt = lambda x: "-" if x is None else f"{x:.4f}"
@@ -144,26 +145,32 @@ def format_study(table: list[dict], class_names) -> str:
 @runner(BiasMitigationStudy)
 def run_bias_study(config: BiasMitigationStudy, out: Path, *, force: bool, progress: bool) -> dict:
     """Runs every (variant, seed) not yet in OUT/runs.jsonl; writes results.json, results.md, comparison.png."""
-    from repair_jax.bias.plots import plot_comparison
     from repair_jax.data import load_dataset
-    from repair_jax.progress import track
 
     unknown = [v for v in config.variants if v not in VARIANTS]
     if unknown:
         raise UserError(f"unknown study variants {unknown}; choose from {', '.join(VARIANTS)}")
+    load = functools.lru_cache(None)(lambda s: load_dataset(config.dataset, seed=s,
+                                                            train_limit=config.train_limit))
+    return sweep(config, out, lambda v, s: run_variant(config, v, s, load(s)),
+                 lambda: load(config.seeds[0]).class_names, force=force, progress=progress,
+                 title="Bias mitigation study (004 Que-2 analogue)")
+
+
+def sweep(config, out: Path, run_one, class_names, *, force: bool, progress: bool, title: str) -> dict:
+    """Every (variant, seed) of ``config`` not yet in OUT/runs.jsonl via ``run_one(variant, seed) -> row``;
+    then results.json, results.md (``title``) and comparison.png from :func:`summarize_study`."""
+    from repair_jax.bias.plots import plot_comparison
+    from repair_jax.progress import track
+
     log = ResumableJsonl(Path(out) / "runs.jsonl", dataclasses.asdict(config),
                          key=lambda r: (r["variant"], r["seed"]), force=force)
-    datasets = {}
-    for v, s in track([(v, s) for v in config.variants for s in config.seeds], "bias study", progress):
+    for v, s in track([(v, s) for v in config.variants for s in config.seeds], title, progress):
         if (v, s) not in log:
-            ds = datasets.setdefault(s, load_dataset(config.dataset, seed=s, train_limit=config.train_limit))
-            log.append(run_variant(config, v, s, ds))
-    rows = log.values()
-    s0 = config.seeds[0]
-    ds0 = datasets.get(s0) or load_dataset(config.dataset, seed=s0, train_limit=config.train_limit)
-    class_names = ds0.class_names
-    table = summarize_study(rows, config.variants)
-    write_json(Path(out) / "results.json", {"class_names": list(class_names), "table": table})
-    write_text(Path(out) / "results.md", format_study(table, class_names))
-    plot_comparison(table, AVERAGE_COLUMNS, "recall", class_names, Path(out) / "comparison.png")
+            log.append(run_one(v, s))
+    table = summarize_study(log.values(), config.variants)
+    names = list(class_names())
+    write_json(Path(out) / "results.json", {"class_names": names, "table": table})
+    write_text(Path(out) / "results.md", format_study(table, names, title))
+    plot_comparison(table, AVERAGE_COLUMNS, "recall", names, Path(out) / "comparison.png")
     return {"table": table}
