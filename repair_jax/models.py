@@ -389,4 +389,6 @@ _FACTORIES.update({
     # run trained with repair_jax.bias.mtl_objective can be reloaded from run.json
     "multi_head": _multi_head,
 })
-MODELS = tuple(_FACTORIES)
+# Creatable by name now; the integrator adds them to MODELS (CLI choices) together with their small
+# settings in tests/test_train.py's SMALL table (a test there runs every name of MODELS).
+BIAS_MODELS = ("shufflenet_v2", "pyramidnet", "multi_head")
