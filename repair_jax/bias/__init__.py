@@ -25,7 +25,8 @@ from repair_jax.bias.study import BiasMitigationStudy
 from repair_jax.bias.multimodal_study import MultimodalBiasStudy  # noqa: E402 (after study: shared sweep)
 
 __all__ = [
-    "BiasMitigationStudy", "MultimodalBiasStudy", "CaptionedDataset", "HEAD_LOSSES", "LSTMCNN", "LSTMEncoder", "MultiHead", "PermutedAdaIN", "adain",
+    "BiasMitigationStudy", "MultimodalBiasStudy", "CaptionedDataset", "HEAD_LOSSES", "LSTMCNN", "LSTMEncoder",
+    "MultiHead", "PermutedAdaIN", "adain",
     "build_vocab", "caption_dataset", "check_heads", "check_multimodal_data", "check_padain_p",
     "check_text_ids", "compare_rows", "compare_runs", "digits_captions", "encode", "ensemble_logits",
     "evaluate_predictions", "fashion_mnist_captions", "format_comparison", "head_accuracies",

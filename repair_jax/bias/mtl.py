@@ -71,7 +71,8 @@ def mtl_loss(head_logits: jax.Array, labels: jax.Array, losses: Sequence[str], a
 
 
 def ensemble_logits(head_logits: jax.Array) -> jax.Array:
-    """The heads' logit average (004 "we take the ensemble by taking the average of the logits"): (N, H, K) -> (N, K)."""
+    """The heads' logit average (004 "we take the ensemble by taking the average of the logits"):
+    (N, H, K) -> (N, K)."""
     return jnp.mean(head_logits, axis=1)
 
 
