@@ -366,3 +366,118 @@ def group_disparity_hard(name: str, probs, labels, mask=None, positive: int = 1,
     if name == "er":
         return error_rate(labels, pred, mask)
     return group_disparity(name, probs, labels, mask, positive, num_bins)
+# ----------------------------------------------------------------------------- bias report metrics
+# Source: 004_9347ff94c01a7b9b.txt (Que-1 "Average metrics", "Class wise AUROC, DI, and confusion
+# matrix", "Roc_curves"; Que-2 "Class wise DI"). The report prints a DI per class but no formula.
+# Tried on its four printed Que-1 confusion matrices (20 printed values): every ratio of products of
+# up to two of TP, FP, FN, TN, row/column sums and N (and their logs, square roots, x100) -- none
+# reproduces them. The closest is the one-vs-rest disparate impact TPR / FPR below: it orders the
+# classes as the report does and lies within ~1-30 % of every printed value (e.g. 18.33 vs 18.82,
+# 10.66 vs 10.50, 14.08 vs 13.95), but the report prints DI = 7.517 for a class with TP = FP = 0,
+# which no function of the confusion matrix alone gives: the report most likely averaged predicted
+# probabilities (:func:`disparate_impact_soft`), which its text does not show. See docs/bias.md.
+
+def disparate_impact(cm):
+    """One-vs-rest disparate impact per class (K,): DI_c = P(yhat = c | y = c) / P(yhat = c | y != c).
+
+    The fairness ratio P(favourable | group 1) / P(favourable | group 2) (Feldman et al. 2015) with
+    the favourable outcome "predicted c" and the groups "true class c" / "any other class", i.e.
+    TPR_c / FPR_c (the positive likelihood ratio); higher = the model singles out class c more
+    sharply. 0 when undefined (no example of c, or FPR_c = 0). cm: (K, K) counts, rows = true.
+    """
+    cm = jnp.asarray(cm, jnp.float32)
+    tp = jnp.diag(cm)
+    pos = cm.sum(axis=1)
+    fp = cm.sum(axis=0) - tp
+    neg = cm.sum() - pos
+    return _safe_div(_safe_div(tp, pos), _safe_div(fp, neg))
+
+
+def disparate_impact_soft(y_true, probs, num_classes: int):
+    """DI with predicted probabilities in place of hard predictions (K,):
+    DI_c = mean_{i: y_i = c} p_ic / mean_{i: y_i != c} p_ic (0 when undefined).
+
+    Our reading of 004's class-wise DI (it prints DI > 0 for a class never predicted); y_true (N,),
+    probs (N, K) rows summing to 1.
+    """
+    onehot = jax.nn.one_hot(jnp.asarray(y_true), num_classes)
+    probs = jnp.asarray(probs, jnp.float32)
+    in_c = _safe_div((onehot * probs).sum(0), onehot.sum(0))
+    out_c = _safe_div(((1 - onehot) * probs).sum(0), (1 - onehot).sum(0))
+    return _safe_div(in_c, out_c)
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def _averaged_arrays(y_true, logits, num_classes: int) -> dict:
+    probs = jax.nn.softmax(logits.astype(jnp.float32))
+    cm = confusion_matrix(y_true, jnp.argmax(probs, -1), num_classes)
+    support = cm.sum(axis=1).astype(jnp.float32)
+    weights = support / jnp.maximum(support.sum(), 1)
+    present = class_present(cm)
+    auroc = auroc_ovr(y_true, probs, num_classes)
+    out = {}
+    for name, values in zip(("precision", "recall", "f1"), precision_recall_f1(cm)):
+        out[f"{name}_macro"] = jnp.mean(values)
+        out[f"{name}_weighted"] = jnp.sum(weights * values)
+    out["auroc_macro"] = _safe_div(jnp.sum(jnp.where(present, auroc, 0.0)), present.sum())
+    out["auroc_weighted"] = jnp.sum(weights * auroc)
+    out["disparate_impact"] = disparate_impact(cm)
+    out["disparate_impact_soft"] = disparate_impact_soft(y_true, probs, num_classes)
+    return out, cm, auroc
+
+
+def averaged_metrics(y_true, logits, num_classes: int) -> dict:
+    """Macro and support-weighted averages of class-wise precision, recall, F1 and one-vs-rest AUROC
+    (004 "Average metrics"; scikit-learn's ``average='macro' | 'weighted'``, ``zero_division=0``),
+    plus class-wise DI (hard and soft). These are the fields ``diagnosis.json`` gains.
+
+    y_true (N,) int, logits (N, K). AUROC averages run over the classes present in ``y_true`` (the
+    others have no defined AUROC); precision/recall/F1 macro averages over all K classes.
+    """
+    arrays, _, _ = _averaged_arrays(jnp.asarray(y_true), jnp.asarray(logits), num_classes)
+    return {k: (np.asarray(v) if np.ndim(v) else float(v)) for k, v in arrays.items()}
+
+
+def bias_summary(y_true, logits, num_classes: int) -> dict:
+    """Every number of 004's tables for one prediction set (one compiled call): accuracy, DOB,
+    precision std, the :func:`averaged_metrics` averages, the confusion matrix and ``per_class``
+    precision, recall, F1, AUROC, DI and soft DI (numpy). y_true (N,) int, logits (N, K)."""
+    arrays, cm, auroc = _averaged_arrays(jnp.asarray(y_true), jnp.asarray(logits), num_classes)
+    precision, recall, f1 = precision_recall_f1(cm)
+    out = {"accuracy": float(accuracy(cm)), "dob": float(degree_of_bias(cm)),
+           "precision_std": float(precision_std(cm)), "confusion_matrix": np.asarray(cm)}
+    out.update({k: float(v) for k, v in arrays.items() if not np.ndim(v)})
+    out["per_class"] = {"precision": np.asarray(precision), "recall": np.asarray(recall), "f1": np.asarray(f1),
+                        "auroc": np.asarray(auroc), "disparate_impact": np.asarray(arrays["disparate_impact"]),
+                        "disparate_impact_soft": np.asarray(arrays["disparate_impact_soft"])}
+    return out
+
+
+def roc_curve(y, scores, drop_intermediate: bool = True) -> dict:
+    """ROC curve points of binary ``y`` (N,) against ``scores`` (N,), as scikit-learn's ``roc_curve``:
+    ``{"fpr", "tpr", "thresholds"}`` (numpy, one point per distinct score, preceded by (0, 0) at
+    threshold inf); ``drop_intermediate`` drops collinear points. FPR (TPR) is 0 throughout when
+    there is no negative (positive) example. Not jittable (the length depends on the data)."""
+    y = np.asarray(y).astype(bool)
+    scores = np.asarray(scores, np.float64)
+    order = np.argsort(-scores, kind="mergesort")
+    s, t = scores[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]  # last index of each distinct score
+    tps = np.cumsum(t)[last].astype(np.float64)
+    fps = (last + 1) - tps
+    thresholds = s[last]
+    if drop_intermediate and tps.size > 2:
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        tps, fps, thresholds = tps[keep], fps[keep], thresholds[keep]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    thresholds = np.r_[np.inf, thresholds]
+    fpr = fps / fps[-1] if fps[-1] > 0 else np.zeros_like(fps)
+    tpr = tps / tps[-1] if tps[-1] > 0 else np.zeros_like(tps)
+    return {"fpr": fpr, "tpr": tpr, "thresholds": thresholds}
+
+
+def roc_curves_ovr(y_true, scores, num_classes: int, drop_intermediate: bool = True) -> list[dict]:
+    """One-vs-rest ROC curve of each class (004 "Roc_curves"): ``[roc_curve(y == k, scores[:, k])]``."""
+    y_true = np.asarray(y_true)
+    scores = np.asarray(scores)
+    return [roc_curve(y_true == k, scores[:, k], drop_intermediate) for k in range(num_classes)]

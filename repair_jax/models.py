@@ -79,6 +79,7 @@ class SmallCNN(nn.Module):
     num_classes: int
     width: int = 32
     dense: int = 128
+    padain_p: float = 0.0  # Permuted AdaIN after each conv (004 Que-2); 0 = off
 
     @nn.compact
     def __call__(self, x, train: bool = False, sample_weight=None):
@@ -86,7 +87,7 @@ class SmallCNN(nn.Module):
         for mult in (1, 2):
             for _ in range(2):
                 h = nn.Conv(self.width * mult, (3, 3), use_bias=False)(h)
-                h = nn.relu(BatchNorm()(h, train, sample_weight))
+                h = nn.relu(BatchNorm()(padain_before_bn(h, self.padain_p, train), train, sample_weight))
             h = nn.max_pool(h, (2, 2), (2, 2))
         h = h.reshape((h.shape[0], -1))
         h = nn.Dense(self.dense, use_bias=False)(h)
@@ -97,13 +98,14 @@ class SmallCNN(nn.Module):
 class BasicBlock(nn.Module):
     filters: int
     stride: int = 1
+    padain_p: float = 0.0  # Permuted AdaIN after each main-path conv (004 Que-2); 0 = off
 
     @nn.compact
     def __call__(self, x, train, sample_weight):
         h = nn.Conv(self.filters, (3, 3), (self.stride, self.stride), use_bias=False)(x)
-        h = nn.relu(BatchNorm()(h, train, sample_weight))
+        h = nn.relu(BatchNorm()(padain_before_bn(h, self.padain_p, train), train, sample_weight))
         h = nn.Conv(self.filters, (3, 3), use_bias=False)(h)
-        h = BatchNorm()(h, train, sample_weight)
+        h = BatchNorm()(padain_before_bn(h, self.padain_p, train), train, sample_weight)
         if self.stride != 1 or x.shape[-1] != self.filters:
             x = nn.Conv(self.filters, (1, 1), (self.stride, self.stride), use_bias=False)(x)
             x = BatchNorm()(x, train, sample_weight)
@@ -116,15 +118,16 @@ class ResNet(nn.Module):
     num_classes: int
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     width: int = 64
+    padain_p: float = 0.0  # Permuted AdaIN after each main-path conv (004 Que-2); 0 = off
 
     @nn.compact
     def __call__(self, x, train: bool = False, sample_weight=None):
         h = nn.Conv(self.width, (3, 3), use_bias=False)(x)
-        h = nn.relu(BatchNorm()(h, train, sample_weight))
+        h = nn.relu(BatchNorm()(padain_before_bn(h, self.padain_p, train), train, sample_weight))
         for i, n_blocks in enumerate(self.stage_sizes):
             for j in range(n_blocks):
                 stride = 2 if (i > 0 and j == 0 and h.shape[1] > 1) else 1
-                h = BasicBlock(self.width * 2 ** i, stride)(h, train, sample_weight)
+                h = BasicBlock(self.width * 2 ** i, stride, self.padain_p)(h, train, sample_weight)
         feats = jnp.mean(h, axis=(1, 2))
         return nn.Dense(self.num_classes)(feats), feats
 
@@ -329,3 +332,145 @@ def init_variables(model: nn.Module, rng: jax.Array, input_shape: Sequence[int])
 
 def has_batch_norm(variables: dict) -> bool:
     return bool(jax.tree_util.tree_leaves(variables.get("batch_stats", {})))
+
+
+# ----------------------------------------------------------------------------- bias-report backbones
+# 004_9347ff94c01a7b9b.txt: ShuffleNet (Que-1) and additive PyramidNet (Que-2) backbones, small-input
+# (28x28 / 32x32) variants, each with Permuted AdaIN (004 Que-2) after every main-path convolution
+# that feeds a BatchNorm when ``padain_p`` > 0.
+
+def padain_before_bn(h, padain_p: float, train: bool):
+    """``PermutedAdaIN(padain_p)(h, train)``, or ``h`` itself when ``padain_p`` is 0 (no variable added,
+    so models without the option keep their checkpoints); p outside [0, 1] -> UserError."""
+    from repair_jax.bias.padain import PermutedAdaIN, check_padain_p
+
+    check_padain_p(padain_p)
+    return PermutedAdaIN(padain_p)(h, train) if padain_p > 0 else h
+
+
+def channel_shuffle(x, groups: int):
+    """ShuffleNet channel shuffle (Zhang et al. 2018): (N, H, W, g*c) -> interleave the g groups."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h, w, groups, c // groups).swapaxes(3, 4).reshape(n, h, w, c)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNetV2 unit (Ma et al. 2018, Fig. 3c/d): stride 1 splits the channels and transforms one
+    half; stride 2 transforms the whole input in two branches; then concatenation and a 2-group shuffle."""
+
+    filters: int
+    stride: int
+    padain_p: float = 0.0
+
+    def _conv_bn(self, h, filters, kernel, stride, groups, relu, train, sample_weight):
+        h = nn.Conv(filters, (kernel, kernel), (stride, stride), feature_group_count=groups, use_bias=False)(h)
+        h = BatchNorm()(padain_before_bn(h, self.padain_p, train), train, sample_weight)
+        return nn.relu(h) if relu else h
+
+    @nn.compact
+    def __call__(self, x, train, sample_weight):
+        half = self.filters // 2
+        if self.stride == 1:
+            keep, h = jnp.split(x, 2, axis=-1)
+        else:
+            keep = self._conv_bn(x, x.shape[-1], 3, self.stride, x.shape[-1], False, train, sample_weight)
+            keep = self._conv_bn(keep, half, 1, 1, 1, True, train, sample_weight)
+            h = x
+        h = self._conv_bn(h, half, 1, 1, 1, True, train, sample_weight)
+        h = self._conv_bn(h, half, 3, self.stride, half, False, train, sample_weight)
+        h = self._conv_bn(h, self.filters - keep.shape[-1], 1, 1, 1, True, train, sample_weight)
+        return channel_shuffle(jnp.concatenate([keep, h], axis=-1), 2)
+
+
+class ShuffleNetV2(nn.Module):
+    """ShuffleNetV2, small-input variant: 3x3 stride-1 stem and no max-pool; three stages (4, 8, 4 units
+    at 1x: 116, 232, 464 channels) each starting with a stride-2 unit (skipped once the map is 1x1),
+    a 1x1 conv to ``last`` channels and global average pooling."""
+
+    num_classes: int
+    stage_channels: Sequence[int] = (116, 232, 464)
+    stage_repeats: Sequence[int] = (4, 8, 4)
+    stem: int = 24
+    last: int = 1024
+    padain_p: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, sample_weight=None):
+        if any(c % 2 for c in self.stage_channels):
+            raise UserError(f"ShuffleNetV2 stage_channels must be even, got {tuple(self.stage_channels)}")
+        h = nn.Conv(self.stem, (3, 3), use_bias=False)(x)
+        h = nn.relu(BatchNorm()(padain_before_bn(h, self.padain_p, train), train, sample_weight))
+        for ch, n in zip(self.stage_channels, self.stage_repeats):
+            for i in range(n):
+                stride = 2 if (i == 0 and h.shape[1] > 1) else 1
+                h = ShuffleUnit(ch, stride, self.padain_p)(h, train, sample_weight)
+        h = nn.Conv(self.last, (1, 1), use_bias=False)(h)
+        h = nn.relu(BatchNorm()(padain_before_bn(h, self.padain_p, train), train, sample_weight))
+        feats = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(self.num_classes)(feats), feats
+
+
+class PyramidBlock(nn.Module):
+    """Pyramidal residual unit (Han et al. 2017, Fig. 6d): BN-conv3x3-BN-ReLU-conv3x3-BN; shortcut is
+    2x2 average pooling when downsampling and zero-padding of the new channels."""
+
+    filters: int
+    stride: int
+    padain_p: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, train, sample_weight):
+        h = BatchNorm()(x, train, sample_weight)
+        h = nn.Conv(self.filters, (3, 3), (self.stride, self.stride), use_bias=False)(h)
+        h = nn.relu(BatchNorm()(padain_before_bn(h, self.padain_p, train), train, sample_weight))
+        h = nn.Conv(self.filters, (3, 3), use_bias=False)(h)
+        h = BatchNorm()(padain_before_bn(h, self.padain_p, train), train, sample_weight)
+        if self.stride != 1:
+            x = nn.avg_pool(x, (2, 2), (2, 2), padding="SAME")
+        pad = self.filters - x.shape[-1]
+        return h + jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, pad)))
+
+
+class PyramidNet(nn.Module):
+    """Additive PyramidNet (Han et al. 2017; 004 Que-2), small-input (CIFAR) variant with basic units:
+    (depth - 2) / 6 units per stage, the width growing by alpha / #units after every unit from 16
+    (rounded down), 3x3 stem, stride 2 at the second and third stages, BN-ReLU and global average pooling."""
+
+    num_classes: int
+    depth: int = 110
+    alpha: float = 48.0
+    padain_p: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, sample_weight=None):
+        if self.depth < 8 or (self.depth - 2) % 6:
+            raise UserError(f"PyramidNet depth must be 6n + 2 with n >= 1, got {self.depth}")
+        n = (self.depth - 2) // 6
+        h = nn.Conv(16, (3, 3), use_bias=False)(x)
+        h = BatchNorm()(padain_before_bn(h, self.padain_p, train), train, sample_weight)
+        for stage in range(3):
+            for i in range(n):
+                width = int(16 + self.alpha * (stage * n + i + 1) / (3 * n) + 1e-9)  # no drift from sums
+                stride = 2 if (stage > 0 and i == 0 and h.shape[1] > 1) else 1
+                h = PyramidBlock(width, stride, self.padain_p)(h, train, sample_weight)
+        h = nn.relu(BatchNorm()(h, train, sample_weight))
+        feats = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(self.num_classes)(feats), feats
+
+
+def _multi_head(k, backbone: str = "cnn", head_widths: Sequence[int] = (0, 0, 0), **kw):
+    from repair_jax.bias.mtl import multi_head_model
+
+    return multi_head_model(backbone, k, head_widths, **kw)
+
+
+_FACTORIES.update({
+    "shufflenet_v2": lambda k, **kw: ShuffleNetV2(k, **kw),
+    "pyramidnet": lambda k, **kw: PyramidNet(k, **kw),
+    # multi-task heads over any backbone (004 Que-2), output = the heads' logit average; so that a
+    # run trained with repair_jax.bias.mtl_objective can be reloaded from run.json
+    "multi_head": _multi_head,
+})
+# Creatable by name now; the integrator adds them to MODELS (CLI choices) together with their small
+# settings in tests/test_train.py's SMALL table (a test there runs every name of MODELS).
+BIAS_MODELS = ("shufflenet_v2", "pyramidnet", "multi_head")

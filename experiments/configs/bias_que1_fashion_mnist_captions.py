@@ -1,0 +1,20 @@
+"""004_9347ff94c01a7b9b.txt Que-1 analogue: LSTM-CNN with ResNet and ShuffleNetV2 image backbones, with
+and without MTL (L_MML = L_Fus + L_CNN + L_LSTM), on fashion_mnist_captions (real Fashion-MNIST
+images, synthetic captions: 20 % ambiguous, 10 % naming a confusable class); 3 seeds.
+
+    from repair_jax.experiment import load_config, run_experiment
+    run_experiment(load_config("bias_que1_fashion_mnist_captions"), "out/bias_que1")
+"""
+
+from repair_jax.bias.multimodal_study import MultimodalBiasStudy
+
+
+def get_config(smoke: bool = False) -> MultimodalBiasStudy:
+    if smoke:
+        return MultimodalBiasStudy(
+            train_limit=256, seeds=(0, 1), epochs=1, batch_size=64, embed=8, lstm_hidden=8,
+            backbone_kwargs=(("resnet18", (("width", 4), ("stage_sizes", (1, 1, 1, 1)))),
+                             ("shufflenet_v2", (("stage_channels", (8, 16, 32)), ("stage_repeats", (1, 1, 1)),
+                                                ("stem", 8), ("last", 32)))))
+    return MultimodalBiasStudy(train_limit=None, seeds=(0, 1, 2), epochs=10, batch_size=128, lr=1e-3,
+                               backbone_kwargs=(("resnet18", (("width", 16),)), ("shufflenet_v2", ())))

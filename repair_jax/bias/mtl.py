@@ -1,0 +1,172 @@
+"""Multi-task heads on a shared backbone (004_9347ff94c01a7b9b.txt Que-2 "Model and Loss techniques
+for bias mitigation" and "Accuracy of multiple heads"; the same loss shape as Que-1's L_MML).
+
+Each head h has its own width (hidden Dense layer of ``head_widths[h]`` units, 0 = linear head) and
+its own loss against the one-hot target: cross-entropy, KL divergence or L2; the training loss is
+L_MTL = sum_h alpha_h L_h. The model's output (what ``predict`` and ``diagnose`` see) is the
+logit-averaged ensemble of the heads; ``model.apply(..., method="heads")`` gives every head.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from repair_jax.errors import UserError
+from repair_jax.objectives import l2_penalty, softmax_cross_entropy
+
+HEAD_LOSSES = ("ce", "kl", "l2")
+
+
+def kl_to_one_hot(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """KL(onehot(y) || softmax(z)) per example (N,), with 0 log 0 = 0 (004 Que-2, L_2 "KL Divergence").
+
+    For an exact one-hot target this equals the cross-entropy -log p_y (same value, same gradient);
+    the head differs from a CE head by its width and initialisation only.
+    """
+    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return optax.kl_divergence(jax.nn.log_softmax(logits), onehot)
+
+
+def l2_to_one_hot(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """||softmax(z) - onehot(y)||^2 per example (N,) (004 Que-2, L_3 "L2Loss"; the multi-class Brier score)."""
+    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return jnp.sum(jnp.square(jax.nn.softmax(logits) - onehot), axis=-1)
+
+
+_LOSS_FNS = {"ce": softmax_cross_entropy, "kl": kl_to_one_hot, "l2": l2_to_one_hot}
+
+
+def check_heads(losses: Sequence[str], alphas: Sequence[float], widths: Sequence[int] | None = None) -> None:
+    """One loss name and one weight alpha >= 0 per head (and one width >= 0): one-line UserError otherwise."""
+    for name in losses:
+        if name not in _LOSS_FNS:
+            raise UserError(f"unknown head loss {name!r}; choose one of {', '.join(HEAD_LOSSES)}")
+    if len(alphas) != len(losses) or not losses:
+        raise UserError(f"give one weight alpha per head: {len(losses)} losses, {len(alphas)} alphas")
+    for a in alphas:
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not a >= 0:
+            raise UserError(f"head weight alpha must be >= 0, got {a!r}")
+    if widths is not None:
+        if len(widths) != len(losses):
+            raise UserError(f"give one width per head: {len(losses)} losses, {len(widths)} widths")
+        for w in widths:
+            if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+                raise UserError(f"head width must be an integer >= 0, got {w!r}")
+
+
+def mtl_loss(head_logits: jax.Array, labels: jax.Array, losses: Sequence[str], alphas: Sequence[float]):
+    """L_MTL = sum_h alpha_h mean_n L_h(z_nh, y_n) (004 Que-2; Que-1's L_MML with losses all ``ce``).
+
+    head_logits (N, H, K), labels (N,) -> (loss scalar, per-head mean losses (H,)).
+    """
+    terms = jnp.stack([jnp.mean(_LOSS_FNS[name](head_logits[:, h], labels)) for h, name in enumerate(losses)])
+    return jnp.sum(jnp.asarray(alphas, terms.dtype) * terms), terms
+
+
+def ensemble_logits(head_logits: jax.Array) -> jax.Array:
+    """The heads' logit average (004 "we take the ensemble by taking the average of the logits"):
+    (N, H, K) -> (N, K)."""
+    return jnp.mean(head_logits, axis=1)
+
+
+class MultiHead(nn.Module):
+    """A backbone (any model of :mod:`repair_jax.models`; its penultimate features are shared) with one
+    head per entry of ``head_widths``. ``__call__`` -> (ensemble logits (N, K), features);
+    ``heads`` -> (head logits (N, H, K), features)."""
+
+    backbone: nn.Module
+    num_classes: int
+    head_widths: Sequence[int] = (0, 0, 0)
+
+    def setup(self):
+        self.hidden = [nn.Dense(w) if w else None for w in self.head_widths]
+        self.out = [nn.Dense(self.num_classes) for _ in self.head_widths]
+
+    def heads(self, x, train: bool = False, sample_weight=None):
+        _, feats = self.backbone(x, train, sample_weight)
+        zs = [out(nn.relu(hid(feats)) if hid is not None else feats) for hid, out in zip(self.hidden, self.out)]
+        return jnp.stack(zs, axis=1), feats
+
+    def __call__(self, x, train: bool = False, sample_weight=None):
+        z, feats = self.heads(x, train, sample_weight)
+        return ensemble_logits(z), feats
+
+
+def multi_head_model(backbone: str, num_classes: int, head_widths: Sequence[int] = (0, 0, 0),
+                     **backbone_kwargs) -> MultiHead:
+    """``MultiHead(create_model(backbone, num_classes, **backbone_kwargs), num_classes, head_widths)``."""
+    from repair_jax.models import create_model
+
+    head_widths = tuple(head_widths)
+    check_heads(["ce"] * len(head_widths), [1.0] * len(head_widths), head_widths)
+    return MultiHead(create_model(backbone, num_classes, **backbone_kwargs), num_classes, head_widths)
+
+
+def heads_forward(state, params, inputs: dict, train: bool):
+    """(head logits (N, H, K), new batch_stats) of a model with a ``heads`` method; ``inputs`` are
+    the model's keyword inputs besides ``x`` (e.g. ``text``), ``x`` included."""
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    kw = {k: v for k, v in inputs.items() if k != "x"}
+    if train:
+        (z, _), mutated = state.apply_fn(variables, inputs["x"], train=True, mutable=["batch_stats"],
+                                         method="heads", **kw)
+        return z, mutated.get("batch_stats", state.batch_stats)
+    z, _ = state.apply_fn(variables, inputs["x"], train=False, method="heads", **kw)
+    return z, state.batch_stats
+
+
+def mtl_objective(losses: Sequence[str] = HEAD_LOSSES, alphas: Sequence[float] = (1.0, 1.0, 1.0),
+                  l2: float = 0.0, inputs: Sequence[str] = ("x",)):
+    """``objective(params, state, batch) -> (loss, (batch_stats, metrics))`` of :func:`mtl_loss` for a
+    model with a ``heads`` method (for :func:`repair_jax.train.fit`); ``inputs``: the batch keys the
+    model takes. Metrics: ``loss`` and ``loss_head{h}``."""
+    losses, alphas = tuple(losses), tuple(alphas)
+    check_heads(losses, alphas)
+    alphas = tuple(float(a) for a in alphas)
+
+    def objective(params, state, batch: dict):
+        z, batch_stats = heads_forward(state, params, {k: batch[k] for k in inputs}, train=True)
+        loss, terms = mtl_loss(z, batch["y"], losses, alphas)
+        loss = loss + l2 * l2_penalty(params)
+        return loss, (batch_stats, {"loss": loss, **{f"loss_head{h}": t for h, t in enumerate(terms)}})
+
+    return objective
+
+
+@functools.partial(jax.jit, static_argnames=())
+def _eval_heads(state, inputs: dict):
+    return heads_forward(state, state.params, inputs, train=False)[0]
+
+
+def predict_heads(state, inputs: dict, batch_size: int = 512) -> np.ndarray:
+    """Head logits (N, H, K) of every example, ``inputs``: dict of arrays with a common first axis
+    (``x`` and e.g. ``text``), in fixed-size jitted chunks (the last one padded)."""
+    n = next(iter(inputs.values())).shape[0]
+    if n == 0:
+        raise UserError("cannot predict on an empty set of inputs")
+    bs = min(batch_size, n)
+    outs = []
+    for i in range(0, n, bs):
+        chunk = {k: np.asarray(v[i:i + bs]) for k, v in inputs.items()}
+        pad = bs - next(iter(chunk.values())).shape[0]
+        if pad:
+            chunk = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in chunk.items()}
+        outs.append(np.asarray(_eval_heads(state, chunk))[:bs - pad])
+    return np.concatenate(outs)
+
+
+def head_accuracies(head_logits: np.ndarray, labels: np.ndarray, names: Sequence[str] | None = None) -> dict:
+    """The report's "Accuracy of multiple heads" row: accuracy of each head and of the logit-averaged
+    ensemble. head_logits (N, H, K), labels (N,); ``names`` default ``head1`` ... ``headH``."""
+    head_logits = np.asarray(head_logits)
+    names = list(names) if names is not None else [f"head{h + 1}" for h in range(head_logits.shape[1])]
+    accs = {name: float(np.mean(head_logits[:, h].argmax(-1) == labels)) for h, name in enumerate(names)}
+    accs["ensemble"] = float(np.mean(np.asarray(ensemble_logits(head_logits)).argmax(-1) == labels))
+    return accs

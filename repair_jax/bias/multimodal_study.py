@@ -1,0 +1,76 @@
+"""The Que-1 analogue of 004_9347ff94c01a7b9b.txt as a config and its runner: LSTM-CNN with each image
+backbone (ResNet, ShuffleNetV2), with and without MTL (L_Fus vs L_MML), on synthetic captions of real
+images; the average-metrics table (fusion output), the "Accuracy of multiple heads" row (fusion,
+CNN, LSTM, ensemble) and the class-wise tables (incl. DI). Config files:
+``experiments/configs/bias_que1_*.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+from repair_jax.bias.compare import evaluate_predictions
+from repair_jax.errors import UserError
+from repair_jax.experiment import runner
+
+
+@dataclasses.dataclass(frozen=True)
+class MultimodalBiasStudy:
+    """Variants are ``<backbone>`` (L_Fus) or ``<backbone>+mtl`` (L_MML with ``alphas``)."""
+
+    captions: str = "fashion_mnist_captions"  # or digits_captions
+    train_limit: int | None = None
+    backbone_kwargs: tuple = (("resnet18", (("width", 16),)), ("shufflenet_v2", ()))
+    variants: tuple = ("resnet18", "shufflenet_v2", "resnet18+mtl", "shufflenet_v2+mtl")
+    seeds: tuple = (0, 1, 2)
+    alphas: tuple = (1.0, 1.0)
+    embed: int = 32
+    lstm_hidden: int = 64
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+
+
+def load_captions(name: str, seed: int, train_limit: int | None):
+    from repair_jax.bias.captions import digits_captions, fashion_mnist_captions
+
+    if name == "fashion_mnist_captions":
+        return fashion_mnist_captions(seed=seed, train_limit=train_limit)
+    if name == "digits_captions":
+        return digits_captions(seed=seed)
+    raise UserError(f"unknown captioned data set {name!r}; choose fashion_mnist_captions or digits_captions")
+
+
+def run_multimodal_variant(config: MultimodalBiasStudy, variant: str, seed: int, data) -> dict:
+    """Trains one LSTM-CNN variant and returns its row (fusion output metrics + head accuracies)."""
+    from repair_jax.bias.mtl import head_accuracies, predict_heads
+    from repair_jax.bias.multimodal import HEAD_NAMES, lstm_cnn_model, train_multimodal
+    from repair_jax.train import TrainConfig
+
+    backbone, _, mtl = variant.partition("+")
+    kwargs = dict(config.backbone_kwargs)
+    if backbone not in kwargs or mtl not in ("", "mtl"):
+        raise UserError(f"unknown variant {variant!r}: use a backbone of backbone_kwargs, optionally +mtl")
+    model = lstm_cnn_model(backbone, data.num_classes, len(data.vocab), config.embed, config.lstm_hidden,
+                           **dict(kwargs[backbone]))
+    cfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=seed)
+    a1, a2 = config.alphas if mtl else (0.0, 0.0)
+    state, history = train_multimodal(model, data, cfg, a1, a2)
+    z = predict_heads(state, data.inputs("test"))
+    y = data.images.test.y
+    row = evaluate_predictions(variant, y, z[:, 0], data.num_classes, curves=False)
+    row.update(variant=variant, seed=seed, head_accuracies=head_accuracies(z, y, HEAD_NAMES),
+               final_train_loss=history[-1]["train_loss"] if history else None)
+    return row
+
+
+@runner(MultimodalBiasStudy)
+def run_multimodal_study(config: MultimodalBiasStudy, out: Path, *, force: bool, progress: bool) -> dict:
+    from repair_jax.bias.study import sweep
+
+    load = functools.lru_cache(None)(lambda s: load_captions(config.captions, s, config.train_limit))
+    return sweep(config, out, lambda v, s: run_multimodal_variant(config, v, s, load(s)),
+                 lambda: load(config.seeds[0]).images.class_names, force=force, progress=progress,
+                 title="LSTM-CNN bias study (004 Que-1 analogue)")

@@ -1,0 +1,176 @@
+"""The Que-2 analogue of 004_9347ff94c01a7b9b.txt as a config and its runner: a backbone alone, with
+augmentation, with PAdaIN + augmentation and with multi-task heads + augmentation, several seeds;
+the average-metrics table (mean and std over seeds), the per-head accuracies, the class-wise tables
+and a Welch t-test of each variant's DOB against the plain model's.
+
+Config files: ``experiments/configs/bias_que2_*.py`` (``get_config(smoke=False)``); run with the
+project's experiment driver (:func:`repair_jax.experiment.run_experiment`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import jax
+import numpy as np
+from scipy import stats
+
+from repair_jax.bias.compare import AVERAGE_COLUMNS, evaluate_predictions
+from repair_jax.errors import UserError
+from repair_jax.experiment import runner
+from repair_jax.io import ResumableJsonl, write_json, write_text
+
+VARIANTS = ("plain", "augment", "padain_augment", "mtl_augment")
+
+
+@dataclasses.dataclass(frozen=True)
+class BiasMitigationStudy:
+    """One table of 004 Que-2: ``variants`` (of :data:`VARIANTS`) x ``seeds`` on ``dataset``."""
+
+    dataset: str = "fashion_mnist"
+    train_limit: int | None = None
+    model: str = "pyramidnet"
+    model_kwargs: tuple = (("depth", 20), ("alpha", 48))
+    variants: tuple = VARIANTS
+    seeds: tuple = (0, 1, 2)
+    epochs: int = 15
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    padain_p: float = 0.01
+    head_losses: tuple = ("ce", "kl", "l2")
+    head_widths: tuple = (0, 128, 64)
+    head_alphas: tuple = (1.0, 1.0, 1.0)
+    max_degrees: float = 10.0
+
+
+def _build(config: BiasMitigationStudy, variant: str, num_classes: int):
+    """(model, objective or None) of one variant."""
+    from repair_jax.bias.augment import augmented_objective
+    from repair_jax.bias.mtl import mtl_objective, multi_head_model
+    from repair_jax.models import create_model
+    from repair_jax.objectives import erm_objective
+
+    kw = dict(config.model_kwargs)
+    if variant == "padain_augment":
+        kw["padain_p"] = config.padain_p
+    if variant == "mtl_augment":
+        model = multi_head_model(config.model, num_classes, config.head_widths, **kw)
+        objective = mtl_objective(config.head_losses, config.head_alphas)
+    else:
+        model = create_model(config.model, num_classes, **kw)
+        objective = erm_objective
+    if variant != "plain":
+        objective = augmented_objective(objective, seed=0, max_degrees=config.max_degrees)
+    return model, objective
+
+
+def run_variant(config: BiasMitigationStudy, variant: str, seed: int, dataset, progress: bool = False) -> dict:
+    """Trains one variant with one seed and returns its row (:func:`evaluate_predictions` on the test
+    split, plus ``head_accuracies`` for the multi-head variant)."""
+    from repair_jax.bias.mtl import head_accuracies, predict_heads
+    from repair_jax.models import init_variables
+    from repair_jax.train import TrainConfig, create_train_state, fit, make_optimizer, predict, steps_per_epoch
+
+    cfg = TrainConfig(dataset=config.dataset, model=config.model, epochs=config.epochs,
+                      batch_size=config.batch_size, optimizer=config.optimizer, lr=config.lr, seed=seed,
+                      train_limit=config.train_limit)
+    model, objective = _build(config, variant, dataset.num_classes)
+    variables = jax.jit(lambda k: init_variables(model, k, dataset.input_shape))(jax.random.PRNGKey(seed))
+    tx = make_optimizer(cfg, cfg.epochs * steps_per_epoch(cfg, len(dataset.train)))
+    state, history = fit(create_train_state(model, variables, tx), dataset, cfg, objective=objective,
+                         progress=progress)
+    logits, _ = predict(state, dataset.test.x)
+    row = evaluate_predictions(variant, dataset.test.y, logits, dataset.num_classes, curves=False)
+    row.update(variant=variant, seed=seed, final_train_loss=history[-1]["train_loss"] if history else None)
+    if variant == "mtl_augment":
+        row["head_accuracies"] = head_accuracies(predict_heads(state, {"x": dataset.test.x}), dataset.test.y)
+    return row
+
+
+def dob_test(rows: list[dict], variant: str) -> dict:
+    """Welch's t-test of ``variant``'s DOB against ``plain``'s over seeds: mean difference, p-value
+    (None with fewer than 2 seeds each) and whether the variant lowers DOB (lower mean, p < 0.05)."""
+    a = [r["dob"] for r in rows if r["variant"] == variant]
+    b = [r["dob"] for r in rows if r["variant"] == "plain"]
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if len(a) > 1 and len(b) > 1 else None
+    diff = float(np.mean(a) - np.mean(b)) if a and b else None
+    lowers = bool(diff is not None and diff < 0 and p is not None and p < 0.05)
+    return {"dob_minus_plain": diff, "p_value": p, "lowers_dob": lowers}
+
+
+def summarize_study(rows: list[dict], variants) -> list[dict]:
+    """Mean and std over seeds of the average columns per variant, DOB test against plain, mean
+    class-wise metrics and head accuracies."""
+    table = []
+    for v in variants:
+        rs = [r for r in rows if r["variant"] == v]
+        entry = {"name": v, "seeds": len(rs)}
+        for c in AVERAGE_COLUMNS:
+            entry[c], entry[f"{c}_std"] = float(np.mean([r[c] for r in rs])), float(np.std([r[c] for r in rs]))
+        entry["per_class"] = {m: np.mean([r["per_class"][m] for r in rs], axis=0).tolist()
+                              for m in rs[0]["per_class"]}
+        if "head_accuracies" in rs[0]:
+            entry["head_accuracies"] = {k: float(np.mean([r["head_accuracies"][k] for r in rs]))
+                                        for k in rs[0]["head_accuracies"]}
+        if v != "plain" and "plain" in variants:
+            entry["dob_test"] = dob_test(rows, v)
+        table.append(entry)
+    return table
+
+
+def format_study(table: list[dict], class_names, title: str = "Bias mitigation study (004 Que-2 analogue)") -> str:
+    """Markdown: mean +- std table with the DOB test, the per-head table and class-wise tables."""
+    from repair_jax.bias.compare import format_comparison
+
+    head = "| variant | " + " | ".join(AVERAGE_COLUMNS) + " | DOB - plain | p | lowers DOB |"
+    lines = [f"# {title}", "", head, "|" + "---|" * (len(AVERAGE_COLUMNS) + 4)]
+    for e in table:
+        t = e.get("dob_test", {})
+        fmt = lambda x: "-" if x is None else f"{x:.4f}"
+        cells = [f"{e[c]:.3f} +- {e[c + '_std']:.3f}" for c in AVERAGE_COLUMNS]
+        lines.append(f"| {e['name']} | " + " | ".join(cells) + f" | {fmt(t.get('dob_minus_plain'))} | "
+                     f"{fmt(t.get('p_value'))} | {t.get('lowers_dob', '-')} |")
+    for e in table:
+        if "head_accuracies" in e:
+            accs = e["head_accuracies"]
+            lines += ["", f"Accuracy of multiple heads ({e['name']}): "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in accs.items())]
+    rec = {"split": "test", "class_names": list(class_names), "rows": table}
+    return "\n".join(lines) + "\n\n" + format_comparison(rec).split("\n", 2)[2]
+
+
+@runner(BiasMitigationStudy)
+def run_bias_study(config: BiasMitigationStudy, out: Path, *, force: bool, progress: bool) -> dict:
+    """Runs every (variant, seed) not yet in OUT/runs.jsonl; writes results.json, results.md, comparison.png."""
+    from repair_jax.data import load_dataset
+
+    unknown = [v for v in config.variants if v not in VARIANTS]
+    if unknown:
+        raise UserError(f"unknown study variants {unknown}; choose from {', '.join(VARIANTS)}")
+    load = functools.lru_cache(None)(lambda s: load_dataset(config.dataset, seed=s,
+                                                            train_limit=config.train_limit))
+    return sweep(config, out, lambda v, s: run_variant(config, v, s, load(s)),
+                 lambda: load(config.seeds[0]).class_names, force=force, progress=progress,
+                 title="Bias mitigation study (004 Que-2 analogue)")
+
+
+def sweep(config, out: Path, run_one, class_names, *, force: bool, progress: bool, title: str) -> dict:
+    """Every (variant, seed) of ``config`` not yet in OUT/runs.jsonl via ``run_one(variant, seed) -> row``;
+    then results.json, results.md (``title``) and comparison.png from :func:`summarize_study`."""
+    from repair_jax.bias.plots import plot_comparison
+    from repair_jax.progress import track
+
+    log = ResumableJsonl(Path(out) / "runs.jsonl", dataclasses.asdict(config),
+                         key=lambda r: (r["variant"], r["seed"]), force=force)
+    for v, s in track([(v, s) for v in config.variants for s in config.seeds], title, progress):
+        if (v, s) not in log:
+            log.append(run_one(v, s))
+    table = summarize_study(log.values(), config.variants)
+    names = list(class_names())
+    write_json(Path(out) / "results.json", {"class_names": names, "table": table})
+    write_text(Path(out) / "results.md", format_study(table, names, title))
+    plot_comparison(table, AVERAGE_COLUMNS, "recall", names, Path(out) / "comparison.png")
+    return {"table": table}
