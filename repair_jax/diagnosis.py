@@ -15,7 +15,9 @@ def diagnose(state: TrainState, dataset: Dataset, split: str = "test", top_k: in
 
     Single-label: accuracy, balanced accuracy, macro-F1, DOB, precision std, the confusion matrix
     (counts, rows = true), the ``top_k`` most confused pairs by type1conf and most biased triplets by
-    cd over type1conf, and class-wise precision/recall/F1/AUROC. Multi-label: mAP, subset accuracy,
+    cd over type1conf, class-wise precision/recall/F1/AUROC, the macro and weighted averages of
+    :func:`repair_jax.metrics.averaged_metrics` (its class-wise disparate impact under ``per_class``), and the one-vs-rest
+    ROC curves (``roc_curves``: per class ``fpr``, ``tpr``, ``thresholds``; 004). Multi-label: mAP, subset accuracy,
     pairs by type2conf and triplets by cd over type2conf.
     """
     sp = dataset.split(split)
@@ -30,6 +32,12 @@ def diagnose(state: TrainState, dataset: Dataset, split: str = "test", top_k: in
         s = metrics.summarize(sp.y, logits, dataset.num_classes)
         err, kind = s.pop("type1conf"), "type1conf"
         out.update(s)
+        averages = metrics.averaged_metrics(sp.y, logits, dataset.num_classes)  # 004 "Average metrics", DI
+        for key in ("disparate_impact", "disparate_impact_soft"):
+            out["per_class"][key] = averages.pop(key)
+        out.update(averages)
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        out["roc_curves"] = metrics.roc_curves_ovr(sp.y, probs / probs.sum(1, keepdims=True), dataset.num_classes)
     out["error_kind"] = kind
     out["top_pairs"] = [{"classes": p["classes"], kind: p["value"]} for p in metrics.top_pairs(err, top_k)]
     out["top_triplets"] = [{"classes": t["classes"], "cd": t["value"]}
@@ -75,6 +83,10 @@ def diagnose_run(run_path, out, split: str = "test", top_k: int = 5, force: bool
         d = diagnose(run.state(), ds, split=split, top_k=top_k)
         write_json(tmp / "diagnosis.json", d)
         if not ds.multilabel:
+            from repair_jax.bias import plot_roc_curves
+
             plot_confusion_matrix(d["confusion_matrix"], ds.class_names, tmp / "confusion_matrix.png",
                                   title=f"{ds.name} {run.info['config']['model']} ({split})")
+            plot_roc_curves(d["roc_curves"], ds.class_names, tmp / "roc_curves.png",
+                            aurocs=d["per_class"]["auroc"])
     return d

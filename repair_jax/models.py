@@ -290,7 +290,6 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "squeezenet": lambda k, **kw: SqueezeNet(k, **kw),
     "resnet50": lambda k, **kw: BottleneckResNet(k, **kw),
 }
-MODELS = tuple(_FACTORIES)
 
 
 def check_model_options(kwargs: dict) -> None:
@@ -471,6 +470,5 @@ _FACTORIES.update({
     # run trained with repair_jax.bias.mtl_objective can be reloaded from run.json
     "multi_head": _multi_head,
 })
-# Creatable by name now; the integrator adds them to MODELS (CLI choices) together with their small
-# settings in tests/test_train.py's SMALL table (a test there runs every name of MODELS).
-BIAS_MODELS = ("shufflenet_v2", "pyramidnet", "multi_head")
+BIAS_MODELS = ("shufflenet_v2", "pyramidnet", "multi_head")  # 004's backbones and multi-task heads
+MODELS = tuple(_FACTORIES)

@@ -1,6 +1,5 @@
 """Bias-report metrics (004): class-wise DI, macro/weighted averages, ROC points, compare_runs."""
 
-import argparse
 import dataclasses
 
 import jax
@@ -129,16 +128,16 @@ def test_compare_runs_writes_tables_and_figures(two_runs, tmp_path):
     assert len(rec["rows"]) == 2
 
 
-def test_compare_cli_module_and_bad_input(two_runs, tmp_path, capsys):
-    from repair_jax import cli_compare
+def test_compare_cli_and_bad_input(two_runs, tmp_path, capsys):
+    from repair_jax.cli import main
 
     base, _, _ = two_runs
-    p = argparse.ArgumentParser()
-    cli_compare.configure(p)
-    args = p.parse_args([str(base / "a" / "run"), "--out", str(tmp_path / "c")])
-    assert cli_compare.run(args) == 0
+    argv = ["compare", str(base / "a" / "run"), "--out", str(tmp_path / "c"), "--no-progress"]
+    assert main(argv) == 0
     assert "comparison.json" in capsys.readouterr().out
-    with pytest.raises(UserError, match="not empty"):
-        cli_compare.run(args)
-    with pytest.raises(UserError, match="not found"):
-        cli_compare.run(p.parse_args([str(tmp_path / "nope"), "--out", str(tmp_path / "d")]))
+    assert main(argv) == 2  # an existing output needs --force
+    assert "not empty" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "nope"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and err.count("\n") == 1
+    assert main(["compare", str(base / "a" / "run"), "--out", str(base / "a")]) == 2  # would replace an input

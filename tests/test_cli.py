@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from repair_jax.cli import main
+from repair_jax.runs import load_run
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,17 @@ def test_diagnose_contract(run_dir, tmp_path, capsys):
     vals = [p["type1conf"] for p in d["top_pairs"]]
     assert vals == sorted(vals, reverse=True)
     assert set(d["top_triplets"][0]) == {"classes", "cd"}
-    assert set(d["per_class"]) == {"precision", "recall", "f1", "auroc"}
+    assert set(d["per_class"]) == {"precision", "recall", "f1", "auroc", "disparate_impact", "disparate_impact_soft"}
+    from sklearn import metrics as skm
+    run = load_run(run_dir)
+    pred = run.state().apply_fn({"params": run.state().params, "batch_stats": run.state().batch_stats},
+                                run.dataset().test.x, train=False)[0].argmax(1)
+    y = run.dataset().test.y
+    assert d["f1_weighted"] == pytest.approx(skm.f1_score(y, pred, average="weighted", zero_division=0), abs=1e-6)
+    assert d["recall_macro"] == pytest.approx(skm.recall_score(y, pred, average="macro", zero_division=0), abs=1e-6)
+    assert len(d["roc_curves"]) == 10 and set(d["roc_curves"][3]) == {"fpr", "tpr", "thresholds"}
     assert (out / "confusion_matrix.png").stat().st_size > 1000
+    assert (out / "roc_curves.png").stat().st_size > 1000
     assert "most confused pairs" in capsys.readouterr().out
 
 

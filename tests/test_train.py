@@ -20,7 +20,11 @@ from repair_jax.train import (
 )
 
 SMALL = {"mlp": {"hidden": (16,)}, "cnn": {"width": 4, "dense": 8}, "resnet18": {"width": 4},
-         "resnet34": {"width": 2}, "vgg11_bn": {"width_mult": 0.0625}, "mobilenet_v2": {"width_mult": 0.1}}
+         "resnet34": {"width": 2}, "vgg11_bn": {"width_mult": 0.0625}, "mobilenet_v2": {"width_mult": 0.1},
+         "squeezenet": {"width_mult": 0.0625}, "resnet50": {"width": 2, "stage_sizes": (1, 1, 1, 1)},
+         "shufflenet_v2": {"stage_channels": (8, 16, 32), "stage_repeats": (1, 1, 1), "stem": 8, "last": 16},
+         "pyramidnet": {"depth": 8, "alpha": 4},
+         "multi_head": {"backbone": "cnn", "head_widths": (0, 4), "width": 4, "dense": 8}}
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "guide": ("repair_jax.cli.guide", "model guiding: flag mislabelled / spurious points, update the model"),
     "influence": ("repair_jax.cli.influence", "rank training points by influence on a test loss or group metric"),
     "repair": ("repair_jax.cli.repair", "repair a confused pair / biased triplet with Weighted Regularization"),
+    "compare": ("repair_jax.cli.compare", "compare several runs side by side: average and class-wise metrics, DI, ROC curves"),
     "explain": ("repair_jax.cli.explain", "attributions of one example of a trained run (gradients, IG, LRP, GradCAM, ...)"),
 }
 

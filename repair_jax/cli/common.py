@@ -111,4 +111,5 @@ def check_args(args: argparse.Namespace) -> None:
     if getattr(args, "out", None) is None:
         return
     inputs = [getattr(args, f) for f in INPUT_FLAGS if getattr(args, f, None)]
+    inputs += list(getattr(args, "runs", None) or [])  # `compare RUN1 RUN2 ...`
     check_out(args.out, getattr(args, "force", False), getattr(args, "out_kind", "dir"), inputs)

@@ -7,10 +7,12 @@ HELP = "compare several runs side by side: average and class-wise metrics, DI, R
 
 
 def configure(p) -> None:
+    from repair_jax.cli.common import add_out
+    from repair_jax.data import SPLITS
+
     p.add_argument("runs", nargs="+", help="run directories written by `repair-jax train`")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--split", default="test", choices=["train", "val", "pool", "test"])
-    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    add_out(p, "output directory (comparison.json, comparison.md, comparison.png, roc_*.png)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="split the runs are evaluated on")
 
 
 def run(args) -> int:
