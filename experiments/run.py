@@ -19,8 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("config", help=f"a config name ({names}) or a config file")
     p.add_argument("--smoke", action="store_true", help="the config at smoke size (seconds to minutes, digits)")
-    p.add_argument("--out", default=None,
-                   help="output directory (default: experiments/results/CONFIG, with --smoke runs/smoke/CONFIG)")
+    # "%(default).0s" prints nothing; it stops the formatter from adding "(default: None)"
+    p.add_argument("--out", default=None, help="output directory (default: experiments/results/CONFIG, "
+                                               "with --smoke runs/smoke/CONFIG)%(default).0s")
     p.add_argument("--force", action="store_true", help="restart an OUT that holds another configuration")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or per-run lines")
     return p

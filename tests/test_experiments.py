@@ -57,10 +57,12 @@ def check_wr_study(config, out: Path) -> None:
 
 
 def check_irepair(config, out: Path) -> None:
+    from repair_jax.repair.experiments import table_jobs
+
     for t in config.tables:
         recs = read_jsonl(out / f"{t.name}.jsonl")
         record = read_json(out / f"{t.name}.json")
-        assert record["runs"] == len(recs) == len(t.jobs(config.protocol, record["classes"])) > 0
+        assert record["runs"] == len(recs) == len(table_jobs(t, config.protocol, record["classes"])) > 0
         assert {r["seed"] for r in recs} == set(range(config.protocol.seeds))
         assert all(0 <= r["accuracy_after"] <= 1 for r in recs)
         md = (out / f"{t.name}.md").read_text()
@@ -126,7 +128,7 @@ def test_resuming_into_an_out_of_another_config_is_refused_naming_the_field(tmp_
     config = load_config("wr_os_frontier")
     for changed, field in ((dataclasses.replace(config, top=3), "top"),
                            (dataclasses.replace(config, studies=config.studies[:2]), "studies")):
-        with pytest.raises(UserError, match=f"holds another configuration \\(config.fields.{field}"):
+        with pytest.raises(UserError, match=f"holds another configuration \\(fields.{field} differs\\)"):
             run_experiment(changed, out, progress=False)
     assert (out / "compare.md").read_text() == table
     run_experiment(dataclasses.replace(config, top=3), out, progress=False, force=True)

@@ -9,18 +9,15 @@ w-os's trade-off over 61 rhos on both targets and on every pair.
 """
 
 from repair_jax.repair import RepairConfig
-from repair_jax.repair.experiments import TargetRule, WRStudy, recipe
+from repair_jax.repair.experiments import WRStudy, recipe
 
 
 def get_config(smoke: bool = False) -> WRStudy:
-    config = WRStudy(
+    config = WRStudy.diagnosed(
         train=recipe("cnn", dataset="fashion_mnist", model="cnn", model_kwargs={"width": 8, "dense": 32},
                      epochs=3, train_limit=6000),
         repair=RepairConfig(epochs=1, lr=5e-4, batch_size=64, optimizer="adam", schedule="constant", seeds=5,
-                            rhos=(0.1, 0.3, 0.5, 0.7, 0.9)),
-        studies=(TargetRule("pair", diagnosed="pair"), TargetRule("triplet", diagnosed="triplet")),
-        frontier_rhos=61, all_pairs=("pair",))
+                            rhos=(0.1, 0.3, 0.5, 0.7, 0.9)))
     if smoke:
-        return config.shrunk(recipe("cnn", dataset="digits", model="cnn", model_kwargs={"width": 4, "dense": 16},
-                                    epochs=2))
+        return config.shrunk()
     return config

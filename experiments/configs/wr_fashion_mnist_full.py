@@ -7,17 +7,11 @@ w-os's trade-off over 61 rhos on both targets and on every pair.
 """
 
 from repair_jax.repair import RepairConfig
-from repair_jax.repair.experiments import TargetRule, WRStudy, recipe
+from repair_jax.repair.experiments import WRStudy
 
 
 def get_config(smoke: bool = False) -> WRStudy:
-    config = WRStudy(
-        run="experiments/results/fashion_mnist_cnn/run",
-        repair=RepairConfig(epochs=3, lr=2e-4, batch_size=128, optimizer="adam", schedule="constant", seeds=5,
-                            rhos=(0.1, 0.3, 0.5, 0.7, 0.9)),
-        studies=(TargetRule("pair", diagnosed="pair"), TargetRule("triplet", diagnosed="triplet")),
-        frontier_rhos=61, all_pairs=("pair",))
-    if smoke:  # a small CNN on digits stands in for the trained run
-        return config.shrunk(recipe("cnn", dataset="digits", model="cnn", model_kwargs={"width": 4, "dense": 16},
-                                    epochs=2))
-    return config
+    repair = RepairConfig(epochs=3, lr=2e-4, batch_size=128, optimizer="adam", schedule="constant", seeds=5,
+                          rhos=(0.1, 0.3, 0.5, 0.7, 0.9))
+    config = WRStudy.diagnosed(repair, run="experiments/results/fashion_mnist_cnn/run")
+    return config.shrunk() if smoke else config  # smoke: a small CNN on digits stands in for the run

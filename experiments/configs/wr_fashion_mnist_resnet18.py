@@ -7,16 +7,14 @@ as wr_fashion_mnist; w-os's trade-off over 61 rhos on both targets and on every 
 """
 
 from repair_jax.repair import RepairConfig
-from repair_jax.repair.experiments import TargetRule, WRStudy, recipe
+from repair_jax.repair.experiments import WRStudy, recipe
 
 
 def get_config(smoke: bool = False) -> WRStudy:
-    config = WRStudy(
+    config = WRStudy.diagnosed(
         train=recipe("sgd_step", dataset="fashion_mnist", model="resnet18", model_kwargs={"width": 32}, epochs=20),
         repair=RepairConfig(epochs=4, lr=0.01, batch_size=128, optimizer="sgd", schedule="step", l2=5e-4, seeds=5,
-                            rhos=(0.1, 0.3, 0.5, 0.7, 0.9)),
-        studies=(TargetRule("pair", diagnosed="pair"), TargetRule("triplet", diagnosed="triplet")),
-        frontier_rhos=61, all_pairs=("pair",))
+                            rhos=(0.1, 0.3, 0.5, 0.7, 0.9)))
     if smoke:
         return config.shrunk(recipe("sgd_step", dataset="digits", model="resnet18", model_kwargs={"width": 4},
                                     epochs=2))

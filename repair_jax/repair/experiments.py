@@ -152,10 +152,19 @@ class WRStudy:
     all_pairs: tuple[str, ...] = ()
     mock_examples: int = 0
 
-    def shrunk(self, train: TrainConfig, mock_examples: int = 0) -> "WRStudy":
-        """The same studies at smoke size: ``train`` (a small model on small data, trained into OUT/run)
-        as the original model, one fine-tuning epoch, rhos 0.1 and 0.9, 2 seeds, orig / orig-ft / w-os,
-        5 frontier rhos."""
+    @classmethod
+    def diagnosed(cls, repair: RepairConfig, *, train: TrainConfig | None = None, run: str | None = None,
+                  frontier_rhos: int = 61) -> "WRStudy":
+        """Studies ``pair`` and ``triplet`` diagnosed on the validation split, with w-os's trade-off over
+        ``frontier_rhos`` rhos on both and on every pair (0: none)."""
+        return cls(repair=repair, studies=(TargetRule("pair", diagnosed="pair"), TargetRule("triplet", diagnosed="triplet")),
+                   train=train, run=run, frontier_rhos=frontier_rhos, all_pairs=("pair",) if frontier_rhos else ())
+
+    def shrunk(self, train: TrainConfig | None = None, mock_examples: int = 0) -> "WRStudy":
+        """The same studies at smoke size: ``train`` (default: a width-4 CNN, 2 epochs on digits; trained
+        into OUT/run) as the original model, one fine-tuning epoch, rhos 0.1 and 0.9, 2 seeds, orig /
+        orig-ft / w-os, 5 frontier rhos."""
+        train = train or recipe("cnn", dataset="digits", model="cnn", model_kwargs={"width": 4, "dense": 16}, epochs=2)
         methods = tuple(m for m in self.repair.methods if m in ("orig", "orig-ft", "w-os"))
         repair = dataclasses.replace(self.repair, epochs=1, rhos=(0.1, 0.9), seeds=2, methods=methods, l2=train.l2)
         return dataclasses.replace(self, train=train, run=None, repair=repair, mock_examples=mock_examples,
@@ -344,8 +353,21 @@ class IRepairProtocol:
         return IRepairConfig(gamma=gamma, ub=self.ub, lr=self.lr)
 
 
-def _problem(classes, k: int, p: IRepairProtocol, seed: int, **group) -> dict:
-    return dict(classes=list(classes), repair_size=k, correct_size=p.correct_size, seed=seed, **group)
+def single_class_problems(classes, k: int, seed: int) -> list[tuple]:
+    """One problem per class: ``([c], tag, group = |R|)``."""
+    return [([c], f"{k}/{c}/{seed}", k) for c in classes]
+
+
+def table_jobs(table, p: IRepairProtocol, classes: list[int]) -> list[dict]:
+    """A table's jobs for :func:`repair_jax.repair.protocol.run_jobs`: seeds outermost (a cut-short sweep
+    still covers every size), then |R|, then the table's ``problems``, each with the table's ``variants``."""
+    jobs = []
+    for seed in range(p.seeds):
+        for k in table.sizes:
+            for cls, tag, group in table.problems(classes, k, seed):
+                job = dict(classes=list(cls), repair_size=k, correct_size=p.correct_size, seed=seed, group=group)
+                jobs += table.variants(job, tag, p)
+    return jobs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,18 +384,16 @@ class IRepairTable1:
     def all_gammas(self):
         return self.gammas
 
-    def jobs(self, p: IRepairProtocol, classes: list[int]) -> list[dict]:
-        base, jobs = p.base_config(), []
-        for seed in range(p.seeds):  # seeds outermost: a cut-short sweep still covers every size
-            for k in self.sizes:
-                for c in classes:
-                    job = _problem([c], k, p, seed, group=k)
-                    jobs.append({**job, "key": f"retrain/{k}/{c}/{seed}", "method": "retrain", "config": base})
-                    jobs += [{**job, "key": f"irepair{g}/{k}/{c}/{seed}", "method": "irepair",
-                              "config": dataclasses.replace(base, gamma=g)} for g in self.gammas]
-                    jobs += [{**job, "key": f"mm{e}/{k}/{c}/{seed}", "method": "mm", "mm_epsilon": e,
-                              "config": base} for e in self.mm_epsilons]
-        return jobs
+    def problems(self, classes, k: int, seed: int) -> list[tuple]:
+        return single_class_problems(classes, k, seed)
+
+    def variants(self, job: dict, tag: str, p: IRepairProtocol) -> list[dict]:
+        base = p.base_config()
+        return ([{**job, "key": f"retrain/{tag}", "method": "retrain", "config": base}]
+                + [{**job, "key": f"irepair{g}/{tag}", "method": "irepair", "config": dataclasses.replace(base, gamma=g)}
+                   for g in self.gammas]
+                + [{**job, "key": f"mm{e}/{tag}", "method": "mm", "mm_epsilon": e, "config": base}
+                   for e in self.mm_epsilons])
 
     def header(self, p: IRepairProtocol, ds_name: str, classes, accuracy_before: float) -> str:
         return (f"Table 1 analogue on {ds_name} ({p.model_label}): single-class repair, classes {classes}, "
@@ -413,24 +433,18 @@ class IRepairScenario:
             raise UserError(f"scenario must be 1 or 2, got {self.scenario}")
         return (self.gamma,)
 
-    def problems(self, classes: list[int], k: int, seed: int):
+    def problems(self, classes: list[int], k: int, seed: int) -> list[tuple]:
         if self.scenario == 1:
-            return [([c], f"{k}/{c}", k) for c in classes]
+            return single_class_problems(classes, k, seed)
         rng = np.random.default_rng(1000 + seed)
         drawn = [sorted(rng.choice(classes, size=min(m, len(classes)), replace=False).tolist())
                  for m in self.num_classes]
-        return [(cls, f"{k}/m{m}", f"{len(cls)} classes x {k}") for cls, m in zip(drawn, self.num_classes)]
+        return [(cls, f"{k}/m{m}/{seed}", f"{len(cls)} classes x {k}") for cls, m in zip(drawn, self.num_classes)]
 
-    def jobs(self, p: IRepairProtocol, classes: list[int]) -> list[dict]:
-        cfg, jobs = p.base_config(self.gamma), []
-        for seed in range(p.seeds):
-            for k in self.sizes:
-                for cls, tag, group in self.problems(classes, k, seed):
-                    job = _problem(cls, k, p, seed, group=group)
-                    jobs.append({**job, "key": f"irepair/{tag}/{seed}", "method": "irepair", "config": cfg})
-                    jobs.append({**job, "key": f"retrain/{tag}/{seed}", "method": "retrain",
-                                 "config": dataclasses.replace(cfg, gamma=1.0)})
-        return jobs
+    def variants(self, job: dict, tag: str, p: IRepairProtocol) -> list[dict]:
+        cfg = p.base_config(self.gamma)
+        return [{**job, "key": f"irepair/{tag}", "method": "irepair", "config": cfg},
+                {**job, "key": f"retrain/{tag}", "method": "retrain", "config": dataclasses.replace(cfg, gamma=1.0)}]
 
     def header(self, p: IRepairProtocol, ds_name: str, classes, accuracy_before: float) -> str:
         return (f"Scenario {self.scenario} on {ds_name}: classes {classes}, {p.seeds} seeds, K {list(self.sizes)}, "
@@ -470,7 +484,11 @@ class IRepairRQ:
             raise UserError(f"part must be locking, loss or margin, got {self.part!r}")
         return (self.gamma,)
 
-    def variants(self, job: dict, tag: str, k: int, cfg: IRepairConfig) -> list[dict]:
+    def problems(self, classes, k: int, seed: int) -> list[tuple]:
+        return single_class_problems(classes, k, seed)
+
+    def variants(self, job: dict, tag: str, p: IRepairProtocol) -> list[dict]:
+        k, cfg = job["repair_size"], p.base_config(self.gamma)
         if self.part == "locking":
             return [{**job, "group": k, "key": f"irepair/{tag}", "method": "irepair", "config": cfg}] + [
                 {**job, "group": k, "key": f"random{pr}/{tag}", "method": "random", "lock_p": pr, "config": cfg}
@@ -480,15 +498,6 @@ class IRepairRQ:
                      "config": dataclasses.replace(cfg, correct_loss=loss)} for loss in ("magnitude", "cross_entropy")]
         return [{**job, "group": f"{k}, margin {m:g}", "key": f"{method}{m}/{tag}", "method": method,
                  "config": dataclasses.replace(cfg, margin=m)} for m in self.margins for method in ("irepair", "retrain")]
-
-    def jobs(self, p: IRepairProtocol, classes: list[int]) -> list[dict]:
-        cfg, jobs = p.base_config(self.gamma), []
-        for seed in range(p.seeds):
-            for k in self.sizes:
-                for c in classes:
-                    job = _problem([c], k, p, seed)
-                    jobs += self.variants(job, f"{k}/{c}/{seed}", k, cfg)
-        return jobs
 
     def header(self, p: IRepairProtocol, ds_name: str, classes, accuracy_before: float) -> str:
         return (f"RQ {'iii' if self.part == 'margin' else 'ii'} ({self.part}) on {ds_name}: classes {classes}, "
@@ -569,7 +578,7 @@ def run_irepair_study(config: IRepairStudy, out: Path, *, force: bool, progress:
     classes, skipped = repair_classes(p, ctx)
     name_ds, reports = ctx.dataset.name, {}
     for t in config.tables:
-        runs = run_jobs(ctx, t.jobs(p, classes), out / f"{t.name}.jsonl", progress=progress)
+        runs = run_jobs(ctx, table_jobs(t, p, classes), out / f"{t.name}.jsonl", progress=progress)
         table = summary_table(runs, baseline=t.baseline) + getattr(t, "extra_table", lambda _: "")(runs)
         header = t.header(p, name_ds, classes, ctx.accuracy_before)
         if t.plotted():
