@@ -296,3 +296,15 @@ def test_run_config_default_out_and_smoke_out():
         "runs/smoke/irepair_table1")
     with pytest.raises(UserError, match="no experiment config"):
         run_config("nope", configs_dir=ROOT / "experiments" / "configs")
+
+
+def test_an_existing_run_trained_otherwise_is_refused(mlp_study):
+    """A config's run directory that holds a run of another recipe is not silently reused."""
+    from repair_jax.repair.experiments import trained_run
+
+    run, _ = mlp_study
+    assert trained_run(run.path, run.config, progress=False).info == run.info
+    with pytest.raises(UserError, match=r"trained otherwise \(epochs differs"):
+        trained_run(run.path, dataclasses.replace(run.config, epochs=3), progress=False)
+    with pytest.raises(UserError, match="no run.json there"):
+        trained_run(run.path.parent / "none", None, progress=False)

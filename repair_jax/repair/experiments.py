@@ -48,15 +48,22 @@ def recipe(name: str, **fields) -> TrainConfig:
 # ----------------------------------------------------------------------------- runs
 
 def trained_run(run_dir: Path, train: TrainConfig | None, progress: bool, force: bool = False):
-    """The run in ``run_dir``, trained there first (with ``train``) when it holds no run.json or ``force``."""
+    """The run in ``run_dir``, trained there first (with ``train``) when it holds no run.json or ``force``;
+    an existing run trained otherwise than ``train`` is refused (one line naming the field)."""
     from repair_jax.cli import train_run  # the one training-run writer (moves with the CLI package)
+    from repair_jax.io import first_difference, to_jsonable
     from repair_jax.runs import load_run
 
     if force or not (run_dir / "run.json").is_file():
         if train is None:
             raise UserError(f"no trained run in {run_dir} (no run.json there)")
         train_run(train, run_dir, force=force, progress=progress)
-    return load_run(run_dir)
+    run = load_run(run_dir)
+    if train is not None:
+        field = first_difference(to_jsonable(dataclasses.asdict(run.config)), to_jsonable(dataclasses.asdict(train)))
+        if field is not None:
+            raise UserError(f"the run in {run_dir} was trained otherwise ({field} differs from the config's train)")
+    return run
 
 
 def metric_text(info: dict) -> str:
