@@ -16,22 +16,22 @@ from repair_jax.repair.experiments import Sweep, TargetRule, WRStudy, recipe
 CAT, DOG, BIRD, AUTOMOBILE, TRUCK = 3, 5, 2, 1, 9
 BOY, GIRL, WOMAN = 11, 35, 98
 
-# name -> (dataset, model, smoke model kwargs, studies)
+# name -> (dataset, model, smoke model kwargs, studies, the study run at smoke size)
 SETTINGS = {
     "cifar10_resnet18": ("cifar10", "resnet18", {"width": 4},
-                         {"pair": ((CAT, DOG),), "triplet": ((DOG, CAT, BIRD),)}),
+                         {"pair": ((CAT, DOG),), "triplet": ((DOG, CAT, BIRD),)}, "pair"),
     "cifar10_vgg11_bn": ("cifar10", "vgg11_bn", {"width_mult": 0.0625},
-                         {"pair": ((CAT, DOG),), "triplet": ((DOG, CAT, BIRD),)}),
+                         {"pair": ((CAT, DOG),), "triplet": ((DOG, CAT, BIRD),)}, "pair"),
     "cifar10_mobilenet_v2": ("cifar10", "mobilenet_v2", {"width_mult": 0.1},
-                             {"pair": ((CAT, DOG),), "triplet": ((DOG, CAT, BIRD),)}),
+                             {"pair": ((CAT, DOG),), "triplet": ((DOG, CAT, BIRD),)}, "triplet"),
     "cifar100_resnet34": ("cifar100", "resnet34", {"width": 4},
-                          {"pair": ((GIRL, WOMAN),), "triplet": ((WOMAN, GIRL, BOY),)}),
+                          {"pair": ((GIRL, WOMAN),), "triplet": ((WOMAN, GIRL, BOY),)}, "pair"),
     "cifar10_resnet18_two_pairs": ("cifar10", "resnet18", {"width": 4},
-                                   {"pairs": ((CAT, DOG), (AUTOMOBILE, TRUCK))}),
+                                   {"pairs": ((CAT, DOG), (AUTOMOBILE, TRUCK))}, "pairs"),
 }
 
 
-def setting(dataset: str, model: str, smoke_kwargs: dict, studies: dict, smoke: bool) -> WRStudy:
+def setting(dataset: str, model: str, smoke_kwargs: dict, studies: dict, smoke_study: str, smoke: bool) -> WRStudy:
     config = WRStudy(
         train=recipe("sgd_step", dataset=dataset, model=model, epochs=300),
         repair=RepairConfig(epochs=60, lr=0.01, batch_size=128, optimizer="sgd", schedule="step", l2=5e-4,
@@ -39,7 +39,7 @@ def setting(dataset: str, model: str, smoke_kwargs: dict, studies: dict, smoke: 
         studies=tuple(TargetRule(name, groups=groups) for name, groups in studies.items()))
     if smoke:  # enough mock examples that CIFAR-100's target classes occur in the train split
         return config.shrunk(recipe("sgd_step", dataset=dataset, model=model, model_kwargs=smoke_kwargs, epochs=1),
-                             mock_examples=400 if dataset == "cifar100" else 48)
+                             mock_examples=400 if dataset == "cifar100" else 48, studies=(smoke_study,))
     return config
 
 

@@ -167,14 +167,17 @@ class WRStudy:
         return cls(repair=repair, studies=(TargetRule("pair", diagnosed="pair"), TargetRule("triplet", diagnosed="triplet")),
                    train=train, run=run, frontier_rhos=frontier_rhos, all_pairs=("pair",) if frontier_rhos else ())
 
-    def shrunk(self, train: TrainConfig | None = None, mock_examples: int = 0) -> "WRStudy":
-        """The same studies at smoke size: ``train`` (default: a width-4 CNN, 2 epochs on digits; trained
-        into OUT/run) as the original model, one fine-tuning epoch, rhos 0.1 and 0.9, 2 seeds, orig /
-        orig-ft / w-os, 5 frontier rhos."""
+    def shrunk(self, train: TrainConfig | None = None, mock_examples: int = 0,
+               studies: tuple[str, ...] | None = None) -> "WRStudy":
+        """The same studies (or only those named in ``studies``) at smoke size: ``train`` (default: a
+        width-4 CNN, 2 epochs on digits; trained into OUT/run) as the original model, one fine-tuning
+        epoch, rhos 0.1 and 0.9, 2 seeds, orig / orig-ft / w-os, 5 frontier rhos."""
+        kept = tuple(r for r in self.studies if studies is None or r.name in studies)
         train = train or recipe("cnn", dataset="digits", model="cnn", model_kwargs={"width": 4, "dense": 16}, epochs=2)
         methods = tuple(m for m in self.repair.methods if m in ("orig", "orig-ft", "w-os"))
         repair = dataclasses.replace(self.repair, epochs=1, rhos=(0.1, 0.9), seeds=2, methods=methods, l2=train.l2)
         return dataclasses.replace(self, train=train, run=None, repair=repair, mock_examples=mock_examples,
+                                   studies=kept, all_pairs=tuple(n for n in self.all_pairs if n in {r.name for r in kept}),
                                    frontier_rhos=5 if self.frontier_rhos else 0)
 
     def validate(self) -> None:
