@@ -13,7 +13,8 @@ defined in the library next to the function that runs it, registered with :func:
 
 :func:`run_experiment` writes ``OUT/experiment.json`` (the whole config, the command, the machine,
 the date, the wall time) and refuses to resume into a directory that holds another configuration
-(one line naming the first differing field) unless ``force``. Runners resume their own logs with
+(one line naming the first differing field) unless ``force``; a config type's ``validate()``, where it
+has one, runs before anything is written. Runners resume their own logs with
 :class:`repair_jax.io.ResumableJsonl` keyed on the same config.
 """
 
@@ -113,6 +114,8 @@ def run_experiment(config: Any, out: str | Path, *, force: bool = False, progres
     out = Path(out)
     record = config_record(config)
     _check_out(out, record, force)
+    if hasattr(config, "validate"):  # every option is checked before anything is written
+        config.validate()
     out.mkdir(parents=True, exist_ok=True)
     started = _dt.datetime.now(_dt.timezone.utc)
     meta = {"config": record, "command": command or " ".join(sys.argv), "machine": machine_record(),
@@ -123,3 +126,18 @@ def run_experiment(config: Any, out: str | Path, *, force: bool = False, progres
     write_json(out / EXPERIMENT_JSON, {**meta, "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(
         timespec="seconds"), "wall_s": round(time.perf_counter() - t0, 1)})
     return summary
+
+
+def default_out(spec: str, smoke: bool = False, configs_dir: str | Path = CONFIGS_DIR) -> Path:
+    """Where a config's results go by default: ``experiments/results/<name>`` (smoke: ``runs/smoke/<name>``)."""
+    name = resolve_config(spec, configs_dir).stem
+    return (Path("runs") / "smoke" if smoke else Path("experiments") / "results") / name
+
+
+def run_config(spec: str, *, smoke: bool = False, out: str | Path | None = None, force: bool = False,
+               progress: bool = True, command: str | None = None, configs_dir: str | Path = CONFIGS_DIR) -> dict:
+    """The whole ``experiment`` command: load ``spec`` (a config file or a name in ``configs_dir``) at full
+    or smoke size and run it into ``out`` (default :func:`default_out`); returns the runner's summary."""
+    config = load_config(spec, smoke=smoke, configs_dir=configs_dir)
+    target = Path(out) if out is not None else default_out(spec, smoke, configs_dir)
+    return run_experiment(config, target, force=force, progress=progress, command=command)
