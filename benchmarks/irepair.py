@@ -32,7 +32,7 @@ def _timed(fn, repeats):
 
 
 def run(quick: bool) -> dict:
-    from repair_jax.cli import train_run
+    from repair_jax.runs import train_run
     from repair_jax.repair.irepair import IRepairConfig, i_repair, retrain
     from repair_jax.repair.protocol import RepairContext, draw_problem
     from repair_jax.runs import load_run

@@ -244,7 +244,7 @@ def test_worst_group_accuracy_matches_numpy():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from repair_jax.cli import train_run
+    from repair_jax.runs import train_run
     from repair_jax.data import load_dataset
     from repair_jax.guiding.synthetic import audit_from_split, concept_library
     from repair_jax.train import TrainConfig
@@ -394,18 +394,3 @@ def test_regression_path_removes_spurious_dependence_on_credit_table():
     assert len(res.F_nl) <= 20
     np.testing.assert_allclose(res.suggested, y_obs + res.bilevel.delta, rtol=1e-6)
 
-
-def test_full_scale_guiding_script_smoke(tmp_path, capsys):
-    """experiments/guiding_full_fashion_mnist.py at smoke size (digits): result files written, the
-    flipped labels detected above chance, every training point guided; a missing run is exit 2."""
-    import json
-
-    from experiments.guiding_full_fashion_mnist import main
-
-    assert main(["--smoke", "--out", str(tmp_path)]) == 0
-    r = json.loads((tmp_path / "result_smoke.json").read_text())
-    assert abs(r["n_flipped"] / r["n_train"] - 0.2) < 0.01
-    assert r["detect_auroc"]["model_guiding"] > 0.7
-    assert (tmp_path / "result_smoke.md").is_file()
-    assert main(["--run", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
-    assert "no run.json" in capsys.readouterr().err

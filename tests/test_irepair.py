@@ -279,7 +279,7 @@ def test_statistics_helpers_match_scipy():
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
-    from repair_jax.cli import train_run
+    from repair_jax.runs import train_run
     from repair_jax.train import TrainConfig
     out = tmp_path_factory.mktemp("irepair") / "run"
     train_run(TrainConfig(dataset="digits", model="mlp", model_kwargs={"hidden": [32]}, epochs=5,

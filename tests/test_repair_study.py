@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from repair_jax.cli import main, train_run
+from repair_jax.cli import main
+from repair_jax.runs import train_run
 from repair_jax.data import load_dataset
 from repair_jax.errors import UserError
 from repair_jax.models import create_model, init_variables
@@ -119,48 +120,6 @@ def test_cli_repair_and_errors(mlp_run, tmp_path, capsys):
         assert err.startswith("repair-jax repair: error:") and "Traceback" not in err
 
 
-def test_cifar_experiment_smoke_on_mock_data(tmp_path):
-    from experiments.wr_cifar import main as cifar_main
-
-    rc = cifar_main(["--smoke", "--setting", "cifar10_resnet18", "--studies", "pair", "--methods", "w-os",
-                     "--seeds", "1", "--out", str(tmp_path / "o"), "--no-progress"])
-    assert rc == 0
-    recs = read_study_records(tmp_path / "o" / "cifar10_resnet18" / "pair")
-    assert {r["method"] for r in recs} == {"orig", "orig-ft", "w-os"}
-    assert "| orig-ft |" in (tmp_path / "o" / "cifar10_resnet18" / "tables.md").read_text()
-    assert cifar_main(["--smoke", "--setting", "nope"]) == 2
-
-
-@pytest.mark.parametrize("setting,study", [("cifar10_vgg11_bn", "pair"), ("cifar10_mobilenet_v2", "triplet"),
-                                           ("cifar100_resnet34", "pair"), ("cifar10_resnet18_two_pairs", "pairs")])
-def test_every_table1_setting_smoke_on_mock_data(tmp_path, setting, study):
-    """Each Table 1 config runs end to end on tfds mock data (the ResNet-18 one is covered above)."""
-    from experiments.wr_cifar import SETTINGS
-    from experiments.wr_cifar import main as cifar_main
-
-    assert cifar_main(["--smoke", "--setting", setting, "--studies", study, "--methods", "w-os", "--seeds", "1",
-                       "--out", str(tmp_path / "o"), "--no-progress"]) == 0
-    recs = read_study_records(tmp_path / "o" / setting / study)
-    assert {r["method"] for r in recs} == {"orig", "orig-ft", "w-os"}
-    assert {r["error_kind"] for r in recs} == {"cd" if study == "triplet" else "type1conf"}
-    summary = json.loads((tmp_path / "o" / setting / study / "summary.json").read_text())
-    assert summary["targets"]["groups"] == [list(g) for g in SETTINGS[setting][4][study]]
-
-
-def test_multilabel_study_smoke_on_digits_multilabel(tmp_path):
-    """The WR study end to end on the multi-label composites: BCE model, type2conf targets, mAP."""
-    from experiments.wr_fashion_mnist import main as wr_main
-
-    out = tmp_path / "ml"
-    assert wr_main(["--smoke", "--dataset", "digits_multilabel", "--settings", "pair", "--methods", "w-os",
-                    "--out", str(out), "--no-progress"]) == 0
-    recs = read_study_records(out / "pair")
-    assert {r["method"] for r in recs} == {"orig", "orig-ft", "w-os"}
-    assert {r["error_kind"] for r in recs} == {"type2conf"}
-    table = (out / "tables.md").read_text()
-    assert "test mAP" in table and "| mAP |" in table
-
-
 def test_notebook_executes_at_smoke_size(tmp_path):
     import nbclient
     import nbformat
@@ -251,83 +210,4 @@ def test_two_seeds_warn_and_claim_no_significance():
     assert sig["rank_sum_min_p"] == pytest.approx(scipy.stats.ranksums([0, 1], [2, 3]).pvalue)
     assert rows["w-loss(0.5)"]["verdict"] == "untested" and rows["w-loss(0.5)"]["repaired"] is False
     assert "cannot reach p < 0.05" in table
-
-
-def test_fashion_mnist_study_resnet18_recipe_smoke(tmp_path, capsys):
-    """--model resnet18 trains with 000 Sec. 4.1's recipe (SGD, step schedule, L2 5e-4) and fine-tunes
-    with --ft-optimizer sgd and the run's L2; bad options exit 2 with one line."""
-    from experiments.wr_fashion_mnist import main as wr_main
-    from repair_jax.runs import load_run
-
-    out = tmp_path / "r18"
-    assert wr_main(["--smoke", "--model", "resnet18", "--settings", "pair", "--methods", "w-os",
-                    "--ft-optimizer", "sgd", "--ft-lr", "0.01", "--ft-schedule", "step",
-                    "--out", str(out), "--no-progress"]) == 0
-    cfg = load_run(out / "run").config
-    assert (cfg.model, cfg.optimizer, cfg.schedule, cfg.l2, cfg.batch_size) == ("resnet18", "sgd", "step", 5e-4, 128)
-    summary = json.loads((out / "pair" / "summary.json").read_text())
-    assert (summary["config"]["optimizer"], summary["config"]["l2"]) == ("sgd", 5e-4)
-    assert "sgd lr 0.01 (step)" in (out / "tables.md").read_text()
-    capsys.readouterr()
-    assert wr_main(["--train-limit", "-1", "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("wr_fashion_mnist: error: --train-limit") and "Traceback" not in err
-
-
-def test_w_os_tradeoff_limits_and_frontier_script(mlp_run, tmp_path, capsys):
-    """rho = 1 is the original prediction; rho = 0 sends every target prediction to another class (no
-    pair confusion left); the frontier script writes its JSON against the study's orig-ft."""
-    from experiments.wr_os_frontier import main as frontier_main
-    from repair_jax.repair import evaluate_outputs, w_os_tradeoff
-
-    rng = np.random.default_rng(0)
-    probs = rng.dirichlet(np.ones(4), size=200)
-    y = rng.integers(0, 4, 200)
-    t = Targets(((1, 2),))
-    one, zero = w_os_tradeoff(probs, y, t, [1.0, 0.0])
-    ref = evaluate_outputs(probs, y, t, False)
-    assert (one["accuracy"], one["target_error"]) == (ref["accuracy"], ref["target_error"])
-    assert zero["target_error"] == 0.0 and ref["target_error"] > 0
-
-    study = tmp_path / "study"
-    assert main(["repair", "--run", str(mlp_run), "--pair", "3,5", "--methods", "w-os", "--seeds", "2",
-                 "--epochs", "1", "--rhos", "0.5", "--out", str(study), "--no-progress"]) == 0
-    assert frontier_main(["--study", str(study), "--run", str(mlp_run), "--num", "5"]) == 0
-    res = json.loads((study / "w_os_frontier.json").read_text())
-    assert [round(r["rho"], 6) for r in res["rows"]] == [0.001, 0.005623, 0.031623, 0.177828, 1.0]
-    base = [r for r in read_study_records(study) if r["method"] == "orig-ft"]
-    assert res["orig_ft"]["seeds"] == 2
-    assert np.isclose(res["orig_ft"]["accuracy"], np.mean([r["accuracy"] for r in base]))
-    assert (study / "w_os_frontier.png").stat().st_size > 0
-    # Sec. 4.4 on the fine grid, on the study's selection split: the chosen rhos are grid values
-    assert res["selected_on_val"] and all(r["rho"] in [x["rho"] for x in res["rows"]] for r in res["selected_on_val"])
-    assert all(isinstance(r["repaired"], bool) for r in res["selected_on_val"])
-    # --all-pairs: every pair; orig-ft's per-pair error from its stored confusion matrices matches the
-    # study's own target error, and the study's pair gets the same answers as the single-target mode
-    assert frontier_main(["--study", str(study), "--run", str(mlp_run), "--num", "5", "--all-pairs"]) == 0
-    every = json.loads((study / "w_os_all_pairs.json").read_text())
-    assert len(every["pairs"]) == 45 and {tuple(e["pair"]) for e in every["pairs"]} == {
-        (i, j) for i in range(10) for j in range(i + 1, 10)}
-    errs = [e["orig_ft_target_error"] for e in every["pairs"]]
-    assert errs == sorted(errs, reverse=True)
-    mine = next(e for e in every["pairs"] if e["pair"] == [3, 5])
-    assert np.isclose(mine["orig_ft_target_error"], res["orig_ft"]["target_error"])
-    assert mine["best_within_accuracy_budget"] == res["best_within_accuracy_budget"]
-    assert [r["rho"] for r in mine["selected_on_val"]] == [r["rho"] for r in res["selected_on_val"]]
-    assert "| 3 / 5 |" in (study / "w_os_all_pairs.md").read_text()
-    assert (study / "w_os_all_pairs.png").stat().st_size > 0
-    capsys.readouterr()
-    assert frontier_main(["--compare", f"mlp={study}", f"again={study}"]) == 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0] == "| pair | mlp | again |" and len(table) == 2 + 5 + 1
-    top = every["pairs"][0]
-    assert table[2].startswith(f"| {' / '.join(top['names'])} | #1, {top['orig_ft_target_error']:.3f}: ")
-    n_rep = sum(e["repaired"] for e in every["pairs"])
-    assert table[-1].startswith(f"| pairs repaired / pairs with any confusion | {n_rep} / ")
-    assert frontier_main(["--compare", str(study)]) == 2
-    assert capsys.readouterr().err.startswith("wr_os_frontier: error: --compare takes LABEL=STUDY")
-    assert frontier_main(["--study", str(study)]) == 2
-    assert "--study and --run are required" in capsys.readouterr().err
-    assert frontier_main(["--study", str(tmp_path / "none"), "--run", str(mlp_run)]) == 2
-    assert capsys.readouterr().err.startswith("wr_os_frontier: error: study summary not found")
 

@@ -50,7 +50,7 @@ def recipe(name: str, **fields) -> TrainConfig:
 def trained_run(run_dir: Path, train: TrainConfig | None, progress: bool, force: bool = False):
     """The run in ``run_dir``, trained there first (with ``train``) when it holds no run.json or ``force``;
     an existing run trained otherwise than ``train`` is refused (one line naming the field)."""
-    from repair_jax.cli import train_run  # the one training-run writer (moves with the CLI package)
+    from repair_jax.runs import train_run
     from repair_jax.io import first_difference, to_jsonable
     from repair_jax.runs import load_run
 
@@ -99,7 +99,7 @@ class TrainAndDiagnose:
 
 @runner(TrainAndDiagnose)
 def run_train_and_diagnose(config: TrainAndDiagnose, out: Path, *, force: bool, progress: bool) -> dict:
-    from repair_jax.cli import diagnose_run
+    from repair_jax.diagnosis import diagnose_run
     from repair_jax.diagnosis import format_summary
 
     config.validate()

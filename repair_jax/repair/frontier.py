@@ -23,9 +23,9 @@ import numpy as np
 
 from repair_jax import metrics
 from repair_jax.errors import UserError
-from repair_jax.io import read_json, read_jsonl, write_json, write_text
-from repair_jax.repair import stats
-from repair_jax.repair.verdict import accuracy_loss_allowed, is_repaired, within_thresholds
+from repair_jax.io import read_json, write_json, write_text
+from repair_jax.repair.selection import compare_to_baseline, select_rhos
+from repair_jax.repair.verdict import accuracy_loss_allowed, verdict, within_thresholds
 
 
 def frontier_rhos(num: int) -> np.ndarray:
@@ -58,13 +58,14 @@ def select_on_fine_grid(test_rows: list[dict], select_rows: list[dict], orig_sel
     ``orig_select`` accuracy / target_error), each chosen rho's reporting-split row (``test_rows``, after
     :func:`frontier`) with the tests against orig-ft's runs and the ``repaired`` verdict."""
     chosen = []
-    for rho in stats.select_rhos(select_rows, orig_select["accuracy"], orig_select["target_error"], lambda1):
+    for rho in select_rhos(select_rows, orig_select["accuracy"], orig_select["target_error"], lambda1):
         r = dict(next(x for x in test_rows if x["rho"] == rho))
-        # w-os is deterministic: its one value stands for every seed, as in the study's tests
-        r.update(stats.compare_to_baseline([r["accuracy"]] * len(base_accs),
-                                           [r["target_error"]] * len(base_errs), base_accs, base_errs))
-        r["repaired"] = is_repaired(r["error_reduction_vs_orig_ft"], r["accuracy_change_vs_orig_ft"],
-                                    r.get("err_p", 1.0), lambda1=lambda1, allowed_loss=allowed_loss)
+        # w-os is deterministic: its one value against orig-ft's seed runs (one-sample test, as the study)
+        r.update(compare_to_baseline([r["accuracy"]], [r["target_error"]], base_accs, base_errs,
+                                     deterministic=True))
+        r["verdict"] = verdict(r["error_reduction_vs_orig_ft"], r["accuracy_change_vs_orig_ft"],
+                               r.get("err_p", 1.0), lambda1=lambda1, allowed_loss=allowed_loss)
+        r["repaired"] = r["verdict"] == "yes"
         chosen.append(r)
     return chosen
 
@@ -84,11 +85,12 @@ class StudyOutputs:
 
     def __init__(self, study: str | Path, run):
         from repair_jax.repair import Targets
-        from repair_jax.repair.study import RepairConfig
+        from repair_jax.repair.config import RepairConfig
+        from repair_jax.repair.sweep import read_study_records
 
         self.path = Path(study)
         self.summary = read_json(self.path / "summary.json", "study summary")
-        records = read_jsonl(self.path / "results.jsonl")
+        records = read_study_records(self.path)
         self.base = [r for r in records if r["method"] == "orig-ft"]
         self.orig = [r for r in records if r["method"] == "orig"]
         for name, rs in (("orig-ft", self.base), ("orig", self.orig)):
@@ -109,7 +111,7 @@ class StudyOutputs:
 
     def probs(self, split: str) -> np.ndarray:
         if split not in self._probs:
-            from repair_jax.repair.study import output_probabilities
+            from repair_jax.repair.evaluation import output_probabilities
             from repair_jax.train import predict
 
             logits = predict(self.run.state(), self.dataset.split(split).x)[0]
@@ -160,7 +162,7 @@ def pair_entry(s: StudyOutputs, pair: tuple[int, int], base_mats: list, rhos) ->
     """:func:`analyse` for one class pair: orig-ft's errors from its runs' confusion matrices
     (``base_mats``: type1conf matrices), the original model's selection numbers from rho = 1."""
     from repair_jax.repair import Targets
-    from repair_jax.repair.study import target_error
+    from repair_jax.repair.evaluation import target_error
 
     t, sel = Targets((pair,)), s.select_split
     base_errs = [target_error(m, t) for m in base_mats]

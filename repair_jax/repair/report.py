@@ -26,7 +26,7 @@ from repair_jax.repair.config import RepairConfig
 from repair_jax.repair.evaluation import error_kind
 from repair_jax.repair.methods import BASELINES, make_method
 from repair_jax.repair.selection import ONE_SAMPLE_TEST, RANK_SUM_TEST, compare_to_baseline
-from repair_jax.repair.verdict import is_repaired, within_thresholds
+from repair_jax.repair.verdict import verdict
 from repair_jax.repair.weighted import Targets
 from repair_jax.tables import markdown_table
 
@@ -41,18 +41,13 @@ def significance(seeds: int, alpha: float = ALPHA) -> dict:
 
 
 def _verdict(row: dict, lambda1: float, allowed_loss: float, sig: dict) -> str:
-    """``yes`` / ``no`` / ``untested`` (within the thresholds, but no significance test was possible)."""
-    if not within_thresholds(row["error_reduction_vs_orig_ft"], row["accuracy_change_vs_orig_ft"],
-                             lambda1, allowed_loss):
-        return "no"
-    if "err_test" not in row:  # error not lower than orig-ft's: nothing to test
+    """:func:`repair_jax.repair.verdict.verdict` of one row (``untested`` where no test was possible)."""
+    if "err_test" not in row:  # error not lower than orig-ft's: nothing to test, not a repair
         return "no"
     testable = row["err_p"] is not None and (row["deterministic"] or sig["rank_sum_attainable"])
-    if not testable:
-        return "untested"
-    ok = is_repaired(row["error_reduction_vs_orig_ft"], row["accuracy_change_vs_orig_ft"], row["err_p"],
-                     lambda1=lambda1, allowed_loss=allowed_loss, alpha=sig["alpha"])
-    return "yes" if ok else "no"
+    return verdict(row["error_reduction_vs_orig_ft"], row["accuracy_change_vs_orig_ft"],
+                   row["err_p"] if testable else None, lambda1=lambda1, allowed_loss=allowed_loss,
+                   alpha=sig["alpha"])
 
 
 def _row(name, rho, recs, deterministic: bool, base: list[dict], cfg: RepairConfig, sig: dict) -> dict:

@@ -2,8 +2,8 @@
 
 A method repairs a target against the orig-ft baseline when it cuts the target error by at least
 lambda1 (relative), loses at most ``allowed_loss`` accuracy (absolute; see
-:func:`accuracy_loss_allowed`), and - where a significance test applies - its error differs from
-orig-ft's with p < alpha.
+:func:`accuracy_loss_allowed`), and its error differs from orig-ft's with p < alpha; where no test is
+possible the verdict is "untested".
 """
 
 from __future__ import annotations
@@ -21,13 +21,23 @@ def within_thresholds(error_reduction: float, accuracy_change: float, lambda1: f
     return bool(error_reduction >= lambda1 and accuracy_change >= -allowed_loss)
 
 
-def is_repaired(error_reduction: float, accuracy_change: float, p_value: float | None, *, lambda1: float,
-                allowed_loss: float, alpha: float = 0.05) -> bool:
-    """The verdict: :func:`within_thresholds` and, when a test applies (``p_value`` not None), p < alpha.
+def verdict(error_reduction: float, accuracy_change: float, p_value: float | None, *, lambda1: float,
+            allowed_loss: float, alpha: float = 0.05) -> str:
+    """``"yes"`` / ``"no"`` / ``"untested"``: :func:`within_thresholds` and p < alpha.
 
     ``error_reduction`` = (e_orig_ft - e) / e_orig_ft; ``accuracy_change`` = acc - acc_orig_ft.
-    ``p_value=None`` means no test could be applied (e.g. too few runs); callers must say so in
-    their report rather than pass a made-up p.
+    ``p_value=None`` means no significance test was possible (too few seeds, or orig-ft's runs all
+    equal): a result within the thresholds is then ``"untested"``, never ``"yes"``.
     """
-    ok = within_thresholds(error_reduction, accuracy_change, lambda1, allowed_loss)
-    return bool(ok and (p_value is None or p_value < alpha))
+    if not within_thresholds(error_reduction, accuracy_change, lambda1, allowed_loss):
+        return "no"
+    if p_value is None:
+        return "untested"
+    return "yes" if p_value < alpha else "no"
+
+
+def is_repaired(error_reduction: float, accuracy_change: float, p_value: float | None, *, lambda1: float,
+                allowed_loss: float, alpha: float = 0.05) -> bool:
+    """:func:`verdict` is ``"yes"`` (an untested result is not a repair)."""
+    return verdict(error_reduction, accuracy_change, p_value, lambda1=lambda1, allowed_loss=allowed_loss,
+                   alpha=alpha) == "yes"
