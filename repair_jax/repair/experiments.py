@@ -50,9 +50,8 @@ def recipe(name: str, **fields) -> TrainConfig:
 def trained_run(run_dir: Path, train: TrainConfig | None, progress: bool, force: bool = False):
     """The run in ``run_dir``, trained there first (with ``train``) when it holds no run.json or ``force``;
     an existing run trained otherwise than ``train`` is refused (one line naming the field)."""
-    from repair_jax.runs import train_run
     from repair_jax.io import first_difference, to_jsonable
-    from repair_jax.runs import load_run
+    from repair_jax.runs import load_run, train_run
 
     if force or not (run_dir / "run.json").is_file():
         if train is None:
@@ -60,7 +59,9 @@ def trained_run(run_dir: Path, train: TrainConfig | None, progress: bool, force:
         train_run(train, run_dir, force=force, progress=progress)
     run = load_run(run_dir)
     if train is not None:
-        field = first_difference(to_jsonable(dataclasses.asdict(run.config)), to_jsonable(dataclasses.asdict(train)))
+        # seeds compared resolved (run.json spells out split/init/order seeds that a config leaves to `seed`)
+        field = first_difference(to_jsonable(dataclasses.asdict(run.config.resolved())),
+                                 to_jsonable(dataclasses.asdict(train.resolved())))
         if field is not None:
             raise UserError(f"the run in {run_dir} was trained otherwise ({field} differs from the config's train)")
     return run
