@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test venv bench clean
+.PHONY: quickstart test venv bench docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,8 +21,16 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+$(VENV)/.docs-installed: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,docs]' -c constraints.txt
+	touch $@
+
+# The manual (Sphinx + MyST-NB, notebooks executed at smoke size) -> docs/_build/html/index.html
+docs: $(VENV)/.docs-installed
+	$(BIN)/python -m sphinx -b html -W --keep-going docs docs/_build/html
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --out benchmarks/results
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache docs/_build docs/_generated docs/_autosummary
