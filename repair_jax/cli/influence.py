@@ -51,7 +51,7 @@ def configure(p) -> None:
                    help="LiSSA scale (default: 1.1 x the largest eigenvalue of H + damping I)")
     p.add_argument("--chunk-size", type=int, default=512, help="examples per jitted chunk")
     p.add_argument("--x64", action="store_true",
-                   help="compute in float64 (enables jax_enable_x64 before any array work); use it when float32 "
+                   help="compute in float64 (the whole computation runs under jax.enable_x64); use it when float32 "
                         "underflows, e.g. for a confidently classified test point (the run warns)")
     p.add_argument("--allow-inexact", action="store_true",
                    help=f"exit 0 even when the solve did not converge (otherwise exit {EXIT_NOT_CONVERGED})")
@@ -68,11 +68,9 @@ def run(args) -> int:
     from repair_jax.influence.workflow import validate_influence_args
 
     validate_influence_args(**_options(args))
-    if args.x64:
-        import jax
-        jax.config.update("jax_enable_x64", True)
     from repair_jax.influence.workflow import influence_run
 
+    # x64: influence_run computes inside jax.enable_x64 (scoped: callers of main() in-process keep float32)
     s = influence_run(args.run, args.out, x64=args.x64, force=args.force, **_options(args))
     t, solver = s["target"], s["solver"]
     what = (f"loss of {t['split']} point {t['test_index']}" if t["kind"] == "test_loss"
