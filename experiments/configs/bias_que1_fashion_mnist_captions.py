@@ -12,8 +12,8 @@ from repair_jax.bias.multimodal_study import MultimodalBiasStudy
 def get_config(smoke: bool = False) -> MultimodalBiasStudy:
     if smoke:
         return MultimodalBiasStudy(
-            train_limit=256, seeds=(0, 1), epochs=1, batch_size=64, embed=8, lstm_hidden=8,
-            backbone_kwargs=(("resnet18", (("width", 4), ("stage_sizes", (1, 1, 1, 1)))),
+            train_limit=128, seeds=(0,), epochs=1, batch_size=64, embed=8, lstm_hidden=8,
+            backbone_kwargs=(("resnet18", (("width", 4),)),
                              ("shufflenet_v2", (("stage_channels", (8, 16, 32)), ("stage_repeats", (1, 1, 1)),
                                                 ("stem", 8), ("last", 32)))))
     return MultimodalBiasStudy(train_limit=None, seeds=(0, 1, 2), epochs=10, batch_size=128, lr=1e-3,
