@@ -336,36 +336,46 @@ def false_negative_rate(y_true, y_pred, mask=None, positive=1):
 GROUP_DISPARITY_METRICS = ("ece", "brier", "fpr", "fnr", "er")
 
 
+def _soft_metrics(probs, labels, mask, positive: int, num_bins: int) -> dict:
+    """The differentiable group metrics of 002 Sec. 6.2, by name, as thunks."""
+    return {"ece": lambda: expected_calibration_error(probs, labels, mask, num_bins),
+            "brier": lambda: brier_score(probs, labels, mask, positive if probs.shape[-1] == 2 else None),
+            "fpr": lambda: generalized_fpr(probs, labels, mask, positive),
+            "fnr": lambda: generalized_fnr(probs, labels, mask, positive),
+            "er": lambda: soft_error_rate(probs, labels, mask)}
+
+
+def _hard_metrics(probs, labels, mask, positive: int) -> dict:
+    """The reported versions of FPR, FNR and the error rate: of the hard (argmax) predictions."""
+    pred = jnp.argmax(probs, axis=-1)
+    return {"fpr": lambda: false_positive_rate(labels, pred, mask, positive),
+            "fnr": lambda: false_negative_rate(labels, pred, mask, positive),
+            "er": lambda: error_rate(labels, pred, mask)}
+
+
+def _check_group_metric(name: str) -> None:
+    if name not in GROUP_DISPARITY_METRICS:
+        raise ValueError(f"unknown group disparity metric {name!r}; choose one of {', '.join(GROUP_DISPARITY_METRICS)}")
+
+
 def group_disparity(name: str, probs, labels, mask=None, positive: int = 1, num_bins: int = 10):
     """The differentiable group disparity metric ``name`` (ece | brier | fpr | fnr | er) of 002 Sec. 6.2.
 
     ``er`` is the soft error rate; ``brier`` is multi-class unless the problem is binary (then the
     positive class's Brier score).
     """
-    if name == "ece":
-        return expected_calibration_error(probs, labels, mask, num_bins)
-    if name == "brier":
-        return brier_score(probs, labels, mask, positive if probs.shape[-1] == 2 else None)
-    if name == "fpr":
-        return generalized_fpr(probs, labels, mask, positive)
-    if name == "fnr":
-        return generalized_fnr(probs, labels, mask, positive)
-    if name == "er":
-        return soft_error_rate(probs, labels, mask)
-    raise ValueError(f"unknown group disparity metric {name!r}; choose one of {', '.join(GROUP_DISPARITY_METRICS)}")
+    _check_group_metric(name)
+    return _soft_metrics(probs, labels, mask, positive, num_bins)[name]()
 
 
 def group_disparity_hard(name: str, probs, labels, mask=None, positive: int = 1, num_bins: int = 10):
     """The usual (reported) version of a group metric: ECE and Brier as above; FPR, FNR and the
     error rate of the hard (argmax) predictions."""
-    pred = jnp.argmax(probs, axis=-1)
-    if name == "fpr":
-        return false_positive_rate(labels, pred, mask, positive)
-    if name == "fnr":
-        return false_negative_rate(labels, pred, mask, positive)
-    if name == "er":
-        return error_rate(labels, pred, mask)
-    return group_disparity(name, probs, labels, mask, positive, num_bins)
+    _check_group_metric(name)
+    hard = _hard_metrics(probs, labels, mask, positive)
+    return hard[name]() if name in hard else group_disparity(name, probs, labels, mask, positive, num_bins)
+
+
 # ----------------------------------------------------------------------------- bias report metrics
 # Source: 004_9347ff94c01a7b9b.txt (Que-1 "Average metrics", "Class wise AUROC, DI, and confusion
 # matrix", "Roc_curves"; Que-2 "Class wise DI"). The report prints a DI per class but no formula.
