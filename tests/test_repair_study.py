@@ -211,3 +211,22 @@ def test_two_seeds_warn_and_claim_no_significance():
     assert rows["w-loss(0.5)"]["verdict"] == "untested" and rows["w-loss(0.5)"]["repaired"] is False
     assert "cannot reach p < 0.05" in table
 
+
+
+def test_study_plot_names_need_no_shell_quoting(tmp_path, digits):
+    """Issue 12 point 6: "confusion_w-os(0.5).png" needed quoting in a shell; names are plain now."""
+    import re
+
+    import jax
+
+    from repair_jax.models import create_model, init_variables
+    from repair_jax.repair import RepairConfig, Targets, run_study
+
+    model = create_model("cnn", 10, width=2, dense=8)
+    variables = init_variables(model, jax.random.PRNGKey(0), digits.input_shape)
+    cfg = RepairConfig(epochs=1, seeds=1, rhos=(0.5,), methods=("orig", "orig-ft", "w-os"))
+    with pytest.warns(Warning):  # one seed: no significance test possible (warned, never claimed)
+        run_study(model, variables, digits, Targets(((3, 5),)), tmp_path / "s", cfg, progress=False)
+    pngs = sorted(p.name for p in (tmp_path / "s").glob("*.png"))
+    assert "confusion_w-os_0.5.png" in pngs
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in pngs)

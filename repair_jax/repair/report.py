@@ -162,6 +162,7 @@ def plot_study(out: Path, runs: dict, grid: dict, targets: Targets, dataset: Dat
     """Confusion matrices before/after, Fig. 9 (target -> other classes) and Fig. 10 (w-os trade-off)."""
     import matplotlib.pyplot as plt
 
+    from repair_jax.io import safe_filename
     from repair_jax.plots import plot_confusion_matrix, save_figure
 
     names = dataset.class_names
@@ -170,7 +171,7 @@ def plot_study(out: Path, runs: dict, grid: dict, targets: Targets, dataset: Dat
         for (m, rho), rec in first.items():
             label = m if rho is None else f"{m}({rho:g})"
             plot_confusion_matrix(np.asarray(rec["confusion_matrix"]), names,
-                                  out / f"confusion_{label}.png", title=f"{label} (seed 0, test)")
+                                  out / f"confusion_{safe_filename(label)}.png", title=f"{label} (seed 0, test)")
     # Fig. 9: error from each target class to every other class (test, seed 0)
     tcls = list(targets.classes)
     fig, axes = plt.subplots(1, len(tcls), figsize=(4.5 * len(tcls), 3.5), squeeze=False)
