@@ -53,16 +53,5 @@ def main(argv=None) -> int:
         return 130
 
 
-# The workflows moved to the library; these names stay importable from here until every caller
-# (experiments, benchmarks, other test files) imports them from repair_jax.runs / repair_jax.diagnosis.
-_MOVED = {"train_run": "repair_jax.runs", "diagnose_run": "repair_jax.diagnosis"}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 if __name__ == "__main__":
     sys.exit(main())
