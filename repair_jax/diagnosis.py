@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from repair_jax import metrics
@@ -36,8 +38,8 @@ def diagnose(state: TrainState, dataset: Dataset, split: str = "test", top_k: in
         for key in ("disparate_impact", "disparate_impact_soft"):
             out["per_class"][key] = averages.pop(key)
         out.update(averages)
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        out["roc_curves"] = metrics.roc_curves_ovr(sp.y, probs / probs.sum(1, keepdims=True), dataset.num_classes)
+        probs = np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1))
+        out["roc_curves"] = metrics.roc_curves_ovr(sp.y, probs, dataset.num_classes)
     out["error_kind"] = kind
     out["top_pairs"] = [{"classes": p["classes"], kind: p["value"]} for p in metrics.top_pairs(err, top_k)]
     out["top_triplets"] = [{"classes": t["classes"], "cd": t["value"]}

@@ -113,12 +113,22 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """CIFAR-variant ResNet (3x3 stem, no max-pool) with basic blocks."""
+    """CIFAR-variant ResNet (3x3 stem, no max-pool; 003 Sec. 3 "Base Networks") with basic blocks
+    (ResNet-18/34) or, with ``bottleneck=True``, bottleneck blocks (ResNet-50: stages 3, 4, 6, 3).
+    Strides of 2 open stages 2-4 while the map is larger than 1x1."""
 
     num_classes: int
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     width: int = 64
     padain_p: float = 0.0  # Permuted AdaIN after each main-path conv (004 Que-2); 0 = off
+    bottleneck: bool = False
+
+    def block(self, features: int, stride: int) -> nn.Module:
+        if self.bottleneck:
+            if self.padain_p:
+                raise ValueError("Permuted AdaIN (padain_p) is built into the basic blocks only")
+            return Bottleneck(features, stride)
+        return BasicBlock(features, stride, self.padain_p)
 
     @nn.compact
     def __call__(self, x, train: bool = False, sample_weight=None):
@@ -127,7 +137,7 @@ class ResNet(nn.Module):
         for i, n_blocks in enumerate(self.stage_sizes):
             for j in range(n_blocks):
                 stride = 2 if (i > 0 and j == 0 and h.shape[1] > 1) else 1
-                h = BasicBlock(self.width * 2 ** i, stride, self.padain_p)(h, train, sample_weight)
+                h = self.block(self.width * 2 ** i, stride)(h, train, sample_weight)
         feats = jnp.mean(h, axis=(1, 2))
         return nn.Dense(self.num_classes)(feats), feats
 
@@ -262,24 +272,6 @@ class Bottleneck(nn.Module):
         return nn.relu(h + x)
 
 
-class BottleneckResNet(nn.Module):
-    """ResNet-50 (stages 3, 4, 6, 3 of bottleneck blocks) with the CIFAR stem (3x3 conv, stride 1, no
-    max-pool; 003 Sec. 3 "Base Networks"). Strides of 2 open stages 2-4 while the map is larger than 1x1."""
-
-    num_classes: int
-    stage_sizes: Sequence[int] = (3, 4, 6, 3)
-    width: int = 64
-
-    @nn.compact
-    def __call__(self, x, train: bool = False, sample_weight=None):
-        h = nn.relu(BatchNorm()(nn.Conv(self.width, (3, 3), use_bias=False)(x), train, sample_weight))
-        for i, n_blocks in enumerate(self.stage_sizes):
-            for j in range(n_blocks):
-                stride = 2 if (i > 0 and j == 0 and h.shape[1] > 1) else 1
-                h = Bottleneck(self.width * 2 ** i, stride)(h, train, sample_weight)
-        feats = jnp.mean(h, axis=(1, 2))
-        return nn.Dense(self.num_classes)(feats), feats
-
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "mlp": lambda k, **kw: MLP(k, **kw),
     "cnn": lambda k, **kw: SmallCNN(k, **kw),
@@ -288,7 +280,7 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "vgg11_bn": lambda k, **kw: VGG(k, **kw),
     "mobilenet_v2": lambda k, **kw: MobileNetV2(k, **kw),
     "squeezenet": lambda k, **kw: SqueezeNet(k, **kw),
-    "resnet50": lambda k, **kw: BottleneckResNet(k, **kw),
+    "resnet50": lambda k, stage_sizes=(3, 4, 6, 3), **kw: ResNet(k, stage_sizes, bottleneck=True, **kw),
 }
 
 

@@ -42,11 +42,10 @@ def make_train_step(objective: Objective) -> Callable[[TrainState, dict], tuple[
     return jax.jit(_train_step_fn(objective))
 
 
-def make_gather_step(objective: Objective):
-    """Jitted ``step(state, data, idx) -> (state, metrics)``: the train step of ``objective`` on the
+def make_gather_step(step: Callable[[TrainState, dict], tuple[TrainState, dict]]):
+    """Jitted ``gather_step(state, data, idx) -> (state, metrics)``: ``step(state, batch)`` on the
     batch gathered on the device from ``data`` (the training arrays, placed there once) at ``idx``.
     One dispatch per step and no host copy of the batch."""
-    step = _train_step_fn(objective)
     return jax.jit(lambda state, data, idx: step(state, jax.tree_util.tree_map(lambda a: a[idx], data)))
 
 
@@ -56,22 +55,29 @@ def _eval_logits(state: TrainState, x):
     return logits, feats
 
 
-def predict(state: TrainState, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and penultimate features for all of ``x``, in fixed-size (padded) jitted chunks."""
-    n = x.shape[0]
+def map_batched(fn: Callable, inputs, batch_size: int = 512):
+    """``fn`` over ``inputs`` (an array or a pytree of arrays with a common first axis) in fixed-size
+    chunks, the last one zero-padded so a jitted ``fn`` compiles once; the outputs (a pytree of arrays
+    with the same first axis) are trimmed and concatenated as NumPy arrays."""
+    leaves, treedef = jax.tree_util.tree_flatten(inputs)
+    n = leaves[0].shape[0]
     if n == 0:
         raise UserError("cannot predict on an empty set of inputs")
     bs = min(batch_size, n)
-    outs_l, outs_f = [], []
+    outs = []
     for i in range(0, n, bs):
-        chunk = x[i:i + bs]
-        pad = bs - chunk.shape[0]
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        logits, feats = _eval_logits(state, jnp.asarray(chunk))
-        outs_l.append(np.asarray(logits)[:bs - pad])
-        outs_f.append(np.asarray(feats)[:bs - pad])
-    return np.concatenate(outs_l), np.concatenate(outs_f)
+        chunk = [np.asarray(v[i:i + bs]) for v in leaves]
+        pad = bs - chunk[0].shape[0]
+        chunk = [np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) if pad else v for v in chunk]
+        out = fn(jax.tree_util.tree_unflatten(treedef, chunk))
+        outs.append(jax.tree_util.tree_map(lambda o: np.asarray(o)[:bs - pad], out))
+    return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *outs)
+
+
+def predict(state: TrainState, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and penultimate features for all of ``x``, in fixed-size (padded) jitted chunks."""
+    logits, feats = map_batched(lambda chunk: _eval_logits(state, jnp.asarray(chunk)), x, batch_size)
+    return logits, feats
 
 
 def predict_labels(state: TrainState, x: np.ndarray, multilabel: bool = False) -> np.ndarray:
@@ -213,10 +219,13 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
         mesh: Mesh | None = None, progress: bool = True, epochs: int | None = None,
         batch_indices: Callable[[np.random.Generator], Any] | None = None,
         make_batch: Callable[[np.ndarray], dict] | None = None,
-        on_epoch_end: Callable[[int, TrainState], None] | None = None) -> tuple[TrainState, list[dict]]:
+        on_epoch_end: Callable[[int, TrainState], None] | None = None,
+        step: Callable[[TrainState, dict], tuple[TrainState, dict]] | None = None) -> tuple[TrainState, list[dict]]:
     """Trains ``state`` for ``epochs`` (default ``config.epochs``) and returns (state, history).
 
-    ``objective`` defaults to :func:`erm_objective`. ``batch_indices(rng)`` yields the index batches
+    ``objective`` defaults to :func:`erm_objective`. ``step(state, batch) -> (state, metrics)``
+    replaces the objective's gradient step where the state carries more than the model (e.g. the
+    adversaries of :mod:`repair_jax.robustness.adversarial`); ``metrics["loss"]`` is the loss tracked. ``batch_indices(rng)`` yields the index batches
     of one epoch (default: shuffled, last partial batch dropped); ``make_batch(idx)`` builds the batch
     dict (default: ``dataset.train.batch(idx)``). Without a mesh and a custom ``make_batch``, the
     training set is placed on the device once and each step gathers its batch there
@@ -231,14 +240,17 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
     """
     config.validate()
     epochs = config.epochs if epochs is None else epochs
+    if objective is not None and step is not None:
+        raise ValueError("give an objective or a step, not both")
     if objective is None:
         objective = functools.partial(erm_objective, multilabel=dataset.multilabel, l2=config.l2)
+    step = step or _train_step_fn(objective)
     if batch_indices is None:
         bs = min(config.batch_size, len(dataset.train))
         batch_indices = lambda rng: shuffled_batches(len(dataset.train), bs, rng)
     if mesh is not None:
         state = replicate(state, mesh)
-    prepare, apply = _step_functions(objective, dataset, mesh, make_batch)
+    prepare, apply = _step_functions(step, dataset, mesh, make_batch)
     rng = np.random.default_rng(config.seed_for("order"))
     history, first_loss = [], None
     with progress_bar(epochs, f"train {config.model}", enabled=progress, leave=False) as bar:
@@ -259,15 +271,15 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
     return state, history
 
 
-def _step_functions(objective: Objective, dataset: Dataset, mesh: Mesh | None, make_batch):
+def _step_functions(step, dataset: Dataset, mesh: Mesh | None, make_batch):
     """``(prepare(idx), apply(state, prepared) -> (state, metrics))`` of :func:`fit`: without a mesh and a
     custom ``make_batch`` the training set is placed on the device once and ``apply`` gathers there."""
     if make_batch is None and mesh is None:
         on_device = jax.device_put(dataset.train.batch())
-        gather_step = make_gather_step(objective)
+        gather_step = make_gather_step(step)
         return (lambda idx: jax.device_put(np.asarray(idx))), (lambda s, i: gather_step(s, on_device, i))
     make_batch = make_batch or dataset.train.batch
-    return (lambda idx: _host_batch(make_batch, idx, mesh)), make_train_step(objective)
+    return (lambda idx: _host_batch(make_batch, idx, mesh)), jax.jit(step)
 
 
 # A training loss this many times its first step's value (or 1, whichever is larger) has exploded.

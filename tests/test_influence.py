@@ -372,7 +372,7 @@ def test_influence_notebook_runs_at_smoke_size(monkeypatch):
 
     path = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "influence.ipynb"
     nb = nbformat.read(path, as_version=4)
-    monkeypatch.setenv("SMOKE", "1")
+    monkeypatch.setenv("REPAIR_JAX_SMOKE", "1")
     root = str(path.parents[1])
     monkeypatch.setenv("PYTHONPATH", root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": root}}).execute()

@@ -125,12 +125,12 @@ def test_notebook_executes_at_smoke_size(tmp_path):
     import nbformat
 
     nb = nbformat.read(ROOT / "notebooks" / "weighted_repair.ipynb", as_version=4)
-    os.environ["REPAIR_SMOKE"], os.environ["REPAIR_OUT"] = "1", str(tmp_path)
+    os.environ["REPAIR_JAX_SMOKE"], os.environ["REPAIR_OUT"] = "1", str(tmp_path)
     try:
         nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                 resources={"metadata": {"path": str(ROOT)}}).execute()
     finally:
-        os.environ.pop("REPAIR_SMOKE"), os.environ.pop("REPAIR_OUT")
+        os.environ.pop("REPAIR_JAX_SMOKE"), os.environ.pop("REPAIR_OUT")
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "| w-bn(0.5) |" in text and "best rank sum" in text and "w-os(0.001): accuracy" in text
 

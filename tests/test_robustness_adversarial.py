@@ -9,11 +9,11 @@ import pytest
 from repair_jax.errors import UserError
 from repair_jax.objectives import forward, softmax_cross_entropy
 from repair_jax.robustness import (
-    adversarial_noise_step, deepfool, eval_logits_fn, fit_robust, fooling_rate, init_noise_training,
+    adversarial_noise_step, deepfool, eval_logits_fn, fooling_rate, init_noise_training,
     init_universal_state, project, random_perturbation, scale_to_sphere, shared_adversarial_objective, uap_deepfool, uap_sgd,
     universal_adversarial_step,
 )
-from repair_jax.train import TrainConfig, train_model
+from repair_jax.train import TrainConfig, fit, train_model
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +111,11 @@ def test_adversarial_noise_training(trained):
     assert noisy(new.gen_params) > noisy(ant.gen_params)  # the generator moved up the classifier's loss
 
 
-def test_fit_robust_and_bad_options(trained):
+def test_fit_with_a_robust_step_and_bad_options(trained):
     state, ds = trained
     uat = init_universal_state(state, ds.input_shape)
-    out, hist = fit_robust(uat, ds, universal_adversarial_step(0.1, "linf"), epochs=1, batch_size=64, progress=False)
+    out, hist = fit(uat, ds, TrainConfig(epochs=1, batch_size=64), step=universal_adversarial_step(0.1, "linf"),
+                    progress=False)
     assert len(hist) == 1 and np.isfinite(hist[0]["train_loss"]) and float(jnp.abs(out.delta).max()) <= 0.1 + 1e-7
     for bad in (lambda: universal_adversarial_step(0.0), lambda: universal_adversarial_step(0.1, "l3"),
                 lambda: shared_adversarial_objective(-1.0, 4), lambda: adversarial_noise_step(0.0),

@@ -20,6 +20,7 @@ import optax
 
 from repair_jax.errors import UserError
 from repair_jax.objectives import l2_penalty, softmax_cross_entropy
+from repair_jax.train import map_batched
 
 HEAD_LOSSES = ("ce", "kl", "l2")
 
@@ -147,19 +148,8 @@ def _eval_heads(state, inputs: dict):
 
 def predict_heads(state, inputs: dict, batch_size: int = 512) -> np.ndarray:
     """Head logits (N, H, K) of every example, ``inputs``: dict of arrays with a common first axis
-    (``x`` and e.g. ``text``), in fixed-size jitted chunks (the last one padded)."""
-    n = next(iter(inputs.values())).shape[0]
-    if n == 0:
-        raise UserError("cannot predict on an empty set of inputs")
-    bs = min(batch_size, n)
-    outs = []
-    for i in range(0, n, bs):
-        chunk = {k: np.asarray(v[i:i + bs]) for k, v in inputs.items()}
-        pad = bs - next(iter(chunk.values())).shape[0]
-        if pad:
-            chunk = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in chunk.items()}
-        outs.append(np.asarray(_eval_heads(state, chunk))[:bs - pad])
-    return np.concatenate(outs)
+    (``x`` and e.g. ``text``), in fixed-size jitted chunks (:func:`repair_jax.train.map_batched`)."""
+    return map_batched(lambda chunk: _eval_heads(state, chunk), inputs, batch_size)
 
 
 def head_accuracies(head_logits: np.ndarray, labels: np.ndarray, names: Sequence[str] | None = None) -> dict:

@@ -45,6 +45,7 @@ from repair_jax.guiding.synthetic import audit_from_split, concept_library, flip
 from repair_jax.io import ResumableJsonl, atomic_dir, write_json, write_text
 from repair_jax.metrics import binary_auroc
 from repair_jax.progress import progress as progress_bar, track
+from repair_jax.tables import markdown_table
 from repair_jax.train import TrainConfig
 
 # ----------------------------------------------------------------------------- configs
@@ -208,10 +209,8 @@ def train_cached(cfg: TrainConfig, ds: Dataset, cache: Path, path: Path | None =
 
 
 def _markdown_table(header: list[str], rows: list[list]) -> str:
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    """The guiding reports' tables: :func:`repair_jax.tables.markdown_table` with three decimals."""
+    return markdown_table(header, rows, float_format="{:.3f}") + "\n"
 
 
 def mean_std(values) -> str:

@@ -7,7 +7,7 @@ noise training. See docs/robustness.md.
 """
 
 from repair_jax.robustness.adversarial import (
-    NoiseGenerator, NoiseTrainingState, UniversalState, adversarial_noise_step, fit_robust,
+    NoiseGenerator, NoiseTrainingState, UniversalState, adversarial_noise_step,
     init_noise_training, init_universal_state, scale_to_sphere, shared_adversarial_objective,
     shared_perturbations, universal_adversarial_step,
 )

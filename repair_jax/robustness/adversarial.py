@@ -5,7 +5,7 @@ adversarial training (Mummadi et al. 2019) and adversarial noise training (Rusak
 Shared adversarial training is stateless: an objective for :func:`repair_jax.train.fit`. The other
 two carry an adversary across batches (a perturbation, a generator network), so they are steps
 ``step(state, batch) -> (state, metrics)`` on a :class:`TrainState` that holds it, run by
-:func:`fit_robust`.
+:func:`repair_jax.train.fit` with ``step=``.
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
-from repair_jax.data import Dataset, shuffled_batches
 from repair_jax.errors import UserError
 from repair_jax.objectives import Objective, TrainState, forward, l2_penalty, softmax_cross_entropy
-from repair_jax.progress import track
 from repair_jax.robustness.augment import step_key
 from repair_jax.robustness.uap import check_ball, sign_ascent
 
@@ -185,30 +182,3 @@ def adversarial_noise_step(eps: float, seed: int = 0, clean_weight: float = 0.5,
                              gen_opt_state=gen_opt_state), {"loss": loss, "noisy_loss": noisy}
 
     return step
-
-
-# ----------------------------------------------------------------------------- loop
-
-def fit_robust(state: TrainState, dataset: Dataset, step: Step, epochs: int, batch_size: int,
-               seed: int = 0, progress: bool = True) -> tuple[TrainState, list[dict]]:
-    """Runs a stateful robustness ``step`` over shuffled training batches (last partial batch
-    dropped) for ``epochs``; history rows: epoch, train_loss. (A stateless objective goes to
-    :func:`repair_jax.train.fit` instead.)"""
-    if epochs < 0 or batch_size < 1:
-        raise UserError(f"need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
-    jitted = jax.jit(step)
-    data = jax.device_put(dataset.train.batch())
-    gather = jax.jit(lambda idx: jax.tree_util.tree_map(lambda a: a[idx], data))
-    rng = np.random.default_rng(seed)
-    bs = min(batch_size, len(dataset.train))
-    history = []
-    for epoch in track(range(epochs), desc="robust training", enabled=progress):
-        losses = []
-        for idx in shuffled_batches(len(dataset.train), bs, rng):
-            state, metrics = jitted(state, gather(jnp.asarray(idx)))
-            losses.append(metrics["loss"])
-        loss = float(jnp.mean(jnp.stack(losses)))
-        if not np.isfinite(loss):
-            raise UserError(f"training diverged at epoch {epoch + 1} (loss is {loss}); lower the learning rate")
-        history.append({"epoch": epoch + 1, "train_loss": loss})
-    return state, history

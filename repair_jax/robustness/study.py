@@ -27,7 +27,7 @@ from repair_jax.metrics import summarize
 from repair_jax.models import create_model, init_variables
 from repair_jax.objectives import erm_objective
 from repair_jax.robustness.adversarial import (
-    adversarial_noise_step, fit_robust, init_noise_training, init_universal_state, shared_adversarial_objective,
+    adversarial_noise_step, init_noise_training, init_universal_state, shared_adversarial_objective,
     universal_adversarial_step,
 )
 from repair_jax.robustness.augment import augmented_objective, standard_augment
@@ -78,8 +78,8 @@ def _with_objective(make_objective):
 
 def _with_step(init, make_step):
     def train(state, dataset, config, seed):
-        return fit_robust(init(state, dataset, seed), dataset, make_step(config, seed), config.epochs,
-                          config.batch_size, seed, progress=False)[0]
+        return fit(init(state, dataset, seed), dataset, _train_config(config, seed),
+                   step=make_step(config, seed), progress=False)[0]
     return RobustMethod(train)
 
 
