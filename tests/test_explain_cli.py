@@ -39,26 +39,28 @@ def _main(argv):
 
 def test_explain_cli_writes_arrays_summary_and_figure(cnn_run, tmp_path, capsys):
     out = tmp_path / "ex"
-    argv = ["--run", str(cnn_run), "--index", "3", "--methods", "grad,ig,gradcam,lrp_epsilon",
-            "--steps", "16", "--out", str(out), "--no-progress"]
+    argv = ["--run", str(cnn_run), "--index", "3", "--methods", "grad,ig,gradcam,lrp_epsilon,lime,kernel_shap",
+            "--steps", "16", "--segments", "slic", "--out", str(out), "--no-progress"]
     assert _main(argv) == 0
     assert "IG completeness gap" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     arrays = np.load(out / "attributions.npz")
-    assert set(arrays.files) == {"input", "grad", "ig", "gradcam", "lrp_epsilon"}
+    assert set(arrays.files) == {"input", "grad", "ig", "gradcam", "lrp_epsilon", "lime", "kernel_shap"}
     assert all(arrays[k].shape == (8, 8, 1) for k in arrays.files)
     assert summary["layer"] == "Conv_3" and summary["index"] == 3 and summary["split"] == "test"
     assert summary["target"] == summary["predicted"] == int(np.argmax(summary["logits"]))
     ig = summary["methods"]["ig"]
     assert abs(ig["completeness_gap"]) < 1e-2 * max(1.0, abs(ig["sum"]))
     np.testing.assert_allclose(ig["sum"], arrays["ig"].sum(), rtol=1e-5)
+    assert summary["methods"]["lime"]["options"] == {"segments": "slic"}
+    assert len(np.unique(arrays["kernel_shap"])) > 1  # one value per SLIC superpixel
     assert (out / "attributions.png").stat().st_size > 0
     assert _main(argv) == 2  # an existing output needs --force
     assert "--force" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--methods", "grad,lime"], "unknown attribution method 'lime'"),
+    (["--methods", "grad,lemon"], "unknown attribution method 'lemon'"),
     (["--index", "100000"], "--index 100000 is out of range"),
     (["--methods", "gradcam", "--layer", "Conv_7"], "no layer 'Conv_7'"),
     (["--target", "12"], "--target 12 is out of range"),
@@ -75,6 +77,12 @@ def test_explain_cli_bad_input_is_one_line_and_exit_2(cnn_run, tmp_path, capsys,
     assert _main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_explain_run_checks_segments_before_any_work(cnn_run, tmp_path):
+    with pytest.raises(UserError, match="unknown segmentation 'watershed'; choose one of patches, slic"):
+        explain_run(cnn_run, 0, tmp_path / "o", methods="lime", segments="watershed", progress=False)
     assert not (tmp_path / "o").exists()
 
 

@@ -12,7 +12,7 @@ import argparse
 def configure(p: argparse.ArgumentParser) -> None:
     from repair_jax.cli.common import add_out
     from repair_jax.data import SPLITS
-    from repair_jax.explain import ATTRIBUTIONS
+    from repair_jax.explain import ATTRIBUTIONS, SEGMENTATIONS
 
     p.add_argument("--run", required=True, help="run directory (from `repair-jax train`)")
     p.add_argument("--index", type=int, required=True, help="index of the example in --split")
@@ -24,7 +24,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="GradCAM layer, a flax module path such as Conv_3 (default: the last convolution)")
     p.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps")
     p.add_argument("--samples", type=int, default=50,
-                   help="SmoothGrad / VarGrad / Expected Gradients samples")
+                   help="SmoothGrad / VarGrad / Expected Gradients samples (LIME: 1000, KernelSHAP: 2048)")
+    p.add_argument("--segments", default="patches", choices=SEGMENTATIONS,
+                   help="LIME / KernelSHAP segments: a 4 x 4 grid of patches or about 16 SLIC superpixels")
     add_out(p, "output directory (attributions.npz, summary.json, attributions.png)")
 
 
@@ -32,8 +34,8 @@ def run(args) -> int:
     from repair_jax.explain.pipeline import explain_run
 
     s = explain_run(args.run, args.index, args.out, split=args.split, methods=args.methods, target=args.target,
-                    layer=args.layer, steps=args.steps, samples=args.samples, force=args.force,
-                    progress=not args.no_progress)
+                    layer=args.layer, steps=args.steps, samples=args.samples, segments=args.segments,
+                    force=args.force, progress=not args.no_progress)
     print(f"{s['split']} #{s['index']}: label {s['label']}, predicted {s['predicted']}, "
           f"explaining class {s['target']} ({s['target_name']})")
     for name, m in s["methods"].items():

@@ -2,9 +2,10 @@
 
 Attributions are pure functions ``method(apply_fn, params, x, target, **options)`` of one example
 (see :mod:`repair_jax.explain.gradients`, :mod:`~repair_jax.explain.backprop`,
-:mod:`~repair_jax.explain.cam`); :func:`attribute` runs any of them over a batch (vmapped, jitted);
-:data:`ATTRIBUTIONS` holds them by name. ``apply_fn(params, x) -> logits`` in eval mode comes from
-:func:`eval_apply_fn` (a Run or a TrainState).
+:mod:`~repair_jax.explain.cam`, :mod:`~repair_jax.explain.surrogate`); :func:`attribute` runs any of them
+over a batch (vmapped and jitted; LIME / KernelSHAP, host code, example by example); :data:`ATTRIBUTIONS`
+holds them by name. ``apply_fn(params, x) -> logits`` in eval mode comes from :func:`eval_apply_fn`
+(a Run or a TrainState).
 """
 
 from repair_jax.explain.backprop import (
@@ -28,5 +29,9 @@ from repair_jax.explain.tcav import (
 from repair_jax.explain.spurious import (
     SIGNALS, add_signal, ccm, contaminate, distributions_differ, explanation_ssim, fam, fam_gt, identical_class_metric,
     k_ssd, signal_mask, spurious_score,
+)
+from repair_jax.explain.surrogate import (
+    DISTANCES, SEGMENTATIONS, coalition_logits, kernel_shap, lime, lime_kernel, masked_inputs, patch_segments,
+    segment_image, segment_map,
 )
 from repair_jax.explain.randomization import cascading_randomization, rank_correlation

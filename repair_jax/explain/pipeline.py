@@ -17,15 +17,19 @@ from repair_jax.explain.cam import conv_layers, resolve_layer
 from repair_jax.explain.model_fn import eval_apply_fn
 from repair_jax.explain.plots import plot_attributions
 from repair_jax.explain.registry import attribute, parse_methods
+from repair_jax.explain.surrogate import SEGMENTATIONS
 from repair_jax.io import atomic_dir, write_bytes_atomic, write_json
 from repair_jax.progress import progress as progress_bar
 
 CAM_METHODS = ("gradcam", "gradcam_pp")
+SURROGATE_METHODS = ("lime", "kernel_shap")
 REFERENCES = 64  # training images drawn (seed 0) as Expected Gradients' references
 
 
-def method_options(name: str, train_x: np.ndarray, layer: str | None, steps: int, samples: int) -> dict:
-    """The options ``explain_run`` and the studies give method ``name`` (EG: 64 training references)."""
+def method_options(name: str, train_x: np.ndarray, layer: str | None, steps: int, samples: int,
+                   segments: str = "patches") -> dict:
+    """The options ``explain_run`` and the studies give method ``name`` (EG: 64 training references;
+    LIME / KernelSHAP: ``segments`` and their own sample counts, 1000 and 2048)."""
     if name == "ig":
         return {"steps": steps}
     if name in ("smoothgrad", "smoothgrad_sq", "vargrad"):
@@ -35,13 +39,17 @@ def method_options(name: str, train_x: np.ndarray, layer: str | None, steps: int
         return {"samples": samples, "references": train_x[np.sort(idx)]}
     if name in CAM_METHODS:
         return {"layer": layer}
+    if name in SURROGATE_METHODS:
+        return {"segments": segments}
     return {}
 
 
-def _check_request(methods: str | Sequence[str], split: str, steps: int, samples: int) -> list[str]:
+def _check_request(methods: str | Sequence[str], split: str, steps: int, samples: int, segments: str) -> list[str]:
     names = parse_methods(methods if isinstance(methods, str) else ",".join(methods))
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if segments not in SEGMENTATIONS:
+        raise UserError(f"unknown segmentation {segments!r}; choose one of {', '.join(SEGMENTATIONS)}")
     if steps < 1 or samples < 1:
         raise UserError(f"steps and samples must be >= 1, got {steps} and {samples}")
     return names
@@ -61,20 +69,21 @@ def _select_methods(names, methods, apply_fn, params, shape, layer):
 
 def explain_run(run_path, index: int, out, *, split: str = "test", methods: str | Sequence[str] = "all",
                 target: int | None = None, layer: str | None = None, steps: int = 50, samples: int = 50,
-                force: bool = False, progress: bool = True) -> dict:
+                segments: str = "patches", force: bool = False, progress: bool = True) -> dict:
     """Attributions of example ``index`` of ``split`` for a trained run; writes ``OUT/attributions.npz``
     (one (H, W, C) array per method, plus ``input``), ``OUT/summary.json`` and ``OUT/attributions.png``.
 
     ``target``: the explained class (default: the predicted class); ``layer``: GradCAM's layer
-    (default: the last convolution); ``steps``: IG nodes; ``samples``: noise / EG draws.
+    (default: the last convolution); ``steps``: IG nodes; ``samples``: noise / EG draws; ``segments``:
+    LIME / KernelSHAP's segments (``patches``: 16, ``slic``: about 16 superpixels).
     With ``methods='all'`` a model without convolutions skips GradCAM (listed in ``skipped``).
     """
     from repair_jax.runs import load_run
 
-    names = _check_request(methods, split, steps, samples)
+    names = _check_request(methods, split, steps, samples, segments)
     with atomic_dir(out, overwrite=force) as tmp:  # a non-empty OUT without force fails before any work
         summary, image, maps = _explain(load_run(run_path), names, methods, index, split, target, layer,
-                                        steps, samples, progress)
+                                        steps, samples, segments, progress)
         summary["run"] = str(run_path)
         buf = _io.BytesIO()
         np.savez_compressed(buf, input=image, **maps)
@@ -86,7 +95,7 @@ def explain_run(run_path, index: int, out, *, split: str = "test", methods: str 
     return summary
 
 
-def _explain(run, names, methods, index, split, target, layer, steps, samples, progress):
+def _explain(run, names, methods, index, split, target, layer, steps, samples, segments, progress):
     """(summary, image (H, W, C), {method: attribution}) of one example of a loaded run."""
     ds = run.dataset()
     data = getattr(ds, split)
@@ -103,7 +112,7 @@ def _explain(run, names, methods, index, split, target, layer, steps, samples, p
     with progress_bar(len(names), "explain", enabled=progress) as bar:
         for name in names:
             t0 = time.perf_counter()
-            opts = method_options(name, ds.train.x, layer, steps, samples)
+            opts = method_options(name, ds.train.x, layer, steps, samples, segments)
             a = np.asarray(jax.block_until_ready(attribute(name, apply_fn, params, x, np.array([target]), **opts)))[0]
             maps[name] = a
             stats[name] = {"sum": float(a.sum()), "abs_sum": float(np.abs(a).sum()),

@@ -17,6 +17,7 @@ from repair_jax.explain.gradients import (
     expected_gradients, gradient, input_x_gradient, integrated_gradients, smoothgrad, smoothgrad_sq, vargrad,
 )
 from repair_jax.explain.model_fn import ApplyFn
+from repair_jax.explain.surrogate import kernel_shap, lime
 
 ATTRIBUTIONS: dict[str, Callable] = {
     "grad": gradient,
@@ -32,6 +33,8 @@ ATTRIBUTIONS: dict[str, Callable] = {
     "lrp_alpha_beta": lrp_alpha_beta,
     "gradcam": gradcam,
     "gradcam_pp": gradcam_pp,
+    "lime": lime,
+    "kernel_shap": kernel_shap,
 }
 ARRAY_OPTIONS = ("baseline", "references")  # array-valued options (traced, shared by the batch)
 
@@ -74,6 +77,12 @@ def _compiled(fn: Callable, apply_fn: ApplyFn, static: tuple, keyed: bool):
     return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0 if keyed else None, None)))
 
 
+def _on_host(fn: Callable, apply_fn: ApplyFn, params, x, target, options: dict) -> jax.Array:
+    """A method marked ``jittable = False`` (LIME, KernelSHAP), one example after the other."""
+    return jnp.stack([jnp.asarray(fn(apply_fn, params, x[i], int(target[i]), **options), jnp.float32)
+                      for i in range(x.shape[0])])
+
+
 def attribute(method: str | Callable, apply_fn: ApplyFn, params, x, target=None, *, key=None,
               **options) -> jax.Array:
     """Attributions of a batch: ``method`` (a registry name or an attribution function) vmapped over
@@ -81,7 +90,9 @@ def attribute(method: str | Callable, apply_fn: ApplyFn, params, x, target=None,
 
     ``options`` go to the method; array options (``baseline``, ``references``) are shared by the batch,
     the others must be hashable. A method taking ``key`` gets ``fold_in(key, i)`` for example i
-    (``key`` defaults to ``PRNGKey(0)``: same seeds, same numbers). Returns (N, H, W, C).
+    (``key`` defaults to ``PRNGKey(0)``: same seeds, same numbers). A method with ``jittable = False``
+    (LIME, KernelSHAP: host code) is called example by example with the options as given (its
+    ``seed`` option, the same for every example). Returns (N, H, W, C).
     """
     fn = get_attribution(method) if isinstance(method, str) else method
     x = jnp.asarray(x, jnp.float32)
@@ -93,6 +104,8 @@ def attribute(method: str | Callable, apply_fn: ApplyFn, params, x, target=None,
     if target.shape != (x.shape[0],):
         raise UserError(f"target must hold one class per example, shape ({x.shape[0]},), got {target.shape}")
     _check_options(fn, options)
+    if not getattr(fn, "jittable", True):
+        return _on_host(fn, apply_fn, params, x, target, options)
     if fn in (gradcam, gradcam_pp):
         options["layer"] = resolve_layer(apply_fn, params, x.shape[1:], options.get("layer"))
     arrays = {k: jnp.asarray(v, jnp.float32) for k, v in options.items()
