@@ -66,6 +66,10 @@ class BiasMitigationStudy:
     wr_epochs: int = 5  # the WR study's fine-tuning defaults (repair_jax.repair.RepairConfig)
     wr_lr: float = 1e-4
 
+    def validate(self) -> None:
+        """Every option checked before anything is trained or written (see :func:`wr_rhos`)."""
+        wr_rhos(self)
+
 
 def _build(config: BiasMitigationStudy, variant: str, num_classes: int):
     """(model, objective or None) of one variant."""
@@ -249,7 +253,7 @@ def run_bias_study(config: BiasMitigationStudy, out: Path, *, force: bool, progr
     The plain model of a seed is trained once and serves its row and the WR rows of that seed."""
     from repair_jax.data import load_dataset
 
-    wr_rhos(config)
+    config.validate()
     load = functools.lru_cache(None)(lambda s: load_dataset(config.dataset, seed=s,
                                                             train_limit=config.train_limit))
     plain = functools.lru_cache(None)(lambda s: trained_variant(config, "plain", s, load(s)))
