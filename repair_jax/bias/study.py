@@ -187,7 +187,8 @@ def dob_test(rows: list[dict], variant: str) -> dict:
 
 def summarize_study(rows: list[dict], variants) -> list[dict]:
     """Mean and std over seeds of the average columns per variant, DOB test against plain, mean
-    class-wise metrics and head accuracies."""
+    class-wise metrics, head accuracies and, for WR rows, the method, rho, repaired pair per seed and
+    the mean pair confusion before and after the repair."""
     table = []
     for v in variants:
         rs = [r for r in rows if r["variant"] == v]
@@ -210,7 +211,8 @@ def summarize_study(rows: list[dict], variants) -> list[dict]:
 
 
 def format_study(table: list[dict], class_names, title: str = "Bias mitigation study (004 Que-2 analogue)") -> str:
-    """Markdown: mean +- std table with the DOB test, the per-head table and class-wise tables."""
+    """Markdown: mean +- std table with the DOB test, the per-head table, the WR rows' footnote and
+    class-wise tables."""
     from repair_jax.bias.compare import format_comparison
 
     head = "| variant | " + " | ".join(AVERAGE_COLUMNS) + " | DOB - plain | p | lowers DOB |"
