@@ -1,15 +1,27 @@
-"""The 004 Que-2 analogue study: config loading, a smoke-size run on digits, resume, DOB test."""
+"""The 004 Que-2 analogue study: config loading, a smoke-size run on digits, resume, DOB test, and the
+WR rows (000 w-os / w-loss on the plain model's most confused pair)."""
 
 import dataclasses
 
+import jax
 import numpy as np
+import pytest
 from scipy import stats
+from sklearn.metrics import confusion_matrix
 
+from repair_jax.bias import study
+from repair_jax.bias.compare import AVERAGE_COLUMNS, evaluate_predictions
 from repair_jax.bias.study import BiasMitigationStudy, dob_test
+from repair_jax.errors import UserError
 from repair_jax.experiment import load_config, run_experiment
 from repair_jax.io import read_json, read_jsonl
 
 CONFIG = "experiments/configs/bias_que2_fashion_mnist.py"
+
+
+def _digits_config(**changes):
+    return dataclasses.replace(load_config(CONFIG, smoke=True), dataset="digits", train_limit=200, model="mlp",
+                               model_kwargs=(("hidden", (16,)),), **changes)
 
 
 def test_configs_load():
@@ -17,6 +29,8 @@ def test_configs_load():
     assert isinstance(full, BiasMitigationStudy) and isinstance(smoke, BiasMitigationStudy)
     assert smoke.variants == full.variants and smoke.model == full.model == "pyramidnet"
     assert smoke.epochs < full.epochs and len(smoke.seeds) < len(full.seeds)
+    assert {"wr_w-os", "wr_w-loss"} <= set(full.variants)
+    assert study.wr_rhos(full) == study.wr_rhos(smoke) == {"w-os": 0.1, "w-loss": 0.5}
 
 
 def test_dob_test_is_welch():
@@ -29,25 +43,97 @@ def test_dob_test_is_welch():
     assert got["lowers_dob"] is bool(want < 0.05)
 
 
-def test_smoke_study_on_digits_runs_and_resumes(tmp_path):
-    config = dataclasses.replace(load_config(CONFIG, smoke=True), dataset="digits", train_limit=200,
-                                 model="mlp", model_kwargs=(("hidden", (16,)),),
-                                 variants=("plain", "mtl_augment"), seeds=(0, 1))
+def test_smoke_study_on_digits_runs_and_resumes(tmp_path, monkeypatch):
+    trained = []  # (variant, seed) of every model trained: the plain model of a seed serves its WR rows
+    train = study.trained_variant
+    monkeypatch.setattr(study, "trained_variant", lambda c, v, s, d: trained.append((v, s)) or train(c, v, s, d))
+    config = _digits_config(variants=("plain", "mtl_augment", "wr_w-os", "wr_w-loss"), seeds=(0, 1))
     out = tmp_path / "study"
     summary = run_experiment(config, out, progress=False, command="test")
+    assert sorted(trained) == [("mtl_augment", 0), ("mtl_augment", 1), ("plain", 0), ("plain", 1)]
     table = summary["table"]
-    assert [e["name"] for e in table] == ["plain", "mtl_augment"]
+    assert [e["name"] for e in table] == ["plain", "mtl_augment", "wr_w-os", "wr_w-loss"]
     runs = read_jsonl(out / "runs.jsonl")[1:]
-    assert len(runs) == 4
+    assert len(runs) == 8
     dobs = [r["dob"] for r in runs if r["variant"] == "plain"]
     np.testing.assert_allclose(table[0]["dob"], np.mean(dobs))
     assert set(table[1]["head_accuracies"]) == {"head1", "head2", "head3", "ensemble"}
-    assert table[1]["dob_test"]["p_value"] is not None
+    for e in table[1:]:
+        assert e["dob_test"] == dob_test(runs, e["name"]) and e["dob_test"]["p_value"] is not None
+    wr = table[2]
+    assert (wr["wr_method"], wr["rho"], set(wr["repaired_pairs"])) == ("w-os", 0.1, {"0", "1"})
+    assert "WR rows" in (out / "results.md").read_text()
     assert {"results.json", "results.md", "comparison.png", "experiment.json"} <= {p.name for p in out.iterdir()}
     before = (out / "runs.jsonl").read_text()
     again = run_experiment(config, out, progress=False, command="test")  # resumed: nothing retrained
-    assert (out / "runs.jsonl").read_text() == before
+    assert (out / "runs.jsonl").read_text() == before and len(trained) == 4
     assert again["table"] == read_json(out / "results.json")["table"]
+
+
+@pytest.fixture(scope="module")
+def plain_digits():
+    from repair_jax.data import load_dataset
+
+    config = _digits_config(seeds=(0,))
+    ds = load_dataset("digits", seed=0, train_limit=200)
+    return config, ds, study.trained_variant(config, "plain", 0, ds)
+
+
+def _most_confused_pair(state, split) -> tuple:
+    """Reference: the pair of largest type1conf = mean(P(a|b), P(b|a)) (000 Sec. 2.2.1), via sklearn."""
+    from repair_jax.train import predict
+
+    p = confusion_matrix(split.y, predict(state, split.x)[0].argmax(1), labels=range(10), normalize="true")
+    m = np.triu(0.5 * (p + p.T), 1)
+    return m, np.unravel_index(m.argmax(), m.shape)
+
+
+def test_wr_w_os_row_scales_only_the_pair(plain_digits):
+    config, ds, plain = plain_digits
+    row = study.run_wr_variant(config, "wr_w-os", 0, ds, plain)
+    m, (a, b) = _most_confused_pair(plain[0], ds.val)
+    assert m[tuple(row["repaired_pair"])] == m[a, b]
+    a, b = row["repaired_pair"]
+    probs = np.array(jax.nn.softmax(plain[1]))  # w-os by hand (000 Sec. 3.4.1): rho on A, B where predicted A or B
+    hit = np.isin(probs.argmax(1), [a, b])
+    probs[np.ix_(hit, [a, b])] *= 0.1
+    want = evaluate_predictions("wr_w-os", ds.test.y, np.log(probs), ds.num_classes, curves=False)
+    for c in AVERAGE_COLUMNS:
+        np.testing.assert_allclose(row[c], want[c], rtol=1e-5, atol=1e-6)
+    assert row["confusion_matrix"] == want["confusion_matrix"]
+    cm = confusion_matrix(ds.test.y, probs.argmax(1), labels=range(10), normalize="true")
+    np.testing.assert_allclose(row["pair_confusion"], 0.5 * (cm[a, b] + cm[b, a]), rtol=1e-6)
+    assert (row["wr_method"], row["rho"], row["variant"]) == ("w-os", 0.1, "wr_w-os")
+
+
+def test_wr_w_loss_row_is_the_fine_tuned_models(plain_digits):
+    from repair_jax.models import create_model
+    from repair_jax.repair import RepairConfig, Targets, fine_tune, make_method
+    from repair_jax.train import predict
+
+    config, ds, (state, _, _) = plain_digits
+    row = study.run_wr_variant(config, "wr_w-loss", 0, ds, plain_digits[2])
+    method = make_method("w-loss", Targets((tuple(row["repaired_pair"]),)), 0.5)
+    cfg = RepairConfig(epochs=config.wr_epochs, lr=config.wr_lr, batch_size=config.batch_size)
+    tuned = fine_tune(method, 0, create_model("mlp", 10, hidden=(16,)),
+                      {"params": state.params, "batch_stats": state.batch_stats}, ds, cfg)
+    want = evaluate_predictions("wr_w-loss", ds.test.y, predict(tuned, ds.test.x)[0], 10, curves=False)
+    for c in AVERAGE_COLUMNS:
+        np.testing.assert_allclose(row[c], want[c], rtol=1e-5, atol=1e-6)
+    assert row["confusion_matrix"] == want["confusion_matrix"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(variants=("plain", "wr_w-foo")), "unknown study variant"),
+    (dict(variants=("plain", "wr_orig-ft")), "unknown study variant"),
+    (dict(variants=("wr_w-dbr",)), "needs a rho"),
+    (dict(wr_rhos=(("w-os", 1.0), ("w-loss", 0.5))), r"\(0, 1\)"),
+    (dict(wr_rhos=(("w-os", 0.1), ("w-loss", 0.0))), r"\(0, 1\)"),
+])
+def test_bad_wr_options_fail_before_training(tmp_path, monkeypatch, changes, message):
+    monkeypatch.setattr(study, "trained_variant", lambda *a: pytest.fail("trained before checking"))
+    with pytest.raises(UserError, match=message):
+        run_experiment(_digits_config(**changes), tmp_path / "bad", progress=False, command="test")
 
 
 def test_que1_config_and_smoke_run_on_digits_captions(tmp_path):

@@ -3,6 +3,19 @@ augmentation, with PAdaIN + augmentation and with multi-task heads + augmentatio
 the average-metrics table (mean and std over seeds), the per-head accuracies, the class-wise tables
 and a Welch t-test of each variant's DOB against the plain model's.
 
+WR rows (000_92ecc981581ec3ed.txt Sec. 3; variants ``wr_<method>``, e.g. ``wr_w-os``, ``wr_w-loss``)
+put the WR repairs on the same scale: each takes the *plain* model of the same seed (trained once per
+seed and run; a resumed run that still lacks a WR row retrains it, same seed, same model), diagnoses
+its most confused pair on the validation split (top pair by type1conf, as :mod:`repair_jax.diagnosis`
+ranks them), applies the method through the WR library (:func:`repair_jax.repair.make_method`,
+:func:`repair_jax.repair.fine_tune` with Adam, constant ``wr_lr``, ``wr_epochs`` epochs) at the one
+rho of ``wr_rhos``, and scores the repaired test predictions with :func:`evaluate_predictions`.
+There is no per-rho selection sweep (000 Sec. 4.4) here: rho is fixed by the config. w-os is
+deterministic given the plain model, but the plain model differs per seed, so the seeds are the
+samples of the DOB t-test for WR rows too. w-os scales probabilities; they enter
+:func:`evaluate_predictions` as log-probabilities (its softmax renormalises them; the argmax, hence
+the confusion matrix and DOB, is w-os's own).
+
 Config files: ``experiments/configs/bias_que2_*.py`` (``get_config(smoke=False)``); run with the
 project's experiment driver (:func:`repair_jax.experiment.run_experiment`).
 """
@@ -14,6 +27,7 @@ import functools
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
@@ -23,17 +37,21 @@ from repair_jax.experiment import runner
 from repair_jax.io import ResumableJsonl, write_json, write_text
 
 VARIANTS = ("plain", "augment", "padain_augment", "mtl_augment")
+WR_PREFIX = "wr_"  # a variant "wr_<method>": WR method <method> applied to the plain model
+WR_VARIANTS = ("wr_w-os", "wr_w-loss")
 
 
 @dataclasses.dataclass(frozen=True)
 class BiasMitigationStudy:
-    """One table of 004 Que-2: ``variants`` (of :data:`VARIANTS`) x ``seeds`` on ``dataset``."""
+    """One table of 004 Que-2: ``variants`` (of :data:`VARIANTS`, or ``wr_<method>`` of a WR method
+    with a rho) x ``seeds`` on ``dataset``; ``wr_rhos`` gives each WR method its rho in (0, 1),
+    ``wr_epochs`` / ``wr_lr`` the fine-tuning of the methods that fine-tune."""
 
     dataset: str = "fashion_mnist"
     train_limit: int | None = None
     model: str = "pyramidnet"
     model_kwargs: tuple = (("depth", 20), ("alpha", 48))
-    variants: tuple = VARIANTS
+    variants: tuple = VARIANTS + WR_VARIANTS
     seeds: tuple = (0, 1, 2)
     epochs: int = 15
     batch_size: int = 128
@@ -44,6 +62,13 @@ class BiasMitigationStudy:
     head_widths: tuple = (0, 128, 64)
     head_alphas: tuple = (1.0, 1.0, 1.0)
     max_degrees: float = 10.0
+    wr_rhos: tuple = (("w-os", 0.1), ("w-loss", 0.5))
+    wr_epochs: int = 5  # the WR study's fine-tuning defaults (repair_jax.repair.RepairConfig)
+    wr_lr: float = 1e-4
+
+    def validate(self) -> None:
+        """Every option checked before anything is trained or written (see :func:`wr_rhos`)."""
+        wr_rhos(self)
 
 
 def _build(config: BiasMitigationStudy, variant: str, num_classes: int):
@@ -67,9 +92,9 @@ def _build(config: BiasMitigationStudy, variant: str, num_classes: int):
     return model, objective
 
 
-def run_variant(config: BiasMitigationStudy, variant: str, seed: int, dataset, progress: bool = False) -> dict:
-    """Trains one variant with one seed and returns its row (:func:`evaluate_predictions` on the test
-    split, plus ``head_accuracies`` for the multi-head variant)."""
+def trained_variant(config: BiasMitigationStudy, variant: str, seed: int, dataset, progress: bool = False):
+    """Trains one variant with one seed -> (state, test logits, row): :func:`evaluate_predictions` on
+    the test split, plus ``head_accuracies`` for the multi-head variant."""
     from repair_jax.bias.mtl import head_accuracies, predict_heads
     from repair_jax.models import init_variables
     from repair_jax.train import TrainConfig, create_train_state, fit, make_optimizer, predict, steps_per_epoch
@@ -87,6 +112,65 @@ def run_variant(config: BiasMitigationStudy, variant: str, seed: int, dataset, p
     row.update(variant=variant, seed=seed, final_train_loss=history[-1]["train_loss"] if history else None)
     if variant == "mtl_augment":
         row["head_accuracies"] = head_accuracies(predict_heads(state, {"x": dataset.test.x}), dataset.test.y)
+    return state, logits, row
+
+
+def wr_rhos(config: BiasMitigationStudy) -> dict[str, float]:
+    """Checks ``config.variants`` before anything is trained and returns ``{WR method: rho}`` of its WR
+    rows; an unknown variant, a WR method that is unknown or has no rho, a WR method without a rho in
+    ``wr_rhos`` or a rho outside (0, 1) is a :class:`UserError`."""
+    from repair_jax.errors import require_at_least
+    from repair_jax.repair import METHODS, takes_rho
+
+    tuned = [m for m in METHODS if takes_rho(m)]
+    rhos, given = {}, dict(config.wr_rhos)
+    for v in config.variants:
+        method = v[len(WR_PREFIX):] if v.startswith(WR_PREFIX) else None
+        if v not in VARIANTS and method not in tuned:
+            raise UserError(f"unknown study variant {v!r}; choose from {', '.join(VARIANTS)} or "
+                            f"{', '.join(WR_PREFIX + m for m in tuned)}")
+        if method is None:
+            continue
+        if method not in given:
+            raise UserError(f"variant {v} needs a rho: add ({method!r}, rho) to wr_rhos")
+        if not 0 < float(given[method]) < 1:
+            raise UserError(f"the rho of {method} must lie in (0, 1), got {given[method]}")
+        rhos[method] = float(given[method])
+    if rhos:
+        require_at_least("wr_epochs", config.wr_epochs, 1)
+    return rhos
+
+
+def run_wr_variant(config: BiasMitigationStudy, variant: str, seed: int, dataset, plain) -> dict:
+    """The row of WR variant ``wr_<method>`` on ``plain`` = (state, test logits, row) of the plain model
+    of ``seed``: :func:`evaluate_predictions` of the repaired test predictions, the repaired pair (most
+    confused on the validation split by type1conf, ranked as :func:`repair_jax.diagnosis.diagnose` ranks
+    pairs), the WR method and rho, and the pair's type1conf on the test
+    split before (``pair_confusion_plain``) and after (``pair_confusion``) the repair."""
+    from repair_jax import metrics
+    from repair_jax.repair import (RepairConfig, Targets, evaluate_outputs, fine_tune, make_method,
+                                   output_probabilities)
+    from repair_jax.train import predict, predict_labels
+
+    state, logits, _ = plain
+    name = variant[len(WR_PREFIX):]
+    cm = metrics.confusion_matrix(dataset.val.y, predict_labels(state, dataset.val.x), dataset.num_classes)
+    pair = tuple(metrics.top_pairs(metrics.type1conf_matrix(cm), 1)[0]["classes"])  # diagnosis' ranking
+    targets = Targets((pair,))
+    method = make_method(name, targets, wr_rhos(config)[name])
+    if method.fine_tunes:
+        model = _build(config, "plain", dataset.num_classes)[0]
+        cfg = RepairConfig(epochs=config.wr_epochs, lr=config.wr_lr, batch_size=config.batch_size)
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        logits, _ = predict(fine_tune(method, seed, model, variables, dataset, cfg), dataset.test.x)
+    y = dataset.test.y
+    probs = method.transform_outputs(output_probabilities(logits, False), False)
+    row = evaluate_predictions(variant, y, jnp.log(probs), dataset.num_classes, curves=False)
+    before = evaluate_outputs(output_probabilities(plain[1], False), y, targets, False)
+    row.update(variant=variant, seed=seed, wr_method=name, rho=method.rho, repaired_pair=list(pair),
+               repaired_pair_names=[dataset.class_names[c] for c in pair],
+               pair_confusion=evaluate_outputs(probs, y, targets, False)["target_error"],
+               pair_confusion_plain=before["target_error"])
     return row
 
 
@@ -103,7 +187,8 @@ def dob_test(rows: list[dict], variant: str) -> dict:
 
 def summarize_study(rows: list[dict], variants) -> list[dict]:
     """Mean and std over seeds of the average columns per variant, DOB test against plain, mean
-    class-wise metrics and head accuracies."""
+    class-wise metrics, head accuracies and, for WR rows, the method, rho, repaired pair per seed and
+    the mean pair confusion before and after the repair."""
     table = []
     for v in variants:
         rs = [r for r in rows if r["variant"] == v]
@@ -115,6 +200,10 @@ def summarize_study(rows: list[dict], variants) -> list[dict]:
         if "head_accuracies" in rs[0]:
             entry["head_accuracies"] = {k: float(np.mean([r["head_accuracies"][k] for r in rs]))
                                         for k in rs[0]["head_accuracies"]}
+        if "wr_method" in rs[0]:
+            entry.update(wr_method=rs[0]["wr_method"], rho=rs[0]["rho"],
+                         repaired_pairs={str(r["seed"]): r["repaired_pair_names"] for r in rs},
+                         **{k: float(np.mean([r[k] for r in rs])) for k in ("pair_confusion_plain", "pair_confusion")})
         if v != "plain" and "plain" in variants:
             entry["dob_test"] = dob_test(rows, v)
         table.append(entry)
@@ -122,7 +211,8 @@ def summarize_study(rows: list[dict], variants) -> list[dict]:
 
 
 def format_study(table: list[dict], class_names, title: str = "Bias mitigation study (004 Que-2 analogue)") -> str:
-    """Markdown: mean +- std table with the DOB test, the per-head table and class-wise tables."""
+    """Markdown: mean +- std table with the DOB test, the per-head table, the WR rows' footnote and
+    class-wise tables."""
     from repair_jax.bias.compare import format_comparison
 
     head = "| variant | " + " | ".join(AVERAGE_COLUMNS) + " | DOB - plain | p | lowers DOB |"
@@ -138,23 +228,45 @@ def format_study(table: list[dict], class_names, title: str = "Bias mitigation s
             accs = e["head_accuracies"]
             lines += ["", f"Accuracy of multiple heads ({e['name']}): "
                       + ", ".join(f"{k} {v:.3f}" for k, v in accs.items())]
+    lines += _wr_notes(table)
     rec = {"split": "test", "class_names": list(class_names), "rows": table}
     return "\n".join(lines) + "\n\n" + format_comparison(rec).split("\n", 2)[2]
 
 
+def _wr_notes(table: list[dict]) -> list[str]:
+    """The footnote of the WR rows: method, rho, repaired pair per seed, pair confusion before/after."""
+    wr = [e for e in table if "wr_method" in e]
+    if not wr:
+        return []
+    lines = ["", "WR rows: the WR method at a fixed rho (no per-rho selection sweep, unlike 000 Sec. 4.4) "
+             "applied to the plain model of each seed, on the pair it confuses most on the validation split; "
+             "w-os is deterministic given the plain model, but the plain model differs per seed, so the seeds "
+             "are the t-test's samples. Pair type1conf on the test split, plain -> repaired (mean over seeds):", ""]
+    for e in wr:
+        pairs = "; ".join(f"seed {s}: {' <-> '.join(p)}" for s, p in e["repaired_pairs"].items())
+        lines.append(f"* {e['name']} ({e['wr_method']}, rho {e['rho']:g}): {pairs}; "
+                     f"{e['pair_confusion_plain']:.4f} -> {e['pair_confusion']:.4f}")
+    return lines
+
+
 @runner(BiasMitigationStudy)
 def run_bias_study(config: BiasMitigationStudy, out: Path, *, force: bool, progress: bool) -> dict:
-    """Runs every (variant, seed) not yet in OUT/runs.jsonl; writes results.json, results.md, comparison.png."""
+    """Runs every (variant, seed) not yet in OUT/runs.jsonl; writes results.json, results.md, comparison.png.
+    The plain model of a seed is trained once and serves its row and the WR rows of that seed."""
     from repair_jax.data import load_dataset
 
-    unknown = [v for v in config.variants if v not in VARIANTS]
-    if unknown:
-        raise UserError(f"unknown study variants {unknown}; choose from {', '.join(VARIANTS)}")
+    config.validate()
     load = functools.lru_cache(None)(lambda s: load_dataset(config.dataset, seed=s,
                                                             train_limit=config.train_limit))
-    return sweep(config, out, lambda v, s: run_variant(config, v, s, load(s)),
-                 lambda: load(config.seeds[0]).class_names, force=force, progress=progress,
-                 title="Bias mitigation study (004 Que-2 analogue)")
+    plain = functools.lru_cache(None)(lambda s: trained_variant(config, "plain", s, load(s)))
+
+    def run_one(variant: str, seed: int) -> dict:
+        if variant.startswith(WR_PREFIX):
+            return run_wr_variant(config, variant, seed, load(seed), plain(seed))
+        return (plain(seed) if variant == "plain" else trained_variant(config, variant, seed, load(seed)))[2]
+
+    return sweep(config, out, run_one, lambda: load(config.seeds[0]).class_names, force=force,
+                 progress=progress, title="Bias mitigation study (004 Que-2 analogue)")
 
 
 def sweep(config, out: Path, run_one, class_names, *, force: bool, progress: bool, title: str) -> dict:
