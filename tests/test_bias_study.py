@@ -43,30 +43,35 @@ def test_dob_test_is_welch():
     assert got["lowers_dob"] is bool(want < 0.05)
 
 
-def test_smoke_study_on_digits_runs_and_resumes(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_smoke_config_runs_every_variant_and_resumes(tmp_path, monkeypatch):
+    """The config at smoke size (this is its smoke test: tests/test_experiments.py leaves it here)."""
     trained = []  # (variant, seed) of every model trained: the plain model of a seed serves its WR rows
     train = study.trained_variant
     monkeypatch.setattr(study, "trained_variant", lambda c, v, s, d: trained.append((v, s)) or train(c, v, s, d))
-    config = _digits_config(variants=("plain", "mtl_augment", "wr_w-os", "wr_w-loss"), seeds=(0, 1))
+    config = load_config(CONFIG, smoke=True)
+    assert config.dataset == "digits" and len(config.seeds) == 2
     out = tmp_path / "study"
     summary = run_experiment(config, out, progress=False, command="test")
-    assert sorted(trained) == [("mtl_augment", 0), ("mtl_augment", 1), ("plain", 0), ("plain", 1)]
+    models = [v for v in config.variants if not v.startswith(study.WR_PREFIX)]
+    assert sorted(trained) == sorted((v, s) for v in models for s in config.seeds)
     table = summary["table"]
-    assert [e["name"] for e in table] == ["plain", "mtl_augment", "wr_w-os", "wr_w-loss"]
+    assert [e["name"] for e in table] == list(config.variants)
     runs = read_jsonl(out / "runs.jsonl")[1:]
-    assert len(runs) == 8
+    assert len(runs) == len(config.variants) * len(config.seeds)
     dobs = [r["dob"] for r in runs if r["variant"] == "plain"]
     np.testing.assert_allclose(table[0]["dob"], np.mean(dobs))
-    assert set(table[1]["head_accuracies"]) == {"head1", "head2", "head3", "ensemble"}
+    by_name = {e["name"]: e for e in table}
+    assert set(by_name["mtl_augment"]["head_accuracies"]) == {"head1", "head2", "head3", "ensemble"}
     for e in table[1:]:
         assert e["dob_test"] == dob_test(runs, e["name"]) and e["dob_test"]["p_value"] is not None
-    wr = table[2]
-    assert (wr["wr_method"], wr["rho"], set(wr["repaired_pairs"])) == ("w-os", 0.1, {"0", "1"})
+    wr = by_name["wr_w-os"]
+    assert (wr["wr_method"], wr["rho"]) == ("w-os", 0.1) and set(wr["repaired_pairs"]) == {"0", "1"}
     assert "WR rows" in (out / "results.md").read_text()
     assert {"results.json", "results.md", "comparison.png", "experiment.json"} <= {p.name for p in out.iterdir()}
-    before = (out / "runs.jsonl").read_text()
+    before, n_trained = (out / "runs.jsonl").read_text(), len(trained)
     again = run_experiment(config, out, progress=False, command="test")  # resumed: nothing retrained
-    assert (out / "runs.jsonl").read_text() == before and len(trained) == 4
+    assert (out / "runs.jsonl").read_text() == before and len(trained) == n_trained
     assert again["table"] == read_json(out / "results.json")["table"]
 
 
@@ -136,15 +141,16 @@ def test_bad_wr_options_fail_before_training(tmp_path, monkeypatch, changes, mes
         run_experiment(_digits_config(**changes), tmp_path / "bad", progress=False, command="test")
 
 
-def test_que1_config_and_smoke_run_on_digits_captions(tmp_path):
+@pytest.mark.slow
+def test_que1_config_at_smoke_size_on_digits_captions(tmp_path):
+    """The Que-1 config at smoke size (its smoke test: tests/test_experiments.py leaves it here)."""
     from repair_jax.bias.multimodal_study import MultimodalBiasStudy
 
     full = load_config("experiments/configs/bias_que1_fashion_mnist_captions.py")
     smoke = load_config("experiments/configs/bias_que1_fashion_mnist_captions.py", smoke=True)
     assert isinstance(full, MultimodalBiasStudy) and smoke.variants == full.variants
-    config = dataclasses.replace(smoke, captions="digits_captions", backbone_kwargs=(("mlp", (("hidden", (16,)),)),),
-                                 variants=("mlp", "mlp+mtl"), seeds=(0,))
-    table = run_experiment(config, tmp_path / "q1", progress=False, command="test")["table"]
-    assert [e["name"] for e in table] == ["mlp", "mlp+mtl"]
-    assert set(table[1]["head_accuracies"]) == {"fusion", "cnn", "lstm", "ensemble"}
+    assert smoke.captions == "digits_captions" and full.captions == "fashion_mnist_captions"
+    table = run_experiment(smoke, tmp_path / "q1", progress=False, command="test")["table"]
+    assert [e["name"] for e in table] == ["resnet18", "shufflenet_v2", "resnet18+mtl", "shufflenet_v2+mtl"]
+    assert set(table[2]["head_accuracies"]) == {"fusion", "cnn", "lstm", "ensemble"}
     assert "disparate_impact" in table[0]["per_class"]

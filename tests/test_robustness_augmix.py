@@ -88,11 +88,10 @@ def test_augmix_objective_step():
     state = create_train_state(model, variables, optax.adam(1e-3))
     objective = augmix_objective(seed=0)
     batch = {"x": jnp.asarray(ds.train.x[:16]), "y": jnp.asarray(ds.train.y[:16])}
-    loss, (_, metrics) = jax.jit(objective)(state.params, state, batch)
-    assert float(metrics["js"]) > 0
-    np.testing.assert_allclose(loss, metrics["ce"] + 12.0 * metrics["js"], rtol=1e-6)
+    # one compiled step (the AugMix graph compiles slowly on CPU); its metrics are the objective's
     new_state, m = make_train_step(objective)(state, batch)
-    assert int(new_state.step) == 1 and np.isfinite(float(m["loss"]))
+    assert int(new_state.step) == 1 and np.isfinite(float(m["loss"])) and float(m["js"]) > 0
+    np.testing.assert_allclose(m["loss"], m["ce"] + 12.0 * m["js"], rtol=1e-6)
     blank = augmix_objective(seed=0, ops=("autocontrast",), width=1,  # the DeepAugment hook
                              pre_augment=lambda key, x: jnp.zeros_like(x))
     _, (_, m_blank) = jax.jit(blank)(state.params, state, batch)
