@@ -14,6 +14,7 @@ At ``builder-inited`` it writes (all under ``docs/_generated/``, ignored by git)
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 from pathlib import Path
@@ -112,12 +113,17 @@ def _experiment_meta(directory: Path) -> str:
         readme = directory / "README.md"
         return readme.read_text() + "\n" if readme.is_file() else ""
     e = json.loads(path.read_text())
-    m = e.get("machine", {})
+    m = e.get("machine") or {}
     cfg = e.get("config", {})
+    machine = (f"{m.get('host', '?')} ({', '.join(m.get('devices', []))}), JAX {m.get('jax', '?')}" if m
+               else "not recorded (written before the driver recorded machines)")
+    note = f"- note: {e['note']}\n" if e.get("note") else ""
+    produced = "".join(f"  - `{c}`\n" for c in e.get("produced_by") or [])
     return (f"- command: `{e.get('command', '?')}`\n- config: `{cfg.get('type', '?')}`\n"
-            f"- machine: {m.get('host', '?')} ({', '.join(m.get('devices', []))}), JAX {m.get('jax', '?')}\n"
-            f"- date: {e.get('finished') or e.get('started', '?')}, wall time {e.get('wall_s', '?')} s\n\n"
-            f"```{{dropdown}} full config\n```json\n{json.dumps(cfg.get('fields', {}), indent=1)}\n```\n```\n")
+            f"- machine: {machine}\n"
+            f"- date: {e.get('finished') or e.get('started') or 'not recorded'}, wall time {e.get('wall_s', '?')} s\n"
+            + (f"- produced by:\n{produced}" if produced else "") + note + "\n"
+            f"<details><summary>full config</summary>\n\n```json\n{json.dumps(cfg.get('fields', {}), indent=1)}\n```\n\n</details>\n")
 
 
 def results_page() -> str:
@@ -152,6 +158,18 @@ def generate(app=None) -> None:
     os.environ["REPAIR_JAX_SMOKE"] = "1"
 
 
+_LITERAL = re.compile(r"(``.+?``)")
+
+
+def escape_bars(app, what, name, obj, options, lines):
+    """Docstrings write absolute values and norms as ``|x|``; reStructuredText reads ``|x|`` as a
+    substitution. Escape every ``|`` outside inline literals (autodoc and autosummary both use this)."""
+    for i, line in enumerate(lines):
+        parts = _LITERAL.split(line)
+        lines[i] = "".join(p if p.startswith("``") else p.replace("|", "\\|") for p in parts)
+
+
 def setup(app):
     app.connect("builder-inited", generate)
+    app.connect("autodoc-process-docstring", escape_bars)
     return {"version": "1", "parallel_read_safe": True}

@@ -132,7 +132,7 @@ def influence_pert_y(loss_fn: LossFn, params, train_batch: dict, s, num_classes:
 
 def influence_pert_loss(loss_fn: LossFn, params, train_batch: dict, test_batch: dict, *,
                         chunk_size: int | None = None, **solver) -> tuple[jax.Array, IHVPResult]:
-    """I_pert,loss(z_j, z_t) = -grad l(z_t)^T H^{-1} grad_x grad_theta l(z_j) (Eq. 3.3): (N, *x)."""
+    """I_pert,loss(z_j, z_t) = -grad l(z_t)^T H^{-1} grad_x grad_theta l(z_j) (Eq. 3.3): shape ``(N, *x)``."""
     r = s_test(loss_fn, params, train_batch, test_loss_quantity(loss_fn, test_batch), **solver)
     return influence_pert_x(loss_fn, params, train_batch, r.x, chunk_size=chunk_size), r
 

@@ -349,7 +349,7 @@ def _dot_all(loss_fn, params, batch, v, size):
 
 
 def per_example_grad_dot(loss_fn: LossFn, params, batch: dict, v, *, chunk_size: int | None = None) -> jax.Array:
-    """The N numbers ``grad_theta l(z_i, theta) . v`` (``v`` a pytree like ``params``) in one
+    """The N numbers ``grad_theta l(z_i, theta)`` · ``v`` (``v`` a pytree like ``params``) in one
     forward-mode pass (``jax.jvp`` of the per-example loss vector) over chunks of ``chunk_size``
     rows (default :data:`DOT_CHUNK`) inside one jitted program; no gradient is materialized.
     Source: 002 Ch. 6.4 (the inner products of Eq. 6.2/6.4 for all training points).

@@ -57,6 +57,7 @@ def select_rhos(rows: Sequence[dict], orig_acc: float, orig_err: float, lambda1:
     1. among rhos with error <= (1 - lambda1) * orig error, the highest accuracy; else
     2. among rhos with error <= orig error, the highest accuracy; else
     3. the highest accuracy overall.
+
     If the selection does not have both higher accuracy and lower error than the original model and
     some rho does, that rho (the highest-accuracy one) is additionally selected. Ties: lower error,
     then larger rho.
