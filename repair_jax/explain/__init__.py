@@ -35,3 +35,7 @@ from repair_jax.explain.surrogate import (
     segment_image, segment_map,
 )
 from repair_jax.explain.randomization import cascading_randomization, rank_correlation
+from repair_jax.explain.study import (
+    SpuriousAttributionStudy, SpuriousCondition, StudyModel, normal_model_scores, run_spurious_attribution_study,
+    spurious_condition, train_study_model,
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -46,19 +47,41 @@ class SpuriousAttributionStudy:
     seeds: tuple = (0, 1, 2)
 
 
-def _train(config: SpuriousAttributionStudy, dataset, seed: int):
+class StudyModel(NamedTuple):
+    """A trained model of the study: ``apply_fn(params, x) -> logits`` (eval mode), its params, and
+    ``predict(x) -> (N,)`` class indices."""
+    apply_fn: Callable
+    params: Any
+    predict: Callable
+
+
+class SpuriousCondition(NamedTuple):
+    """One signal of one seed (002 Sec. 4.2.1): the spurious model, its spurious score (Def. 4.2.1),
+    the explained inputs x_norm, x_spu (N, H, W, C) and ground-truth masks (N, H, W), the explanations
+    ``{"spu_spu", "spu_norm", "norm_norm", "norm_spu"} -> method -> (N, H, W, C)`` (model on inputs;
+    each explains the model's predicted class) and ``method -> measure -> (mean, SEM)``."""
+    spurious: StudyModel
+    spurious_score: float
+    x_norm: np.ndarray
+    x_spu: np.ndarray
+    masks: np.ndarray
+    explanations: dict
+    measures: dict
+
+
+def train_study_model(config: SpuriousAttributionStudy, dataset, seed: int) -> StudyModel:
+    """Trains ``config``'s model on ``dataset`` (normal, or contaminated by the caller) with ``seed``."""
     from repair_jax.train import TrainConfig, predict_labels, train_model
 
     cfg = TrainConfig(dataset=config.dataset, model=config.model, model_kwargs=dict(config.model_kwargs),
                       epochs=config.epochs, lr=config.lr, seed=seed, train_limit=config.train_limit)
     _, state, _, _ = train_model(cfg, dataset=dataset, progress=False)
     apply_fn, params = eval_apply_fn(state)
-    return apply_fn, params, (lambda x: predict_labels(state, x))
+    return StudyModel(apply_fn, params, lambda x: predict_labels(state, x))
 
 
-def _explain(config, model, x, references) -> dict:
-    apply_fn, params, _ = model
-    return {m: np.asarray(attribute(m, apply_fn, params, x, **method_options(
+def _explain(config, model: StudyModel, x, references) -> dict:
+    return {m: np.asarray(attribute(m, model.apply_fn, model.params, x, **method_options(
         m, references, None, config.steps, config.samples))) for m in config.methods}
 
 
@@ -67,21 +90,30 @@ def normal_model_scores(predict, x, signals, num_classes: int) -> dict:
     return {s: max(spurious_score(predict, x, s, j) for j in range(num_classes)) for s in signals}
 
 
-def _signal_record(config, seed, signal, ds, normal, normal_scores) -> dict:
-    xc, _ = contaminate(signal, ds.train.x, ds.train.y, config.aligned_class)
-    spurious = _train(config, dataclasses.replace(ds, train=Split(xc, ds.train.y)), seed)
-    score = spurious_score(spurious[2], ds.test.x, signal, config.aligned_class)
-    x_norm = ds.test.x[:config.explain_examples]
+def spurious_condition(config: SpuriousAttributionStudy, dataset, normal: StudyModel, signal: str,
+                       seed: int) -> SpuriousCondition:
+    """Trains the spurious model for ``signal`` (aligned class ``config.aligned_class``), scores it on
+    the test split and explains the first ``config.explain_examples`` test inputs with both models:
+    K-SSD, CCM, FAM, FAM-GT per method (002 Sec. 4.2.1)."""
+    xc, _ = contaminate(signal, dataset.train.x, dataset.train.y, config.aligned_class)
+    spurious = train_study_model(config, dataclasses.replace(dataset, train=Split(xc, dataset.train.y)), seed)
+    score = spurious_score(spurious.predict, dataset.test.x, signal, config.aligned_class)
+    x_norm = dataset.test.x[:config.explain_examples]
     x_spu, masks = add_signal(signal, x_norm)
-    refs = ds.train.x
-    e_spu_spu, e_spu_norm = _explain(config, spurious, x_spu, refs), _explain(config, spurious, x_norm, refs)
-    e_norm_norm, e_norm_spu = _explain(config, normal, x_norm, refs), _explain(config, normal, x_spu, refs)
-    measures = {m: {"k_ssd": k_ssd(e_spu_spu[m], masks), "ccm": ccm(e_spu_norm[m], e_norm_norm[m]),
-                    "fam": fam(e_norm_spu[m], e_spu_spu[m]), "fam_gt": fam_gt(e_norm_spu[m], masks)}
+    refs = dataset.train.x
+    e = {"spu_spu": _explain(config, spurious, x_spu, refs), "spu_norm": _explain(config, spurious, x_norm, refs),
+         "norm_norm": _explain(config, normal, x_norm, refs), "norm_spu": _explain(config, normal, x_spu, refs)}
+    measures = {m: {"k_ssd": k_ssd(e["spu_spu"][m], masks), "ccm": ccm(e["spu_norm"][m], e["norm_norm"][m]),
+                    "fam": fam(e["norm_spu"][m], e["spu_spu"][m]), "fam_gt": fam_gt(e["norm_spu"][m], masks)}
                 for m in config.methods}
-    return {"seed": seed, "signal": signal, "spurious_score": score,
-            "spurious_ok": score > SPURIOUS_THRESHOLD, "normal_max_score": max(normal_scores.values()),
-            "normal_ok": max(normal_scores.values()) < NORMAL_THRESHOLD, "measures": measures}
+    return SpuriousCondition(spurious, score, x_norm, x_spu, masks, e, measures)
+
+
+def _signal_record(config, seed, signal, ds, normal, normal_scores) -> dict:
+    cond = spurious_condition(config, ds, normal, signal, seed)
+    return {"seed": seed, "signal": signal, "spurious_score": cond.spurious_score,
+            "spurious_ok": cond.spurious_score > SPURIOUS_THRESHOLD, "normal_max_score": max(normal_scores.values()),
+            "normal_ok": max(normal_scores.values()) < NORMAL_THRESHOLD, "measures": cond.measures}
 
 
 def summarize(records: list[dict]) -> dict:
@@ -106,8 +138,8 @@ def run_spurious_attribution_study(config: SpuriousAttributionStudy, out: Path, 
     todo = [(seed, s) for seed in config.seeds for s in config.signals if (seed, s) not in log]
     with progress_bar(len(todo), "spurious study", enabled=progress) as bar:
         for seed in sorted({seed for seed, _ in todo}):
-            normal = _train(config, ds, seed)
-            normal_scores = normal_model_scores(normal[2], ds.test.x, config.signals, ds.num_classes)
+            normal = train_study_model(config, ds, seed)
+            normal_scores = normal_model_scores(normal.predict, ds.test.x, config.signals, ds.num_classes)
             for s in [s for sd, s in todo if sd == seed]:
                 log.append(_signal_record(config, seed, s, ds, normal, normal_scores))
                 bar.update(note=f"seed {seed} {s}")
