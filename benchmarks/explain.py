@@ -13,10 +13,10 @@ Captum counterparts, each on the whole batch with the labels as targets:
 * ``gradcam`` (last convolution, upsampled bilinearly) - ``LayerGradCam(relu_attributions=True)`` then
   ``LayerAttribution.interpolate(..., "bilinear")``.
 
-The torch models are :mod:`benchmarks.torch_mirror` copies holding the flax weights; before timing,
-the benchmark asserts that both give the same gradient, IG and GradCAM maps (relative errors within
-``TOLERANCE``), which is what makes the ratios meaningful. Timing: best of ``reps`` after a
-warm-up (compile), on whatever device JAX and torch use (torch on CUDA when available).
+The torch models are :mod:`benchmarks.torch_mirror` copies holding the flax weights; before timing
+Captum, the benchmark asserts that both give the same gradient, IG and GradCAM maps (relative errors within
+``TOLERANCE``), which is what makes the ratios meaningful. Timing: best of ``reps`` (15 for
+the one-gradient methods, 3 for IG and SmoothGrad, 2 with ``quick``) after a warm-up (compile), on whatever device JAX and torch use (torch on CUDA when available).
 """
 
 from __future__ import annotations
@@ -139,24 +139,25 @@ def _torch_best_time(fn, reps: int) -> float:
     return min(times)
 
 
-def _captum_row(name, variables, x, y, reps) -> dict:
+def _captum_row(name, variables, x, y, reps: dict) -> dict:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tm = torch_model(name, variables, x).to(device)
     xt = torch.as_tensor(x).permute(0, 3, 1, 2).contiguous().to(device).requires_grad_()
     yt = torch.as_tensor(y, dtype=torch.long).to(device)
-    return {m: _torch_best_time(lambda f=f: f(xt, yt), reps) for m, f in captum_methods(tm).items()}
+    return {m: _torch_best_time(lambda f=f: f(xt, yt), reps[m]) for m, f in captum_methods(tm).items()}
 
 
-def _baseline_note() -> str | None:
-    """None when torch and captum import, else why the Captum side is skipped."""
+def _baseline() -> tuple[bool, str]:
+    """(whether torch and captum import, their versions and device, or why the Captum side is skipped)."""
     try:
         import captum
         import torch
     except ImportError:
-        return "baseline not installed (pip install .[bench]); Captum comparison skipped"
-    return None
+        return False, "baseline not installed (pip install .[bench]); Captum comparison skipped"
+    device = "cuda" if torch.cuda.is_available() else f"{torch.get_num_threads()} threads"
+    return True, f"captum {captum.__version__}, torch {torch.__version__}, {device}"
 
 
 def resnet_width(quick: bool) -> int:
@@ -168,28 +169,22 @@ def resnet_width(quick: bool) -> int:
 
 
 def run(quick: bool = False) -> dict:
-    reps, n = (2, 8) if quick else (3, 32)
+    n = 8 if quick else 32
+    reps = {m: 2 if quick else (3 if m in ("ig", "smoothgrad") else 15) for m in OUR_OPTIONS}
     test = load_dataset("fashion_mnist").test
     images, labels = test.x[:n].astype(np.float32), test.y[:n].astype(np.int32)
-    note = _baseline_note()
+    with_captum, note = _baseline()
     out: dict = {"batch": n, "reps": reps, "timing": "best of reps after warm-up", "samples": SAMPLES,
-                 "smoothgrad_stdev": STDEV}
-    if note is None:
-        import captum
-        import torch
-        out["captum"] = (f"captum {captum.__version__}, torch {torch.__version__}, "
-                         f"{'cuda' if torch.cuda.is_available() else f'{torch.get_num_threads()} threads'}")
-    else:
-        out["captum"] = note
+                 "smoothgrad_stdev": STDEV, "captum": note}
     for key, (name, options, x) in benchmark_models(images, resnet_width(quick)).items():
         apply_fn, params, variables = flax_model(name, options, x)
         layer = conv_layers(apply_fn, params, x.shape[1:])[-1]
         xj, yj = jnp.asarray(x), jnp.asarray(labels)
         row: dict = {"model": name, **options, "input": list(x.shape[1:]), "gradcam_layer": layer}
         for m in OUR_OPTIONS:
-            t = best_time(lambda m=m: ours(m, apply_fn, params, xj, yj, layer), reps)
+            t = best_time(lambda m=m: ours(m, apply_fn, params, xj, yj, layer), reps[m])
             row[m] = {"ours_s": t, "ours_per_s": n / t}
-        if note is None:
+        if with_captum:
             errors = agreement(name, apply_fn, params, variables, x, labels)
             bad = disagreements(errors)
             assert not bad, f"{key}: ours and Captum disagree ({bad}, bounds {TOLERANCE}); the ratios would be meaningless"
