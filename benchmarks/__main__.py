@@ -22,6 +22,7 @@ BENCHMARKS = {
     "per_example_grads": "benchmarks.per_example_grads",
     "influence": "benchmarks.influence",
     "weighted_repair": "benchmarks.weighted_repair",
+    "explain": "benchmarks.explain",
 }
 
 

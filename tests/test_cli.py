@@ -136,6 +136,7 @@ def test_benchmarks_are_registered_and_train_throughput_runs(tmp_path):
     import importlib
 
     from benchmarks.__main__ import BENCHMARKS, run_benchmarks
+    assert "explain" in BENCHMARKS  # a quick run takes minutes (compiles); its agreement check: test_benchmark_explain.py
     for name, module in BENCHMARKS.items():
         assert callable(importlib.import_module(module).run), name
     res = run_benchmarks(tmp_path, only=["train_throughput"], quick=True)
