@@ -40,3 +40,27 @@ def trained_digits_mlp(digits):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def run_notebook(monkeypatch):
+    """``run_notebook(name, **env) -> (outputs, text)``: executes ``notebooks/<name>`` at smoke size
+    (``REPAIR_JAX_SMOKE=1`` plus ``env``) in a kernel started at the repository root, and returns the
+    code cells' outputs and their concatenated stream text."""
+    from pathlib import Path
+
+    def run(name: str, timeout: int = 600, **env):
+        import nbformat
+        from nbclient import NotebookClient
+
+        root = Path(__file__).resolve().parents[1]
+        nb = nbformat.read(root / "notebooks" / name, as_version=4)
+        monkeypatch.setenv("REPAIR_JAX_SMOKE", "1")
+        monkeypatch.setenv("PYTHONPATH", str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        for key, value in env.items():
+            monkeypatch.setenv(key, str(value))
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(root)}}).execute()
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        return outputs, "".join(o.get("text", "") for o in outputs)
+
+    return run

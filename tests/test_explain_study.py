@@ -50,23 +50,11 @@ def test_spurious_condition_explains_both_models_on_both_inputs():
     assert 0 <= cond.spurious_score <= 1
 
 
-def test_explain_spurious_notebook_runs_at_smoke_size(monkeypatch):
+def test_explain_spurious_notebook_runs_at_smoke_size(run_notebook):
     import math
-    import os
-    import pathlib
     import re
 
-    import nbformat
-    from nbclient import NotebookClient
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "explain_spurious.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    monkeypatch.setenv("REPAIR_JAX_SMOKE", "1")
-    root = str(path.parents[1])
-    monkeypatch.setenv("PYTHONPATH", root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": root}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    text = "".join(o.get("text", "") for o in outputs)
+    outputs, text = run_notebook("explain_spurious.ipynb", timeout=300)
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # signals; spurious, normal model
     scores = re.findall(r"stripe: spurious score ([\d.]+) .* vs ([\d.]+) \(normal", text)
     assert len(scores) == 1 and all(0 <= float(s) <= 1 for s in scores[0])

@@ -348,27 +348,8 @@ def test_influence_baseline_equals_explicit_hessian_formula_for_every_solver():
             np.testing.assert_allclose(fix, g - own[:, None], rtol=rtol, atol=atol)
 
 
-def test_model_guiding_notebook_runs_at_smoke_size():
-    import os
-    from pathlib import Path
-
-    import nbformat
-    from nbclient import NotebookClient
-
-    root = Path(__file__).resolve().parents[1]
-    nb = nbformat.read(root / "notebooks" / "model_guiding.ipynb", as_version=4)
-    saved = {k: os.environ.get(k) for k in ("REPAIR_JAX_SMOKE", "PYTHONPATH")}
-    os.environ["REPAIR_JAX_SMOKE"] = "1"
-    os.environ["PYTHONPATH"] = str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    try:
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(root)}}).execute()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+def test_model_guiding_notebook_runs_at_smoke_size(run_notebook):
+    _, outputs = run_notebook("model_guiding.ipynb")
     assert "worst-group" in outputs and "F_spu" in outputs
 
 

@@ -364,19 +364,8 @@ def test_tracincp_over_kept_checkpoints(tmp_path, capsys):
                [0.1, 0.1], train, test_batch=t)
 
 
-def test_influence_notebook_runs_at_smoke_size(monkeypatch):
-    import pathlib
-
-    import nbformat
-    from nbclient import NotebookClient
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "influence.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    monkeypatch.setenv("REPAIR_JAX_SMOKE", "1")
-    root = str(path.parents[1])
-    monkeypatch.setenv("PYTHONPATH", root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": root}}).execute()
-    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+def test_influence_notebook_runs_at_smoke_size(run_notebook):
+    _, outputs = run_notebook("influence.ipynb", timeout=300)
     assert "most responsible for the group's ECE" in outputs and "CG:" in outputs
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import jax
@@ -120,18 +119,8 @@ def test_cli_repair_and_errors(mlp_run, tmp_path, capsys):
         assert err.startswith("repair-jax repair: error:") and "Traceback" not in err
 
 
-def test_notebook_executes_at_smoke_size(tmp_path):
-    import nbclient
-    import nbformat
-
-    nb = nbformat.read(ROOT / "notebooks" / "weighted_repair.ipynb", as_version=4)
-    os.environ["REPAIR_JAX_SMOKE"], os.environ["REPAIR_OUT"] = "1", str(tmp_path)
-    try:
-        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        os.environ.pop("REPAIR_JAX_SMOKE"), os.environ.pop("REPAIR_OUT")
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+def test_notebook_executes_at_smoke_size(tmp_path, run_notebook):
+    _, text = run_notebook("weighted_repair.ipynb", REPAIR_OUT=tmp_path)
     assert "| w-bn(0.5) |" in text and "best rank sum" in text and "w-os(0.001): accuracy" in text
 
 
