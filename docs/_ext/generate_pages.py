@@ -169,7 +169,31 @@ def escape_bars(app, what, name, obj, options, lines):
         lines[i] = "".join(p if p.startswith("``") else p.replace("|", "\\|") for p in parts)
 
 
+def check_api_complete(app, exception):
+    """Every public function and class of every ``repair_jax`` module stands in its module's
+    autosummary page; a missing one is a warning (an error under ``-W``)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from sphinx.util import logging
+
+    if exception is not None:
+        return
+    import repair_jax
+    pages = DOCS / "_autosummary"
+    for info in pkgutil.walk_packages(repair_jax.__path__, "repair_jax."):
+        module = importlib.import_module(info.name)
+        page = pages / f"{info.name}.rst"
+        text = page.read_text() if page.is_file() else ""
+        for name, obj in vars(module).items():
+            public = not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+            if public and obj.__module__ == info.name and not re.search(rf"^\s+{name}$", text, re.M):
+                logging.getLogger(__name__).warning(f"API reference misses {info.name}.{name}")
+
+
 def setup(app):
     app.connect("builder-inited", generate)
+    app.connect("build-finished", check_api_complete)
     app.connect("autodoc-process-docstring", escape_bars)
     return {"version": "1", "parallel_read_safe": True}

@@ -22,7 +22,7 @@ from repair_jax.explain.model_fn import eval_apply_fn, input_gradient, target_lo
 from repair_jax.explain.registry import ATTRIBUTIONS, attribute, get_attribution, parse_methods
 from repair_jax.explain.pipeline import explain_run
 from repair_jax.explain.plots import heat_map, plot_attributions
-from repair_jax.explain.tcav import (
+from repair_jax.explain.concepts import (
     TCAVResult, concept_activation_vector, conceptual_sensitivity, layer_activations, layer_gradients, tcav, tcav_score,
     tcav_significance,
 )

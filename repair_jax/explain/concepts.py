@@ -64,7 +64,7 @@ def layer_gradients(apply_fn: ApplyFn, params, x, target: int, layer: str) -> np
 
 
 def conceptual_sensitivity(apply_fn: ApplyFn, params, x, target: int, layer: str, cav) -> np.ndarray:
-    """``S(x) = grad_{h_l} f_target(x) . v_C`` for a batch ``x`` (N, H, W, C) -> (N,) (002 Sec. 3.3)."""
+    """``S(x) = grad_{h_l} f_target(x)`` · ``v_C`` for a batch ``x`` (N, H, W, C) -> (N,) (002 Sec. 3.3)."""
     return layer_gradients(apply_fn, params, x, target, layer) @ np.asarray(cav, np.float32)
 
 
