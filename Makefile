@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test venv bench docs clean
+.PHONY: quickstart test venv bench docs screenshots clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,16 @@ $(VENV)/.docs-installed: $(STAMP)
 # The manual (Sphinx + MyST-NB, notebooks executed at smoke size) -> docs/_build/html/index.html
 docs: $(VENV)/.docs-installed
 	$(BIN)/python -m sphinx -b html -W --keep-going docs docs/_build/html
+
+# Screenshots of the built manual (Debian's chromium, headless) -> docs/screenshots/*.png
+SHOTS := index:index.html paper_weighted_regularization:papers/weighted_regularization.html \
+	results:_generated/results.html api_repair_jax_repair_methods:_autosummary/repair_jax.repair.methods.html \
+	notebook_explain_spurious:_generated/notebooks/explain_spurious.html
+screenshots:
+	test -f docs/_build/html/index.html || $(MAKE) docs
+	for s in $(SHOTS); do chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars \
+	  --window-size=1280,1000 --screenshot=docs/screenshots/$${s%%:*}.png \
+	  file://$(CURDIR)/docs/_build/html/$${s#*:}; done
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --out benchmarks/results
