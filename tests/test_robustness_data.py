@@ -126,3 +126,18 @@ def test_deepaugment_hook():
     assert all(each)
     with pytest.raises(UserError):
         deepaugment(invert, 1.5)
+
+
+def test_cifar100_lt_through_tfds_on_mock_data():
+    """CIFAR-100-LT (003's data set) loads through TFDS like any other: on TFDS's mock CIFAR-100 (random
+    32x32x3 images, 3,000 per split), the long-tailed training split has Cui et al.'s class counts and the
+    test split is untouched. The ratio is 5, not 100: the mock data has ~25 images per class."""
+    from repair_jax.repair.experiments import data_source
+
+    with data_source(3000):
+        base = load_dataset("cifar100", seed=0)
+        lt = load_dataset("cifar100:longtail(5)", seed=0)
+    assert base.input_shape == (32, 32, 3) and base.num_classes == 100
+    n_max = int(np.bincount(base.train.y, minlength=100).min())
+    np.testing.assert_array_equal(np.bincount(lt.train.y, minlength=100), class_counts("longtail(5)", n_max, 100))
+    np.testing.assert_array_equal(lt.test.y, base.test.y)
