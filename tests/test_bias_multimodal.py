@@ -7,7 +7,8 @@ import pytest
 from scipy.special import log_softmax
 
 from repair_jax.bias.captions import (
-    ADJECTIVES, GENERIC, build_vocab, check_text_ids, digits_captions, encode, make_captions, tokenize,
+    ADJECTIVES, DIGIT_WORDS, GENERIC, build_vocab, check_text_ids, digits_captions, encode, make_captions,
+    npz_captions, tokenize,
 )
 from repair_jax.bias.mtl import head_accuracies, predict_heads
 from repair_jax.bias.multimodal import LSTMEncoder, lstm_cnn_model, mml_objective, train_multimodal
@@ -103,3 +104,28 @@ def test_lstm_cnn_trains_and_l_mml_is_its_weighted_sum(captions):
     np.testing.assert_allclose(loss, ce[0] + 0.5 * ce[1] + 0.25 * ce[2], rtol=1e-4)
     accs = head_accuracies(z, y, names=("fusion", "cnn", "lstm"))
     assert accs["fusion"] > 0.5 and set(accs) == {"fusion", "cnn", "lstm", "ensemble"}
+
+
+def test_npz_captions_follow_their_images_through_the_split(tmp_path):
+    """A user's npz of real digits with caption ids (built here from their labels, so each caption can be
+    checked against its image's class): after the split every caption still belongs to its image."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    vocab = np.array(["<pad>", "a", *DIGIT_WORDS])
+    text = np.stack([np.ones_like(y), y + 2, np.zeros_like(y)], axis=1)  # "a <class word>" + padding
+    path = tmp_path / "mine.npz"
+    np.savez(path, x=x.reshape(-1, 8, 8) / 16.0, y=y, text=text, vocab=vocab)
+    data = npz_captions(str(path), seed=3)
+    assert data.vocab == tuple(vocab) and data.name.startswith("npz_captions:")
+    for split in ("train", "val", "pool", "test"):
+        ids, labels = data.text[split], data.images.split(split).y
+        assert ids.dtype == np.int32 and len(ids) == len(labels) > 0
+        np.testing.assert_array_equal(ids[:, 1] - 2, labels)
+        assert data.captions[split][0] == f"a {DIGIT_WORDS[labels[0]]}"
+    np.savez(tmp_path / "bad.npz", x=x.reshape(-1, 8, 8) / 16.0, y=y, text=text + 20, vocab=vocab)
+    with pytest.raises(UserError, match="token ids must be in"):
+        npz_captions(str(tmp_path / "bad.npz"))
+    np.savez(tmp_path / "none.npz", x=x.reshape(-1, 8, 8) / 16.0, y=y)
+    with pytest.raises(UserError, match="needs caption token ids"):
+        npz_captions(str(tmp_path / "none.npz"))

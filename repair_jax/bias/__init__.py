@@ -9,7 +9,7 @@ See docs/bias.md.
 
 from repair_jax.bias.captions import (
     CaptionedDataset, build_vocab, caption_dataset, check_text_ids, digits_captions, encode,
-    fashion_mnist_captions, make_captions, tokenize,
+    fashion_mnist_captions, make_captions, npz_captions, tokenize,
 )
 from repair_jax.bias.compare import compare_rows, compare_runs, evaluate_predictions, format_comparison
 from repair_jax.bias.mtl import (

@@ -145,3 +145,44 @@ def digits_captions(seed: int = 0, **shares) -> CaptionedDataset:
     words = [(w, w + "s") for w in DIGIT_WORDS]
     confusable = [DIGIT_CONFUSABLE[k] for k in range(10)]
     return caption_dataset(images, words, confusable, "digits_captions", seed, **shares)
+
+
+def _npz_caption_ids(z, path: str) -> tuple[dict, dict]:
+    """Caption ids and labels ``{"train": ...[, "test": ...]}`` of an npz (see :func:`npz_captions`)."""
+    has_test = {"x_test", "y_test"} <= set(z.files)
+    key = "text_train" if "text_train" in z.files else "text"
+    if key not in z.files or (has_test and "text_test" not in z.files):
+        raise UserError(f"{path} needs caption token ids: text (or text_train"
+                        f"{' and text_test' if has_test else ''}), (N, L) integers")
+    labels = {"train": z["y_train"] if "x_train" in z.files else z["y"]}
+    ids = {"train": np.asarray(z[key])}
+    if has_test:
+        labels["test"], ids["test"] = z["y_test"], np.asarray(z["text_test"])
+    for part in ids:
+        if ids[part].ndim != 2 or len(ids[part]) != len(labels[part]):
+            raise UserError(f"{path}: {part} captions must be (N, L), one row per image; got {ids[part].shape}")
+    return ids, labels
+
+
+def npz_captions(path: str, seed: int = 0) -> CaptionedDataset:
+    """A user's own images with captions: the npz of ``load_dataset("npz:PATH")`` (``x``, ``y`` or
+    ``x_train``, ``y_train`` [, ``x_test``, ``y_test``]) plus caption token ids ``text`` (or
+    ``text_train`` [, ``text_test``]), (N, L) integers, 0 = padding, and optionally ``vocab`` (id ->
+    word; default: the ids as words). The captions follow their images through the same split
+    (:func:`repair_jax.data.four_way_split` of the row numbers with the same labels and seed)."""
+    from repair_jax.data import four_way_split, load_dataset
+
+    images = load_dataset(f"npz:{path}", seed=seed)
+    z = np.load(path, allow_pickle=False)
+    ids, labels = _npz_caption_ids(z, path)
+    test = (np.arange(len(labels["test"])), labels["test"]) if "test" in ids else ()
+    rows = four_way_split(np.arange(len(labels["train"])), np.asarray(labels["train"]), seed, *test)
+    text = {s: (ids["test"] if s == "test" and test else ids["train"])[part.x] for s, part in zip(SPLITS, rows)}
+    top = max(int(t.max()) if t.size else 0 for t in ids.values())
+    vocab = tuple(str(w) for w in z["vocab"]) if "vocab" in z.files else (PAD, *(str(i) for i in range(1, top + 1)))
+    for s in SPLITS:
+        check_text_ids(text[s], len(vocab))
+        text[s] = text[s].astype(np.int32)
+    words = {s: [" ".join(vocab[i] for i in row if i) for row in text[s]] for s in SPLITS}
+    return CaptionedDataset(f"npz_captions:{path}", images, text, vocab, words,
+                            {s: ["user"] * len(words[s]) for s in SPLITS})

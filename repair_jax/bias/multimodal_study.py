@@ -20,7 +20,7 @@ from repair_jax.experiment import runner
 class MultimodalBiasStudy:
     """Variants are ``<backbone>`` (L_Fus) or ``<backbone>+mtl`` (L_MML with ``alphas``)."""
 
-    captions: str = "fashion_mnist_captions"  # or digits_captions
+    captions: str = "fashion_mnist_captions"  # or digits_captions, or npz:PATH (npz_captions)
     train_limit: int | None = None
     backbone_kwargs: tuple = (("resnet18", (("width", 16),)), ("shufflenet_v2", ()))
     variants: tuple = ("resnet18", "shufflenet_v2", "resnet18+mtl", "shufflenet_v2+mtl")
@@ -34,13 +34,16 @@ class MultimodalBiasStudy:
 
 
 def load_captions(name: str, seed: int, train_limit: int | None):
-    from repair_jax.bias.captions import digits_captions, fashion_mnist_captions
+    from repair_jax.bias.captions import digits_captions, fashion_mnist_captions, npz_captions
 
+    if name.startswith("npz:"):  # a user's own images with caption token ids (npz_captions)
+        return npz_captions(name[4:], seed=seed)
     if name == "fashion_mnist_captions":
         return fashion_mnist_captions(seed=seed, train_limit=train_limit)
     if name == "digits_captions":
         return digits_captions(seed=seed)
-    raise UserError(f"unknown captioned data set {name!r}; choose fashion_mnist_captions or digits_captions")
+    raise UserError(f"unknown captioned data set {name!r}; choose fashion_mnist_captions, digits_captions "
+                    "or npz:PATH")
 
 
 def run_multimodal_variant(config: MultimodalBiasStudy, variant: str, seed: int, data) -> dict:
