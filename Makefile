@@ -29,15 +29,21 @@ $(VENV)/.docs-installed: $(STAMP)
 docs: $(VENV)/.docs-installed
 	$(BIN)/python -m sphinx -b html -W --keep-going docs docs/_build/html
 
-# Screenshots of the built manual (Debian's chromium, headless) -> docs/screenshots/*.png
+# Screenshots of the manual (Debian's chromium headless; formulas by Debian's libjs-mathjax, offline),
+# built without executing the notebooks into docs/_build/shots -> docs/screenshots/*.png
+MATHJAX ?= /usr/share/javascript/mathjax/MathJax.js
 SHOTS := index:index.html paper_weighted_regularization:papers/weighted_regularization.html \
 	results:_generated/results.html api_repair_jax_repair_methods:_autosummary/repair_jax.repair.methods.html \
 	notebook_explain_spurious:_generated/notebooks/explain_spurious.html
-screenshots:
-	test -f docs/_build/html/index.html || $(MAKE) docs
+screenshots: $(VENV)/.docs-installed
+	REPAIR_JAX_DOCS_MATHJAX=$(MATHJAX) $(BIN)/python -m sphinx -q -b html -D nb_execution_mode=off docs docs/_build/shots
 	for s in $(SHOTS); do chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars \
-	  --window-size=1280,1000 --screenshot=docs/screenshots/$${s%%:*}.png \
-	  file://$(CURDIR)/docs/_build/html/$${s#*:}; done
+	  --allow-file-access-from-files --virtual-time-budget=10000 --window-size=1280,1000 \
+	  --screenshot=docs/screenshots/$${s%%:*}.png file://$(CURDIR)/docs/_build/shots/$${s#*:}; done
+	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --allow-file-access-from-files \
+	  --virtual-time-budget=15000 --window-size=1280,2600 --screenshot=docs/_build/influence_tall.png \
+	  file://$(CURDIR)/docs/_build/shots/papers/influence.html
+	$(BIN)/python -c "from PIL import Image; Image.open('docs/_build/influence_tall.png').crop((0, 1320, 1280, 2320)).save('docs/screenshots/paper_influence_formulas.png')"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --out benchmarks/results

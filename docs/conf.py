@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -41,3 +42,9 @@ html_title = "repair_jax"
 html_theme_options = {"repository_url": "", "use_repository_button": False, "show_toc_level": 2}
 html_static_path: list[str] = []
 nitpicky = False
+
+# Offline rendering of the formulas (e.g. `make screenshots`): a local MathJax 2, such as Debian's
+# libjs-mathjax, instead of the CDN's MathJax 3 that the published site loads.
+if os.environ.get("REPAIR_JAX_DOCS_MATHJAX"):
+    mathjax_path = "file://" + os.environ["REPAIR_JAX_DOCS_MATHJAX"] + "?config=TeX-AMS-MML_HTMLorMML"
+    mathjax2_config = {"tex2jax": {"processClass": "math|tex2jax_process", "ignoreClass": "tex2jax_ignore|mathjax_ignore"}}
