@@ -47,7 +47,7 @@ class CascadingRandomizationStudy:
     epochs: int = 3
     lr: float = 1e-3
     train_limit: int | None = 6000
-    methods: tuple = ("grad", "input_x_gradient", "ig", "smoothgrad", "guided_backprop", "gradcam")
+    methods: tuple = ("grad", "input_x_grad", "ig", "smoothgrad", "guided_backprop", "gradcam")
     explain_examples: int = 50
     steps: int = 32
     samples: int = 16
@@ -138,6 +138,11 @@ def results_markdown(curves: dict, layers: list[str], config) -> str:
     return "\n".join(lines)
 
 
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: an undefined similarity (every map constant) is written as null."""
+    return None if np.isnan(value) else value
+
+
 @runner(CascadingRandomizationStudy)
 def run_cascading_randomization(config: CascadingRandomizationStudy, out: Path, *, force: bool,
                                 progress: bool) -> dict:
@@ -155,7 +160,7 @@ def run_cascading_randomization(config: CascadingRandomizationStudy, out: Path, 
     curves = similarity_curves(maps)
     out = Path(out)
     summary = {"layers": layers, "test_accuracy": float(np.mean(np.asarray(model.predict(ds.test.x)) == ds.test.y)),
-               "curves": {m: {k: [{"mean": a, "sem": s} for a, s in v] for k, v in cm.items()}
+               "curves": {m: {k: [{"mean": _finite(a), "sem": _finite(s)} for a, s in v] for k, v in cm.items()}
                           for m, cm in curves.items()}}
     write_json(out / "results.json", summary)
     write_text(out / "results.md", results_markdown(curves, layers, config))
