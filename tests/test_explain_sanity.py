@@ -31,6 +31,8 @@ def test_cascading_randomization_smoke_steps_and_bounds(tmp_path):
             assert all(-1 <= s["mean"] <= 1 and s["sem"] >= 0 for s in steps)
     assert "| grad |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "cascading.png").stat().st_size > 0 and (tmp_path / "maps.png").stat().st_size > 0
+    run_experiment(config, tmp_path / "again", progress=False)  # same seeds, same numbers
+    assert read_json(tmp_path / "again" / "results.json") == result
 
 
 def test_similarity_curves_use_magnitudes():
