@@ -35,6 +35,9 @@ from repair_jax.explain.surrogate import (
     segment_image, segment_map,
 )
 from repair_jax.explain.randomization import cascading_randomization, rank_correlation
+from repair_jax.explain.sanity import (
+    CascadingRandomizationStudy, randomization_steps, run_cascading_randomization, similarity_curves,
+)
 from repair_jax.explain.study import (
     SpuriousAttributionStudy, SpuriousCondition, StudyModel, normal_model_scores, run_spurious_attribution_study,
     spurious_condition, train_study_model,

@@ -24,12 +24,27 @@ def cascading_randomization(params: dict, random_params: dict) -> list[tuple[str
     return steps
 
 
+def _spearman(p: np.ndarray, q: np.ndarray) -> float:
+    """Spearman's rho of two vectors: exactly 1 for identical ones (scipy's rounding gives 1 - 2e-16),
+    clipped to [-1, 1]; NaN where either is constant (no ranking)."""
+    if np.ptp(p) == 0 or np.ptp(q) == 0:
+        return float("nan")
+    if np.array_equal(p, q):
+        return 1.0
+    return float(np.clip(stats.spearmanr(p, q).statistic, -1.0, 1.0))
+
+
 def rank_correlation(maps_a, maps_b) -> tuple[float, float]:
     """Mean and SEM over examples of Spearman's rank correlation between paired attributions
-    (N, ...) (002 Table 4.4 "RK"), each flattened; the thesis ranks input dimensions by attribution."""
+    (N, ...) (002 Table 4.4 "RK"), each flattened; the thesis ranks input dimensions by attribution.
+    A pair with a constant map (e.g. an all-zero GradCAM) has no ranking and is left out; (NaN, NaN)
+    when every pair is."""
     a, b = np.asarray(maps_a, np.float64), np.asarray(maps_b, np.float64)
     if a.shape != b.shape:
         raise UserError(f"attributions to compare differ in shape: {a.shape} vs {b.shape}")
-    values = np.array([stats.spearmanr(p.ravel(), q.ravel()).statistic for p, q in zip(a, b)])
+    values = np.array([_spearman(p.ravel(), q.ravel()) for p, q in zip(a, b)])
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
     sem = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
     return float(values.mean()), sem
