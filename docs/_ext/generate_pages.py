@@ -136,7 +136,7 @@ def results_page() -> str:
             if md.name == "README.md":
                 continue
             rel = md.relative_to(directory)
-            text = md.read_text().replace("\n# ", "\n#### ").replace("\n## ", "\n#### ")
+            text = re.sub(r"^#{1,6} ", "#### ", md.read_text(), flags=re.M)  # every heading under ### rel
             parts.append(f"\n### {rel}\n\n{text}\n")
         for png in sorted(directory.rglob("*.png"))[:12]:
             target = OUT / "results_img" / directory.name / png.relative_to(directory)
