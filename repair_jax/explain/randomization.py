@@ -12,12 +12,14 @@ from repair_jax.errors import UserError
 
 
 def cascading_randomization(params: dict, random_params: dict) -> list[tuple[str, Any]]:
-    """``[(layer, params_k)]``: step k re-initialises the top k layers (top-level entries of ``params``,
-    which flax keeps in call order, the last being the top) with those of ``random_params`` (e.g. a
-    fresh ``init`` of the same model); the last step is a fully re-initialised network."""
-    if list(params) != list(random_params):
+    """``[(layer, params_k)]``: step k re-initialises the top k layers with those of ``random_params``
+    (a fresh ``init`` of the same model, whose top-level entries flax keeps in call order, the last
+    being the top; the layer order is taken from it, since trained parameters that went through jax
+    tree maps have their keys sorted); the last step is a fully re-initialised network."""
+    if set(params) != set(random_params):
         raise UserError("the random parameters do not belong to the same model (different layers)")
-    layers, steps, current = list(params), [], dict(params)
+    layers = list(random_params)
+    steps, current = [], {name: params[name] for name in layers}
     for name in reversed(layers):
         current = {**current, name: random_params[name]}
         steps.append((name, current))

@@ -63,13 +63,10 @@ class CascadingRandomizationStudy:
 
 
 def randomization_steps(params, random_params) -> list[tuple[str, object]]:
-    """``[("none", trained), (top layer, ...), ..., (first layer, fully re-initialised)]``. Layers are
-    taken in ``random_params``'s order (a fresh ``init``: call order; trained parameters that went
-    through jax tree maps have their keys sorted)."""
-    if set(params) != set(random_params):
-        raise UserError("the random parameters do not belong to the same model (different layers)")
-    ordered = {name: params[name] for name in random_params}
-    return [("none", ordered)] + cascading_randomization(ordered, random_params)
+    """``[("none", trained), (top layer, ...), ..., (first layer, fully re-initialised)]``: the trained
+    model, then the steps of :func:`~repair_jax.explain.randomization.cascading_randomization`."""
+    steps = cascading_randomization(params, random_params)
+    return [("none", {name: params[name] for name in random_params})] + steps
 
 
 def similarity_curves(maps: dict) -> dict:
