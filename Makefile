@@ -18,8 +18,10 @@ venv: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/python -m repair_jax quickstart --out runs/quickstart --force
 
+# the suite on min(4, CPUs) worker processes (pytest-xdist; JOBS=1 runs it in this process)
+JOBS ?= $(shell $(PY) -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal
 
 $(VENV)/.docs-installed: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[test,docs]' -c constraints.txt

@@ -28,11 +28,15 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str 
     cm = np.asarray(cm)
     k = cm.shape[0]
     rates = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
-    size = max(4.0, 0.45 * k + 2)
+    # at most 14 inches: a 100-class matrix (CIFAR-100) reads as a heat map with small tick labels, and a
+    # 47-inch figure took seconds to draw
+    size = min(max(4.0, 0.45 * k + 2), 14.0)
+    ticks = 8 if k <= 30 else 4
     fig, ax = plt.subplots(figsize=(size, size))
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(k), class_names, fontsize=8)
+    ax.set_xticks(range(k), class_names, rotation=60 if k <= 30 else 90, ha="right" if k <= 30 else "center",
+                  fontsize=ticks)
+    ax.set_yticks(range(k), class_names, fontsize=ticks)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)

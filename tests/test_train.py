@@ -29,13 +29,17 @@ SMALL = {"mlp": {"hidden": (16,)}, "cnn": {"width": 4, "dense": 8}, "resnet18": 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_every_model_gives_logits_and_features(name):
+    """Shapes only, so traced abstractly (jax.eval_shape: nothing compiled); the models' numbers are
+    exercised by the training, BatchNorm and per-example-gradient tests."""
     model = create_model(name, 7, **SMALL[name])
-    v = init_variables(model, jax.random.PRNGKey(0), (8, 8, 3))
+    v = jax.eval_shape(lambda k: init_variables(model, k, (8, 8, 3)), jax.random.PRNGKey(0))
     x = jnp.ones((3, 8, 8, 3))
-    (logits, feats), mutated = model.apply(v, x, train=True, mutable=["batch_stats"])
+    (logits, feats), mutated = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]),
+                                              v, x)
     assert logits.shape == (3, 7) and feats.ndim == 2 and feats.shape[0] == 3
     assert has_batch_norm(v) == (name != "mlp")
-    logits_eval, _ = model.apply(v, x, train=False)
+    assert jax.tree_util.tree_structure(mutated["batch_stats"]) == jax.tree_util.tree_structure(v["batch_stats"])
+    logits_eval, _ = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), v, x)
     assert logits_eval.shape == (3, 7)
 
 
