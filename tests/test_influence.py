@@ -371,7 +371,7 @@ def test_influence_notebook_runs_at_smoke_size(run_notebook):
 
 SHARDED_GRADS_SCRIPT = """
 import os
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 import jax, jax.numpy as jnp, numpy as np
 from repair_jax.data import load_dataset
 from repair_jax.models import create_model, init_variables
@@ -394,7 +394,7 @@ def test_per_example_grads_sharded_over_four_devices_equal_reference():
     import os
     import subprocess
     import sys
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")  # the script adds the device count to the inherited XLA_FLAGS
     r = subprocess.run([sys.executable, "-c", SHARDED_GRADS_SCRIPT], capture_output=True, text=True,
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

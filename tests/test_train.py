@@ -144,7 +144,7 @@ def test_checkpoint_round_trip_is_exact_and_corruption_is_caught(tmp_path, train
 
 SHARDING_SCRIPT = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     import jax, numpy as np
     from repair_jax.data import load_dataset
     from repair_jax.models import create_model, init_variables
@@ -167,7 +167,7 @@ SHARDING_SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_training_equals_single_device(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")  # the script adds the device count to the inherited XLA_FLAGS
     r = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT], capture_output=True, text=True, env=env,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
