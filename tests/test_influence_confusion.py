@@ -29,12 +29,9 @@ def test_soft_confusion_on_one_hot_probabilities_equals_the_hard_metrics():
     onehot = jax.nn.one_hot(pred, 5)
     cm = confusion_matrix(y, pred, 5)
     err = type1conf_matrix(cm)
-    for a in range(5):
-        for b in range(5):
-            np.testing.assert_allclose(soft_type1conf(onehot, y, a, b), type1conf(cm, a, b), atol=1e-7)
-            for c in range(5):
-                np.testing.assert_allclose(soft_cd(onehot, y, a, b, c), confusion_disparity(err, a, b, c),
-                                           atol=1e-7)
+    for a, b, c in ((0, 1, 2), (1, 0, 4), (4, 2, 3), (3, 4, 0), (2, 2, 1)):
+        np.testing.assert_allclose(soft_type1conf(onehot, y, a, b), type1conf(cm, a, b), atol=1e-7)
+        np.testing.assert_allclose(soft_cd(onehot, y, a, b, c), confusion_disparity(err, a, b, c), atol=1e-7)
     # by the definition: P(a|b) = mean over true-b of p_a, averaged with P(b|a)
     probs = jax.nn.softmax(jnp.asarray(rng.normal(size=(200, 5))))
     p = np.asarray(probs)
@@ -46,11 +43,9 @@ def test_soft_confusion_on_one_hot_probabilities_equals_the_hard_metrics():
 
 
 @pytest.fixture(scope="module")
-def fitted():
+def fitted(digits):
     """L2-regularized softmax regression on 240 real digits (float64, L-BFGS to convergence)."""
-    from repair_jax.data import load_dataset
-
-    ds = load_dataset("digits", seed=0)
+    ds = digits
     with jax.enable_x64(True):
         m = create_model("mlp", 10, hidden=())
         v = init_variables(m, jax.random.PRNGKey(0), (8, 8, 1))
@@ -72,7 +67,7 @@ def test_confusion_quantity_gradient_matches_finite_differences(fitted):
         flat, unravel = ravel_pytree(params)
         d = jax.random.normal(jax.random.PRNGKey(1), flat.shape, jnp.float64)
         for kw in ({"pair": (3, 8)}, {"triplet": (3, 5, 8)}):
-            q = confusion_quantity(loss, test, **kw)
+            q = jax.jit(confusion_quantity(loss, test, **kw))
             g = ravel_pytree(jax.grad(q)(params))[0]
             fd = (q(unravel(flat + 1e-6 * d)) - q(unravel(flat - 1e-6 * d))) / 2e-6
             np.testing.assert_allclose(g @ d, fd, rtol=1e-5, atol=1e-10)
@@ -88,10 +83,10 @@ def test_removing_the_most_harmful_points_changes_the_confusion_as_predicted(fit
         probs = jax.nn.softmax(loss.logits(params, test["x"]))
         pred, actual = [], []
         for pr in top_pairs(type1conf_matrix(confusion_matrix(test["y"], probs.argmax(-1), 10)), 1):
-            q = confusion_quantity(loss, test, pair=pr["classes"])
+            q = jax.jit(confusion_quantity(loss, test, pair=pr["classes"]))
             scores = influence_up(loss, params, train, s_test(loss, params, train, q, method="cg", l2=l2,
                                                               tol=1e-10).x)
-            res = remove_top_k(loss, params, train, q, scores, (5, 10, 20, 40), l2=l2)
+            res = remove_top_k(loss, params, train, q, scores, (5, 10, 20), l2=l2)
             assert res["grad_norms"].max() < 1e-6
             pred += list(res["predicted"])
             actual += list(res["actual"])
@@ -104,12 +99,12 @@ def test_influence_cli_pair_and_triplet(tmp_path, capsys):
     from repair_jax.runs import train_run
     from repair_jax.train import TrainConfig
 
-    cfg = TrainConfig(model="mlp", model_kwargs={"hidden": ()}, epochs=3, l2=1e-3, seed=0, train_limit=200)
+    cfg = TrainConfig(model="mlp", model_kwargs={"hidden": ()}, epochs=2, l2=1e-3, seed=0, train_limit=150)
     train_run(cfg, tmp_path / "run", progress=False)
     run = str(tmp_path / "run")
     out = tmp_path / "pair"
-    assert main(["influence", "--run", run, "--pair", "3,8", "--top", "6", "--split", "val", "--method", "explicit",
-                 "--damping", "0.01", "--out", str(out)]) == 0
+    assert main(["influence", "--run", run, "--pair", "3,8", "--top", "6", "--split", "val", "--damping", "0.01",
+                 "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["target"]["kind"] == "pair" and s["target"]["classes"] == [3, 8] and s["converged"]
     scores = np.load(out / "scores.npy")
@@ -117,8 +112,8 @@ def test_influence_cli_pair_and_triplet(tmp_path, capsys):
     ranking = json.loads((out / "influence.json").read_text())
     assert [r["train_index"] for r in ranking] == list(np.argsort(-np.abs(scores), kind="stable")[:6])
     assert s["most_harmful"][0]["train_index"] == int(np.argmax(scores))
-    assert main(["influence", "--run", run, "--triplet", "3,5,8", "--split", "val", "--method", "explicit",
-                 "--damping", "0.01", "--out", str(tmp_path / "tri")]) == 0
+    assert main(["influence", "--run", run, "--triplet", "3,5,8", "--split", "val", "--damping", "0.01",
+                 "--out", str(tmp_path / "tri")]) == 0
     assert json.loads((tmp_path / "tri" / "summary.json").read_text())["target"]["metric"] == "cd"
     for argv, msg in ((["--pair", "3,3"], "distinct"), (["--pair", "3,10"], "out of range"),
                       (["--pair", "3,8", "--test-index", "0"], "not both"),
