@@ -16,6 +16,12 @@ digits): one frozen dataclass per result and its runner (registered with
   the ECE of the heavy-ink test group), IF-Calib-Label (Eq. 6.5), the training loss and IF-Norm
   (I_up,loss, Eq. 6.2 on the mean test loss); report the fraction of flipped points in the top ``top``.
 
+- :class:`ConfusionRemovalStudy` (issue 17 Sec. 4): influence on group confusion (soft type1conf,
+  000_92ecc981581ec3ed.txt Sec. 2.2, through 002 Eq. 6.4) checked against retraining: for the most
+  confused test pairs, remove the k training points that most increase the pair's soft type1conf,
+  retrain to convergence (warm start) and compare the actual change with sum -I_up / n (Pearson and
+  Spearman over all (pair, k)).
+
 Groups, named for what they are: "heavy-ink" test digits (mean pixel intensity above the 75th
 percentile of the training set; the minority, ~25%) and "light-ink" digits (the rest).
 """
@@ -128,6 +134,25 @@ class InfluenceRankingStudy:
         require_at_least("top", self.top, 1)
         if not 0 < self.fraction < 1:
             raise UserError(f"fraction must lie in (0, 1), got {self.fraction}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfusionRemovalStudy:
+    """Influence on a pair's confusion vs. retraining without its most harmful points (module docstring);
+    ``pairs``: how many of the most confused test pairs (hard type1conf) per data set."""
+
+    datasets: tuple[str, ...] = ("digits", "fashion_mnist")
+    model: FullBatchModel = FullBatchModel("logistic_regression", (), 1e-2, 2000)
+    pairs: int = 3
+    ks: tuple[int, ...] = (5, 10, 20, 40)
+    train_limit: int | None = 2000
+    cg_tol: float = 1e-10
+    seed: int = 0
+
+    def __post_init__(self):
+        require_at_least("pairs", self.pairs, 1)
+        if not self.datasets or not self.ks or any(k < 1 for k in self.ks):
+            raise UserError(f"need at least one data set and k >= 1, got {self.datasets}, {self.ks}")
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -451,3 +476,63 @@ def run_influence_ranking(config: InfluenceRankingStudy, out: Path, *, force: bo
     write_text(out / "ranking.md", text)
     plot_ranking(out / "ranking.png", config, summary)
     return {"summary": summary, "tables": text}
+
+
+# ----------------------------------------------------------------------------- confusion removal (issue 17 Sec. 4)
+
+
+def confusion_removal(config: ConfusionRemovalStudy, dataset: str) -> dict:
+    """The removal check on one data set (float64; call inside ``jax.enable_x64``)."""
+    from repair_jax.data import load_dataset
+    from repair_jax.influence import confusion_quantity, influence_up, s_test
+    from repair_jax.influence.loo import pearson, remove_top_k, spearman
+    from repair_jax.metrics import confusion_matrix, top_pairs, type1conf_matrix
+
+    t0 = time.perf_counter()
+    ds = load_dataset(dataset, seed=config.seed, train_limit=config.train_limit)
+    m = config.model
+    loss, params, gnorm, train = fit_full_batch(m, ds, ds.train.y, config.seed, tol=1e-8, dtype=jnp.float64)
+    test = {"x": jnp.asarray(ds.test.x, jnp.float64), "y": jnp.asarray(ds.test.y)}
+    pred = np.asarray(class_probs(loss, params, test["x"])).argmax(-1)
+    rows = []
+    for pr in top_pairs(type1conf_matrix(confusion_matrix(test["y"], pred, ds.num_classes)), config.pairs):
+        q = jax.jit(confusion_quantity(loss, test, pair=pr["classes"]))
+        r = s_test(loss, params, train, q, method="cg", l2=m.l2, tol=config.cg_tol)
+        scores = influence_up(loss, params, train, r.x)
+        res = remove_top_k(loss, params, train, q, scores, config.ks, l2=m.l2, tol=1e-8, max_iter=m.max_iter)
+        rows.append({"pair": [ds.class_names[c] for c in pr["classes"]], "classes": pr["classes"],
+                     "type1conf": pr["value"], "soft_type1conf": res["base"], "cg": r.summary(),
+                     "k": res["k"].tolist(), "predicted": res["predicted"].tolist(), "actual": res["actual"].tolist(),
+                     "max_retrain_grad_norm": float(res["grad_norms"].max())})
+    p_all = np.concatenate([r["predicted"] for r in rows])
+    a_all = np.concatenate([r["actual"] for r in rows])
+    return {"dataset": dataset, "model": m.name, "l2": m.l2, "n_train": len(train["y"]), "fit_grad_norm": gnorm,
+            "retrain": "warm start from the converged parameters, L-BFGS to gradient norm 1e-8",
+            "pearson": pearson(p_all, a_all), "spearman": spearman(p_all, a_all),
+            "seconds": time.perf_counter() - t0, "pairs": rows}
+
+
+def confusion_removal_table(results: list[dict]) -> str:
+    table = ["| data set | n train | pair | type1conf | k | predicted change | actual change |", "|---|---|---|---|---|---|---|"]
+    for d in results:
+        for r in d["pairs"]:
+            for k, p, a in zip(r["k"], r["predicted"], r["actual"]):
+                table.append(f"| {d['dataset']} | {d['n_train']} | {','.join(r['pair'])} | {r['type1conf']:.4f} | "
+                             f"{k} | {p:+.5f} | {a:+.5f} |")
+    table += ["", "| data set | Pearson | Spearman | (pair, k) points |", "|---|---|---|---|"]
+    table += [f"| {d['dataset']} | {d['pearson']:.4f} | {d['spearman']:.4f} | "
+              f"{sum(len(r['k']) for r in d['pairs'])} |" for d in results]
+    return "\n".join(table) + "\n"
+
+
+@runner(ConfusionRemovalStudy)
+def run_confusion_removal(config: ConfusionRemovalStudy, out: Path, *, force: bool = False,
+                          progress: bool = True) -> dict:
+    """The confusion removal check into ``out``: confusion_removal.json and .md."""
+    out = Path(out)
+    with jax.enable_x64(True):
+        results = [confusion_removal(config, d) for d in track(config.datasets, "ConfusionRemovalStudy", progress)]
+    write_json(out / "confusion_removal.json", {"config": dataclasses.asdict(config), "results": results})
+    text = confusion_removal_table(results)
+    write_text(out / "confusion_removal.md", text)
+    return {"results": results, "tables": text}

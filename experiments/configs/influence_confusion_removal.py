@@ -1,0 +1,12 @@
+"""Influence on a confused pair's soft type1conf (000_92ecc981581ec3ed.txt Sec. 2.2 through 002 Eq. 6.4)
+against retraining without the k most harmful training points: softmax regression (L2 0.01) on 2,000
+digits and 2,000 Fashion-MNIST training points, the 3 most confused test pairs each, k = 5, 10, 20, 40
+(experiments/results/influence_confusion_removal)."""
+
+from repair_jax.influence.experiments import ConfusionRemovalStudy
+
+
+def get_config(smoke: bool = False) -> ConfusionRemovalStudy:
+    if smoke:
+        return ConfusionRemovalStudy(datasets=("digits",), pairs=1, ks=(5, 10), train_limit=300)
+    return ConfusionRemovalStudy()
