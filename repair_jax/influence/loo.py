@@ -92,7 +92,8 @@ def remove_top_k(loss_fn, params, train_batch: dict, quantity_fn, scores, ks, *,
     warm-started from ``params`` re-converged on all points (L-BFGS, :func:`minimize_objective`), and
     compare the actual change of ``quantity_fn`` with the first-order prediction sum_{removed} -I_up / n.
 
-    Returns {"k": (m,), "predicted": (m,), "actual": (m,), "grad_norms": (m,), "base": q on all points}.
+    ``scores`` should be computed at converged parameters. Returns {"k": (m,), "predicted": (m,),
+    "actual": (m,), "grad_norms": (m,), "base": q on all points, "base_params", "params": [m retrained]}.
     """
     n = batch_size_of(train_batch)
     scores = np.asarray(scores, np.float64)
@@ -103,7 +104,7 @@ def remove_top_k(loss_fn, params, train_batch: dict, quantity_fn, scores, ks, *,
     base_params, _ = minimize_objective(loss_fn, params, train_batch, l2=l2, tol=tol, max_iter=max_iter)
     base = float(quantity_fn(base_params))
     order = np.argsort(-scores, kind="stable")
-    predicted, actual, norms = [], [], []
+    predicted, actual, norms, retrained = [], [], [], []
     for k in ks:
         w = np.ones(n)
         w[order[:int(k)]] = 0
@@ -112,5 +113,6 @@ def remove_top_k(loss_fn, params, train_batch: dict, quantity_fn, scores, ks, *,
         predicted.append(float(-scores[order[:int(k)]].sum() / n))
         actual.append(float(quantity_fn(p_k)) - base)
         norms.append(gn)
+        retrained.append(p_k)
     return {"k": np.asarray(ks, int), "predicted": np.asarray(predicted), "actual": np.asarray(actual),
-            "grad_norms": np.asarray(norms), "base": base}
+            "grad_norms": np.asarray(norms), "base": base, "base_params": base_params, "params": retrained}
