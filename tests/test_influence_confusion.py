@@ -12,13 +12,12 @@ from jax.flatten_util import ravel_pytree
 
 from repair_jax.errors import UserError
 from repair_jax.influence import (
-    ClassifierLoss, confusion_quantity, influence_up, s_test,
+    confusion_quantity, influence_up, s_test,
 )
-from repair_jax.influence.loo import minimize_objective, pearson, remove_top_k, spearman
+from repair_jax.influence.loo import pearson, remove_top_k, spearman
 from repair_jax.metrics import (
     confusion_disparity, confusion_matrix, soft_cd, soft_type1conf, top_pairs, type1conf, type1conf_matrix,
 )
-from repair_jax.models import create_model, init_variables
 
 
 def test_soft_confusion_on_one_hot_probabilities_equals_the_hard_metrics():
@@ -45,16 +44,13 @@ def test_soft_confusion_on_one_hot_probabilities_equals_the_hard_metrics():
 @pytest.fixture(scope="module")
 def fitted(digits):
     """L2-regularized softmax regression on 240 real digits (float64, L-BFGS to convergence)."""
-    ds = digits
+    from repair_jax.influence.experiments import FullBatchModel, fit_full_batch
+
+    l2 = 0.01
     with jax.enable_x64(True):
-        m = create_model("mlp", 10, hidden=())
-        v = init_variables(m, jax.random.PRNGKey(0), (8, 8, 1))
-        p0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v["params"])
-        loss = ClassifierLoss(m.apply)
-        train = {"x": jnp.asarray(ds.train.x[:240], jnp.float64), "y": jnp.asarray(ds.train.y[:240])}
-        test = {"x": jnp.asarray(ds.test.x, jnp.float64), "y": jnp.asarray(ds.test.y)}
-        l2 = 0.01
-        params, gnorm = minimize_objective(loss, p0, train, l2=l2)
+        loss, params, gnorm, train = fit_full_batch(FullBatchModel("lr", (), l2, 2000), digits, digits.train.y, 0,
+                                                    tol=1e-8, dtype=jnp.float64, train_limit=240)
+        test = {"x": jnp.asarray(digits.test.x, jnp.float64), "y": jnp.asarray(digits.test.y)}
     assert gnorm < 1e-6
     return loss, params, train, test, l2
 
