@@ -15,8 +15,8 @@ Eq. 6.4 with that quantity): the library side of ``repair-jax influence``.
   images; its title starts with "NOT CONVERGED" when the solve did not converge.
 
 ``score`` is I_up of the training point on the target quantity: positive = upweighting the point raises
-the test loss / the disparity metric / the confusion (harmful), negative = helpful. With ``method="tracin"`` the score is
-minus TracInCP over the checkpoints the run kept (``repair-jax train --checkpoint-every K``), each with
+the test loss / the disparity metric / the confusion (harmful), negative = helpful. With
+``method="tracin"`` the score is minus TracInCP over the checkpoints the run kept (``repair-jax train --checkpoint-every K``), each with
 its own step size and BatchNorm statistics; a run without them uses its final weights alone.
 
 Damping rule: unless an absolute ``damping`` is given, damping = ``relative_damping`` (default 0.01) x
