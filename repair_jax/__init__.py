@@ -5,8 +5,8 @@ from repair_jax.diagnosis import diagnose, diagnose_run, format_summary
 from repair_jax.errors import UserError
 from repair_jax.metrics import (
     accuracy, auroc_ovr, balanced_accuracy, confusion_disparity, confusion_matrix, degree_of_bias,
-    macro_f1, mean_average_precision, precision_recall_f1, precision_std, top_pairs, top_triplets,
-    type1conf, type1conf_matrix, type2conf, type2conf_matrix,
+    macro_f1, mean_average_precision, precision_recall_f1, precision_std, soft_cd, soft_confusion_matrix,
+    soft_type1conf, top_pairs, top_triplets, type1conf, type1conf_matrix, type2conf, type2conf_matrix,
 )
 from repair_jax.models import create_model, init_variables
 from repair_jax.runs import Run, load_run, read_run_info, train_run

@@ -39,8 +39,12 @@ def confusion_matrix(y_true, y_pred, num_classes: int):
 
 
 def conditional_confusion(cm):
-    """P[t, p] = share of class-t samples predicted p (0 for a class without samples)."""
-    cm = jnp.asarray(cm, jnp.float32)
+    """P[t, p] = share of class-t samples predicted p (0 for a class without samples).
+
+    ``cm`` may hold counts or expected counts (:func:`soft_confusion_matrix`); float64 stays float64.
+    """
+    cm = jnp.asarray(cm)
+    cm = cm.astype(jnp.promote_types(cm.dtype, jnp.float32))
     return _safe_div(cm, cm.sum(axis=1, keepdims=True))
 
 
@@ -81,6 +85,33 @@ def confusion_disparity(err, a: int, b: int, c: int):
     """cd(a, b, c) = |error(a, c) - error(b, c)| for a pairwise error matrix (000 Sec. 2.2.2)."""
     err = jnp.asarray(err)
     return jnp.abs(err[a, c] - err[b, c])
+
+
+def soft_confusion_matrix(y_true, probs):
+    """Expected counts (K, K): S[t, k] = sum_{i: y_i = t} p_ik, rows = true class (y_true (N,), probs (N, K)).
+
+    With one-hot probabilities of the hard predictions it is :func:`confusion_matrix`.
+    """
+    probs = jnp.asarray(probs)
+    return jax.nn.one_hot(jnp.asarray(y_true), probs.shape[-1], dtype=probs.dtype).T @ probs
+
+
+def soft_type1conf(probs, y_true, a: int, b: int):
+    """Differentiable type1conf(a, b) = mean(P(a|b), P(b|a)) (000_92ecc981581ec3ed.txt Sec. 2.2.1) with
+    the softmax probabilities in place of hard predictions: P(a|b) = mean_{i: y_i = b} p_ia, the expected
+    rate of predicting a on true b (0 when class b has no sample).
+
+    probs (N, K) rows summing to 1, y_true (N,). On one-hot probabilities of the predictions it equals
+    :func:`type1conf` of their :func:`confusion_matrix`; a == b gives 0 (zero diagonal).
+    """
+    return type1conf_matrix(soft_confusion_matrix(y_true, probs))[a, b]
+
+
+def soft_cd(probs, y_true, a: int, b: int, c: int):
+    """Differentiable cd(a, b, c) = |type1conf(a, c) - type1conf(b, c)| (000_92ecc981581ec3ed.txt Sec. 2.2.2,
+    error = type1conf) with :func:`soft_type1conf` in place of the hard type1conf. Shapes as there; on
+    one-hot probabilities it equals :func:`confusion_disparity` of :func:`type1conf_matrix`."""
+    return confusion_disparity(type1conf_matrix(soft_confusion_matrix(y_true, probs)), a, b, c)
 
 
 def top_pairs(err, k: int = 5) -> list[dict]:

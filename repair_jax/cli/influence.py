@@ -1,5 +1,6 @@
 """``repair-jax influence``: rank the training points of a run by their influence on one test
-point's loss (002 Eq. 3.1/6.2) or on a group disparity metric of the test set (Eq. 6.4).
+point's loss (002 Eq. 3.1/6.2), on a group disparity metric of the test set (Eq. 6.4), or on the
+soft confusion of a class pair (``--pair A,B``: type1conf) or triplet (``--triplet A,B,C``: cd), 000 Sec. 2.2.
 
 A thin layer over :func:`repair_jax.influence.workflow.influence_run` (which documents the files
 written, the damping rule and the float32 underflow check): parse, validate, call, print. Exit
@@ -34,6 +35,12 @@ def configure(p) -> None:
                         "intensity>T or intensity<T (mean pixel intensity threshold), or all")
     p.add_argument("--positive", default=None,
                    help="positive class (index or name); required by --metric fpr/fnr, used by brier on binary data")
+    p.add_argument("--pair", default=None,
+                   help="target the soft type1conf of classes A,B (indices or names) on the split instead of one "
+                        "test loss (000 Sec. 2.2.1)")
+    p.add_argument("--triplet", default=None,
+                   help="target the soft confusion disparity cd(A, B, C) = |type1conf(A,C) - type1conf(B,C)| "
+                        "of classes A,B,C on the split (000 Sec. 2.2.2)")
     p.add_argument("--damping", type=float, default=None,
                    help="absolute damping added to the Hessian (H + damping I); default: relative, see "
                         "--relative-damping")
@@ -61,7 +68,7 @@ def _options(args) -> dict:
     return dict(test_index=args.test_index, split=args.split, method=args.method, top=args.top, metric=args.metric,
                 group=args.group, positive=args.positive, damping=args.damping,
                 relative_damping=args.relative_damping, tol=args.tol, max_iter=args.max_iter, scale=args.scale,
-                chunk_size=args.chunk_size)
+                chunk_size=args.chunk_size, pair=args.pair, triplet=args.triplet)
 
 
 def run(args) -> int:
@@ -74,7 +81,8 @@ def run(args) -> int:
     s = influence_run(args.run, args.out, x64=args.x64, force=args.force, **_options(args))
     t, solver = s["target"], s["solver"]
     what = (f"loss of {t['split']} point {t['test_index']}" if t["kind"] == "test_loss"
-            else f"{t['metric']} of group {t['group']} ({t['group_size']} points)")
+            else f"{t['metric']} of group {t['group']} ({t['group_size']} points)" if t["kind"] == "group_disparity"
+            else f"soft {t['metric']} of classes {','.join(t['class_names'])} on the {t['split']} split")
     residual = f", relative residual {solver['residual']:.3g}" if "residual" in solver else ""
     print(f"influence of {s['num_train']} training points on the {what} ({solver['method']} in {s['dtype']}, "
           f"{solver['status']}{residual}, {s['seconds']:.1f}s)")

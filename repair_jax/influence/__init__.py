@@ -12,8 +12,8 @@ from repair_jax.influence.hvp import (
     solve_cg, solve_system, training_objective,
 )
 from repair_jax.influence.functions import (
-    group_disparity_quantity, influence_pert_disparity_y, influence_pert_loss, influence_pert_loss_y,
-    influence_pert_x, influence_pert_y, influence_up, influence_up_disparity, influence_up_loss,
+    confusion_quantity, group_disparity_quantity, influence_pert_disparity_y, influence_pert_loss,
+    influence_pert_loss_y, influence_pert_x, influence_pert_y, influence_up, influence_up_disparity, influence_up_loss,
     influence_up_params, label_flip_scores, s_test, test_loss_quantity, tracin,
 )
 from repair_jax.influence.workflow import (

@@ -16,6 +16,12 @@ digits): one frozen dataclass per result and its runner (registered with
   the ECE of the heavy-ink test group), IF-Calib-Label (Eq. 6.5), the training loss and IF-Norm
   (I_up,loss, Eq. 6.2 on the mean test loss); report the fraction of flipped points in the top ``top``.
 
+- :class:`ConfusionRemovalStudy` (issue 17 Sec. 4): influence on group confusion (soft type1conf,
+  000_92ecc981581ec3ed.txt Sec. 2.2, through 002 Eq. 6.4) checked against retraining: for the most
+  confused test pairs, remove the k training points that most increase the pair's soft type1conf,
+  retrain to convergence (warm start) and compare the actual change with sum -I_up / n (Pearson and
+  Spearman over all (pair, k)).
+
 Groups, named for what they are: "heavy-ink" test digits (mean pixel intensity above the 75th
 percentile of the training set; the minority, ~25%) and "light-ink" digits (the rest).
 """
@@ -128,6 +134,33 @@ class InfluenceRankingStudy:
         require_at_least("top", self.top, 1)
         if not 0 < self.fraction < 1:
             raise UserError(f"fraction must lie in (0, 1), got {self.fraction}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfusionRemovalStudy:
+    """Influence on a pair's confusion vs. retraining without its most harmful points (module docstring).
+
+    ``pairs``: how many of the most confused pairs (soft type1conf on ``select_split``) per data set; the
+    ranking, the predicted and the actual changes are of the soft type1conf on ``select_split``; the
+    test split gets the repair statistics (hard type1conf, accuracy, the verdict's lambda1 / lambda2)."""
+
+    datasets: tuple[str, ...] = ("digits", "fashion_mnist")
+    model: FullBatchModel = FullBatchModel("logistic_regression", (), 1e-2, 2000)
+    pairs: int = 3
+    ks: tuple[int, ...] = (5, 10, 20, 40, 80)
+    train_limit: int | None = 2000
+    cg_tol: float = 1e-10
+    select_split: str = "val"
+    lambda1: float = 0.25
+    lambda2: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self):
+        require_at_least("pairs", self.pairs, 1)
+        if self.select_split not in ("val", "test"):
+            raise UserError(f"select_split must be val or test, got {self.select_split!r}")
+        if not self.datasets or not self.ks or any(k < 1 for k in self.ks):
+            raise UserError(f"need at least one data set and k >= 1, got {self.datasets}, {self.ks}")
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -451,3 +484,102 @@ def run_influence_ranking(config: InfluenceRankingStudy, out: Path, *, force: bo
     write_text(out / "ranking.md", text)
     plot_ranking(out / "ranking.png", config, summary)
     return {"summary": summary, "tables": text}
+
+
+# ----------------------------------------------------------------------------- confusion removal (issue 17 Sec. 4)
+
+
+def _repair_stats(loss, base_params, retrained, test: dict, pair, lambda1: float, lambda2: float) -> list[dict]:
+    """Test accuracy and hard type1conf of each retrained model against the model fit on all points, with
+    the WR study's thresholds (000 Sec. 2.2.3; deterministic fits: no significance test)."""
+    from repair_jax.repair.evaluation import evaluate_outputs
+    from repair_jax.repair.verdict import within_thresholds
+    from repair_jax.repair.weighted import Targets
+
+    targets = Targets((tuple(pair),))
+    ev = lambda p: evaluate_outputs(np.asarray(class_probs(loss, p, test["x"])), np.asarray(test["y"]), targets, False)
+    base = ev(base_params)
+    rows = []
+    for p in retrained:
+        e = ev(p)
+        red = (base["target_error"] - e["target_error"]) / base["target_error"] if base["target_error"] > 0 else 0.0
+        change = e["accuracy"] - base["accuracy"]
+        rows.append({"accuracy": e["accuracy"], "type1conf": e["target_error"], "error_reduction": red,
+                     "accuracy_change": change, "within_thresholds": within_thresholds(red, change, lambda1, lambda2)})
+    return [{"accuracy": base["accuracy"], "type1conf": base["target_error"]}] + rows
+
+
+def _pair_removal(config: ConfusionRemovalStudy, loss, params, train: dict, sel: dict, test: dict, pr: dict,
+                  names) -> dict:
+    """Influence on the soft type1conf of one pair on the selection split, the removal check there and the
+    repair statistics on the test split."""
+    from repair_jax.influence import confusion_quantity, influence_up, s_test
+    from repair_jax.influence.loo import remove_top_k
+
+    m = config.model
+    q = jax.jit(confusion_quantity(loss, sel, pair=pr["classes"]))
+    r = s_test(loss, params, train, q, method="cg", l2=m.l2, tol=config.cg_tol)
+    scores = influence_up(loss, params, train, r.x)
+    res = remove_top_k(loss, params, train, q, scores, config.ks, l2=m.l2, tol=1e-8, max_iter=m.max_iter)
+    stats = _repair_stats(loss, res["base_params"], res["params"], test, pr["classes"], config.lambda1,
+                          config.lambda2)
+    return {"pair": [names[c] for c in pr["classes"]], "classes": pr["classes"], "soft_type1conf": res["base"],
+            "cg": r.summary(), "k": res["k"].tolist(), "predicted": res["predicted"].tolist(),
+            "actual": res["actual"].tolist(), "max_retrain_grad_norm": float(res["grad_norms"].max()),
+            "test_all_points": stats[0], "test_removed": stats[1:]}
+
+
+def confusion_removal(config: ConfusionRemovalStudy, dataset: str) -> dict:
+    """The removal check on one data set (float64; call inside ``jax.enable_x64``): pairs, ranking and
+    predicted / actual changes on the ``select_split``, repair statistics on the test split."""
+    from repair_jax.data import load_dataset
+    from repair_jax.influence.loo import pearson, spearman
+    from repair_jax.metrics import soft_confusion_matrix, top_pairs, type1conf_matrix
+
+    t0 = time.perf_counter()
+    ds = load_dataset(dataset, seed=config.seed, train_limit=config.train_limit)
+    loss, params, gnorm, train = fit_full_batch(config.model, ds, ds.train.y, config.seed, tol=1e-8,
+                                                dtype=jnp.float64)
+    split = lambda s: {"x": jnp.asarray(s.x, jnp.float64), "y": jnp.asarray(s.y)}
+    sel, test = split(ds.split(config.select_split)), split(ds.test)
+    soft = type1conf_matrix(soft_confusion_matrix(sel["y"], class_probs(loss, params, sel["x"])))
+    rows = [_pair_removal(config, loss, params, train, sel, test, pr, ds.class_names)
+            for pr in top_pairs(soft, config.pairs)]
+    p_all = np.concatenate([r["predicted"] for r in rows])
+    a_all = np.concatenate([r["actual"] for r in rows])
+    return {"dataset": dataset, "model": config.model.name, "l2": config.model.l2, "n_train": len(train["y"]),
+            "fit_grad_norm": gnorm, "select_split": config.select_split,
+            "retrain": "warm start from the parameters re-converged on all points, L-BFGS to gradient norm 1e-8",
+            "pearson": pearson(p_all, a_all), "spearman": spearman(p_all, a_all),
+            "seconds": time.perf_counter() - t0, "pairs": rows}
+
+
+def confusion_removal_table(results: list[dict]) -> str:
+    """Per (data set, pair, k): predicted / actual change of the selection split's soft type1conf, and the
+    test split's hard type1conf and accuracy after the removal; then the correlations per data set."""
+    table = ["| data set | pair | k | predicted change | actual change | test type1conf (all points -> removed) "
+             "| test accuracy | error reduction | within lambda1/lambda2 |", "|---|---|---|---|---|---|---|---|---|"]
+    for d in results:
+        for r in d["pairs"]:
+            b = r["test_all_points"]
+            for k, p, a, t in zip(r["k"], r["predicted"], r["actual"], r["test_removed"]):
+                table.append(f"| {d['dataset']} | {','.join(r['pair'])} | {k} | {p:+.5f} | {a:+.5f} | "
+                             f"{b['type1conf']:.4f} -> {t['type1conf']:.4f} | {b['accuracy']:.4f} -> "
+                             f"{t['accuracy']:.4f} | {t['error_reduction']:+.1%} | {t['within_thresholds']} |")
+    table += ["", "| data set | n train | Pearson | Spearman | (pair, k) points |", "|---|---|---|---|---|"]
+    table += [f"| {d['dataset']} | {d['n_train']} | {d['pearson']:.4f} | {d['spearman']:.4f} | "
+              f"{sum(len(r['k']) for r in d['pairs'])} |" for d in results]
+    return "\n".join(table) + "\n"
+
+
+@runner(ConfusionRemovalStudy)
+def run_confusion_removal(config: ConfusionRemovalStudy, out: Path, *, force: bool = False,
+                          progress: bool = True) -> dict:
+    """The confusion removal check into ``out``: confusion_removal.json and .md."""
+    out = Path(out)
+    with jax.enable_x64(True):
+        results = [confusion_removal(config, d) for d in track(config.datasets, "ConfusionRemovalStudy", progress)]
+    write_json(out / "confusion_removal.json", {"config": dataclasses.asdict(config), "results": results})
+    text = confusion_removal_table(results)
+    write_text(out / "confusion_removal.md", text)
+    return {"results": results, "tables": text}

@@ -222,3 +222,28 @@ def group_disparity_quantity(loss_fn, test_batch: dict, metric: str, mask=None, 
             raise UserError("the group is empty on this test set")
     x = test_batch["x"]
     return lambda p: group_disparity(metric, jax.nn.softmax(loss_fn.logits(p, x)), y, mask, positive, num_bins)
+
+
+def confusion_quantity(loss_fn, test_batch: dict, pair: Sequence[int] | None = None,
+                       triplet: Sequence[int] | None = None) -> Callable[[Any], jax.Array]:
+    """q(theta) = soft type1conf(a, b) of ``pair`` or soft cd(a, b, c) of ``triplet`` on ``test_batch``
+    (:func:`repair_jax.metrics.soft_type1conf`, :func:`repair_jax.metrics.soft_cd`; 000_92ecc981581ec3ed.txt
+    Sec. 2.2) as a function of the parameters: its influence is Eq. 6.4 of 002 with this q in place of GD
+    (:func:`s_test`, :func:`influence_up`). ``loss_fn`` must expose ``logits(params, x)``."""
+    from repair_jax.metrics import soft_cd, soft_type1conf
+
+    if (pair is None) == (triplet is None):
+        raise UserError("pass exactly one of pair=(a, b) or triplet=(a, b, c)")
+    if getattr(loss_fn, "multilabel", False):
+        raise UserError("confusion quantities are defined for single-label classifiers only")
+    classes = tuple(int(c) for c in (pair if pair is not None else triplet))
+    size = 2 if pair is not None else 3
+    y, x = jnp.asarray(test_batch["y"]), test_batch["x"]
+    if len(classes) != size or len(set(classes)) != size:
+        raise UserError(f"a {'pair' if size == 2 else 'triplet'} needs {size} distinct classes, got {classes}")
+    for c in classes:
+        if not bool(jnp.any(y == c)):
+            raise UserError(f"class {c} has no point in the test batch")
+    if pair is not None:
+        return lambda p: soft_type1conf(jax.nn.softmax(loss_fn.logits(p, x)), y, *classes)
+    return lambda p: soft_cd(jax.nn.softmax(loss_fn.logits(p, x)), y, *classes)

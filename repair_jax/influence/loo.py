@@ -73,3 +73,46 @@ def leave_one_out(loss_fn, params, train_batch: dict, quantity_fn, indices, *, l
         norms.append(gn)
     return {"actual": np.asarray(actual), "grad_norms": np.asarray(norms), "base": base,
             "params": base_params}
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (scipy), nan where undefined (as :func:`pearson`)."""
+    import scipy.stats
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(scipy.stats.spearmanr(a, b).statistic)
+
+
+def remove_top_k(loss_fn, params, train_batch: dict, quantity_fn, scores, ks, *, l2: float = 0.0,
+                 tol: float = 1e-10, max_iter: int = 2000) -> dict:
+    """Group removal check of an influence ranking: for each k in ``ks``, remove the k training points
+    with the largest ``scores`` (I_up on ``quantity_fn``: the k most harmful), retrain to convergence
+    warm-started from ``params`` re-converged on all points (L-BFGS, :func:`minimize_objective`), and
+    compare the actual change of ``quantity_fn`` with the first-order prediction sum_{removed} -I_up / n.
+
+    ``scores`` should be computed at converged parameters. Returns {"k": (m,), "predicted": (m,),
+    "actual": (m,), "grad_norms": (m,), "base": q on all points, "base_params", "params": [m retrained]}.
+    """
+    n = batch_size_of(train_batch)
+    scores = np.asarray(scores, np.float64)
+    if scores.shape != (n,):
+        raise UserError(f"scores have shape {scores.shape}, expected ({n},)")
+    if not ks or any(not 0 < int(k) < n for k in ks):
+        raise UserError(f"every k must lie in [1, {n - 1}], got {ks}")
+    base_params, _ = minimize_objective(loss_fn, params, train_batch, l2=l2, tol=tol, max_iter=max_iter)
+    base = float(quantity_fn(base_params))
+    order = np.argsort(-scores, kind="stable")
+    predicted, actual, norms, retrained = [], [], [], []
+    for k in ks:
+        w = np.ones(n)
+        w[order[:int(k)]] = 0
+        p_k, gn = minimize_objective(loss_fn, base_params, train_batch, l2=l2, weights=w, tol=tol,
+                                     max_iter=max_iter)
+        predicted.append(float(-scores[order[:int(k)]].sum() / n))
+        actual.append(float(quantity_fn(p_k)) - base)
+        norms.append(gn)
+        retrained.append(p_k)
+    return {"k": np.asarray(ks, int), "predicted": np.asarray(predicted), "actual": np.asarray(actual),
+            "grad_norms": np.asarray(norms), "base": base, "base_params": base_params, "params": retrained}

@@ -1,5 +1,7 @@
 """Influence of a run's training points on one test point's loss (002_97a11baaf249c571.txt Eq. 3.1/6.2)
-or on a group disparity metric of a split (Eq. 6.4): the library side of ``repair-jax influence``.
+or on a group disparity metric of a split (Eq. 6.4), or on the soft type1conf of a class pair / cd of a
+triplet (000_92ecc981581ec3ed.txt Sec. 2.2, :func:`repair_jax.influence.confusion_quantity`, the same
+Eq. 6.4 with that quantity): the library side of ``repair-jax influence``.
 
 :func:`influence_run` writes into ``out``:
 
@@ -13,8 +15,8 @@ or on a group disparity metric of a split (Eq. 6.4): the library side of ``repai
   images; its title starts with "NOT CONVERGED" when the solve did not converge.
 
 ``score`` is I_up of the training point on the target quantity: positive = upweighting the point raises
-the test loss / the disparity metric (harmful), negative = helpful. With ``method="tracin"`` the score is
-minus TracInCP over the checkpoints the run kept (``repair-jax train --checkpoint-every K``), each with
+the test loss / the disparity metric / the confusion (harmful), negative = helpful. With
+``method="tracin"`` the score is minus TracInCP over the checkpoints the run kept (``repair-jax train --checkpoint-every K``), each with
 its own step size and BatchNorm statistics; a run without them uses its final weights alone.
 
 Damping rule: unless an absolute ``damping`` is given, damping = ``relative_damping`` (default 0.01) x
@@ -90,18 +92,40 @@ def _check_positive(name: str, value, integer: bool = False, allow_zero: bool = 
         raise UserError(f"--{name} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
 
 
+def confusion_rule(pair: str | None, triplet: str | None, test_index=None, metric=None) -> tuple | None:
+    """Checks ``--pair A,B`` / ``--triplet A,B,C`` without any data: None when neither is given, else
+    ("pair" | "triplet", the class specs); specs are resolved later by :func:`repair_jax.data.parse_class_tuple`."""
+    if pair is None and triplet is None:
+        return None
+    if pair is not None and triplet is not None:
+        raise UserError("pass either --pair or --triplet, not both")
+    kind, spec = ("pair", pair) if pair is not None else ("triplet", triplet)
+    for other, value in (("--test-index", test_index), ("--metric", metric)):
+        if value is not None:
+            raise UserError(f"pass either --{kind} or {other}, not both")
+    items = [i.strip().lower() for i in spec.split(",")]
+    size = 2 if kind == "pair" else 3
+    if len(items) != size or not all(items):
+        raise UserError(f"--{kind} needs {size} classes separated by commas, got {spec!r}")
+    if len(set(items)) != size:
+        raise UserError(f"--{kind} needs {size} distinct classes, got {spec!r}")
+    return kind, spec
+
+
 def validate_influence_args(*, test_index=None, split="test", method="cg", top=20, metric=None, group=None,
                             positive=None, damping=None, relative_damping=None, tol=None, max_iter=None,
-                            scale=None, chunk_size=512) -> None:
+                            scale=None, chunk_size=512, pair=None, triplet=None) -> None:
     """Checks every option of :func:`influence_run` that needs no data (one-line :class:`UserError`)."""
     from repair_jax.metrics import GROUP_DISPARITY_METRICS
+
+    confusion = confusion_rule(pair, triplet, test_index, metric)
 
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    if metric is None and test_index is None:
-        raise UserError("pass --test-index I (or --metric with --group)")
+    if metric is None and test_index is None and confusion is None:
+        raise UserError("pass --test-index I (or --metric with --group, or --pair / --triplet)")
     if metric is not None and test_index is not None:
         raise UserError("pass either --test-index or --metric, not both")
     if test_index is not None and test_index < 0:
@@ -206,6 +230,29 @@ def _group_target(loss_fn, params, state, ds, target_split, metric, group, posit
     return make_q, target, []
 
 
+def _confusion_target(loss_fn, params, state, ds, target_split, confusion, dtype):
+    """(quantity maker, target record, warnings) for the soft type1conf of a pair or cd of a triplet
+    (000 Sec. 2.2) on ``target_split``; ``reported_value`` is the hard metric of the argmax predictions."""
+    import jax.numpy as jnp
+
+    from repair_jax.data import parse_class_tuple
+    from repair_jax.influence.functions import confusion_quantity
+    from repair_jax.metrics import confusion_disparity, confusion_matrix, type1conf_matrix
+    from repair_jax.train import predict
+
+    kind, spec = confusion
+    classes = parse_class_tuple(spec, ds.class_names, 2 if kind == "pair" else 3)
+    tb = {"x": jnp.asarray(target_split.x, dtype), "y": jnp.asarray(target_split.y)}
+    make_q = lambda lf: confusion_quantity(lf, tb, **{kind: classes})
+    logits, _ = predict(state, target_split.x)
+    err = type1conf_matrix(confusion_matrix(tb["y"], jnp.asarray(logits).argmax(-1), len(ds.class_names)))
+    hard = err[classes[0], classes[1]] if kind == "pair" else confusion_disparity(err, *classes)
+    target = {"kind": kind, "metric": "type1conf" if kind == "pair" else "cd", "classes": list(classes),
+              "class_names": [ds.class_names[c] for c in classes], "value": float(make_q(loss_fn)(params)),
+              "reported_value": float(hard)}
+    return make_q, target, []
+
+
 def _tracin_scores(run, state, train, make_q, dtype, chunk_size):
     """(-TracInCP scores, solver record) over the run's kept checkpoints (or its final weights)."""
     from repair_jax.influence.functions import tracin
@@ -255,7 +302,7 @@ def _write_results(tmp: Path, scores, ranking, summary, plot_args) -> None:
 
 
 def _compute(run, ds, state, *, test_index, split, method, metric, group, positive, solver_opts, chunk_size,
-             dtype):
+             dtype, confusion=None):
     """(scores (N,) float64, target record, solver record, warnings) of one influence computation."""
     import jax.numpy as jnp
 
@@ -266,7 +313,9 @@ def _compute(run, ds, state, *, test_index, split, method, metric, group, positi
     params = _as_dtype(state.params, dtype)
     target_split = ds.split(split)
     train = {"x": jnp.asarray(ds.train.x, dtype), "y": jnp.asarray(ds.train.y)}
-    if metric is None:
+    if confusion is not None:
+        make_q, target, warns = _confusion_target(loss_fn, params, state, ds, target_split, confusion, dtype)
+    elif metric is None:
         make_q, target, warns = _test_loss_target(loss_fn, params, target_split, test_index, dtype)
     else:
         make_q, target, warns = _group_target(loss_fn, params, state, ds, target_split, metric, group, positive,
@@ -290,10 +339,12 @@ def influence_run(run_path, out, *, test_index: int | None = None, split: str = 
                   top: int = 20, metric: str | None = None, group: str | None = None, positive: str | None = None,
                   damping: float | None = None, relative_damping: float | None = None, tol: float | None = None,
                   max_iter: int | None = None, scale: float | None = None, chunk_size: int = 512,
-                  x64: bool = False, force: bool = False) -> dict:
+                  x64: bool = False, force: bool = False, pair: str | None = None,
+                  triplet: str | None = None) -> dict:
     """Ranks the training points of the run at ``run_path`` by their influence on the loss of point
-    ``test_index`` of ``split``, or on the disparity ``metric`` of ``group`` there, writes ``out`` (see
-    the module docstring) and returns the summary. Options are checked before anything is loaded.
+    ``test_index`` of ``split``, or on the disparity ``metric`` of ``group`` there, or on the soft
+    type1conf of ``pair`` "A,B" / cd of ``triplet`` "A,B,C" (class indices or names) there, writes ``out``
+    (see the module docstring) and returns the summary. Options are checked before anything is loaded.
 
     ``damping`` (absolute) or ``relative_damping`` (x the largest eigenvalue of H; the default, 0.01).
     ``tol`` defaults to the solver's (:data:`repair_jax.influence.hvp.DEFAULT_TOL`), except CG in float32:
@@ -309,7 +360,7 @@ def influence_run(run_path, out, *, test_index: int | None = None, split: str = 
 
     validate_influence_args(test_index=test_index, split=split, method=method, top=top, metric=metric, group=group,
                             positive=positive, damping=damping, relative_damping=relative_damping, tol=tol,
-                            max_iter=max_iter, scale=scale, chunk_size=chunk_size)
+                            max_iter=max_iter, scale=scale, chunk_size=chunk_size, pair=pair, triplet=triplet)
     if damping is None and relative_damping is None:
         relative_damping = DEFAULT_RELATIVE_DAMPING
     if tol is None and method == "cg" and not x64:
@@ -322,7 +373,8 @@ def influence_run(run_path, out, *, test_index: int | None = None, split: str = 
         t0 = time.perf_counter()
         scores, target, solver, warns = _compute(
             run, ds, state, test_index=test_index, split=split, method=method, metric=metric, group=group,
-            positive=positive, solver_opts=solver_opts, chunk_size=chunk_size, dtype=dtype)
+            positive=positive, solver_opts=solver_opts, chunk_size=chunk_size, dtype=dtype,
+            confusion=confusion_rule(pair, triplet))
         ranking, harmful, helpful = _ranked(scores, ds.train.y, top)
         summary = {"run": str(run_path), "target": target, "solver": solver, "converged": solver["converged"],
                    "status": solver["status"], "dtype": np.dtype(dtype).name, "warnings": warns,
@@ -354,7 +406,7 @@ def _plot(path, ds, split, test_index, harmful, helpful, summary) -> None:
             ax.set_title(f"test {test_index}\ny={names[target['label']]} pred={names[target['predicted']]}",
                          fontsize=7)
         else:
-            ax.text(0.5, 0.5, f"{target['metric']}\n{target['group']}", ha="center", va="center", fontsize=8)
+            ax.text(0.5, 0.5, f"{target['metric']}\n{_target_group(target)}", ha="center", va="center", fontsize=8)
         ax.set_ylabel(title, fontsize=8)
         for j in range(k):
             it = items[j]
@@ -367,10 +419,17 @@ def _plot(path, ds, split, test_index, harmful, helpful, summary) -> None:
     plt.close(fig)
 
 
+def _target_group(target: dict) -> str:
+    """The group a group target is about: the --group spec, or the pair's / triplet's class names."""
+    return target["group"] if "group" in target else ",".join(target["class_names"])
+
+
 def plot_title(summary: dict) -> str:
     """The figure's title; it starts with "NOT CONVERGED" (and the status and residual) when the solve
     did not converge."""
-    what = "the test loss" if summary["target"]["kind"] == "test_loss" else "the group metric"
+    kind = summary["target"]["kind"]
+    what = {"test_loss": "the test loss", "group_disparity": "the group metric", "pair": "the pair's soft type1conf",
+            "triplet": "the triplet's soft cd"}[kind]
     title = f"training points by influence (I_up) on {what}"
     if not summary["converged"]:
         s = summary["solver"]
