@@ -1,0 +1,122 @@
+"""Fit once, attribute many (repair_jax.influence.fitted): the fitted scores of M test points against
+influence_up_loss per test point (same solver options) and against the explicit formula of 002 Eq. 3.1
+with a dense ``jax.hessian``."""
+
+import dataclasses
+import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from repair_jax.errors import UserError
+from repair_jax.influence import (
+    ClassifierLoss, InfluenceWarning, fit_influence, hessian_matrix, influence_up_loss, training_objective,
+)
+from repair_jax.influence.loo import minimize_objective
+from repair_jax.models import create_model, init_variables
+
+
+@pytest.fixture(scope="module")
+def logreg():
+    """L2-regularized softmax regression fit to convergence on 200 real digits (float64), 5 test points."""
+    from repair_jax.data import load_dataset
+
+    ds = load_dataset("digits", seed=0)
+    with jax.enable_x64(True):
+        m = create_model("mlp", 10, hidden=())
+        v = init_variables(m, jax.random.PRNGKey(0), (8, 8, 1))
+        p0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v["params"])
+        loss = ClassifierLoss(m.apply)
+        train = {"x": jnp.asarray(ds.train.x[:200], jnp.float64), "y": jnp.asarray(ds.train.y[:200])}
+        test = {"x": jnp.asarray(ds.test.x[:5], jnp.float64), "y": jnp.asarray(ds.test.y[:5])}
+        params, gnorm = minimize_objective(loss, p0, train, l2=0.05)
+        assert gnorm < 1e-6
+    return loss, params, train, test
+
+
+def _row(batch, j):
+    return jax.tree_util.tree_map(lambda a: a[j:j + 1], batch)
+
+
+@pytest.mark.parametrize("method", ["explicit", "cg"])
+def test_fitted_scores_equal_influence_up_loss_per_test_point(logreg, method):
+    loss, params, train, test = logreg
+    opts = dict(method=method, l2=0.05, relative_damping=0.01, tol=1e-8)
+    with jax.enable_x64(True):
+        fit = fit_influence(loss, params, train, chunk_size=64, **opts)
+        scores, r = fit.scores(test)
+        # the per-point reference shares nothing with the fit but, for explicit, one dense H + damping I
+        h = hessian_matrix(loss, params, train, l2=0.05, damping=fit.damping) if method == "explicit" else None
+        ref = [influence_up_loss(loss, params, train, _row(test, 0), chunk_size=64, hessian=h, **opts)]
+        opts.update(damping=ref[0][1].damping, relative_damping=None)  # the same damping, without re-estimating
+        ref += [influence_up_loss(loss, params, train, _row(test, 3), chunk_size=64, hessian=h, **opts)]
+        # without the stored (N, P) gradients: forward-mode per test point, the same numbers
+        lean = dataclasses.replace(fit, grads=None)  # as store_gradients=False: forward mode per test point
+        lean_scores = lean.upweight_scores(r.x)
+    assert scores.shape == (5, 200) and fit.grads.shape == (200, 650)
+    assert r.converged and r.residuals.shape == (5,) and np.all(r.residuals <= 1e-8)
+    assert fit.damping == pytest.approx(ref[0][1].damping, rel=1e-12)
+    for j, (s, rj) in zip((0, 3), ref):
+        assert rj.converged
+        np.testing.assert_allclose(scores[j], s, rtol=1e-6, atol=1e-9 * float(np.abs(s).max()))
+    np.testing.assert_allclose(lean_scores, scores, rtol=1e-9, atol=1e-12)
+
+
+def _tiny_mlp():
+    m = create_model("mlp", 10, hidden=(3,))
+    v = init_variables(m, jax.random.PRNGKey(2), (2, 2, 1))
+    x = jax.random.uniform(jax.random.PRNGKey(3), (30, 2, 2, 1), jnp.float64)
+    train = {"x": x, "y": jnp.arange(30) % 10}
+    test = {"x": x[:4] + 0.1, "y": jnp.array([1, 4, 7, 9])}
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v["params"])
+    return ClassifierLoss(m.apply), params, train, test
+
+
+@pytest.mark.parametrize("damping", [0.5, 0.0])
+def test_fitted_explicit_equals_dense_hessian_formula(damping):
+    # a ReLU MLP at initialisation: with damping 0 its Hessian is indefinite -> the eigh path (and a warning)
+    with jax.enable_x64(True):
+        loss, params, train, test = _tiny_mlp()
+        flat, unravel = ravel_pytree(params)
+        h = jax.jit(jax.hessian(lambda f: training_objective(loss, unravel(f), train, 0.01)))(flat)
+        h = h + damping * jnp.eye(flat.size)
+        one = lambda f, x, y: loss(unravel(f), {"x": x[None], "y": y[None]})[0]
+        grad = jax.jit(lambda b: jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(flat, b["x"], b["y"]))
+        expected = -grad(test) @ np.linalg.solve(h, grad(train).T)  # (M, N), Eq. 3.1
+        if damping:
+            fit = fit_influence(loss, params, train, l2=0.01, damping=damping)
+        else:
+            with pytest.warns(InfluenceWarning, match="not positive definite"):
+                fit = fit_influence(loss, params, train, l2=0.01, damping=damping)
+        scores, r = fit.scores(test)
+    assert fit.factor[0] == ("cholesky" if damping else "eigh")
+    assert r.converged and r.iterations.tolist() == [1] * 4
+    np.testing.assert_allclose(scores, expected, rtol=1e-7, atol=1e-10 * float(np.abs(expected).max()))
+
+
+def test_block_solve_reports_every_column_and_checks_its_input(logreg):
+    loss, params, train, test = logreg
+    with jax.enable_x64(True):
+        fit = fit_influence(loss, params, train, method="cg", l2=0.05, max_iter=2, tol=1e-10)
+        b = fit.test_gradients(test).T
+        with pytest.warns(InfluenceWarning, match="5 of 5 right-hand sides"):
+            r = fit.solve(b)
+        with pytest.warns(InfluenceWarning):
+            one = fit.solve(b[:, 0])
+    assert not r.converged and r.status == "not_converged" and r.iterations.tolist() == [2] * 5
+    assert [c["converged"] for c in r.summary()["columns"]] == [False] * 5
+    assert one.x.shape == (650, 1)
+    np.testing.assert_allclose(one.residuals[0], r.residuals[0], rtol=1e-9)
+    with pytest.raises(UserError, match=r"\(P,\) or \(P, M\)"):
+        fit.solve(jnp.ones((3, 2)))
+    with pytest.raises(UserError, match="unknown fitted influence method"):
+        fit_influence(loss, params, train, method="lissa")
+    with jax.enable_x64(True):
+        with pytest.raises(UserError, match=r"per-example training gradients take .* GB \(200 x 650 float64"):
+            fit_influence(loss, params, train, method="cg", store_gradients=True, max_gradient_bytes=1000)
+        assert fit_influence(loss, params, train, method="cg", max_gradient_bytes=1000).grads is None
