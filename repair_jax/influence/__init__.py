@@ -20,5 +20,5 @@ from repair_jax.influence.fitted import (
     BlockSolveResult, InfluenceFit, fit_influence, training_gradients,
 )
 from repair_jax.influence.workflow import (
-    float32_loss_underflow, influence_run, parse_group, plot_title, validate_influence_args,
+    float32_loss_underflow, influence_run, parse_group, parse_test_indices, plot_title, validate_influence_args,
 )
