@@ -18,6 +18,7 @@ from repair_jax.influence import (
     ClassifierLoss, InfluenceWarning, fit_influence, hessian_matrix, influence_up_loss, training_objective,
 )
 from repair_jax.influence.loo import minimize_objective
+from repair_jax.influence.workflow import parse_test_indices
 from repair_jax.models import create_model, init_variables
 
 
@@ -120,3 +121,34 @@ def test_block_solve_reports_every_column_and_checks_its_input(logreg):
         with pytest.raises(UserError, match=r"per-example training gradients take .* GB \(200 x 650 float64"):
             fit_influence(loss, params, train, method="cg", store_gradients=True, max_gradient_bytes=1000)
         assert fit_influence(loss, params, train, method="cg", max_gradient_bytes=1000).grads is None
+
+
+def test_influence_cli_several_test_indices_equal_single_runs(tmp_path, capsys):
+    import json
+
+    from repair_jax.cli import main
+    from repair_jax.runs import train_run
+    from repair_jax.train import TrainConfig
+
+    cfg = TrainConfig(model="mlp", model_kwargs={"hidden": ()}, epochs=2, l2=1e-3, seed=0, train_limit=120)
+    train_run(cfg, tmp_path / "run", progress=False)
+    base = ["influence", "--run", str(tmp_path / "run"), "--method", "explicit", "--damping", "0.05", "--top", "3"]
+    assert main(base + ["--test-index", "all", "--out", str(tmp_path / "all")]) == 0
+    assert main(base + ["--test-index", "2", "--out", str(tmp_path / "one")]) == 0
+    many, one = np.load(tmp_path / "all" / "scores.npy"), np.load(tmp_path / "one" / "scores.npy")
+    s = json.loads((tmp_path / "all" / "summary.json").read_text())
+    m, n = json.loads((tmp_path / "run" / "run.json").read_text())["split_sizes"]["test"], s["num_train"]
+    assert many.shape == (m, n) and one.shape == (n,)  # one index keeps the (N,) layout
+    np.testing.assert_allclose(many[2], one, rtol=1e-4, atol=1e-5 * np.abs(one).max())
+    listing = json.loads((tmp_path / "all" / "influence.json").read_text())
+    assert [e["test_index"] for e in listing] == list(range(m)) and len(listing[2]["top"]) == 3
+    assert [e["train_index"] for e in listing[2]["top"]] == list(np.argsort(-np.abs(one), kind="stable")[:3])
+    assert s["converged"] and [c["test_index"] for c in s["solver"]["columns"]] == list(range(m))
+    assert parse_test_indices("7,2") == [7, 2] and parse_test_indices(3) == [3] and parse_test_indices(None) is None
+    for spec, msg in (("3,x", "bad --test-index"), ("3,3", "twice"), ("1,-2", ">= 0"), ("0,99999", "out of range")):
+        capsys.readouterr()
+        assert main(base + ["--test-index", spec, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and msg in err
+    assert main(base[:3] + ["--method", "lissa", "--test-index", "1,2", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -128,7 +128,7 @@ def validate_influence_args(*, test_index=None, split="test", method="cg", top=2
     if metric is not None and test_index is not None:
         raise UserError("pass either --test-index or --metric, not both")
     indices = parse_test_indices(test_index)
-    if (indices == "all" or len(indices) > 1) and method not in FIT_METHODS:
+    if indices is not None and (indices == "all" or len(indices) > 1) and method not in FIT_METHODS:
         raise UserError(f"several test points need --method {' or '.join(FIT_METHODS)} (one fit, one block solve); "
                         f"{method} takes one --test-index")
     if metric is not None:
