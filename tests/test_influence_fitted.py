@@ -15,51 +15,37 @@ from jax.flatten_util import ravel_pytree
 
 from repair_jax.errors import UserError
 from repair_jax.influence import (
-    ClassifierLoss, InfluenceWarning, fit_influence, hessian_matrix, influence_up_loss, training_objective,
+    ClassifierLoss, InfluenceWarning, fit_influence, influence_up_loss, training_objective,
 )
-from repair_jax.influence.loo import minimize_objective
 from repair_jax.influence.workflow import parse_test_indices
 from repair_jax.models import create_model, init_variables
-
-
-@pytest.fixture(scope="module")
-def logreg():
-    """L2-regularized softmax regression fit to convergence on 200 real digits (float64), 5 test points."""
-    from repair_jax.data import load_dataset
-
-    ds = load_dataset("digits", seed=0)
-    with jax.enable_x64(True):
-        m = create_model("mlp", 10, hidden=())
-        v = init_variables(m, jax.random.PRNGKey(0), (8, 8, 1))
-        p0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v["params"])
-        loss = ClassifierLoss(m.apply)
-        train = {"x": jnp.asarray(ds.train.x[:200], jnp.float64), "y": jnp.asarray(ds.train.y[:200])}
-        test = {"x": jnp.asarray(ds.test.x[:5], jnp.float64), "y": jnp.asarray(ds.test.y[:5])}
-        params, gnorm = minimize_objective(loss, p0, train, l2=0.05)
-        assert gnorm < 1e-6
-    return loss, params, train, test
 
 
 def _row(batch, j):
     return jax.tree_util.tree_map(lambda a: a[j:j + 1], batch)
 
 
+def _first(batch, m):
+    return jax.tree_util.tree_map(lambda a: a[:m], batch)
+
+
 @pytest.mark.parametrize("method", ["explicit", "cg"])
 def test_fitted_scores_equal_influence_up_loss_per_test_point(logreg, method):
-    loss, params, train, test = logreg
-    opts = dict(method=method, l2=0.05, relative_damping=0.01, tol=1e-8)
+    loss, params, train, test, l2, hess = logreg  # softmax regression, 240 digits (tests/conftest.py)
+    test = _first(test, 5)
+    opts = dict(method=method, l2=l2, relative_damping=0.01, tol=1e-8)
     with jax.enable_x64(True):
         fit = fit_influence(loss, params, train, chunk_size=64, **opts)
         scores, r = fit.scores(test)
         # the per-point reference shares nothing with the fit but, for explicit, one dense H + damping I
-        h = hessian_matrix(loss, params, train, l2=0.05, damping=fit.damping) if method == "explicit" else None
+        h = hess + fit.damping * jnp.eye(hess.shape[0]) if method == "explicit" else None
         ref = [influence_up_loss(loss, params, train, _row(test, 0), chunk_size=64, hessian=h, **opts)]
         opts.update(damping=ref[0][1].damping, relative_damping=None)  # the same damping, without re-estimating
         ref += [influence_up_loss(loss, params, train, _row(test, 3), chunk_size=64, hessian=h, **opts)]
         # without the stored (N, P) gradients: forward-mode per test point, the same numbers
         lean = dataclasses.replace(fit, grads=None)  # as store_gradients=False: forward mode per test point
         lean_scores = lean.upweight_scores(r.x)
-    assert scores.shape == (5, 200) and fit.grads.shape == (200, 650)
+    assert scores.shape == (5, 240) and fit.grads.shape == (240, 650)
     assert r.converged and r.residuals.shape == (5,) and np.all(r.residuals <= 1e-8)
     assert fit.damping == pytest.approx(ref[0][1].damping, rel=1e-12)
     for j, (s, rj) in zip((0, 3), ref):
@@ -100,15 +86,23 @@ def test_fitted_explicit_equals_dense_hessian_formula(damping):
     np.testing.assert_allclose(scores, expected, rtol=1e-7, atol=1e-10 * float(np.abs(expected).max()))
 
 
-def test_block_solve_reports_every_column_and_checks_its_input(logreg):
-    loss, params, train, test = logreg
+def test_block_solve_reports_every_column_and_checks_its_input(logreg, monkeypatch):
+    from repair_jax.influence import fitted
+
+    loss, params, train, test, l2, _ = logreg
+    test = _first(test, 5)
     with jax.enable_x64(True):
-        fit = fit_influence(loss, params, train, method="cg", l2=0.05, max_iter=2, tol=1e-10)
+        fit = fit_influence(loss, params, train, method="cg", l2=l2, max_iter=2, tol=1e-10)
         b = fit.test_gradients(test).T
         with pytest.warns(InfluenceWarning, match="5 of 5 right-hand sides"):
             r = fit.solve(b)
         with pytest.warns(InfluenceWarning):
             one = fit.solve(b[:, 0])
+        monkeypatch.setattr(fitted, "CG_COLUMNS", 2)  # 5 columns in blocks of 2, the last one padded
+        with pytest.warns(InfluenceWarning):
+            blocked = fit.solve(b)
+    np.testing.assert_allclose(blocked.x, r.x, rtol=1e-12, atol=1e-15)
+    assert blocked.iterations.tolist() == [2] * 5
     assert not r.converged and r.status == "not_converged" and r.iterations.tolist() == [2] * 5
     assert [c["converged"] for c in r.summary()["columns"]] == [False] * 5
     assert one.x.shape == (650, 1)
@@ -118,7 +112,7 @@ def test_block_solve_reports_every_column_and_checks_its_input(logreg):
     with pytest.raises(UserError, match="unknown fitted influence method"):
         fit_influence(loss, params, train, method="lissa")
     with jax.enable_x64(True):
-        with pytest.raises(UserError, match=r"per-example training gradients take .* GB \(200 x 650 float64"):
+        with pytest.raises(UserError, match=r"per-example training gradients take .* GB \(240 x 650 float64"):
             fit_influence(loss, params, train, method="cg", store_gradients=True, max_gradient_bytes=1000)
         assert fit_influence(loss, params, train, method="cg", max_gradient_bytes=1000).grads is None
 

@@ -173,10 +173,25 @@ def _factorise(a) -> tuple:
     return "eigh", (w, v)
 
 
+#: Right-hand sides per vmapped CG run: the batched HVP holds ``chunk_size x CG_COLUMNS`` activations.
+CG_COLUMNS = 128
+
+
 def _block_cg(matvec, b, tol, max_iter):
-    """CG (:func:`repair_jax.influence.hvp.solve_cg`) vmapped over the M columns of ``b``: (x, iterations)."""
+    """CG (:func:`repair_jax.influence.hvp.solve_cg`) vmapped over the M columns of ``b``, in blocks of
+    :data:`CG_COLUMNS` columns (the last one padded with copies of column 0): (x (P, M), iterations (M,))."""
     run = jax.jit(jax.vmap(lambda col: solve_cg(matvec, col, tol, max_iter), in_axes=1, out_axes=(1, 0)))
-    return run(b)
+    m = b.shape[1]
+    if m <= CG_COLUMNS:
+        return run(b)
+    xs, ks = [], []
+    for start in range(0, m, CG_COLUMNS):
+        block = b[:, start:start + CG_COLUMNS]
+        pad = CG_COLUMNS - block.shape[1]
+        x, k = run(jnp.concatenate([block, jnp.repeat(block[:, :1], pad, axis=1)], 1) if pad else block)
+        xs.append(x[:, :CG_COLUMNS - pad])
+        ks.append(k[:CG_COLUMNS - pad])
+    return jnp.concatenate(xs, 1), jnp.concatenate(ks)
 
 
 def _block_result(x, ax, b, iters, fit: InfluenceFit) -> BlockSolveResult:
