@@ -17,7 +17,9 @@ Then :meth:`InfluenceFit.scores` takes M test points: their gradients ``G_t`` (M
 per-example pass, one multi-right-hand-side solve ``X = A^{-1} G_t^T`` (P x M: ``cho_solve`` on the
 block, or CG vmapped over the M columns) and one product ``-X^T G^T`` (M x N).
 :meth:`InfluenceFit.solve` solves for any block of quantity gradients (a disparity metric's, a group's).
-Every block solve reports a relative residual, iterations and a status per column
+Memory: G takes ``N * P`` floats, the dense ``A`` ``P * P`` (explicit only), a block solve ``P * M``; the
+vmapped CG holds the activations of ``chunk_size`` examples for up to :data:`CG_COLUMNS` right-hand sides
+at a time. Every block solve reports a relative residual, iterations and a status per column
 (:class:`BlockSolveResult`); a column that did not converge emits an
 :class:`repair_jax.influence.InfluenceWarning` naming it.
 """
