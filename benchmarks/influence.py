@@ -7,6 +7,9 @@
 * ``ihvp``: explicit inverse (dense Hessian from HVPs + Cholesky solve) vs CG and LiSSA solving
   ``(H + damping I) x = b`` to a stated relative residual, for a softmax regression on random
   features as P grows.
+* ``fitted_vs_per_point``: fit once, attribute many (:mod:`benchmarks.influence_fitted`): per-test-point
+  ``influence_up_loss`` vs ``fit_influence`` + ``fit.scores`` for M = 1, 10, 100 test points, and dattri
+  side by side on the same weights.
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ def run(quick: bool = False) -> dict:
                    lissa_over_explicit=t / row["explicit_s"])
         rows.append(row)
     out["ihvp"] = rows
+    from benchmarks import influence_fitted
+
+    out["fitted_vs_per_point"] = influence_fitted.run(quick)  # issue 17 part 2, see its module docstring
     out["note"] = ("forward-mode timings: best of reps after warm-up; solver times include compilation "
                    "(each solve is run once, as a user would)")
     return out

@@ -48,6 +48,31 @@ def trained_digits_mlp(digits):
     return model, state, ds
 
 
+@pytest.fixture(scope="session")
+def logreg(digits):
+    """L2-regularized multinomial logistic regression on 240 real digits, fit to convergence (float64):
+    (loss, params, train, test (60 points), l2, the dense Hessian). Shared by the influence tests."""
+    import jax
+    import jax.numpy as jnp
+
+    from repair_jax.influence import ClassifierLoss, hessian_matrix
+    from repair_jax.influence.loo import minimize_objective
+    from repair_jax.models import create_model, init_variables
+
+    with jax.enable_x64(True):
+        m = create_model("mlp", 10, hidden=())
+        v = init_variables(m, jax.random.PRNGKey(0), (8, 8, 1))
+        p0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v["params"])
+        loss = ClassifierLoss(m.apply)
+        train = {"x": jnp.asarray(digits.train.x[:240], jnp.float64), "y": jnp.asarray(digits.train.y[:240])}
+        test = {"x": jnp.asarray(digits.test.x[:60], jnp.float64), "y": jnp.asarray(digits.test.y[:60])}
+        l2 = 0.05
+        params, gnorm = minimize_objective(loss, p0, train, l2=l2)
+        assert gnorm < 1e-6
+        hess = hessian_matrix(loss, params, train, l2=l2)  # built from HVPs; checked in test_hvp_...
+    return loss, params, train, test, l2, hess
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -14,18 +14,12 @@ from jax.flatten_util import ravel_pytree
 
 from repair_jax.errors import UserError
 from repair_jax.influence import (
-    ClassifierLoss, InfluenceWarning, group_disparity_quantity, hessian_matrix, influence_pert_loss,
+    ClassifierLoss, InfluenceWarning, group_disparity_quantity, influence_pert_loss,
     influence_pert_loss_y, influence_up_disparity, influence_up_loss, influence_up_params, inverse_hvp,
     label_flip_scores, make_hvp, per_example_grad_dot, per_example_grads, tracin,
 )
-from repair_jax.influence.loo import leave_one_out, minimize_objective, pearson
+from repair_jax.influence.loo import leave_one_out, pearson
 from repair_jax.models import create_model, init_variables
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from repair_jax.data import load_dataset
-    return load_dataset("digits", seed=0)
 
 
 def _model(name, kw, shape=(8, 8, 1), seed=0, bn_shift=0.0):
@@ -87,23 +81,6 @@ def test_forward_mode_grad_dot_equals_explicit_dot_products():
 
 
 # ----------------------------------------------------------------------------- logistic regression on digits
-
-@pytest.fixture(scope="module")
-def logreg(digits):
-    """L2-regularized multinomial logistic regression on 240 real digits, fit to convergence (float64)."""
-    with jax.enable_x64(True):
-        m = create_model("mlp", 10, hidden=())
-        v = init_variables(m, jax.random.PRNGKey(0), (8, 8, 1))
-        p0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v["params"])
-        loss = ClassifierLoss(m.apply)
-        train = {"x": jnp.asarray(digits.train.x[:240], jnp.float64), "y": jnp.asarray(digits.train.y[:240])}
-        test = {"x": jnp.asarray(digits.test.x[:60], jnp.float64), "y": jnp.asarray(digits.test.y[:60])}
-        l2 = 0.05
-        params, gnorm = minimize_objective(loss, p0, train, l2=l2)
-        assert gnorm < 1e-6
-        hess = hessian_matrix(loss, params, train, l2=l2)  # built from HVPs; checked in test_hvp_...
-    return loss, params, train, test, l2, hess
-
 
 def test_explicit_cg_lissa_agree(logreg):
     loss, params, train, test, l2, hess = logreg

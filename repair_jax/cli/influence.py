@@ -1,10 +1,12 @@
 """``repair-jax influence``: rank the training points of a run by their influence on one test
-point's loss (002 Eq. 3.1/6.2), on a group disparity metric of the test set (Eq. 6.4), or on the
-soft confusion of a class pair (``--pair A,B``: type1conf) or triplet (``--triplet A,B,C``: cd), 000 Sec. 2.2.
+point's loss (002 Eq. 3.1/6.2), on each of several test points' losses (``--test-index 3,17,42`` or
+``--test-index all``: one fitted Hessian, one block solve; scores.npy (M, N)), on a group disparity
+metric of the test set (Eq. 6.4), or on the soft confusion of a class pair (``--pair A,B``: type1conf)
+or triplet (``--triplet A,B,C``: cd), 000 Sec. 2.2.
 
 A thin layer over :func:`repair_jax.influence.workflow.influence_run` (which documents the files
 written, the damping rule and the float32 underflow check): parse, validate, call, print. Exit
-codes: 0 done; 2 bad input; 3 the inverse-HVP solve did not converge (results are still written,
+codes: 0 done; 2 bad input; 3 the inverse-HVP solve did not converge for some test point (results are still written,
 marked ``"converged": false`` in summary.json and "NOT CONVERGED" in the plot) unless
 ``--allow-inexact`` is given.
 """
@@ -23,7 +25,9 @@ def configure(p) -> None:
 
     p.add_argument("--run", required=True, help="run directory written by `repair-jax train`")
     add_out(p, "output directory (influence.json, scores.npy, summary.json, influence.png)")
-    p.add_argument("--test-index", type=int, default=None, help="index of the test point (target: its loss)")
+    p.add_argument("--test-index", default=None,
+                   help="index of the test point (target: its loss); several as 3,17,42 or a whole split as all "
+                        "(explicit/cg: one fit, one block solve; scores.npy is then (M, N), one row per index)")
     p.add_argument("--split", default="test", choices=SPLITS, help="where the test point/group lives")
     p.add_argument("--method", default="cg", choices=METHODS, help="inverse-HVP solver, or tracin")
     p.add_argument("--top", type=int, default=20, help="how many training points to list in influence.json "
@@ -80,23 +84,38 @@ def run(args) -> int:
     # x64: influence_run computes inside jax.enable_x64 (scoped: callers of main() in-process keep float32)
     s = influence_run(args.run, args.out, x64=args.x64, force=args.force, **_options(args))
     t, solver = s["target"], s["solver"]
-    what = (f"loss of {t['split']} point {t['test_index']}" if t["kind"] == "test_loss"
-            else f"{t['metric']} of group {t['group']} ({t['group_size']} points)" if t["kind"] == "group_disparity"
-            else f"soft {t['metric']} of classes {','.join(t['class_names'])} on the {t['split']} split")
+    if t["kind"] == "test_loss":
+        what = f"loss of {t['split']} point {t['test_index']}"
+    elif t["kind"] == "test_losses":
+        what = f"losses of {len(t['test_indices'])} {t['split']} points"
+    elif t["kind"] == "group_disparity":
+        what = f"{t['metric']} of group {t['group']} ({t['group_size']} points)"
+    else:
+        what = f"soft {t['metric']} of classes {','.join(t['class_names'])} on the {t['split']} split"
     residual = f", relative residual {solver['residual']:.3g}" if "residual" in solver else ""
     print(f"influence of {s['num_train']} training points on the {what} ({solver['method']} in {s['dtype']}, "
           f"{solver['status']}{residual}, {s['seconds']:.1f}s)")
-    for name in ("most_harmful", "most_helpful"):
-        top = ", ".join(f"#{d['train_index']} ({d['score']:+.3g})" for d in s[name][:5])
-        print(f"  {name.replace('_', ' ')}: {top}")
+    listing = ([(f"test {p['test_index']} ", p) for p in s["per_test_point"][:5]] if "per_test_point" in s
+               else [("", s)])
+    for prefix, entry in listing:
+        for name in ("most_harmful", "most_helpful"):
+            top = ", ".join(f"#{d['train_index']} ({d['score']:+.3g})" for d in entry[name][:5])
+            print(f"  {prefix}{name.replace('_', ' ')}: {top}")
     print(f"-> {args.out}/influence.json, scores.npy")
     for w in s["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     if not s["converged"] and not args.allow_inexact:
-        print(f"repair-jax influence: error: the {solver['method']} solve {solver['status'].replace('_', ' ')} "
-              f"(relative residual {solver['residual']:.3g} > tol {solver['tol']:.3g}); results in {args.out} are "
-              "marked NOT CONVERGED (" + ("raise --relative-damping" if solver["status"] == "diverged" else
-                                           "raise --max-iter or --relative-damping") +
-              ", or pass --allow-inexact to accept them)", file=sys.stderr)
+        print(_not_converged(solver, args.out), file=sys.stderr)
         return EXIT_NOT_CONVERGED
     return 0
+
+
+def _not_converged(solver: dict, out) -> str:
+    """The one-line error of a solve with a column that did not converge (naming the test points)."""
+    bad = [c["test_index"] for c in solver.get("columns", []) if not c["converged"] and "test_index" in c]
+    which = f" for test points {bad[:10]}{'...' if len(bad) > 10 else ''}" if len(solver.get("columns", [])) > 1 else ""
+    return (f"repair-jax influence: error: the {solver['method']} solve {solver['status'].replace('_', ' ')}{which} "
+            f"(relative residual {solver['residual']:.3g} > tol {solver['tol']:.3g}); results in {out} are "
+            "marked NOT CONVERGED (" + ("raise --relative-damping" if solver["status"] == "diverged" else
+                                         "raise --max-iter or --relative-damping") +
+            ", or pass --allow-inexact to accept them)")

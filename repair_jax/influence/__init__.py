@@ -8,14 +8,17 @@ from repair_jax.influence.gradients import (
     per_example_grads,
 )
 from repair_jax.influence.hvp import (
-    SOLVERS, IHVPResult, InfluenceWarning, cg_solve_tree, hessian_matrix, inverse_hvp, largest_eigenvalue, make_hvp,
-    solve_cg, solve_system, training_objective,
+    SOLVERS, IHVPResult, InfluenceWarning, cg_solve_tree, damped_operator, hessian_matrix, inverse_hvp,
+    largest_eigenvalue, make_hvp, solve_cg, solve_system, training_objective,
 )
 from repair_jax.influence.functions import (
     confusion_quantity, group_disparity_quantity, influence_pert_disparity_y, influence_pert_loss,
     influence_pert_loss_y, influence_pert_x, influence_pert_y, influence_up, influence_up_disparity, influence_up_loss,
     influence_up_params, label_flip_scores, s_test, test_loss_quantity, tracin,
 )
+from repair_jax.influence.fitted import (
+    BlockSolveResult, InfluenceFit, fit_influence, training_gradients,
+)
 from repair_jax.influence.workflow import (
-    float32_loss_underflow, influence_run, parse_group, plot_title, validate_influence_args,
+    float32_loss_underflow, influence_run, parse_group, parse_test_indices, plot_title, validate_influence_args,
 )

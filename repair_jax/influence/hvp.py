@@ -344,19 +344,9 @@ def inverse_hvp(loss_fn: LossFn, params, batch: dict, b, *, method: str = "cg", 
     """
     if method not in SOLVERS:
         raise UserError(f"unknown inverse-HVP solver {method!r}; choose one of {', '.join(SOLVERS)}")
-    if relative_damping is not None and not relative_damping >= 0:
-        raise UserError(f"relative damping must be >= 0, got {relative_damping}")
-    hvp = make_hvp(loss_fn, params, batch, l2=l2, chunk_size=chunk_size)
-    base, ravel, unravel = flat_operator(hvp, params)
-    base = jax.jit(base)
-    bf = ravel(b)
-    eig = None
-    if relative_damping is not None:
-        eig = largest_eigenvalue(base, bf.shape[0], bf.dtype)
-        damping = relative_damping * eig
-    if damping < 0:
-        raise UserError(f"damping must be >= 0, got {damping}")
-    matvec = jax.jit(lambda v: base(v) + damping * v) if damping else base
+    matvec, unravel, damping, eig = damped_operator(loss_fn, params, batch, l2=l2, damping=damping,
+                                                    relative_damping=relative_damping, chunk_size=chunk_size)
+    bf = ravel_pytree(b)[0]
     if method == "explicit" and hessian is None:
         hessian = hessian_matrix(loss_fn, params, batch, l2=l2, damping=damping)
     sample = (_sampled_hvp(loss_fn, params, batch, l2, damping, unravel, lissa_batch_size)
@@ -364,6 +354,27 @@ def inverse_hvp(loss_fn: LossFn, params, batch: dict, b, *, method: str = "cg", 
     return solve_system(matvec, bf, method=method, tol=tol, max_iter=max_iter, scale=scale, hessian=hessian,
                         sample_matvec=sample, seed=seed, unravel=unravel,
                         eigenvalue=None if eig is None else eig + damping, damping=damping)
+
+
+def damped_operator(loss_fn: LossFn, params, batch: dict, *, l2: float = 0.0, damping: float = 0.0,
+                    relative_damping: float | None = None, chunk_size: int | None = None):
+    """``(matvec, unravel, damping, eig)``: the jitted ``v -> (H + damping I) v`` on flat (P,) vectors for
+    the Hessian H of :func:`training_objective`, the map from flat vectors to pytrees like ``params``, the
+    damping used and H's largest eigenvalue (None unless ``relative_damping`` is given, when
+    damping = relative_damping x eig, eig by :func:`largest_eigenvalue`; see :func:`inverse_hvp`)."""
+    if relative_damping is not None and not relative_damping >= 0:
+        raise UserError(f"relative damping must be >= 0, got {relative_damping}")
+    base, _, unravel = flat_operator(make_hvp(loss_fn, params, batch, l2=l2, chunk_size=chunk_size), params)
+    base = jax.jit(base)
+    eig = None
+    if relative_damping is not None:
+        flat = ravel_pytree(params)[0]
+        eig = largest_eigenvalue(base, flat.shape[0], flat.dtype)
+        damping = relative_damping * eig
+    if damping < 0:
+        raise UserError(f"damping must be >= 0, got {damping}")
+    matvec = jax.jit(lambda v: base(v) + damping * v) if damping else base
+    return matvec, unravel, damping, eig
 
 
 def largest_eigenvalue(matvec, p: int, dtype=jnp.float32, iters: int = 30, seed: int = 0) -> float:

@@ -6,12 +6,15 @@ Eq. 6.4 with that quantity): the library side of ``repair-jax influence``.
 :func:`influence_run` writes into ``out``:
 
 * ``influence.json``: the ``top`` training points by decreasing |score|, a list of
-  ``{"train_index", "score"}``;
-* ``scores.npy``: the full (N,) float64 score vector, one entry per training point;
+  ``{"train_index", "score"}``; with several test points (``test_index`` a list or "all") one
+  ``{"test_index", "top": [...]}`` entry per test point;
+* ``scores.npy``: the full (N,) float64 score vector, one entry per training point; (M, N) for M > 1
+  test points, row t for the t-th listed test index (one test index keeps the (N,) layout);
 * ``summary.json``: target, solver report (method, status, relative residual, converged, damping),
   ``converged`` and ``status`` (``no_solve`` for TracIn) at the top level, the dtype of the
-  computation, warnings, the most harmful and most helpful points;
-* ``influence.png`` for image data: the test image with the most harmful and most helpful training
+  computation, warnings, the most harmful and most helpful points (several test points: ``solver.columns``
+  holds each one's residual, iterations and status, ``per_test_point`` its 3 most harmful and helpful);
+* ``influence.png`` for image data and one target: the test image with the most harmful and most helpful training
   images; its title starts with "NOT CONVERGED" when the solve did not converge.
 
 ``score`` is I_up of the training point on the target quantity: positive = upweighting the point raises
@@ -44,6 +47,7 @@ import numpy as np
 from repair_jax.errors import UserError
 
 METHODS = ("explicit", "cg", "lissa", "tracin")
+FIT_METHODS = ("explicit", "cg")  # scored through one fit_influence (any number of test points)
 SPLITS = ("test", "val", "pool")
 DEFAULT_RELATIVE_DAMPING = 0.01
 METRICS_WITH_POSITIVE = ("fpr", "fnr")
@@ -82,6 +86,25 @@ def parse_group(spec: str | None, split, class_names, predictions=None) -> np.nd
         return (np.asarray(ref) == parse_class(rule[1], class_names)).astype(np.float32)
     inten = split.x.reshape(len(split), -1).mean(1)
     return ((inten > rule[2]) if rule[1] == ">" else (inten < rule[2])).astype(np.float32)
+
+
+def parse_test_indices(spec) -> list[int] | str | None:
+    """``--test-index``: an int, a sequence of ints, a comma-separated string ("3,17,42") or "all"; returns
+    a list of distinct indices >= 0, "all", or None. One-line :class:`UserError` otherwise."""
+    if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
+        return None if spec is None else "all"
+    if isinstance(spec, str):
+        try:
+            spec = [int(t) for t in spec.split(",")]
+        except ValueError:
+            raise UserError(f"bad --test-index {spec!r}; use an index, a comma-separated list (3,17,42) "
+                            "or all") from None
+    items = [spec] if np.ndim(spec) == 0 else list(spec)
+    if not items or any(int(i) != i or i < 0 for i in items):
+        raise UserError(f"--test-index must be indices >= 0, got {spec}")
+    if len(set(items)) != len(items):
+        raise UserError(f"--test-index lists an index twice: {spec}")
+    return [int(i) for i in items]
 
 
 def _check_positive(name: str, value, integer: bool = False, allow_zero: bool = False) -> None:
@@ -128,8 +151,10 @@ def validate_influence_args(*, test_index=None, split="test", method="cg", top=2
         raise UserError("pass --test-index I (or --metric with --group, or --pair / --triplet)")
     if metric is not None and test_index is not None:
         raise UserError("pass either --test-index or --metric, not both")
-    if test_index is not None and test_index < 0:
-        raise UserError(f"--test-index must be >= 0, got {test_index}")
+    indices = parse_test_indices(test_index)
+    if indices is not None and (indices == "all" or len(indices) > 1) and method not in FIT_METHODS:
+        raise UserError(f"several test points need --method {' or '.join(FIT_METHODS)} (one fit, one block solve); "
+                        f"{method} takes one --test-index")
     if metric is not None:
         if metric not in GROUP_DISPARITY_METRICS:
             raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(GROUP_DISPARITY_METRICS)}")
@@ -171,8 +196,8 @@ def _load(run_path, test_index, split):
 
     run = load_run(run_path)
     size = run.info.get("split_sizes", {}).get(split)
-    if test_index is not None and size is not None and test_index >= size:
-        raise UserError(f"--test-index {test_index} is out of range: the {split} split has {size} points "
+    if isinstance(test_index, list) and size is not None and max(test_index) >= size:
+        raise UserError(f"--test-index {max(test_index)} is out of range: the {split} split has {size} points "
                         f"(0..{size - 1})")
     ds = run.dataset()
     if ds.multilabel:
@@ -181,30 +206,40 @@ def _load(run_path, test_index, split):
 
 
 def _test_loss_target(loss_fn, params, target_split, test_index, dtype):
-    """(quantity maker, target record, warnings) for the loss of one point of ``target_split``."""
+    """(quantity maker, target record, warnings) for the loss of point ``test_index`` (an int) of
+    ``target_split``; for a list of indices the record lists one entry per point under ``points``."""
     import jax.numpy as jnp
 
     from repair_jax.influence.functions import test_loss_quantity
 
-    if not 0 <= test_index < len(target_split):
-        raise UserError(f"--test-index {test_index} is out of range: the split has {len(target_split)} points")
-    tb = {"x": jnp.asarray(target_split.x[test_index:test_index + 1], dtype),
-          "y": jnp.asarray(target_split.y[test_index:test_index + 1])}
-    make_q = lambda lf: test_loss_quantity(lf, tb)
-    value = float(make_q(loss_fn)(params))
-    logits = np.asarray(loss_fn.logits(params, tb["x"]))[0]
-    label = int(target_split.y[test_index])
-    target = {"kind": "test_loss", "test_index": test_index, "label": label, "predicted": int(logits.argmax()),
-              "value": value}
+    idx = [int(test_index)] if np.ndim(test_index) == 0 else list(test_index)
+    bad = [i for i in idx if not 0 <= i < len(target_split)]
+    if bad:
+        raise UserError(f"--test-index {bad[0]} is out of range: the split has {len(target_split)} points")
+    tb = {"x": jnp.asarray(target_split.x[idx], dtype), "y": jnp.asarray(target_split.y[idx])}
+    values, logits = np.asarray(loss_fn(params, tb)), np.asarray(loss_fn.logits(params, tb["x"]))
+    points, under = [], []
+    for j, i in enumerate(idx):
+        label = int(target_split.y[i])
+        points.append({"kind": "test_loss", "test_index": i, "label": label, "predicted": int(logits[j].argmax()),
+                       "value": float(values[j])})
+        accurate = float32_loss_underflow(logits[j], label, values[j])
+        if accurate is not None:
+            points[-1]["accurate_value"] = accurate
+            under.append(j)
+    name = np.dtype(dtype).name
+    fix = " (rerun with --x64)" if name == "float32" else ""
     warns = []
-    accurate = float32_loss_underflow(logits, label, value)
-    if accurate is not None:
-        target["accurate_value"] = accurate
-        name = np.dtype(dtype).name
-        warns.append(f"{name} underflow: the test point's loss is {value:.3g} in {name} but {accurate:.3g} from "
-                     "its logit margin; its gradient and the scores are inaccurate" +
-                     (" (rerun with --x64)" if name == "float32" else ""))
-    return make_q, target, warns
+    if under and len(idx) == 1:
+        warns.append(f"{name} underflow: the test point's loss is {points[0]['value']:.3g} in {name} but "
+                     f"{points[0]['accurate_value']:.3g} from its logit margin; its gradient and the scores are "
+                     "inaccurate" + fix)
+    elif under:
+        warns.append(f"{name} underflow at {len(under)} of {len(idx)} test points (indices "
+                     f"{[idx[j] for j in under[:10]]}): their losses round to 0, their gradients and scores are "
+                     "inaccurate" + fix)
+    target = points[0] if np.ndim(test_index) == 0 else {"kind": "test_losses", "test_indices": idx, "points": points}
+    return (lambda lf: test_loss_quantity(lf, tb)), target, warns
 
 
 def _group_target(loss_fn, params, state, ds, target_split, metric, group, positive, dtype):
@@ -280,6 +315,22 @@ def _solve_scores(loss_fn, params, train, q, l2, method, solver_opts, chunk_size
     return scores, {**r.summary(), "l2": l2}
 
 
+def _fitted_scores(loss_fn, params, train, test_batch, indices, l2, method, solver_opts, chunk_size):
+    """((M, N) I_up,loss scores, solver record with one ``columns`` entry per test point) from one
+    :func:`repair_jax.influence.fit_influence` and one block solve (002 Eq. 3.1). The (N, P) training
+    gradients are kept only for several test points (one forward-mode pass is cheaper for one)."""
+    from repair_jax.influence.fitted import fit_influence
+
+    opts = {k: v for k, v in solver_opts.items() if k != "scale"}
+    fit = fit_influence(loss_fn, params, train, method=method, l2=l2, chunk_size=chunk_size,
+                        store_gradients=None if len(indices) > 1 else False, **opts)
+    scores, r = fit.scores(test_batch)
+    solver = {**r.summary(), "l2": l2}
+    for column, i in zip(solver["columns"], indices):
+        column["test_index"] = i
+    return scores, solver
+
+
 def _ranked(scores, labels, top):
     """(top-k by |score|, most harmful, most helpful) lists of dicts."""
     order = np.argsort(-np.abs(scores), kind="stable")[:top]
@@ -303,7 +354,8 @@ def _write_results(tmp: Path, scores, ranking, summary, plot_args) -> None:
 
 def _compute(run, ds, state, *, test_index, split, method, metric, group, positive, solver_opts, chunk_size,
              dtype, confusion=None):
-    """(scores (N,) float64, target record, solver record, warnings) of one influence computation."""
+    """(scores float64, target record, solver record, warnings) of one influence computation: scores (N,) for
+    an int ``test_index``, a group metric or a confusion, (M, N) for a list of M test indices."""
     import jax.numpy as jnp
 
     from repair_jax.influence.gradients import ClassifierLoss
@@ -323,7 +375,13 @@ def _compute(run, ds, state, *, test_index, split, method, metric, group, positi
     target["split"] = split
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InfluenceWarning)
-        if method == "tracin":
+        if confusion is None and metric is None and method in FIT_METHODS:
+            idx = [int(test_index)] if np.ndim(test_index) == 0 else list(test_index)
+            tb = {"x": jnp.asarray(target_split.x[idx], dtype), "y": jnp.asarray(target_split.y[idx])}
+            scores, solver = _fitted_scores(loss_fn, params, train, tb, idx, float(run.config.l2), method,
+                                            solver_opts, chunk_size)
+            scores = scores[0] if np.ndim(test_index) == 0 else scores
+        elif method == "tracin":
             scores, solver = _tracin_scores(run, state, train, make_q, dtype, chunk_size)
         else:
             scores, solver = _solve_scores(loss_fn, params, train, make_q(loss_fn), float(run.config.l2), method,
@@ -335,16 +393,20 @@ def _compute(run, ds, state, *, test_index, split, method, metric, group, positi
     return scores, target, solver, warns
 
 
-def influence_run(run_path, out, *, test_index: int | None = None, split: str = "test", method: str = "cg",
-                  top: int = 20, metric: str | None = None, group: str | None = None, positive: str | None = None,
-                  damping: float | None = None, relative_damping: float | None = None, tol: float | None = None,
-                  max_iter: int | None = None, scale: float | None = None, chunk_size: int = 512,
-                  x64: bool = False, force: bool = False, pair: str | None = None,
+def influence_run(run_path, out, *, test_index: int | list | str | None = None, split: str = "test",
+                  method: str = "cg", top: int = 20, metric: str | None = None, group: str | None = None,
+                  positive: str | None = None, damping: float | None = None, relative_damping: float | None = None,
+                  tol: float | None = None, max_iter: int | None = None, scale: float | None = None,
+                  chunk_size: int = 512, x64: bool = False, force: bool = False, pair: str | None = None,
                   triplet: str | None = None) -> dict:
     """Ranks the training points of the run at ``run_path`` by their influence on the loss of point
     ``test_index`` of ``split``, or on the disparity ``metric`` of ``group`` there, or on the soft
     type1conf of ``pair`` "A,B" / cd of ``triplet`` "A,B,C" (class indices or names) there, writes ``out``
     (see the module docstring) and returns the summary. Options are checked before anything is loaded.
+
+    ``test_index``: one index (int, or a one-element list / string: scores (N,)), several (a list, or a
+    string "3,17,42") or "all" (the whole split): scores (M, N), computed with ``explicit`` or ``cg`` by
+    one :func:`repair_jax.influence.fit_influence` and one block solve.
 
     ``damping`` (absolute) or ``relative_damping`` (x the largest eigenvalue of H; the default, 0.01).
     ``tol`` defaults to the solver's (:data:`repair_jax.influence.hvp.DEFAULT_TOL`), except CG in float32:
@@ -367,24 +429,41 @@ def influence_run(run_path, out, *, test_index: int | None = None, split: str = 
         tol = FLOAT32_CG_TOL
     solver_opts = {"tol": tol, "max_iter": max_iter, "scale": scale,
                    **({"damping": damping} if damping is not None else {"relative_damping": relative_damping})}
+    indices = parse_test_indices(test_index)
+    if isinstance(indices, list) and len(indices) == 1:
+        indices = indices[0]  # one test point: (N,) scores, as before several were accepted
     with atomic_dir(out, overwrite=force) as tmp, (jax.enable_x64(True) if x64 else contextlib.nullcontext()):
-        run, ds, state = _load(run_path, test_index, split)
+        run, ds, state = _load(run_path, [indices] if isinstance(indices, int) else indices, split)
+        if indices == "all":
+            indices = list(range(len(ds.split(split))))
         dtype = jnp.float64 if x64 else jnp.float32
         t0 = time.perf_counter()
         scores, target, solver, warns = _compute(
-            run, ds, state, test_index=test_index, split=split, method=method, metric=metric, group=group,
+            run, ds, state, test_index=indices, split=split, method=method, metric=metric, group=group,
             positive=positive, solver_opts=solver_opts, chunk_size=chunk_size, dtype=dtype,
             confusion=confusion_rule(pair, triplet))
-        ranking, harmful, helpful = _ranked(scores, ds.train.y, top)
+        ranking, extra = _rankings(scores, ds.train.y, top, None if np.ndim(indices) == 0 else indices)
         summary = {"run": str(run_path), "target": target, "solver": solver, "converged": solver["converged"],
                    "status": solver["status"], "dtype": np.dtype(dtype).name, "warnings": warns,
                    "num_train": len(ds.train), "seconds": time.perf_counter() - t0, "scores_file": "scores.npy",
-                   "score": "I_up (positive: upweighting raises the target = harmful)",
-                   "most_harmful": harmful, "most_helpful": helpful}
-        image = ds.train.x.ndim == 4 and ds.train.x.shape[-1] in (1, 3)
+                   "score": "I_up (positive: upweighting raises the target = harmful)", **extra}
+        image = ds.train.x.ndim == 4 and ds.train.x.shape[-1] in (1, 3) and scores.ndim == 1
         _write_results(tmp, scores, ranking, summary,
-                       (ds, ds.split(split), test_index, harmful, helpful) if image else None)
+                       (ds, ds.split(split), indices, extra["most_harmful"], extra["most_helpful"]) if image else None)
     return summary
+
+
+def _rankings(scores, labels, top, indices):
+    """(influence.json content, summary entries). One target: the ``top`` points by |score| and the most
+    harmful / helpful. M test points: one ``{"test_index", "top"}`` entry each, and in the summary each
+    point's 3 most harmful and helpful with its solve's column (residual, status)."""
+    if indices is None:
+        ranking, harmful, helpful = _ranked(scores, labels, top)
+        return ranking, {"most_harmful": harmful, "most_helpful": helpful}
+    rows = [_ranked(row, labels, top) for row in scores]
+    ranking = [{"test_index": i, "top": r[0]} for i, r in zip(indices, rows)]
+    per_point = [{"test_index": i, "most_harmful": r[1][:3], "most_helpful": r[2][:3]} for i, r in zip(indices, rows)]
+    return ranking, {"num_test_points": len(indices), "per_test_point": per_point}
 
 
 def _plot(path, ds, split, test_index, harmful, helpful, summary) -> None:

@@ -1,0 +1,143 @@
+"""Fit once, attribute many (repair_jax.influence.fitted): the fitted scores of M test points against
+influence_up_loss per test point (same solver options) and against the explicit formula of 002 Eq. 3.1
+with a dense ``jax.hessian``."""
+
+import dataclasses
+import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from repair_jax.errors import UserError
+from repair_jax.influence import (
+    ClassifierLoss, InfluenceWarning, fit_influence, influence_up_loss, training_objective,
+)
+from repair_jax.influence.workflow import parse_test_indices
+from repair_jax.models import create_model, init_variables
+
+
+def _row(batch, j):
+    return jax.tree_util.tree_map(lambda a: a[j:j + 1], batch)
+
+
+def _first(batch, m):
+    return jax.tree_util.tree_map(lambda a: a[:m], batch)
+
+
+@pytest.mark.parametrize("method", ["explicit", "cg"])
+def test_fitted_scores_equal_influence_up_loss_per_test_point(logreg, method):
+    loss, params, train, test, l2, hess = logreg  # softmax regression, 240 digits (tests/conftest.py)
+    test = _first(test, 5)
+    opts = dict(method=method, l2=l2, relative_damping=0.01, tol=1e-8)
+    with jax.enable_x64(True):
+        fit = fit_influence(loss, params, train, chunk_size=64, **opts)
+        scores, r = fit.scores(test)
+        # the per-point reference (test point 3) shares nothing with the fit but, for explicit, the dense H
+        h = hess + fit.damping * jnp.eye(hess.shape[0]) if method == "explicit" else None
+        ref, ref_solve = influence_up_loss(loss, params, train, _row(test, 3), chunk_size=64, hessian=h, **opts)
+        if method == "cg":  # without the stored (N, P) gradients (store_gradients=False): forward mode per point
+            lean_scores = dataclasses.replace(fit, grads=None).upweight_scores(r.x)
+            np.testing.assert_allclose(lean_scores, scores, rtol=1e-9, atol=1e-12)
+    assert scores.shape == (5, 240) and fit.grads.shape == (240, 650)
+    assert r.converged and r.residuals.shape == (5,) and np.all(r.residuals <= 1e-8)
+    assert ref_solve.converged and fit.damping == pytest.approx(ref_solve.damping, rel=1e-12)
+    np.testing.assert_allclose(scores[3], ref, rtol=1e-6, atol=1e-9 * float(np.abs(ref).max()))
+
+
+def _tiny_mlp():
+    m = create_model("mlp", 10, hidden=(3,))
+    v = init_variables(m, jax.random.PRNGKey(2), (2, 2, 1))
+    x = jax.random.uniform(jax.random.PRNGKey(3), (30, 2, 2, 1), jnp.float64)
+    train = {"x": x, "y": jnp.arange(30) % 10}
+    test = {"x": x[:4] + 0.1, "y": jnp.array([1, 4, 7, 9])}
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v["params"])
+    return ClassifierLoss(m.apply), params, train, test
+
+
+@pytest.mark.parametrize("damping", [0.5, 0.0])
+def test_fitted_explicit_equals_dense_hessian_formula(damping):
+    # a ReLU MLP at initialisation: with damping 0 its Hessian is indefinite -> the eigh path (and a warning)
+    with jax.enable_x64(True):
+        loss, params, train, test = _tiny_mlp()
+        flat, unravel = ravel_pytree(params)
+        h = jax.jit(jax.hessian(lambda f: training_objective(loss, unravel(f), train, 0.01)))(flat)
+        h = h + damping * jnp.eye(flat.size)
+        one = lambda f, x, y: loss(unravel(f), {"x": x[None], "y": y[None]})[0]
+        grad = jax.jit(lambda b: jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(flat, b["x"], b["y"]))
+        expected = -grad(test) @ np.linalg.solve(h, grad(train).T)  # (M, N), Eq. 3.1
+        if damping:
+            fit = fit_influence(loss, params, train, l2=0.01, damping=damping)
+        else:
+            with pytest.warns(InfluenceWarning, match="not positive definite"):
+                fit = fit_influence(loss, params, train, l2=0.01, damping=damping)
+        scores, r = fit.scores(test)
+    assert fit.factor[0] == ("cholesky" if damping else "eigh")
+    assert r.converged and r.iterations.tolist() == [1] * 4
+    np.testing.assert_allclose(scores, expected, rtol=1e-7, atol=1e-10 * float(np.abs(expected).max()))
+
+
+def test_block_solve_reports_every_column_and_checks_its_input(logreg, monkeypatch):
+    from repair_jax.influence import fitted
+
+    loss, params, train, test, l2, _ = logreg
+    test = _first(test, 5)
+    with jax.enable_x64(True):
+        fit = fit_influence(loss, params, train, method="cg", l2=l2, max_iter=2, tol=1e-10)
+        b = fit.test_gradients(test).T
+        with pytest.warns(InfluenceWarning, match="5 of 5 right-hand sides"):
+            r = fit.solve(b)
+        with pytest.warns(InfluenceWarning):
+            one = fit.solve(b[:, 0])
+        monkeypatch.setattr(fitted, "CG_COLUMNS", 2)  # 5 columns in blocks of 2, the last one padded
+        with pytest.warns(InfluenceWarning):
+            blocked = fit.solve(b)
+    np.testing.assert_allclose(blocked.x, r.x, rtol=1e-12, atol=1e-15)
+    assert blocked.iterations.tolist() == [2] * 5
+    assert not r.converged and r.status == "not_converged" and r.iterations.tolist() == [2] * 5
+    assert [c["converged"] for c in r.summary()["columns"]] == [False] * 5
+    assert one.x.shape == (650, 1)
+    np.testing.assert_allclose(one.residuals[0], r.residuals[0], rtol=1e-9)
+    with pytest.raises(UserError, match=r"\(P,\) or \(P, M\)"):
+        fit.solve(jnp.ones((3, 2)))
+    with pytest.raises(UserError, match="unknown fitted influence method"):
+        fit_influence(loss, params, train, method="lissa")
+    with jax.enable_x64(True):
+        with pytest.raises(UserError, match=r"per-example training gradients take .* GB \(240 x 650 float64"):
+            fit_influence(loss, params, train, method="cg", store_gradients=True, max_gradient_bytes=1000)
+        assert fit_influence(loss, params, train, method="cg", max_gradient_bytes=1000).grads is None
+
+
+def test_influence_cli_several_test_indices_equal_single_runs(tmp_path, capsys):
+    import json
+
+    from repair_jax.cli import main
+    from repair_jax.runs import train_run
+    from repair_jax.train import TrainConfig
+
+    cfg = TrainConfig(model="mlp", model_kwargs={"hidden": ()}, epochs=2, l2=1e-3, seed=0, train_limit=120)
+    train_run(cfg, tmp_path / "run", progress=False)
+    base = ["influence", "--run", str(tmp_path / "run"), "--method", "explicit", "--damping", "0.05", "--top", "3"]
+    assert main(base + ["--test-index", "all", "--out", str(tmp_path / "all")]) == 0
+    assert main(base + ["--test-index", "2", "--out", str(tmp_path / "one")]) == 0
+    many, one = np.load(tmp_path / "all" / "scores.npy"), np.load(tmp_path / "one" / "scores.npy")
+    s = json.loads((tmp_path / "all" / "summary.json").read_text())
+    m, n = json.loads((tmp_path / "run" / "run.json").read_text())["split_sizes"]["test"], s["num_train"]
+    assert many.shape == (m, n) and one.shape == (n,)  # one index keeps the (N,) layout
+    np.testing.assert_allclose(many[2], one, rtol=1e-4, atol=1e-5 * np.abs(one).max())
+    listing = json.loads((tmp_path / "all" / "influence.json").read_text())
+    assert [e["test_index"] for e in listing] == list(range(m)) and len(listing[2]["top"]) == 3
+    assert [e["train_index"] for e in listing[2]["top"]] == list(np.argsort(-np.abs(one), kind="stable")[:3])
+    assert s["converged"] and [c["test_index"] for c in s["solver"]["columns"]] == list(range(m))
+    assert parse_test_indices("7,2") == [7, 2] and parse_test_indices(3) == [3] and parse_test_indices(None) is None
+    for spec, msg in (("3,x", "bad --test-index"), ("3,3", "twice"), ("1,-2", ">= 0"), ("0,99999", "out of range")):
+        capsys.readouterr()
+        assert main(base + ["--test-index", spec, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and msg in err
+    assert main(base[:3] + ["--method", "lissa", "--test-index", "1,2", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
