@@ -10,9 +10,9 @@ from repair_jax.bias.multimodal_study import MultimodalBiasStudy
 
 
 def get_config(smoke: bool = False) -> MultimodalBiasStudy:
-    if smoke:  # the same backbones, tiny, one epoch on the digits' captions (8x8 images: seconds, not minutes)
+    if smoke:  # the same backbones, tiny, one epoch on 400 of the digits' captions (8x8 images: seconds)
         return MultimodalBiasStudy(
-            captions="digits_captions", seeds=(0,), epochs=1, batch_size=64, embed=8, lstm_hidden=8,
+            captions="digits_captions", train_limit=400, seeds=(0,), epochs=1, batch_size=64, embed=8, lstm_hidden=8,
             backbone_kwargs=(("resnet18", (("width", 4),)),
                              ("shufflenet_v2", (("stage_channels", (8, 16, 32)), ("stage_repeats", (1, 1, 1)),
                                                 ("stem", 8), ("last", 32)))))

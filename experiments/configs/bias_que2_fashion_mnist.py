@@ -15,8 +15,8 @@ from repair_jax.bias.study import BiasMitigationStudy
 
 
 def get_config(smoke: bool = False) -> BiasMitigationStudy:
-    if smoke:  # the same variants and a tiny PyramidNet, one epoch on the digits (8x8 images: seconds)
-        return BiasMitigationStudy(dataset="digits", model_kwargs=(("depth", 8), ("alpha", 8)),
+    if smoke:  # the same variants and a tiny PyramidNet, one epoch on 400 of the digits (8x8 images: seconds)
+        return BiasMitigationStudy(dataset="digits", train_limit=400, model_kwargs=(("depth", 8), ("alpha", 8)),
                                    seeds=(0, 1), epochs=1, batch_size=64, head_widths=(0, 16, 8), padain_p=0.5,
                                    wr_epochs=1)
     return BiasMitigationStudy(dataset="fashion_mnist", model="pyramidnet",

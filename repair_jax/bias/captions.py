@@ -137,11 +137,12 @@ def fashion_mnist_captions(seed: int = 0, data_dir: str | None = None, train_lim
     return caption_dataset(images, words, confusable, "fashion_mnist_captions", seed, **shares)
 
 
-def digits_captions(seed: int = 0, **shares) -> CaptionedDataset:
-    """Real scikit-learn digits with synthetic captions ("a dark seven"); the small, embedded variant."""
+def digits_captions(seed: int = 0, train_limit: int | None = None, **shares) -> CaptionedDataset:
+    """Real scikit-learn digits with synthetic captions ("a dark seven"); the small, embedded variant.
+    ``train_limit``: as :func:`repair_jax.data.load_dataset`'s (a stratified subset of the training split)."""
     from repair_jax.data import load_dataset
 
-    images = load_dataset("digits", seed=seed)
+    images = load_dataset("digits", seed=seed, train_limit=train_limit)
     words = [(w, w + "s") for w in DIGIT_WORDS]
     confusable = [DIGIT_CONFUSABLE[k] for k in range(10)]
     return caption_dataset(images, words, confusable, "digits_captions", seed, **shares)

@@ -41,7 +41,7 @@ def load_captions(name: str, seed: int, train_limit: int | None):
     if name == "fashion_mnist_captions":
         return fashion_mnist_captions(seed=seed, train_limit=train_limit)
     if name == "digits_captions":
-        return digits_captions(seed=seed)
+        return digits_captions(seed=seed, train_limit=train_limit)
     raise UserError(f"unknown captioned data set {name!r}; choose fashion_mnist_captions, digits_captions "
                     "or npz:PATH")
 
