@@ -80,7 +80,7 @@ def test_noisy_labels_fi0_smoke(tmp_path):
 def test_spurious_smoke(tmp_path):
     _run("guiding_spurious", tmp_path)
     rows = _read(tmp_path / "summary.json")["rows"]
-    assert {r["dataset"] for r in rows} == {"fashion_mnist", "digits"}
+    assert [r["dataset"] for r in rows] == ["fashion_mnist"]  # the smoke sweep: the config's first data set
     for r in rows:
         for m, worst in r["worst_group_accuracy"].items():  # the worst group is at most the average
             assert 0 <= worst <= r["test_accuracy"][m] + 1e-9

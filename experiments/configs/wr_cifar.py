@@ -6,9 +6,9 @@ Repair: 60 fine-tuning epochs at 0.01 (the paper gives no rate; 0.01 is the one 
 reaches after its first decay), SGD on the same step schedule, the rho grid of Sec. 4.4, 5 seeds for the
 selected settings. Targets: cat-dog and dog-cat-bird (CIFAR-10), girl-woman and woman-girl-boy
 (CIFAR-100), cat-dog + automobile-truck (two pairs). Smoke: TFDS mock data, tiny widths, and the
-settings that add a data set or a target rule (VGG11-BN and MobileNetV2 are left out of the smoke
-run, and CIFAR-100's smoke trains the smoke ResNet-18 instead of a ResNet-34: the models are exercised by
-tests/test_train.py, and compiling them costs a minute on 2 CPUs).
+settings that add a data set or a target rule (VGG11-BN, MobileNetV2 and the plain CIFAR-10 pair are
+left out of the smoke run, and CIFAR-100's smoke trains the smoke ResNet-18 instead of a ResNet-34: the
+models are exercised by tests/test_train.py, and compiling them costs a minute on 2 CPUs).
 CIFAR class indices: airplane 0, automobile 1, bird 2, cat 3, deer 4, dog 5, frog 6, horse 7, ship 8,
 truck 9; CIFAR-100: boy 11, girl 35, woman 98.
 """
@@ -46,7 +46,9 @@ def setting(dataset: str, model: str, smoke_model: tuple, studies: dict, smoke_s
     return config
 
 
-SMOKE_SETTINGS = ("cifar10_resnet18", "cifar100_resnet34", "cifar10_resnet18_two_pairs")
+# cifar10_resnet18 adds nothing to these at smoke size: the two-pairs setting trains the same model on
+# the same data, and CIFAR-100's runs the pair rule
+SMOKE_SETTINGS = ("cifar100_resnet34", "cifar10_resnet18_two_pairs")
 
 
 def get_config(smoke: bool = False) -> Sweep:
