@@ -27,6 +27,7 @@ at a time. Every block solve reports a relative residual, iterations and a statu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Any
 
@@ -122,9 +123,16 @@ class InfluenceFit:
             x, iters = _factor_solve(self.factor, b), np.ones(b.shape[1], int)
             ax = self.hessian @ x
         else:
-            x, k = _block_cg(self.matvec, b, self.tol, self.max_iter)
+            x, k = _block_cg(self._cg_run, b)
             iters, ax = np.asarray(k), jax.vmap(self.matvec, in_axes=1, out_axes=1)(x)
         return _block_result(x, ax, b, iters, self)
+
+    @functools.cached_property
+    def _cg_run(self):
+        """CG (:func:`repair_jax.influence.hvp.solve_cg`) vmapped over the columns of a (P, M) block, jitted once
+        per fit: every :meth:`solve` / :meth:`scores` call reuses the compiled solve."""
+        return jax.jit(jax.vmap(lambda col: solve_cg(self.matvec, col, self.tol, self.max_iter), in_axes=1,
+                                out_axes=(1, 0)))
 
     @property
     def size(self) -> int:
@@ -159,14 +167,14 @@ def _factor_solve(factor, b):
 
 
 @jax.jit
-def _cholesky_or_eigh(a):
+def _cholesky(a):
     c = jnp.linalg.cholesky(a)
     return c, jnp.all(jnp.isfinite(c))
 
 
 def _factorise(a) -> tuple:
     """("cholesky", (L, lower)) when ``a`` is positive definite, else ("eigh", (w, V)) and a warning."""
-    c, ok = _cholesky_or_eigh(a)
+    c, ok = _cholesky(a)
     if bool(ok):
         return "cholesky", (c, True)
     w, v = jnp.linalg.eigh(a)
@@ -179,10 +187,9 @@ def _factorise(a) -> tuple:
 CG_COLUMNS = 128
 
 
-def _block_cg(matvec, b, tol, max_iter):
-    """CG (:func:`repair_jax.influence.hvp.solve_cg`) vmapped over the M columns of ``b``, in blocks of
-    :data:`CG_COLUMNS` columns (the last one padded with copies of column 0): (x (P, M), iterations (M,))."""
-    run = jax.jit(jax.vmap(lambda col: solve_cg(matvec, col, tol, max_iter), in_axes=1, out_axes=(1, 0)))
+def _block_cg(run, b):
+    """``run`` (:attr:`InfluenceFit._cg_run`) over the M columns of ``b``, in blocks of :data:`CG_COLUMNS`
+    columns (the last one padded with copies of column 0): (x (P, M), iterations (M,))."""
     m = b.shape[1]
     if m <= CG_COLUMNS:
         return run(b)
