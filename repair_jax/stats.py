@@ -14,6 +14,7 @@ t-tests and mean confidence intervals, each a thin, documented layer over scipy.
 * :func:`vargha_delaney_a12` and :func:`a12_magnitude` - the effect size and its label.
 * :func:`t_test_p` and :func:`mean_ci` - 001_67555029b287879f.txt Sec. 5 (RQ i): independent
   two-sample t-test and the Student-t interval of a mean.
+* :func:`paired_t_test_p` - the paired t-test, for runs matched by seed (003 Table 1 analogue).
 """
 
 from __future__ import annotations
@@ -110,3 +111,18 @@ def t_test_p(a, b) -> float:
     with warnings.catch_warnings():  # nearly constant samples: scipy warns, the p-value stands
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(_stats.ttest_ind(a, b).pvalue)
+
+
+def paired_t_test_p(a, b) -> float:
+    """Paired two-sided t-test p-value of ``a`` against ``b`` (``scipy.stats.ttest_rel``), for runs
+    matched by seed (003 Table 1 analogue: a method and plain training share each seed's data subset and
+    initialisation). NaN with fewer than 2 pairs; with constant differences, 1 if they are 0, else 0."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples need equal shapes, got {a.shape} and {b.shape}")
+    if len(a) < 2:
+        return float("nan")
+    d = a - b
+    if np.allclose(d, d[0]):
+        return 1.0 if np.isclose(d[0], 0.0) else 0.0
+    return float(_stats.ttest_rel(a, b).pvalue)

@@ -37,3 +37,54 @@ def test_aggregate_mean_std_and_bad_method():
     assert row["recall"] == [3.0, 1.0]
     with pytest.raises(UserError):
         check_study(RobustnessStudy(methods=("plain", "mixup")))
+
+
+def _records(diffs, tail_drop):
+    """Two seeds of plain and of one method on a 4-class long tail; the method's balanced accuracy is
+    plain's + diffs[seed], its recall drops by tail_drop[seed] on the two smallest classes."""
+    recs = []
+    for seed in (0, 1, 2):
+        recall = np.array([0.9, 0.8, 0.6, 0.4]) + 0.01 * seed
+        base = {"model": "cnn", "level": "longtail(10)", "seed": seed, "train_counts": [100, 46, 22, 10],
+                "balanced_accuracy": float(recall.mean()), "macro_f1": 0.5 + 0.01 * seed}
+        recs.append({**base, "method": "plain", "recall": recall.tolist()})
+        changed = recall - np.array([0.0, 0.0, tail_drop[seed], tail_drop[seed]])
+        recs.append({**base, "method": "augmix", "recall": changed.tolist(),
+                     "balanced_accuracy": base["balanced_accuracy"] + diffs[seed], "macro_f1": base["macro_f1"]})
+    return recs
+
+
+def test_versus_plain_is_the_paired_t_test_and_head_tail_split_by_count(tmp_path):
+    import scipy.stats
+
+    from repair_jax.robustness.report import head_tail_recall, plot_recall_vs_class_size, versus_plain
+
+    recs = _records(diffs=[-0.05, -0.04, -0.06], tail_drop=[0.10, 0.12, 0.08])
+    rows = {r["metric"]: r for r in versus_plain(recs)}
+    ba = rows["balanced_accuracy"]
+    plain = [r["balanced_accuracy"] for r in recs if r["method"] == "plain"]
+    aug = [r["balanced_accuracy"] for r in recs if r["method"] == "augmix"]
+    assert ba["p"] == pytest.approx(scipy.stats.ttest_rel(aug, plain).pvalue)
+    assert ba["difference"] == pytest.approx(-0.05) and ba["lower"] and ba["seeds"] == 3
+    assert rows["macro_f1"]["difference"] == 0 and rows["macro_f1"]["p"] == 1.0 and not rows["macro_f1"]["lower"]
+    (ht,) = head_tail_recall(recs)
+    assert ht["head_change"] == pytest.approx(0.0) and ht["tail_change"] == pytest.approx(-0.10)
+    assert ht["p"] == pytest.approx(scipy.stats.ttest_rel([-0.10, -0.12, -0.08], [0, 0, 0]).pvalue)
+    assert ht["tail_carries_loss"]
+    # a balanced level has no head and no tail
+    assert head_tail_recall([{**r, "train_counts": [5, 5, 5, 5]} for r in recs]) == []
+    plot_recall_vs_class_size(recs, tmp_path / "r.png")
+    assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_cpu_and_cifar100_configs_share_the_smoke_path_and_name_their_grids():
+    smoke = load_config("experiments/configs/robustness_fashion_mnist.py", smoke=True)
+    for name in ("robustness_fashion_mnist_cpu", "robustness_cifar100_lt"):
+        assert load_config(f"experiments/configs/{name}.py", smoke=True) == smoke
+    cpu = load_config("experiments/configs/robustness_fashion_mnist_cpu.py")
+    full = load_config("experiments/configs/robustness_fashion_mnist.py")
+    assert (cpu.models, cpu.methods, cpu.levels, cpu.seeds) == (full.models, full.methods, full.levels, full.seeds)
+    assert len(cpu.seeds) >= 3 and cpu.dataset == "fashion_mnist"
+    cifar = load_config("experiments/configs/robustness_cifar100_lt.py")
+    assert cifar.dataset == "cifar100" and {"resnet50", "squeezenet"} <= set(cifar.models)
+    check_study(cifar)

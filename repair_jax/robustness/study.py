@@ -25,6 +25,7 @@ from repair_jax.experiment import runner
 from repair_jax.io import ResumableJsonl, write_json, write_text
 from repair_jax.metrics import summarize
 from repair_jax.models import create_model, init_variables
+from repair_jax.progress import progress as progress_bar
 from repair_jax.objectives import erm_objective
 from repair_jax.robustness.adversarial import (
     adversarial_noise_step, init_noise_training, init_universal_state, shared_adversarial_objective,
@@ -32,6 +33,7 @@ from repair_jax.robustness.adversarial import (
 )
 from repair_jax.robustness.augment import augmented_objective, standard_augment
 from repair_jax.robustness.augmix import augmix_objective
+from repair_jax.robustness.report import head_tail_recall, plot_recall_vs_class_size, report_markdown, versus_plain
 from repair_jax.robustness.schedules import triangular_cyclical_lr
 from repair_jax.robustness.uap import eval_logits_fn, fooling_rate, uap_sgd
 from repair_jax.train import TrainConfig, create_train_state, fit, predict
@@ -59,7 +61,8 @@ class RobustnessStudy:
 
 
 class RobustMethod(NamedTuple):
-    """``train(state, dataset, config: RobustnessStudy, seed) -> state``."""
+    """``train(state, dataset, config: RobustnessStudy, seed) -> (state, history)``, the history of
+    :func:`repair_jax.train.fit` (per-epoch loss and timings)."""
 
     train: Callable
 
@@ -72,14 +75,14 @@ def _with_objective(make_objective):
     def train(state, dataset, config, seed):
         aug = standard_augment(config.max_rotation)
         objective = augmented_objective(make_objective(config, seed), aug, seed)
-        return fit(state, dataset, _train_config(config, seed), objective=objective, progress=False)[0]
+        return fit(state, dataset, _train_config(config, seed), objective=objective, progress=False)
     return RobustMethod(train)
 
 
 def _with_step(init, make_step):
     def train(state, dataset, config, seed):
         return fit(init(state, dataset, seed), dataset, _train_config(config, seed),
-                   step=make_step(config, seed), progress=False)[0]
+                   step=make_step(config, seed), progress=False)
     return RobustMethod(train)
 
 
@@ -110,7 +113,7 @@ def run_cell(config: RobustnessStudy, model_name: str, method: str, dataset: Dat
     steps = max(1, len(dataset.train) // min(config.batch_size, len(dataset.train)))
     lr = triangular_cyclical_lr(config.base_lr, config.max_lr, max(1, steps * max(config.epochs, 1) // 4))
     state = create_train_state(model, variables, optax.adam(lr))
-    state = METHODS[method].train(state, dataset, config, seed)
+    state, _ = METHODS[method].train(state, dataset, config, seed)
     logits, _ = predict(state, dataset.test.x)
     s = summarize(dataset.test.y, logits, dataset.num_classes)
     n = min(config.uap_examples, len(dataset.test))
@@ -155,23 +158,34 @@ def table_markdown(rows: list[dict], levels, metric: str) -> str:
 
 @runner(RobustnessStudy)
 def run_robustness_study(config: RobustnessStudy, out: Path, *, force: bool, progress: bool) -> dict:
-    """Runs (resumably) every cell of ``config`` into ``out``: results.jsonl, summary.json, tables.md."""
+    """Runs (resumably) every cell of ``config`` into ``out``: results.jsonl, summary.json, tables.md
+    (003's two tables, then the paired tests of :mod:`.report`), significance.json and
+    recall_vs_class_size.png."""
     check_study(config)
     log = ResumableJsonl(out / "results.jsonl", dataclasses.asdict(config),
                          key=lambda r: (r["model"], r["method"], r["level"], r["seed"]), force=force)
-    for seed in config.seeds:
-        for level in config.levels:
-            name = f"{config.dataset}:{level}"
-            dataset = load_dataset(name, seed=seed, train_limit=config.train_limit)
-            for model_name in config.models:
-                for method in config.methods:
-                    if (model_name, method, level, seed) in log:
-                        continue
-                    rec = run_cell(config, model_name, method, dataset, seed)
-                    log.append({"model": model_name, "method": method, "level": level, "seed": seed,
-                                "dataset": dataset.name, **rec})
-    rows = aggregate(log.values())
+    grid = [(s, lv, m, meth) for s in config.seeds for lv in config.levels for m in config.models
+            for meth in config.methods]
+    loaded: dict[tuple, Dataset] = {}  # the current (level, seed) data set, shared by its models and methods
+    with progress_bar(len(grid), "robustness cells", enabled=progress) as bar:
+        for seed, level, model_name, method in grid:
+            if (model_name, method, level, seed) not in log:
+                if (level, seed) not in loaded:
+                    loaded.clear()
+                    loaded[(level, seed)] = load_dataset(f"{config.dataset}:{level}", seed=seed,
+                                                         train_limit=config.train_limit)
+                dataset = loaded[(level, seed)]
+                rec = run_cell(config, model_name, method, dataset, seed)
+                log.append({"model": model_name, "method": method, "level": level, "seed": seed,
+                            "dataset": dataset.name, **rec})
+            bar.update(note=f"{model_name} {method} {level} seed {seed}")
+    records = log.values()
+    rows = aggregate(records)
     write_json(out / "summary.json", {"rows": rows})
+    write_json(out / "significance.json", {"versus_plain": versus_plain(records),
+                                           "head_tail_recall": head_tail_recall(records)})
     write_text(out / "tables.md", "\n".join(table_markdown(rows, config.levels, m) for m in
-                                            ("balanced_accuracy", "macro_f1")))
+                                            ("balanced_accuracy", "macro_f1")) + "\n" + report_markdown(records))
+    if any(len(set(r["train_counts"])) > 1 for r in records):
+        plot_recall_vs_class_size(records, out / "recall_vs_class_size.png")
     return {"cells": len(rows), "runs": len(log)}
