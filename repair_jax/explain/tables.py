@@ -136,12 +136,11 @@ def concept_tests(config: SpuriousConceptStudy, spurious: StudyModel, normal: St
     tests = {"k_ssd": ks_result(k.scores, k.random_scores, config.alpha),
              "ccm": ks_result(pooled(spu), pooled(norm), config.alpha),
              "fam": ks_result(f.scores, f.random_scores, config.alpha)}
-    tcav_means = {"spurious_signal": k.mean_score, "spurious_signal_random": float(np.mean(k.random_scores)),
-                  "spurious_signal_t_test_p": k.p_value, "normal_signal": f.mean_score,
-                  "normal_signal_random": float(np.mean(f.random_scores)), "normal_signal_t_test_p": f.p_value,
-                  "spurious_concepts": {str(c): r.mean_score for c, r in spu.items()},
-                  "normal_concepts": {str(c): r.mean_score for c, r in norm.items()}}
-    return {"tests": tests, "tcav": tcav_means}
+    scores = lambda r: {"scores": r.scores.tolist(), "random_scores": r.random_scores.tolist(),
+                        "t_test_p": r.p_value, "cav_accuracy": r.cav_accuracy}
+    return {"tests": tests, "tcav": {"spurious_signal": scores(k), "normal_signal": scores(f),
+                                     "spurious_concepts": {str(c): scores(r) for c, r in spu.items()},
+                                     "normal_concepts": {str(c): scores(r) for c, r in norm.items()}}}
 
 
 def _concept_record(config: SpuriousConceptStudy, ds: Dataset, seed, signal, normal, normal_scores) -> dict:
@@ -203,8 +202,7 @@ def _ranking_record(config: SpuriousTrainingRankingStudy, ds: Dataset, seed, sig
     tests = {"k_ssd": ks_result(icm("spurious_spu"), icm("spurious_norm"), config.alpha),
              "ccm": ks_result(icm("spurious_norm"), icm("normal_norm"), config.alpha),
              "fam": ks_result(icm("normal_spu"), icm("normal_norm"), config.alpha)}
-    means = {cell: {k: float(np.mean(v)) for k, v in m.items()} for cell, m in cells.items()}
-    return {**condition_fields(seed, signal, score, normal_scores), "tests": tests, "means": means}
+    return {**condition_fields(seed, signal, score, normal_scores), "tests": tests, "rankings": cells}
 
 
 def summarize_tests(records: list[dict]) -> dict:
@@ -219,9 +217,38 @@ def summarize_tests(records: list[dict]) -> dict:
             for s, ms in out.items()}
 
 
-def ks_markdown(title: str, table: dict, records: list[dict]) -> str:
+def concept_details(records: list[dict]) -> list[str]:
+    """Markdown rows of the mean TCAV scores behind Table 4.2 (per seed and signal)."""
+    mean = lambda r, k="scores": f"{np.mean(r[k]):.2f}"
+    known = lambda cs: ", ".join(f"{c}: {mean(r)}" for c, r in cs.items())
+    lines = ["| seed | signal | spurious model: signal concept (random CAVs) | normal model: signal concept "
+             "(random CAVs) | spurious model: known concepts | normal model: known concepts |", "|---" * 6 + "|"]
+    for rec in records:
+        t = rec["tcav"]
+        lines.append(f"| {rec['seed']} | {rec['signal']} | {mean(t['spurious_signal'])} "
+                     f"({mean(t['spurious_signal'], 'random_scores')}) | {mean(t['normal_signal'])} "
+                     f"({mean(t['normal_signal'], 'random_scores')}) | {known(t['spurious_concepts'])} | "
+                     f"{known(t['normal_concepts'])} |")
+    return ["Mean TCAV scores of the aligned class (random-CAV scores in brackets; known concepts by class):",
+            ""] + lines
+
+
+def ranking_details(records: list[dict]) -> list[str]:
+    """Markdown rows of the mean ICM and aligned-class fraction behind Table 4.3 (per seed and signal)."""
+    cells = ("spurious_spu", "spurious_norm", "normal_spu", "normal_norm")
+    lines = ["| seed | signal | spurious model, spurious inputs | spurious model, normal inputs | normal model, "
+             "spurious inputs | normal model, normal inputs |", "|---" * 6 + "|"]
+    for rec in records:
+        r = rec["rankings"]
+        lines.append(f"| {rec['seed']} | {rec['signal']} | " + " | ".join(
+            f"{np.mean(r[c]['icm']):.2f} / {np.mean(r[c]['aligned']):.2f}" for c in cells) + " |")
+    return ["Mean ICM / mean fraction of the top training points from the aligned class (for the spurious "
+            "model: the points carrying the signal):", ""] + lines
+
+
+def ks_markdown(title: str, table: dict, records: list[dict], details: list[str]) -> str:
     """The thesis's Table 4.2/4.3 layout (metric rows, ✗ = rejected, ✓ = not), one column per signal and
-    the thesis's Tag column; then the model conditions."""
+    the thesis's Tag column; then the model conditions and ``details`` (markdown lines)."""
     signals = list(table)
     mark = lambda c: ("✗" if 2 * c["rejected"] > c["seeds"] else "✓") + (
         f" {c['rejected']}/{c['seeds']} rejected" if c["seeds"] > 1 else "")
@@ -236,10 +263,10 @@ def ks_markdown(title: str, table: dict, records: list[dict]) -> str:
               "|---|---|---|---|"]
     lines += [f"| {r['seed']} | {r['signal']} | {r['spurious_score']:.3f} ({'yes' if r['spurious_ok'] else 'no'}) | "
               f"{r['normal_max_score']:.3f} ({'yes' if r['normal_ok'] else 'no'}) |" for r in records]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + details) + "\n"
 
 
-def _run_ks_study(config, record, title: str, out: Path, force: bool, progress: bool) -> dict:
+def _run_ks_study(config, record, details, title: str, out: Path, force: bool, progress: bool) -> dict:
     config.validate()
     models = config.models
     ds = load_dataset(models.dataset, seed=0, train_limit=models.train_limit)
@@ -251,20 +278,20 @@ def _run_ks_study(config, record, title: str, out: Path, force: bool, progress: 
     summary = {"table": summarize_tests(records), "records": len(records),
                "spurious_ok": all(r["spurious_ok"] for r in records), "normal_ok": all(r["normal_ok"] for r in records)}
     write_json(Path(out) / "results.json", summary)
-    write_text(Path(out) / "results.md", ks_markdown(title, summary["table"], records))
+    write_text(Path(out) / "results.md", ks_markdown(title, summary["table"], records, details(records)))
     return summary
 
 
 @runner(SpuriousConceptStudy)
 def run_spurious_concept_study(config: SpuriousConceptStudy, out: Path, *, force: bool, progress: bool) -> dict:
-    return _run_ks_study(config, _concept_record, "Table 4.2 analogue: TCAV concept rankings, KS tests",
+    return _run_ks_study(config, _concept_record, concept_details, "Table 4.2 analogue: TCAV concept rankings, KS tests",
                          out, force, progress)
 
 
 @runner(SpuriousTrainingRankingStudy)
 def run_training_ranking_study(config: SpuriousTrainingRankingStudy, out: Path, *, force: bool,
                                progress: bool) -> dict:
-    return _run_ks_study(config, _ranking_record, "Table 4.3 analogue: training-point ranking (ICM), KS tests",
+    return _run_ks_study(config, _ranking_record, ranking_details, "Table 4.3 analogue: training-point ranking (ICM), KS tests",
                          out, force, progress)
 
 
