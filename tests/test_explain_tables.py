@@ -86,9 +86,9 @@ def test_training_point_ranking_matches_an_explicit_hessian(trained_digits_mlp):
     flat, unravel = ravel_pytree(last)
     feats, feats_t = predict(state, train.x)[1], predict(state, x)[1]
     per_example = lambda w, h, y: last_layer_loss(unravel(w), {"x": h, "y": y})
-    hess = jax.hessian(lambda w: jnp.mean(per_example(w, feats, train.y)))(flat) + damping * jnp.eye(len(flat))
-    g_train = jax.jacrev(per_example)(flat, feats, train.y)
-    g_test = jax.jacrev(per_example)(flat, feats_t, np.asarray(model.predict(x)))
+    hess = jax.jit(jax.hessian(lambda w: jnp.mean(per_example(w, feats, train.y))))(flat) + damping * jnp.eye(len(flat))
+    grads = jax.jit(jax.jacrev(per_example))  # one compiled program per shape, not op by op
+    g_train, g_test = grads(flat, feats, train.y), grads(flat, feats_t, np.asarray(model.predict(x)))
     scores = -np.asarray(g_test @ jnp.linalg.solve(hess, g_train.T))
     ordered = np.take_along_axis(scores, ranking, axis=1)
     assert np.all(np.diff(ordered, axis=1) >= -1e-5 * np.abs(scores).max())  # most helpful (most negative) first
