@@ -8,6 +8,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.flatten_util import ravel_pytree
 from scipy import stats
 
@@ -28,6 +29,7 @@ def _check_ks(test, a, b):
     assert test["rejected"] == (ref.pvalue < 0.05)
 
 
+@pytest.mark.slow  # a smoke run of a whole config, as in tests/test_experiments.py
 def test_concept_study_smoke_ks_tests_are_ks_2samp_of_the_tcav_scores(tmp_path):
     config = load_config(CONCEPTS, smoke=True)
     summary = run_experiment(config, tmp_path, progress=False)
@@ -44,6 +46,7 @@ def test_concept_study_smoke_ks_tests_are_ks_2samp_of_the_tcav_scores(tmp_path):
     assert run_experiment(config, tmp_path, progress=False) == summary  # resumed: the same numbers
 
 
+@pytest.mark.slow  # a smoke run of a whole config, as in tests/test_experiments.py
 def test_ranking_study_smoke_ks_tests_are_ks_2samp_of_the_icm(tmp_path):
     config = load_config(RANKING, smoke=True)
     summary = run_experiment(config, tmp_path, progress=False)
@@ -94,6 +97,7 @@ def test_training_point_ranking_matches_an_explicit_hessian(trained_digits_mlp):
     assert np.all(np.diff(ordered, axis=1) >= -1e-5 * np.abs(scores).max())  # most helpful (most negative) first
 
 
+@pytest.mark.slow  # a smoke run of a whole config, as in tests/test_experiments.py
 def test_ood_study_smoke_and_resized_digits(tmp_path):
     from repair_jax.data import Split, load_dataset
     from repair_jax.explain.tables import resized_dataset
@@ -122,12 +126,13 @@ def test_module_outputs_traces_a_model_once():
     from repair_jax.models import create_model, init_variables
 
     model = create_model("cnn", 3, width=2, dense=4)
-    variables = init_variables(model, jax.random.PRNGKey(0), (8, 8, 1))
+    variables = jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0), (8, 8, 1)))  # shapes suffice
     params, calls = variables["params"], []
+    stats = jax.tree_util.tree_map(lambda v: np.ones(v.shape, v.dtype), variables["batch_stats"])
 
     def apply_fn(p, x):
         calls.append(1)
-        return model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x, train=False)[0]
+        return model.apply({"params": p, "batch_stats": stats}, x, train=False)[0]
 
     first = module_outputs(apply_fn, params, (8, 8, 1))
     assert module_outputs(apply_fn, params, (8, 8, 1)) == first and len(calls) == 1

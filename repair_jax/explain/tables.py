@@ -169,6 +169,8 @@ def training_point_ranking(model: StudyModel, train: Split, x, damping: float) -
     from repair_jax.influence import fit_influence
     from repair_jax.repair.mm import find_last_layer
 
+    if model.features is None:
+        raise UserError("the training-point ranking needs the model's penultimate features (StudyModel.features)")
     feats = np.asarray(model.features(train.x))
     logits = np.asarray(jax.jit(model.apply_fn)(model.params, train.x[:256]))
     node = model.params
@@ -195,9 +197,9 @@ def _ranking_record(config: SpuriousTrainingRankingStudy, ds: Dataset, seed, sig
     x_spu = add_signal(signal, x_norm)[0]
     cells = {}
     for name, model, train in (("spurious", spurious, contaminated.train), ("normal", normal, ds.train)):
-        for inputs, x in (("spu", x_spu), ("norm", x_norm)):
-            cells[f"{name}_{inputs}"] = ranking_metrics(training_point_ranking(model, train, x, config.damping),
-                                                        train.y, y, config.models.aligned_class, config.top)
+        ranking = training_point_ranking(model, train, np.concatenate([x_spu, x_norm]), config.damping)  # one fit
+        for inputs, r in (("spu", ranking[:n]), ("norm", ranking[n:])):
+            cells[f"{name}_{inputs}"] = ranking_metrics(r, train.y, y, config.models.aligned_class, config.top)
     icm = lambda cell: cells[cell]["icm"]
     tests = {"k_ssd": ks_result(icm("spurious_spu"), icm("spurious_norm"), config.alpha),
              "ccm": ks_result(icm("spurious_norm"), icm("normal_norm"), config.alpha),
