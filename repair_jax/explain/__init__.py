@@ -39,6 +39,12 @@ from repair_jax.explain.sanity import (
     CascadingRandomizationStudy, randomization_steps, run_cascading_randomization, similarity_curves,
 )
 from repair_jax.explain.study import (
-    SpuriousAttributionStudy, SpuriousCondition, StudyModel, normal_model_scores, run_spurious_attribution_study,
-    spurious_condition, train_study_model,
+    SpuriousAttributionStudy, SpuriousCondition, StudyModel, condition_fields, normal_model_scores,
+    run_spurious_attribution_study, run_spurious_conditions, spurious_condition, train_spurious_model,
+    train_study_model,
+)
+from repair_jax.explain.tables import (
+    OODExplanationStudy, SpuriousConceptStudy, SpuriousTrainingRankingStudy, concept_sets, concept_tests, ks_result,
+    last_layer_loss, ranking_metrics, resized_dataset, run_ood_explanation_study, run_spurious_concept_study,
+    run_training_ranking_study, training_point_ranking,
 )

@@ -9,6 +9,8 @@ The map is upsampled bilinearly to the input's height and width and repeated ove
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -35,12 +37,21 @@ def _recorder(names: list, shapes: dict, conv_only: bool):
     return interceptor
 
 
-def module_outputs(apply_fn: ApplyFn, params, input_shape, conv_only: bool = True) -> dict[str, tuple]:
-    """Layer name -> output shape (batch of 1), in call order; only ``nn.Conv`` layers by default."""
+@functools.lru_cache(maxsize=64)
+def _module_outputs(apply_fn: ApplyFn, treedef, leaves: tuple, input_shape: tuple, conv_only: bool) -> tuple:
+    params = jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaves])
     names, shapes = [], {}
     with nn.intercept_methods(_recorder(names, shapes, conv_only)):
         jax.eval_shape(lambda p: apply_fn(p, jnp.zeros((1, *input_shape), jnp.float32)), params)
-    return {n: shapes[n] for n in names}
+    return tuple((n, shapes[n]) for n in names)
+
+
+def module_outputs(apply_fn: ApplyFn, params, input_shape, conv_only: bool = True) -> dict[str, tuple]:
+    """Layer name -> output shape (batch of 1), in call order; only ``nn.Conv`` layers by default.
+    Traced once per (apply_fn, parameter shapes, input shape): every later call is a cache look-up."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    spec = tuple((tuple(leaf.shape), jnp.dtype(leaf.dtype)) for leaf in leaves)
+    return dict(_module_outputs(apply_fn, treedef, spec, tuple(input_shape), conv_only))
 
 
 def conv_layers(apply_fn: ApplyFn, params, input_shape) -> list[str]:

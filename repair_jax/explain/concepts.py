@@ -15,6 +15,7 @@ A layer is a flax module path (``Conv_3``, ``Dense_0``), as for GradCAM; activat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Sequence
 
@@ -33,12 +34,19 @@ def _check_layer(apply_fn, params, input_shape, layer: str) -> None:
         raise UserError(f"no layer {layer!r} in the model")
 
 
+@functools.lru_cache(maxsize=64)
+def _batched_layer_fn(apply_fn: ApplyFn, layer: str, part: int):
+    """``f(params, x, target) -> (N, D)``: the flattened activation (part 0) or gradient (part 1) of
+    ``layer``, vmapped over ``x`` and jitted once per model and layer (compiled once per input shape)."""
+    one = lambda p, z, t: layer_activation_and_gradient(apply_fn, p, z, t, layer)[part].reshape(-1)
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
+
+
 def layer_activations(apply_fn: ApplyFn, params, x, layer: str) -> np.ndarray:
     """Flattened outputs of ``layer`` for a batch ``x`` (N, H, W, C) -> (N, D)."""
     x = jnp.asarray(x, jnp.float32)
     _check_layer(apply_fn, params, x.shape[1:], layer)
-    one = lambda z: layer_activation_and_gradient(apply_fn, params, z, 0, layer)[0].reshape(-1)
-    return np.asarray(jax.jit(jax.vmap(one))(x))
+    return np.asarray(_batched_layer_fn(apply_fn, layer, 0)(params, x, 0))
 
 
 def concept_activation_vector(concept_acts, random_acts, l2: float = 1e-2) -> tuple[np.ndarray, float]:
@@ -59,8 +67,7 @@ def layer_gradients(apply_fn: ApplyFn, params, x, target: int, layer: str) -> np
     """Flattened ``grad_{h_l} f_target(x)`` for a batch ``x`` (N, H, W, C) -> (N, D)."""
     x = jnp.asarray(x, jnp.float32)
     _check_layer(apply_fn, params, x.shape[1:], layer)
-    one = lambda z: layer_activation_and_gradient(apply_fn, params, z, target, layer)[1].reshape(-1)
-    return np.asarray(jax.jit(jax.vmap(one))(x))
+    return np.asarray(_batched_layer_fn(apply_fn, layer, 1)(params, x, target))
 
 
 def conceptual_sensitivity(apply_fn: ApplyFn, params, x, target: int, layer: str, cav) -> np.ndarray:

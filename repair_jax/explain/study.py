@@ -48,11 +48,12 @@ class SpuriousAttributionStudy:
 
 
 class StudyModel(NamedTuple):
-    """A trained model of the study: ``apply_fn(params, x) -> logits`` (eval mode), its params, and
-    ``predict(x) -> (N,)`` class indices."""
+    """A trained model of the study: ``apply_fn(params, x) -> logits`` (eval mode), its params,
+    ``predict(x) -> (N,)`` class indices and ``features(x) -> (N, D)`` penultimate features."""
     apply_fn: Callable
     params: Any
     predict: Callable
+    features: Callable | None = None
 
 
 class SpuriousCondition(NamedTuple):
@@ -71,13 +72,22 @@ class SpuriousCondition(NamedTuple):
 
 def train_study_model(config: SpuriousAttributionStudy, dataset, seed: int) -> StudyModel:
     """Trains ``config``'s model on ``dataset`` (normal, or contaminated by the caller) with ``seed``."""
-    from repair_jax.train import TrainConfig, predict_labels, train_model
+    from repair_jax.train import TrainConfig, predict, predict_labels, train_model
 
     cfg = TrainConfig(dataset=config.dataset, model=config.model, model_kwargs=dict(config.model_kwargs),
                       epochs=config.epochs, lr=config.lr, seed=seed, train_limit=config.train_limit)
     _, state, _, _ = train_model(cfg, dataset=dataset, progress=False)
     apply_fn, params = eval_apply_fn(state)
-    return StudyModel(apply_fn, params, lambda x: predict_labels(state, x))
+    return StudyModel(apply_fn, params, lambda x: predict_labels(state, x), lambda x: predict(state, x)[1])
+
+
+def train_spurious_model(config: SpuriousAttributionStudy, dataset, signal: str, seed: int):
+    """The spurious model for ``signal`` (aligned class ``config.aligned_class``, 002 Sec. 4.2.1):
+    ``(model, its contaminated data set, its spurious score on the test split)``."""
+    xc, _ = contaminate(signal, dataset.train.x, dataset.train.y, config.aligned_class)
+    contaminated = dataclasses.replace(dataset, train=Split(xc, dataset.train.y))
+    spurious = train_study_model(config, contaminated, seed)
+    return spurious, contaminated, spurious_score(spurious.predict, dataset.test.x, signal, config.aligned_class)
 
 
 def _explain(config, model: StudyModel, x, references) -> dict:
@@ -95,9 +105,7 @@ def spurious_condition(config: SpuriousAttributionStudy, dataset, normal: StudyM
     """Trains the spurious model for ``signal`` (aligned class ``config.aligned_class``), scores it on
     the test split and explains the first ``config.explain_examples`` test inputs with both models:
     K-SSD, CCM, FAM, FAM-GT per method (002 Sec. 4.2.1)."""
-    xc, _ = contaminate(signal, dataset.train.x, dataset.train.y, config.aligned_class)
-    spurious = train_study_model(config, dataclasses.replace(dataset, train=Split(xc, dataset.train.y)), seed)
-    score = spurious_score(spurious.predict, dataset.test.x, signal, config.aligned_class)
+    spurious, _, score = train_spurious_model(config, dataset, signal, seed)
     x_norm = dataset.test.x[:config.explain_examples]
     x_spu, masks = add_signal(signal, x_norm)
     refs = dataset.train.x
@@ -109,11 +117,30 @@ def spurious_condition(config: SpuriousAttributionStudy, dataset, normal: StudyM
     return SpuriousCondition(spurious, score, x_norm, x_spu, masks, e, measures)
 
 
+def condition_fields(seed: int, signal: str, score: float, normal_scores: dict) -> dict:
+    """The model-condition part of a record (002 Sec. 4.2.1 thresholds), the same in every Ch. 4 study."""
+    return {"seed": seed, "signal": signal, "spurious_score": score, "spurious_ok": score > SPURIOUS_THRESHOLD,
+            "normal_max_score": max(normal_scores.values()), "normal_ok": max(normal_scores.values()) < NORMAL_THRESHOLD}
+
+
 def _signal_record(config, seed, signal, ds, normal, normal_scores) -> dict:
     cond = spurious_condition(config, ds, normal, signal, seed)
-    return {"seed": seed, "signal": signal, "spurious_score": cond.spurious_score,
-            "spurious_ok": cond.spurious_score > SPURIOUS_THRESHOLD, "normal_max_score": max(normal_scores.values()),
-            "normal_ok": max(normal_scores.values()) < NORMAL_THRESHOLD, "measures": cond.measures}
+    return {**condition_fields(seed, signal, cond.spurious_score, normal_scores), "measures": cond.measures}
+
+
+def run_spurious_conditions(config: SpuriousAttributionStudy, ds, log: ResumableJsonl, record: Callable,
+                            name: str, progress: bool) -> None:
+    """The loop every Ch. 4 spurious study shares: per seed of ``config`` the normal model and its largest
+    spurious scores, then per signal not yet in ``log`` (keyed by (seed, signal))
+    ``record(seed, signal, normal, normal_scores) -> dict``, appended to ``log``."""
+    todo = [(seed, s) for seed in config.seeds for s in config.signals if (seed, s) not in log]
+    with progress_bar(len(todo), name, enabled=progress) as bar:
+        for seed in sorted({seed for seed, _ in todo}):
+            normal = train_study_model(config, ds, seed)
+            normal_scores = normal_model_scores(normal.predict, ds.test.x, config.signals, ds.num_classes)
+            for s in [s for sd, s in todo if sd == seed]:
+                log.append(record(seed, s, normal, normal_scores))
+                bar.update(note=f"seed {seed} {s}")
 
 
 def summarize(records: list[dict]) -> dict:
@@ -135,14 +162,8 @@ def run_spurious_attribution_study(config: SpuriousAttributionStudy, out: Path, 
     ds = load_dataset(config.dataset, seed=0, train_limit=config.train_limit)
     log = ResumableJsonl(Path(out) / "results.jsonl", dataclasses.asdict(config),
                          key=lambda r: (r["seed"], r["signal"]), force=force)
-    todo = [(seed, s) for seed in config.seeds for s in config.signals if (seed, s) not in log]
-    with progress_bar(len(todo), "spurious study", enabled=progress) as bar:
-        for seed in sorted({seed for seed, _ in todo}):
-            normal = train_study_model(config, ds, seed)
-            normal_scores = normal_model_scores(normal.predict, ds.test.x, config.signals, ds.num_classes)
-            for s in [s for sd, s in todo if sd == seed]:
-                log.append(_signal_record(config, seed, s, ds, normal, normal_scores))
-                bar.update(note=f"seed {seed} {s}")
+    run_spurious_conditions(config, ds, log, lambda seed, s, normal, scores: _signal_record(
+        config, seed, s, ds, normal, scores), "spurious study", progress)
     summary = {"table": summarize(log.values()), "records": len(log),
                "spurious_ok": all(r["spurious_ok"] for r in log.values()),
                "normal_ok": all(r["normal_ok"] for r in log.values())}
