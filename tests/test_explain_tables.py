@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from repair_jax.errors import UserError
 from repair_jax.experiment import load_config, run_experiment
 
 CONCEPTS = "experiments/configs/explain_concepts_table4_2.py"
@@ -147,3 +148,22 @@ def test_module_outputs_traces_a_model_once():
     assert list(first) == ["Conv_0", "Conv_1", "Conv_2", "Conv_3"]
     module_outputs(apply_fn, params, (8, 8, 1), conv_only=False)  # another question: traced again
     assert len(calls) == 2
+
+
+@pytest.mark.slow  # a smoke run of a whole config, as in tests/test_experiments.py
+def test_mislabelled_study_smoke_explains_flipped_points_with_both_labels(tmp_path):
+    from repair_jax.explain.tables import MislabelledExplanationStudy
+
+    config = load_config("experiments/configs/explain_mislabelled_sec4_3.py", smoke=True)
+    summary = run_experiment(config, tmp_path, progress=False)
+    numbers = summary["numbers"]
+    assert numbers["explained"] == config.explain_examples
+    assert numbers["noisy_dataset_name"] == "fashion_mnist with 10% of training labels flipped (synthetic)"
+    table = json.loads((tmp_path / "results.json").read_text())["table"]
+    assert set(table) == set(config.methods)
+    for cells in table.values():
+        assert -1 <= cells["ssim"]["mean"] <= 1 and -1 <= cells["rank"]["mean"] <= 1
+    assert "SSIM (clean → noisy model)" in (tmp_path / "results.md").read_text()
+    for bad in ({"flip_fraction": 0.0}, {"flip_fraction": 1.0}, {"explain_examples": 1}, {"methods": ("nope",)}):
+        with pytest.raises(UserError):
+            dataclasses.replace(config, **bad).validate()

@@ -44,7 +44,8 @@ from repair_jax.explain.study import (
     train_study_model,
 )
 from repair_jax.explain.tables import (
-    OODExplanationStudy, SpuriousConceptStudy, SpuriousTrainingRankingStudy, concept_sets, concept_tests, ks_result,
-    last_layer_loss, ranking_metrics, resized_dataset, run_ood_explanation_study, run_spurious_concept_study,
-    run_training_ranking_study, training_point_ranking,
+    MislabelledExplanationStudy, OODExplanationStudy, SpuriousConceptStudy, SpuriousTrainingRankingStudy,
+    concept_sets, concept_tests, ks_result, last_layer_loss, ranking_metrics, resized_dataset,
+    run_mislabelled_explanation_study, run_ood_explanation_study, run_spurious_concept_study,
+    run_training_ranking_study, similarity_rows, training_point_ranking,
 )
