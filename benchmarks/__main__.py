@@ -23,6 +23,7 @@ BENCHMARKS = {
     "influence": "benchmarks.influence",
     "weighted_repair": "benchmarks.weighted_repair",
     "explain": "benchmarks.explain",
+    "bias": "benchmarks.bias",
 }
 
 

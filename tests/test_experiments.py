@@ -25,7 +25,8 @@ DEDICATED = {**{name: "test_experiments_d2.py" for name in (
     "guiding_full_fashion_mnist", "influence_loo", "influence_ranking", "label_flip_sensitivity")},
     "explain_spurious_table4_1": "test_explain_study.py", "robustness_fashion_mnist": "test_robustness_study.py",
     "explain_cascading_randomization": "test_explain_sanity.py",
-    "bias_que1_fashion_mnist_captions": "test_bias_study.py", "bias_que2_fashion_mnist": "test_bias_study.py"}
+    "bias_que1_fashion_mnist_captions": "test_bias_study.py", "bias_que2_fashion_mnist": "test_bias_study.py",
+    "bias_que1_fashion_mnist_captions_cpu": "test_bias_study.py", "bias_que2_fashion_mnist_cpu": "test_bias_study.py"}
 
 
 @pytest.fixture
