@@ -1,7 +1,7 @@
 """Training-step costs of the 004_9347ff94c01a7b9b.txt mitigations on this machine, ratios taken in one run
 (jitted :func:`repair_jax.train.make_train_step`, SGD, one batch of 64 real Fashion-MNIST images with
 their captions, digits if it is not installed; the first call compiles and is not timed; each step
-time is the fastest of 4 rounds of 8 steps, each step from the same initial state, the models
+time is the fastest of 6 rounds of 8 steps, each step from the same initial state, the models
 interleaved within each round, so that a shared machine's load reaches them alike):
 
 * ``padain_over_plain_step``: an additive PyramidNet (depth 8, alpha 8, as bias_que2_fashion_mnist_cpu)
@@ -75,7 +75,7 @@ def run(quick: bool = False) -> dict:
     fashion = bool(find_fashion_mnist_dir())
     data = (captions.fashion_mnist_captions(seed=0, train_limit=1000) if fashion
             else captions.digits_captions(seed=0, train_limit=400))
-    bs, rounds, n = 64, (2 if quick else 4), (3 if quick else 8)
+    bs, rounds, n = 64, (2 if quick else 6), (3 if quick else 8)
     tr = data.images.train
     batch = {"x": jnp.asarray(tr.x[:bs]), "y": jnp.asarray(tr.y[:bs]), "text": jnp.asarray(data.text["train"][:bs])}
     image_batch = {"x": batch["x"], "y": batch["y"]}
