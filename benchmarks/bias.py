@@ -36,7 +36,7 @@ def _stepper(model, variables, objective, batch: dict):
     step = make_train_step(objective)
     state = create_train_state(model, variables, optax.sgd(1e-2, momentum=0.9))
 
-    def once():  # always from the initial state: a model that memorised the batch would time subnormal floats
+    def once():  # always from the initial state: repeated steps on one batch drift the timing as it is memorised
         _, m = step(state, batch)
         jax.block_until_ready(m["loss"])
     once()
