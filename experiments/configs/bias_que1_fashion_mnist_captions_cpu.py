@@ -3,7 +3,7 @@
 (LSTM-CNN with ResNet-18 and ShuffleNetV2 backbones, with and without MTL), captions and 3 seeds, on
 1000 real Fashion-MNIST training images (stratified; the full 10k test split) with their synthetic
 captions, 3 epochs, batch 64, a ResNet-18 of width 8, a small ShuffleNetV2 (stage channels 24, 48, 96,
-repeats 1, 2, 1, stem 16, last 256), embedding 16 and LSTM 32. The full-size table (all 60k images,
+repeats 1, 2, 1, stem 16, last 256), embedding 16 and LSTM 32. The full-size table (the whole training split,
 10 epochs, ResNet-18 width 16, the standard ShuffleNetV2 1x) is the GPU command
 ``python -m experiments.run bias_que1_fashion_mnist_captions``. Smoke size: the full config's.
 

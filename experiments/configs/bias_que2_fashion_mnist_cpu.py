@@ -3,7 +3,7 @@ committed results, experiments/results/bias_que2_fashion_mnist_cpu): the same va
 optimizer and PAdaIN p, and 3 seeds (so the DOB t-test has samples), on 1000 real Fashion-MNIST
 training images (stratified; the full 10k test split), a PyramidNet of depth 8 and alpha 8, 3 epochs,
 batch 64, heads of widths (0, 64, 32), WR fine-tuning 3 epochs. The full-size table (depth 20,
-alpha 48, 60k images, 15 epochs) is the GPU command ``python -m experiments.run bias_que2_fashion_mnist``.
+alpha 48, the whole training split, 15 epochs) is the GPU command ``python -m experiments.run bias_que2_fashion_mnist``.
 Smoke size: the full config's (one code path, no extra test time).
 
     python -m experiments.run bias_que2_fashion_mnist_cpu
