@@ -24,6 +24,7 @@ BENCHMARKS = {
     "weighted_repair": "benchmarks.weighted_repair",
     "explain": "benchmarks.explain",
     "robustness": "benchmarks.robustness",
+    "bias": "benchmarks.bias",
 }
 
 

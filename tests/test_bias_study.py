@@ -33,6 +33,17 @@ def test_configs_load():
     assert study.wr_rhos(full) == study.wr_rhos(smoke) == {"w-os": 0.1, "w-loss": 0.5}
 
 
+@pytest.mark.parametrize("name", ["bias_que2_fashion_mnist", "bias_que1_fashion_mnist_captions"])
+def test_cpu_configs_shrink_the_full_ones_and_share_their_smoke_size(name):
+    """bias_que2_fashion_mnist_cpu / bias_que1_fashion_mnist_captions_cpu (the committed CPU tables): same
+    type, variants and seeds as the full config, fewer epochs on a train limit; at smoke size the full
+    config's (run by this file's smoke tests, so tests/test_experiments.py leaves them here)."""
+    full, cpu = load_config(name), load_config(f"{name}_cpu")
+    assert type(cpu) is type(full) and cpu.variants == full.variants and cpu.seeds == full.seeds == (0, 1, 2)
+    assert cpu.epochs < full.epochs and cpu.train_limit < (full.train_limit or 60000)
+    assert load_config(f"{name}_cpu", smoke=True) == load_config(name, smoke=True)
+
+
 def test_dob_test_is_welch():
     rows = [{"variant": v, "dob": d} for v, d in
             [("plain", 0.10), ("plain", 0.12), ("plain", 0.11), ("x", 0.05), ("x", 0.06), ("x", 0.055)]]
@@ -154,3 +165,28 @@ def test_que1_config_at_smoke_size_on_digits_captions(tmp_path):
     assert [e["name"] for e in table] == ["resnet18", "shufflenet_v2", "resnet18+mtl", "shufflenet_v2+mtl"]
     assert set(table[2]["head_accuracies"]) == {"fusion", "cnn", "lstm", "ensemble"}
     assert "disparate_impact" in table[0]["per_class"]
+
+
+@pytest.mark.parametrize("config, message", [
+    ("BiasMitigationStudy(padain_p=1.5)", r"PAdaIN probability p must be in \[0, 1\], got 1.5"),
+    ("BiasMitigationStudy(padain_p=-0.1)", r"PAdaIN probability p must be in \[0, 1\]"),
+    ("BiasMitigationStudy(head_alphas=(1.0, -1.0, 1.0))", "head weight alpha must be >= 0, got -1.0"),
+    ("MultimodalBiasStudy(alphas=(-1.0, 1.0))", "head weight alpha must be >= 0, got -1.0"),
+    ("MultimodalBiasStudy(captions='fashion_mnist')", "'fashion_mnist' is not a captioned"),
+    ("MultimodalBiasStudy(variants=('resnet18+foo',))", "unknown variant 'resnet18\\+foo'"),
+])
+def test_bad_bias_configs_exit_2_with_one_line_before_loading(tmp_path, capsys, config, message):
+    """Bad options in a config (004 acceptance: alpha < 0, p outside [0, 1], a multimodal model on an
+    image-only data set) through the driver: one line, exit 2, nothing written."""
+    import re
+
+    from experiments.run import main
+
+    path = tmp_path / "bad_bias.py"
+    path.write_text("from repair_jax.bias.study import BiasMitigationStudy\n"
+                    "from repair_jax.bias.multimodal_study import MultimodalBiasStudy\n\n\n"
+                    f"def get_config(smoke=False):\n    return {config}\n")
+    assert main([str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+    assert not (tmp_path / "out").exists()

@@ -28,7 +28,8 @@ DEDICATED = {**{name: "test_experiments_d2.py" for name in (
     "explain_cascading_randomization": "test_explain_sanity.py",
     **{name: "test_explain_tables.py" for name in (
         "explain_concepts_table4_2", "explain_training_ranking_table4_3", "explain_ood_table4_4", "explain_mislabelled_sec4_3")},
-    "bias_que1_fashion_mnist_captions": "test_bias_study.py", "bias_que2_fashion_mnist": "test_bias_study.py"}
+    "bias_que1_fashion_mnist_captions": "test_bias_study.py", "bias_que2_fashion_mnist": "test_bias_study.py",
+    "bias_que1_fashion_mnist_captions_cpu": "test_bias_study.py", "bias_que2_fashion_mnist_cpu": "test_bias_study.py"}
 
 
 @pytest.fixture

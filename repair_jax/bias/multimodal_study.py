@@ -16,6 +16,9 @@ from repair_jax.errors import UserError
 from repair_jax.experiment import runner
 
 
+CAPTIONED = ("fashion_mnist_captions", "digits_captions")
+
+
 @dataclasses.dataclass(frozen=True)
 class MultimodalBiasStudy:
     """Variants are ``<backbone>`` (L_Fus) or ``<backbone>+mtl`` (L_MML with ``alphas``)."""
@@ -31,6 +34,27 @@ class MultimodalBiasStudy:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+
+    def validate(self) -> None:
+        """Checked before anything is loaded or written: alpha_1, alpha_2 >= 0 (L_MML), a captioned data
+        set (an image-only one is refused) and variants of the form ``<backbone>[+mtl]``."""
+        from repair_jax.bias.mtl import check_heads
+
+        check_heads(("ce",) * 3, (1.0, *self.alphas))
+        if not (self.captions.startswith("npz:") or self.captions in CAPTIONED):
+            raise UserError(f"{self.captions!r} is not a captioned (image+text) data set: a multimodal model "
+                            f"needs one of {', '.join(CAPTIONED)} or npz:PATH with token ids `text`")
+        for variant in self.variants:
+            split_variant(self, variant)
+
+
+def split_variant(config: MultimodalBiasStudy, variant: str) -> tuple[str, bool]:
+    """``"<backbone>"`` -> (backbone, False), ``"<backbone>+mtl"`` -> (backbone, True); a backbone missing
+    from ``config.backbone_kwargs`` or another suffix is a :class:`UserError`."""
+    backbone, _, mtl = variant.partition("+")
+    if backbone not in dict(config.backbone_kwargs) or mtl not in ("", "mtl"):
+        raise UserError(f"unknown variant {variant!r}: use a backbone of backbone_kwargs, optionally +mtl")
+    return backbone, mtl == "mtl"
 
 
 def load_captions(name: str, seed: int, train_limit: int | None):
@@ -52,10 +76,8 @@ def run_multimodal_variant(config: MultimodalBiasStudy, variant: str, seed: int,
     from repair_jax.bias.multimodal import HEAD_NAMES, lstm_cnn_model, train_multimodal
     from repair_jax.train import TrainConfig
 
-    backbone, _, mtl = variant.partition("+")
+    backbone, mtl = split_variant(config, variant)
     kwargs = dict(config.backbone_kwargs)
-    if backbone not in kwargs or mtl not in ("", "mtl"):
-        raise UserError(f"unknown variant {variant!r}: use a backbone of backbone_kwargs, optionally +mtl")
     model = lstm_cnn_model(backbone, data.num_classes, len(data.vocab), config.embed, config.lstm_hidden,
                            **dict(kwargs[backbone]))
     cfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=seed)
