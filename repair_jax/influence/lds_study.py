@@ -185,7 +185,7 @@ def plot_lds(path, cells: list[dict]) -> None:
 
     plt = _plt()
     methods = list(cells[0]["methods"])
-    fig, axes = plt.subplots(len(cells), len(methods), figsize=(2.6 * len(methods), 2.4 * len(cells)),
+    fig, axes = plt.subplots(len(cells), len(methods), figsize=(2.6 * len(methods), 2.6 * len(cells)),
                              squeeze=False)
     for row, c in zip(axes, cells):
         actual = _standardised(c["actual"]).ravel()
@@ -193,11 +193,12 @@ def plot_lds(path, cells: list[dict]) -> None:
             if "error" in c["methods"][m]:
                 continue
             ax.scatter(actual, _standardised(c["methods"][m]["plot"]["predicted"]).ravel(), s=2, alpha=0.3)
-            ax.set_title(f"{c['dataset']} {c['model']}, {m}: LDS {c['methods'][m]['lds']:.2f}", fontsize=7)
+            ax.set_title(f"{c['dataset']} {c['model']}\n{m}: LDS {c['methods'][m]['lds']:.2f}", fontsize=7)
             ax.tick_params(labelsize=6)
         row[0].set_ylabel("predicted (z-score)", fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("actual test loss (z-score)", fontsize=7)
+    fig.tight_layout()
     save_figure(fig, path)
 
 
