@@ -21,6 +21,7 @@ BENCHMARKS = {
     "hypergradient": "benchmarks.hypergradient",
     "per_example_grads": "benchmarks.per_example_grads",
     "influence": "benchmarks.influence",
+    "influence_lds": "benchmarks.influence_lds",
     "weighted_repair": "benchmarks.weighted_repair",
     "explain": "benchmarks.explain",
     "robustness": "benchmarks.robustness",

@@ -19,6 +19,10 @@ from repair_jax.influence.functions import (
 from repair_jax.influence.fitted import (
     BlockSolveResult, InfluenceFit, fit_influence, training_gradients,
 )
+from repair_jax.influence.evaluate import (
+    LDS_METHODS, attribution_scores, draw_subsets, linear_datamodeling_score, loo_changes, loo_correlation,
+    noisy_label_auc, predicted_outputs, retrain_on_subsets, self_influence, subset_outputs, validate_lds_args,
+)
 from repair_jax.influence.workflow import (
     float32_loss_underflow, influence_run, parse_group, parse_test_indices, plot_title, validate_influence_args,
 )

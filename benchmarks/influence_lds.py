@@ -1,0 +1,157 @@
+"""LDS side by side with dattri (issue 17 Part 1): the digits cells of ``experiments/configs/influence_lds.py``
+(softmax regression and the 8-unit MLP on 400 training points, fit in float64; the same 50 subsets, the same
+retrained test losses of the same 50 test points), scored by each method both libraries have:
+
+* ``explicit``: :func:`repair_jax.influence.fit_influence` + ``scores`` vs dattri's ``IFAttributorExplicit``;
+* ``cg``: the same with CG vs ``IFAttributorCG`` (fixed iterations: the most our CG needed);
+* ``lissa``: :func:`repair_jax.influence.evaluate.attribution_scores` vs ``IFAttributorLiSSA``, both full-batch
+  for the same number of recursion steps (ours with tolerance 0 runs them all; dattri's ``damping`` x
+  ``scaling`` is our damping, its ``scaling`` our 1.1 x the largest eigenvalue);
+* ``tracin``: the gradient dot product at the final weights vs ``TracInAttributor`` (one checkpoint, weight 1).
+
+Both in float32 on the float64 weights (cast); the Hessian regularisation of dattri is our l2 + damping (the
+L2 term of our objective). Scores are asserted equal; LDS of each, wall time of each (once, compilation
+included, as a user calls it) and the ratio ours / dattri.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from repair_jax.influence import evaluate as ev
+from repair_jax.influence.lds_study import LdsStudy, _cell_setup
+
+LISSA_STEPS = 500
+AGREE = {"explicit": 1e-3, "cg": 2e-2, "lissa": 2e-2, "tracin": 1e-4}
+
+
+def _f32(tree):
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating)
+                                  else a, tree)
+
+
+def _setup(config: LdsStudy, model) -> dict:
+    """The config's cell in float64 (fit, subsets, retrained outputs), then cast to float32."""
+    with jax.enable_x64(True):
+        s = _cell_setup(config, "digits", model)
+        masks = ev.draw_subsets(len(s["train"]["y"]), config.num_subsets, config.alpha, config.seed)
+        xs, _, unravel = ev.retrain_on_subsets(s["loss"], s["params"], s["train"], masks, l2=model.l2,
+                                               steps=config.retrain_steps, tol=config.retrain_tol)
+        actual = ev.subset_outputs(s["loss"], xs, unravel, s["test"])
+    return {**s, "params": _f32(s["params"]), "train": _f32(s["train"]), "test": _f32(s["test"]),
+            "masks": masks, "actual": actual}
+
+
+def _ours(method: str, s: dict, l2: float):
+    """(scores (T, N), seconds, extra: CG iterations / LiSSA scale)."""
+    from repair_jax.influence import fit_influence, largest_eigenvalue
+
+    t0 = time.perf_counter()
+    extra = {}
+    if method in ("explicit", "cg"):
+        fit = fit_influence(s["loss"], s["params"], s["train"], method=method, l2=l2, damping=s["damping"])
+        scores, r = fit.scores(s["test"])
+        extra["iterations"] = int(r.iterations.max())
+    else:
+        scores = ev.attribution_scores(method, s["loss"], s["params"], s["train"], s["test"], l2=l2,
+                                       damping=s["damping"], tol=0.0, max_iter=LISSA_STEPS)
+    scores = np.asarray(jax.block_until_ready(scores))
+    secs = time.perf_counter() - t0
+    if method == "lissa":  # the scale our LiSSA used (recomputed outside the timing)
+        fit = fit_influence(s["loss"], s["params"], s["train"], method="cg", l2=l2, damping=s["damping"],
+                            store_gradients=False)
+        extra["scale"] = 1.1 * largest_eigenvalue(fit.matvec, fit.size, jnp.float32)
+    return scores, secs, extra
+
+
+def run(quick: bool = False) -> dict:
+    config = LdsStudy()
+    if quick:
+        config = LdsStudy(models=config.models[:1], train_limit=100, num_subsets=6, test_points=4, retrain_steps=40)
+    out = {"setup": {"dataset": "digits", "n_train": config.train_limit, "subsets": config.num_subsets,
+                     "alpha": config.alpha, "test_points": config.test_points,
+                     "relative_damping": config.relative_damping, "lissa_steps": LISSA_STEPS,
+                     "output": "test loss", "dtype": "float32 (weights fit in float64)"}}
+    for model in config.models:
+        s = _setup(config, model)
+        rows = []
+        for method in ev.LDS_METHODS:
+            scores, secs, extra = _ours(method, s, model.l2)
+            row = {"method": method, "ours_s": secs, "ours_lds": _lds(scores, s), **extra}
+            row.update(_dattri_row(method, s, model.l2, extra, scores, secs))
+            rows.append(row)
+        out[model.name] = rows
+    return out
+
+
+def _lds(scores, s) -> float:
+    return ev.linear_datamodeling_score(ev.predicted_outputs(scores, s["masks"]), s["actual"])["mean"]
+
+
+def _dattri_row(method: str, s: dict, l2: float, extra: dict, ours, ours_s: float) -> dict:
+    import importlib.util
+
+    if importlib.util.find_spec("dattri") is None:
+        return {"dattri": "not installed (pip install -e .[bench])"}
+    t0 = time.perf_counter()
+    theirs = _dattri_scores(method, s, l2, extra)
+    secs = time.perf_counter() - t0
+    diff = float(np.abs(theirs - ours).max() / np.abs(ours).max())
+    assert diff < AGREE[method], f"dattri {method} scores differ from ours: {diff:.3g}"
+    return {"dattri_s": secs, "dattri_lds": _lds(theirs, s), "max_rel_diff": diff, "ours_over_dattri": ours_s / secs}
+
+
+def _mirror(params):
+    """The flax MLP (Dense_0, ReLU, Dense_1, ...) in torch, same weights."""
+    import torch
+
+    from benchmarks.torch_mirror import linear
+
+    layers = []
+    for i in range(len(params)):
+        layers += [linear(params[f"Dense_{i}"]), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1]).eval()
+
+
+def _dattri_scores(method: str, s: dict, l2: float, extra: dict) -> np.ndarray:
+    """(T, N) scores in our convention: dattri returns g_i . (H + reg)^-1 g_t (N, T), minus ours, transposed."""
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # dattri's per-batch progress bars
+    import torch
+    from dattri.algorithm.influence_function import IFAttributorCG, IFAttributorExplicit, IFAttributorLiSSA
+    from dattri.algorithm.tracin import TracInAttributor
+    from dattri.task import AttributionTask
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = _mirror(s["params"])
+
+    def loss_func(p, data):
+        x, y = data
+        # y.long(): dattri's LiSSA collate casts every input to float
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(model, p, x), y.long())
+
+    task = AttributionTask(loss_func=loss_func, model=model, checkpoints=model.state_dict())
+    loader = lambda b: DataLoader(TensorDataset(torch.as_tensor(np.asarray(b["x"]).reshape(len(b["y"]), -1)),
+                                                torch.as_tensor(np.asarray(b["y"]), dtype=torch.long)),
+                                  batch_size=len(b["y"]), shuffle=False)
+    reg = l2 + s["damping"]
+    n = len(s["train"]["y"])
+    attributor = {
+        "explicit": lambda: IFAttributorExplicit(task, regularization=reg),
+        "cg": lambda: IFAttributorCG(task, regularization=reg, max_iter=extra.get("iterations", 1)),
+        "lissa": lambda: IFAttributorLiSSA(task, batch_size=n, recursion_depth=LISSA_STEPS,
+                                           damping=reg / extra.get("scale", 1.0), scaling=extra.get("scale", 1.0)),
+        "tracin": lambda: TracInAttributor(task, weight_list=torch.ones(1), normalized_grad=False),
+    }[method]()
+    if method == "tracin":
+        attributor.projector_kwargs = None  # dattri projects gradients to 512 dims by default; exact here
+    else:
+        attributor.cache(loader(s["train"]))
+    with torch.no_grad():
+        out = attributor.attribute(loader(s["train"]), loader(s["test"]))
+    return -out.numpy().T

@@ -1,0 +1,239 @@
+"""Attribution quality as the data-attribution field measures it: the linear datamodeling score (LDS),
+leave-one-out correlation and noisy-label detection.
+
+Sources: Park et al. 2023 (TRAK), Sec. 2 (the LDS) and dattri's benchmark (Deng et al. 2024), both
+cited in issue 17; the leave-one-out check of Koh & Liang 2017 (002_97a11baaf249c571.txt Ch. 3.4).
+
+* **LDS.** Draw M random training subsets S_j of ``round(alpha * N)`` points (:func:`draw_subsets`),
+  retrain a model on each (:func:`retrain_on_subsets`: full-batch L-BFGS of the 0/1-weighted objective
+  ``sum_i w_ji l(z_i) / sum_i w_ji + l2/2 ||theta||^2``, vmapped over the M weight vectors, so shapes stay
+  static) and record the *loss* of each test point under each retrained model (the model output function
+  here is the test loss, the quantity that ``I_up,loss`` predicts; TRAK uses the margin). The attribution
+  predicts the output of S_j as ``sum_{i in S_j} tau(z_t)_i`` (:func:`predicted_outputs`); the LDS of
+  test point t is the Spearman correlation over the M subsets of predicted and actual outputs
+  (:func:`linear_datamodeling_score`), reported per test point and as the mean.
+* **LOO.** Remove one training point, retrain to convergence (:func:`repair_jax.influence.loo.minimize_objective`)
+  and compare the actual change of every test loss with ``-tau_i / n`` (:func:`loo_correlation`).
+* **Noisy labels.** Flip a share of the training labels, refit, rank training points by self-influence
+  ``g_i^T H^{-1} g_i`` (TracIn: ``||g_i||^2``) and report the ROC AUC of finding the flipped ones
+  (:func:`noisy_label_auc`).
+
+Scores ``tau`` follow the ``I_up,loss`` convention (positive: upweighting z_i raises the test loss), so a
+good attribution has a positive LDS. :func:`attribution_scores` gives them for every method of
+:data:`LDS_METHODS`; TracIn is TracInCP with one checkpoint (the final parameters) and learning rate 1,
+the gradient dot product, negated into this convention.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from repair_jax.errors import UserError
+from repair_jax.influence.gradients import LossFn, batch_size_of, per_example_grads
+
+LDS_METHODS = ("explicit", "cg", "lissa", "tracin")
+
+
+def validate_lds_args(alpha: float, num_subsets: int, methods=()) -> None:
+    """UserError for alpha outside (0, 1), fewer than 2 subsets or an unknown method."""
+    if not 0 < alpha < 1:
+        raise UserError(f"alpha (the subset fraction) must lie in (0, 1), got {alpha}")
+    if num_subsets < 2:
+        raise UserError(f"the LDS needs at least 2 subsets, got {num_subsets}")
+    unknown = [m for m in methods if m not in LDS_METHODS]
+    if unknown:
+        raise UserError(f"unknown attribution method(s) {', '.join(map(str, unknown))}; choose from "
+                        f"{', '.join(LDS_METHODS)}")
+
+
+def draw_subsets(n: int, num_subsets: int, alpha: float = 0.5, seed: int = 0) -> np.ndarray:
+    """(M, N) bool masks of M random subsets of ``round(alpha * n)`` training points each (TRAK Sec. 2),
+    deterministic in ``seed``."""
+    validate_lds_args(alpha, num_subsets)
+    size = int(round(alpha * n))
+    if not 0 < size < n:
+        raise UserError(f"alpha = {alpha} of {n} training points leaves an empty or full subset")
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((num_subsets, n), bool)
+    for j in range(num_subsets):
+        masks[j, rng.choice(n, size, replace=False)] = True
+    return masks
+
+
+def _weighted_objective(loss_fn: LossFn, unravel, batch: dict, l2: float):
+    """(flat theta, w (N,)) -> ``sum_i w_i l(z_i) / sum(w) + l2/2 ||theta||^2`` (as loo.minimize_objective)."""
+    def f(x, w):
+        return jnp.sum(w * loss_fn(unravel(x), batch)) / jnp.sum(w) + 0.5 * l2 * jnp.sum(x * x)
+    return f
+
+
+def _lbfgs(objective, x0, steps: int, tol: float):
+    """At most ``steps`` of optax L-BFGS (zoom line search) from ``x0``, stopping once the gradient norm is
+    below ``tol``; a step giving a non-finite point is not taken. Returns (x, gradient norm). Under
+    ``jax.vmap`` the loop runs until every member has stopped; stopped members keep their point."""
+    import optax
+
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(objective)
+
+    def body(carry):
+        i, x, state, _ = carry
+        v, g = value_and_grad(x, state=state)
+        u, new_state = opt.update(g, state, x, value=v, grad=g, value_fn=objective)
+        new_x = optax.apply_updates(x, u)
+        gn = jnp.linalg.norm(g)
+        keep = (gn > tol) & jnp.all(jnp.isfinite(new_x))
+        pick = lambda a, b: jnp.where(keep, a, b)
+        return i + 1, pick(new_x, x), jax.tree_util.tree_map(pick, new_state, state), gn
+
+    init = (0, x0, opt.init(x0), jnp.asarray(jnp.inf, x0.dtype))
+    _, x, _, _ = jax.lax.while_loop(lambda c: (c[0] < steps) & (c[3] > tol), body, init)
+    return x, jnp.linalg.norm(jax.grad(objective)(x))
+
+
+def retrain_on_subsets(loss_fn: LossFn, params, train_batch: dict, masks, *, l2: float = 0.0,
+                       steps: int = 300, tol: float = 1e-9):
+    """Retrains from ``params`` on each of the M subsets of ``masks`` (M, N): full-batch L-BFGS of the
+    0/1-weighted objective, vmapped over the subsets. Returns (flat parameters (M, P), gradient norms (M,),
+    unravel)."""
+    flat0, unravel = ravel_pytree(params)
+    masks = jnp.asarray(masks, flat0.dtype)
+    if masks.ndim != 2 or masks.shape[1] != batch_size_of(train_batch):
+        raise UserError(f"subset masks must have shape (M, {batch_size_of(train_batch)}), got {masks.shape}")
+    objective = _weighted_objective(loss_fn, unravel, train_batch, l2)
+    run = jax.jit(jax.vmap(lambda w: _lbfgs(lambda x: objective(x, w), flat0, steps, tol)))
+    xs, norms = run(masks)
+    return xs, np.asarray(norms), unravel
+
+
+def subset_outputs(loss_fn: LossFn, flat_params, unravel, test_batch: dict) -> np.ndarray:
+    """(M, T) test losses of the M retrained models (flat parameters (M, P))."""
+    return np.asarray(jax.jit(jax.vmap(lambda x: loss_fn(unravel(x), test_batch)))(flat_params))
+
+
+def predicted_outputs(scores, masks) -> np.ndarray:
+    """(M, T) attribution-predicted outputs ``sum_{i in S_j} tau(z_t)_i`` for scores (T, N), masks (M, N)."""
+    scores, masks = np.asarray(scores, np.float64), np.asarray(masks, np.float64)
+    if scores.ndim != 2 or masks.ndim != 2 or scores.shape[1] != masks.shape[1]:
+        raise UserError(f"scores (T, N) and masks (M, N) disagree: {scores.shape}, {masks.shape}")
+    return masks @ scores.T
+
+
+def _columnwise(fn, a, b) -> np.ndarray:
+    return np.asarray([fn(a[:, t], b[:, t]) for t in range(a.shape[1])])
+
+
+def linear_datamodeling_score(predicted, actual) -> dict:
+    """LDS (TRAK Sec. 2): per test point the Spearman correlation over the M subsets of ``predicted`` and
+    ``actual`` outputs (both (M, T)); {"per_test_point": (T,), "mean": mean over the defined ones}."""
+    from repair_jax.influence.loo import spearman
+
+    predicted, actual = np.asarray(predicted), np.asarray(actual)
+    if predicted.shape != actual.shape or predicted.ndim != 2:
+        raise UserError(f"predicted and actual outputs must both be (M, T), got {predicted.shape}, {actual.shape}")
+    per = _columnwise(spearman, predicted, actual)
+    return {"per_test_point": per, "mean": float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")}
+
+
+def loo_changes(loss_fn: LossFn, params, train_batch: dict, test_batch: dict, indices, *, l2: float = 0.0,
+                tol: float = 1e-8, max_iter: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Actual change of every test loss on removing each training point of ``indices`` and retraining to
+    convergence (warm start from ``params`` re-converged on all points; :mod:`repair_jax.influence.loo`):
+    ((K, T) changes, (K,) final gradient norms)."""
+    from repair_jax.influence.loo import minimize_objective
+
+    n = batch_size_of(train_batch)
+    test_losses = jax.jit(lambda p: loss_fn(p, test_batch))
+    base, _ = minimize_objective(loss_fn, params, train_batch, l2=l2, tol=tol, max_iter=max_iter)
+    base_out = np.asarray(test_losses(base))
+    changes, norms = [], []
+    for i in indices:
+        if not 0 <= int(i) < n:
+            raise UserError(f"training index {i} is out of range [0, {n})")
+        w = np.ones(n)
+        w[int(i)] = 0
+        p_i, gn = minimize_objective(loss_fn, base, train_batch, l2=l2, weights=w, tol=tol, max_iter=max_iter)
+        changes.append(np.asarray(test_losses(p_i)) - base_out)
+        norms.append(gn)
+    return np.asarray(changes), np.asarray(norms)
+
+
+def loo_correlation(scores, indices, actual_changes) -> dict:
+    """Predicted ``-tau_i / n`` (scores (T, N)) vs actual leave-one-out changes (K, T) for the K removed
+    ``indices``: Spearman and Pearson per test point and over all (point, test point) pairs."""
+    from repair_jax.influence.loo import pearson, spearman
+
+    scores = np.asarray(scores, np.float64)
+    pred = -scores[:, np.asarray(indices)].T / scores.shape[1]
+    actual = np.asarray(actual_changes, np.float64)
+    per = _columnwise(spearman, pred, actual)
+    return {"spearman_per_test_point": per, "spearman_mean": float(np.nanmean(per)),
+            "spearman_all": spearman(pred.ravel(), actual.ravel()), "pearson_all": pearson(pred.ravel(), actual.ravel()),
+            "predicted": pred, "actual": actual}
+
+
+def noisy_label_auc(self_influence, flipped) -> float:
+    """ROC AUC (sklearn) of ranking the flipped training points first by ``self_influence`` (N,)."""
+    from sklearn.metrics import roc_auc_score
+
+    flipped = np.asarray(flipped, bool)
+    if flipped.all() or not flipped.any():
+        raise UserError("noisy-label AUC needs both flipped and clean training points")
+    return float(roc_auc_score(flipped, np.asarray(self_influence, np.float64)))
+
+
+def _block_solver(method: str, loss_fn: LossFn, params, train_batch: dict, *, store_gradients=None, **solver):
+    """(fit, solve) for ``method`` (explicit | cg | lissa): ``fit`` a :class:`repair_jax.influence.InfluenceFit`
+    (cg's for lissa: the damped HVP and G), ``solve(b)`` -> ``(H + damping I)^{-1} b`` for a (P, M) block.
+    LiSSA (:func:`repair_jax.influence.hvp.solve_lissa`) runs on the whole block with the HVP vmapped over
+    its columns; it stops on the block's relative residual (Frobenius norms), scale 1.1 x the largest
+    eigenvalue of the damped Hessian, as :func:`repair_jax.influence.inverse_hvp`."""
+    from repair_jax.influence import fit_influence, largest_eigenvalue
+    from repair_jax.influence.hvp import DEFAULT_MAX_ITER, DEFAULT_TOL, solve_lissa
+
+    fit = fit_influence(loss_fn, params, train_batch, method="cg" if method == "lissa" else method,
+                        store_gradients=store_gradients, **solver)
+    if method != "lissa":
+        return fit, lambda b: fit.solve(b).x
+    tol, max_iter = solver.get("tol"), solver.get("max_iter")
+
+    def solve(b):
+        scale = 1.1 * largest_eigenvalue(fit.matvec, fit.size, b.dtype)
+        block_mv = jax.vmap(fit.matvec, in_axes=1, out_axes=1)
+        return solve_lissa(block_mv, b, scale, max_iter or DEFAULT_MAX_ITER["lissa"],
+                           DEFAULT_TOL["lissa"] if tol is None else tol)[0]
+    return fit, solve
+
+
+def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, test_batch: dict, *,
+                       l2: float = 0.0, damping: float = 0.0, tol: float | None = None,
+                       max_iter: int | None = None, chunk_size: int | None = None) -> np.ndarray:
+    """(T, N) scores ``tau(z_t)_i`` in the ``I_up,loss`` convention (002 Eq. 3.1) for ``method`` of
+    :data:`LDS_METHODS`: explicit / cg / lissa solve for all T test gradients in one block
+    (:func:`repair_jax.influence.fit_influence`; LiSSA see :func:`_block_solver`), tracin is
+    ``-grad l(z_t) . grad l(z_i)`` at ``params`` (TracInCP with one checkpoint and learning rate 1)."""
+    validate_lds_args(0.5, 2, (method,))
+    if method == "tracin":
+        g = per_example_grads(loss_fn, params, train_batch, flat=True, chunk_size=chunk_size)
+        return -np.asarray(per_example_grads(loss_fn, params, test_batch, flat=True, chunk_size=chunk_size) @ g.T)
+    fit, solve = _block_solver(method, loss_fn, params, train_batch, l2=l2, damping=damping, tol=tol,
+                               max_iter=max_iter, chunk_size=chunk_size)
+    return np.asarray(fit.upweight_scores(solve(fit.test_gradients(test_batch).T)))
+
+
+def self_influence(method: str, loss_fn: LossFn, params, train_batch: dict, indices, *, l2: float = 0.0,
+                   damping: float = 0.0, tol: float | None = None, max_iter: int | None = None,
+                   chunk_size: int | None = None) -> np.ndarray:
+    """``g_i^T (H + damping I)^{-1} g_i`` (minus the self-influence I_up(z_i, z_i)) for the training points
+    ``indices`` (K,) in one block solve; ``||g_i||^2`` for tracin."""
+    validate_lds_args(0.5, 2, (method,))
+    sub = jax.tree_util.tree_map(lambda a: a[np.asarray(indices)], train_batch)
+    g = per_example_grads(loss_fn, params, sub, flat=True, chunk_size=chunk_size)
+    if method == "tracin":
+        return np.asarray(jnp.sum(g * g, axis=1))
+    _, solve = _block_solver(method, loss_fn, params, train_batch, l2=l2, damping=damping, tol=tol,
+                             max_iter=max_iter, chunk_size=chunk_size, store_gradients=False)
+    return np.asarray(jnp.sum(g.T * solve(g.T), axis=0))
