@@ -11,7 +11,7 @@ from sklearn.metrics import confusion_matrix
 
 from repair_jax.bias import study
 from repair_jax.bias.compare import AVERAGE_COLUMNS, evaluate_predictions
-from repair_jax.bias.study import BiasMitigationStudy, dob_test
+from repair_jax.bias.study import BiasMitigationStudy, baseline_of, dob_test
 from repair_jax.errors import UserError
 from repair_jax.experiment import load_config, run_experiment
 from repair_jax.io import read_json, read_jsonl
@@ -50,8 +50,14 @@ def test_dob_test_is_welch():
     got = dob_test(rows, "x")
     want = stats.ttest_ind([0.05, 0.06, 0.055], [0.10, 0.12, 0.11], equal_var=False).pvalue
     np.testing.assert_allclose(got["p_value"], want)
-    np.testing.assert_allclose(got["dob_minus_plain"], 0.055 - 0.11)
-    assert got["lowers_dob"] is bool(want < 0.05)
+    np.testing.assert_allclose(got["dob_minus_baseline"], 0.055 - 0.11)
+    assert got["lowers_dob"] is bool(want < 0.05) and got["baseline"] == "plain"
+    # Que-1 has no plain row: a variant is tested against its backbone without the "+mtl" suffix
+    assert baseline_of("resnet18+mtl", ("resnet18", "resnet18+mtl")) == "resnet18"
+    assert baseline_of("resnet18", ("resnet18", "resnet18+mtl")) is None
+    assert baseline_of("augment", ("plain", "augment")) == "plain" and baseline_of("plain", ("plain",)) is None
+    rows += [{"variant": "x+mtl", "dob": d} for d in (0.02, 0.03, 0.025)]
+    np.testing.assert_allclose(dob_test(rows, "x+mtl", "x")["dob_minus_baseline"], 0.025 - 0.055)
 
 
 @pytest.mark.slow

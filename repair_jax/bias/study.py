@@ -180,19 +180,30 @@ def run_wr_variant(config: BiasMitigationStudy, variant: str, seed: int, dataset
     return row
 
 
-def dob_test(rows: list[dict], variant: str) -> dict:
-    """Welch's t-test of ``variant``'s DOB against ``plain``'s over seeds: mean difference, p-value
+def baseline_of(variant: str, variants) -> str | None:
+    """The variant whose DOB ``variant``'s is tested against: ``plain`` where the study has it (Que-2),
+    else the same backbone without its ``+...`` suffix (Que-1: ``resnet18+mtl`` against ``resnet18``);
+    None for a baseline itself."""
+    if "plain" in variants:
+        return None if variant == "plain" else "plain"
+    base = variant.split("+")[0]
+    return base if base != variant and base in variants else None
+
+
+def dob_test(rows: list[dict], variant: str, baseline: str = "plain") -> dict:
+    """Welch's t-test of ``variant``'s DOB against ``baseline``'s over seeds: mean difference, p-value
     (None with fewer than 2 seeds each) and whether the variant lowers DOB (lower mean, p < 0.05)."""
     a = [r["dob"] for r in rows if r["variant"] == variant]
-    b = [r["dob"] for r in rows if r["variant"] == "plain"]
+    b = [r["dob"] for r in rows if r["variant"] == baseline]
     p = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if len(a) > 1 and len(b) > 1 else None
     diff = float(np.mean(a) - np.mean(b)) if a and b else None
     lowers = bool(diff is not None and diff < 0 and p is not None and p < 0.05)
-    return {"dob_minus_plain": diff, "p_value": p, "lowers_dob": lowers}
+    return {"baseline": baseline, "dob_minus_baseline": diff, "p_value": p, "lowers_dob": lowers}
 
 
 def summarize_study(rows: list[dict], variants) -> list[dict]:
-    """Mean and std over seeds of the average columns per variant, DOB test against plain, mean
+    """Mean and std over seeds of the average columns per variant, DOB test against its baseline
+    (:func:`baseline_of`), mean
     class-wise metrics, head accuracies and, for WR rows, the method, rho, repaired pair per seed and
     the mean pair confusion before and after the repair."""
     table = []
@@ -210,8 +221,8 @@ def summarize_study(rows: list[dict], variants) -> list[dict]:
             entry.update(wr_method=rs[0]["wr_method"], rho=rs[0]["rho"],
                          repaired_pairs={str(r["seed"]): r["repaired_pair_names"] for r in rs},
                          **{k: float(np.mean([r[k] for r in rs])) for k in ("pair_confusion_plain", "pair_confusion")})
-        if v != "plain" and "plain" in variants:
-            entry["dob_test"] = dob_test(rows, v)
+        if baseline_of(v, variants) is not None:
+            entry["dob_test"] = dob_test(rows, v, baseline_of(v, variants))
         table.append(entry)
     return table
 
@@ -221,13 +232,13 @@ def format_study(table: list[dict], class_names, title: str = "Bias mitigation s
     class-wise tables."""
     from repair_jax.bias.compare import format_comparison
 
-    head = "| variant | " + " | ".join(AVERAGE_COLUMNS) + " | DOB - plain | p | lowers DOB |"
-    lines = [f"# {title}", "", head, "|" + "---|" * (len(AVERAGE_COLUMNS) + 4)]
+    head = "| variant | " + " | ".join(AVERAGE_COLUMNS) + " | baseline | DOB - baseline | p | lowers DOB |"
+    lines = [f"# {title}", "", head, "|" + "---|" * (len(AVERAGE_COLUMNS) + 5)]
     for e in table:
         t = e.get("dob_test", {})
         fmt = lambda x: "-" if x is None else f"{x:.4f}"
         cells = [f"{e[c]:.3f} +- {e[c + '_std']:.3f}" for c in AVERAGE_COLUMNS]
-        lines.append(f"| {e['name']} | " + " | ".join(cells) + f" | {fmt(t.get('dob_minus_plain'))} | "
+        lines.append(f"| {e['name']} | " + " | ".join(cells) + f" | {t.get('baseline', '-')} | {fmt(t.get('dob_minus_baseline'))} | "
                      f"{fmt(t.get('p_value'))} | {t.get('lowers_dob', '-')} |")
     for e in table:
         if "head_accuracies" in e:
