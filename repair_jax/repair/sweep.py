@@ -9,7 +9,7 @@ finished keys, so a kill loses at most the run in progress):
 3. selection of rho per method by the rules of Sec. 4.4 on the *validation* split
    (:func:`repair_jax.repair.selection.select_rhos`);
 4. the selected settings and orig-ft with seeds 0..S-1 (the seed sets the fine-tuning data order);
-   deterministic methods (orig, w-os) run once: one value, tested as such (see :mod:`.report`).
+   deterministic methods (orig, w-os) run once: one value, tested as such (see :mod:`repair_jax.repair.report`).
 
 ``results.jsonl`` is a :class:`repair_jax.io.ResumableJsonl` bound to the model's weights, the data
 set, the targets and the fields of the configuration that determine a run

@@ -159,7 +159,7 @@ def table_markdown(rows: list[dict], levels, metric: str) -> str:
 @runner(RobustnessStudy)
 def run_robustness_study(config: RobustnessStudy, out: Path, *, force: bool, progress: bool) -> dict:
     """Runs (resumably) every cell of ``config`` into ``out``: results.jsonl, summary.json, tables.md
-    (003's two tables, then the paired tests of :mod:`.report`), significance.json and
+    (003's two tables, then the paired tests of :mod:`repair_jax.robustness.report`), significance.json and
     recall_vs_class_size.png."""
     check_study(config)
     log = ResumableJsonl(out / "results.jsonl", dataclasses.asdict(config),
