@@ -2,7 +2,7 @@
 
 WR methods are values (:mod:`.methods`: ``METHODS[name](targets, rho)`` -> :class:`RepairMethod`);
 the study is :mod:`.config` (:class:`RepairConfig`), :mod:`.sweep` (:func:`run_study`) and
-:mod:`.report` (summary, table, plots). I-REPAIR's locking variants are mask functions
+:mod:`repair_jax.repair.report` (summary, table, plots). I-REPAIR's locking variants are mask functions
 (:mod:`.irepair`); its evaluation protocol is :mod:`.protocol`.
 """
 
