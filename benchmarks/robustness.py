@@ -49,7 +49,7 @@ def _uap_time(state, ds, n: int, eps: float) -> dict:
 
 def run(quick: bool = False) -> dict:
     name = "fashion_mnist" if find_fashion_mnist_dir() else "digits"
-    n_train, n_uap, kwargs = (256, 128, {"width": 8}) if quick else (4096, 1000, {})
+    n_train, n_uap, kwargs = (256, 128, {"width": 8}) if quick else (2048, 1000, {})
     ds = load_dataset(name, seed=0, train_limit=n_train)
     config = RobustnessStudy(dataset=name, epochs=2, batch_size=128)
     step_ms, state = _epoch_times(config, ds, "cnn", kwargs)

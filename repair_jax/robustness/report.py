@@ -100,6 +100,7 @@ def report_markdown(records: list[dict], alpha: float = 0.05) -> str:
 def plot_recall_vs_class_size(records: list[dict], path: str | Path) -> None:
     """Per-class recall (mean over seeds) against training count, a panel per (model, imbalanced level)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     from repair_jax.plots import save_figure
 
@@ -111,7 +112,7 @@ def plot_recall_vs_class_size(records: list[dict], path: str | Path) -> None:
     models = sorted({m for m, _ in panels})
     levels = sorted({lv for _, lv in panels})
     fig, axes = plt.subplots(len(models), len(levels), figsize=(4.2 * len(levels), 3.4 * len(models)),
-                             squeeze=False, sharey=True)
+                             squeeze=False, sharey=True, layout="constrained")
     for (model, level, method), rs in sorted(cells.items()):
         ax = axes[models.index(model)][levels.index(level)]
         counts = np.mean([r["train_counts"] for r in rs], axis=0)
@@ -119,6 +120,7 @@ def plot_recall_vs_class_size(records: list[dict], path: str | Path) -> None:
         order = np.argsort(counts)
         ax.plot(counts[order], recall[order], marker="o", ms=3, lw=1, label=method)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log-scale minor labels overlap on a short range
         ax.set_title(f"{model}, {level}", fontsize=9)
         ax.set_xlabel("training examples of the class")
     for row in axes:
