@@ -88,3 +88,32 @@ def test_cpu_and_cifar100_configs_share_the_smoke_path_and_name_their_grids():
     cifar = load_config("experiments/configs/robustness_cifar100_lt.py")
     assert cifar.dataset == "cifar100" and {"resnet50", "squeezenet"} <= set(cifar.models)
     check_study(cifar)
+
+
+@pytest.mark.parametrize("field,value,words", [("eps_linf", 0.0, "eps_linf"), ("eps_noise_l2", -1.0, "eps_noise_l2"),
+                                               ("levels", ("longtail(lambda=1.5)",), "lambda"),
+                                               ("methods", ("plain", "mixup"), "mixup")])
+def test_bad_study_options_are_refused_before_any_work(field, value, words):
+    import dataclasses
+
+    with pytest.raises(UserError, match=words):
+        dataclasses.replace(RobustnessStudy(dataset="digits", seeds=(0,)), **{field: value}).validate()
+
+
+def test_the_driver_gives_a_bad_norm_bound_one_line_exit_2_and_writes_nothing(tmp_path):
+    import dataclasses
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = dataclasses.replace(RobustnessStudy(dataset="digits", seeds=(0,)), eps_linf=0.0)
+    path = tmp_path / "bad_config.py"
+    path.write_text("from repair_jax.robustness.study import RobustnessStudy\n\n"
+                    f"def get_config(smoke=False):\n    return {config!r}\n")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "experiments.run", str(path), "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if "Warning" not in l and l.strip()]
+    assert len(lines) == 1 and "eps_linf" in lines[0] and "Traceback" not in proc.stderr
+    assert not out.exists()

@@ -33,6 +33,7 @@ from repair_jax.robustness.adversarial import (
 )
 from repair_jax.robustness.augment import augmented_objective, standard_augment
 from repair_jax.robustness.augmix import augmix_objective
+from repair_jax.robustness.imbalance import parse_imbalance
 from repair_jax.robustness.report import head_tail_recall, plot_recall_vs_class_size, report_markdown, versus_plain
 from repair_jax.robustness.schedules import triangular_cyclical_lr
 from repair_jax.robustness.uap import eval_logits_fn, fooling_rate, uap_sgd
@@ -58,6 +59,10 @@ class RobustnessStudy:
     eps_noise_l2: float = 2.0  # ANT noise norm
     train_limit: int | None = None
     uap_examples: int = 1000
+
+    def validate(self) -> None:
+        """Every option checked before the driver writes anything (:func:`check_study`)."""
+        check_study(self)
 
 
 class RobustMethod(NamedTuple):
@@ -103,6 +108,11 @@ def check_study(config: RobustnessStudy) -> None:
         raise UserError(f"unknown robustness method {unknown[0]!r}; choose from {', '.join(METHODS)}")
     if config.batch_size % 8:
         raise UserError(f"batch_size must be a multiple of 8 (the shared adversarial heap), got {config.batch_size}")
+    for name in ("eps_linf", "eps_noise_l2"):
+        if not getattr(config, name) > 0:
+            raise UserError(f"{name} (a norm bound) must be > 0, got {getattr(config, name)}")
+    for level in config.levels:  # bad specs (a lambda outside (0, 1], a ratio < 1) fail before any output
+        parse_imbalance(level)
 
 
 def run_cell(config: RobustnessStudy, model_name: str, method: str, dataset: Dataset, seed: int) -> dict:
