@@ -141,24 +141,13 @@ def linear_datamodeling_score(predicted, actual) -> dict:
 def loo_changes(loss_fn: LossFn, params, train_batch: dict, test_batch: dict, indices, *, l2: float = 0.0,
                 tol: float = 1e-8, max_iter: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """Actual change of every test loss on removing each training point of ``indices`` and retraining to
-    convergence (warm start from ``params`` re-converged on all points; :mod:`repair_jax.influence.loo`):
+    convergence (:func:`repair_jax.influence.loo.leave_one_out` with the (T,) test losses as the quantity):
     ((K, T) changes, (K,) final gradient norms)."""
-    from repair_jax.influence.loo import minimize_objective
+    from repair_jax.influence.loo import leave_one_out
 
-    n = batch_size_of(train_batch)
-    test_losses = jax.jit(lambda p: loss_fn(p, test_batch))
-    base, _ = minimize_objective(loss_fn, params, train_batch, l2=l2, tol=tol, max_iter=max_iter)
-    base_out = np.asarray(test_losses(base))
-    changes, norms = [], []
-    for i in indices:
-        if not 0 <= int(i) < n:
-            raise UserError(f"training index {i} is out of range [0, {n})")
-        w = np.ones(n)
-        w[int(i)] = 0
-        p_i, gn = minimize_objective(loss_fn, base, train_batch, l2=l2, weights=w, tol=tol, max_iter=max_iter)
-        changes.append(np.asarray(test_losses(p_i)) - base_out)
-        norms.append(gn)
-    return np.asarray(changes), np.asarray(norms)
+    r = leave_one_out(loss_fn, params, train_batch, jax.jit(lambda p: loss_fn(p, test_batch)), indices, l2=l2,
+                      tol=tol, max_iter=max_iter)
+    return r["actual"], r["grad_norms"]
 
 
 def loo_correlation(scores, indices, actual_changes) -> dict:
