@@ -175,26 +175,13 @@ def noisy_label_auc(self_influence, flipped) -> float:
 
 
 def _block_solver(method: str, loss_fn: LossFn, params, train_batch: dict, *, store_gradients=None, **solver):
-    """(fit, solve) for ``method`` (explicit | cg | lissa): ``fit`` a :class:`repair_jax.influence.InfluenceFit`
-    (cg's for lissa: the damped HVP and G), ``solve(b)`` -> ``(H + damping I)^{-1} b`` for a (P, M) block.
-    LiSSA (:func:`repair_jax.influence.hvp.solve_lissa`) runs on the whole block with the HVP vmapped over
-    its columns; it stops on the block's relative residual (Frobenius norms), scale 1.1 x the largest
-    eigenvalue of the damped Hessian, as :func:`repair_jax.influence.inverse_hvp`."""
-    from repair_jax.influence import fit_influence, largest_eigenvalue
-    from repair_jax.influence.hvp import DEFAULT_MAX_ITER, DEFAULT_TOL, solve_lissa
+    """(fit, solve) for ``method`` (explicit | cg | lissa): a :class:`repair_jax.influence.InfluenceFit`,
+    ``solve(b)`` -> ``(H + damping I)^{-1} b`` for a (P, M) block (LiSSA: the block at once, scale 1.1 x the
+    largest eigenvalue of the damped Hessian, see :func:`repair_jax.influence.fit_influence`)."""
+    from repair_jax.influence import fit_influence
 
-    fit = fit_influence(loss_fn, params, train_batch, method="cg" if method == "lissa" else method,
-                        store_gradients=store_gradients, **solver)
-    if method != "lissa":
-        return fit, lambda b: fit.solve(b).x
-    tol, max_iter = solver.get("tol"), solver.get("max_iter")
-
-    def solve(b):
-        scale = 1.1 * largest_eigenvalue(fit.matvec, fit.size, b.dtype)
-        block_mv = jax.vmap(fit.matvec, in_axes=1, out_axes=1)
-        return solve_lissa(block_mv, b, scale, max_iter or DEFAULT_MAX_ITER["lissa"],
-                           DEFAULT_TOL["lissa"] if tol is None else tol)[0]
-    return fit, solve
+    fit = fit_influence(loss_fn, params, train_batch, method=method, store_gradients=store_gradients, **solver)
+    return fit, lambda b: fit.solve(b).x
 
 
 def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, test_batch: dict, *,
@@ -206,8 +193,8 @@ def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, 
     ``-grad l(z_t) . grad l(z_i)`` at ``params`` (TracInCP with one checkpoint and learning rate 1)."""
     validate_lds_args(0.5, 2, (method,))
     if method == "tracin":
-        g = per_example_grads(loss_fn, params, train_batch, flat=True, chunk_size=chunk_size)
-        return -np.asarray(per_example_grads(loss_fn, params, test_batch, flat=True, chunk_size=chunk_size) @ g.T)
+        from repair_jax.influence.functions import tracin_scores
+        return -np.asarray(tracin_scores(loss_fn, [params], [1.0], train_batch, test_batch, chunk_size=chunk_size))
     fit, solve = _block_solver(method, loss_fn, params, train_batch, l2=l2, damping=damping, tol=tol,
                                max_iter=max_iter, chunk_size=chunk_size)
     return np.asarray(fit.upweight_scores(solve(fit.test_gradients(test_batch).T)))
