@@ -19,6 +19,9 @@ from repair_jax.influence.functions import (
 from repair_jax.influence.fitted import (
     BlockSolveResult, InfluenceFit, fit_influence, training_gradients,
 )
+from repair_jax.influence.projection import (
+    PROJECTIONS, ProjectedFit, fit_projected, project_gradients, projection_rows,
+)
 from repair_jax.influence.evaluate import (
     LDS_METHODS, attribution_scores, draw_subsets, linear_datamodeling_score, loo_changes, loo_correlation,
     noisy_label_auc, predicted_outputs, retrain_on_subsets, self_influence, subset_outputs, validate_lds_args,
