@@ -20,7 +20,7 @@ from repair_jax.influence.fitted import (
     BlockSolveResult, InfluenceFit, fit_influence, training_gradients,
 )
 from repair_jax.influence.projection import (
-    PROJECTIONS, ProjectedFit, fit_projected, project_gradients, projection_rows,
+    PROJECTIONS, ProjectedFit, fit_projected, map_gradient_chunks, project_gradients, projection_rows,
 )
 from repair_jax.influence.evaluate import (
     LDS_METHODS, attribution_scores, draw_subsets, linear_datamodeling_score, loo_changes, loo_correlation,

@@ -22,7 +22,7 @@ Scores ``tau`` follow the ``I_up,loss`` convention (positive: upweighting z_i ra
 good attribution has a positive LDS. :func:`attribution_scores` gives them for every method of
 :data:`LDS_METHODS`; TracIn is TracInCP with one checkpoint (the final parameters) and learning rate 1,
 the gradient dot product, negated into this convention. trak is the random-projection influence of
-:mod:`repair_jax.influence.projection` (:func:`_trak_fit`).
+:mod:`repair_jax.influence.projection` (see ``_trak_fit``).
 """
 
 from __future__ import annotations
@@ -224,8 +224,8 @@ def _trak_fit(loss_fn: LossFn, params, train_batch: dict, l2: float, damping: fl
     n, p = batch_size_of(train_batch), int(ravel_pytree(params)[0].size)
     if not isinstance(projection_dim, (int, np.integer)) or projection_dim < 1:
         raise UserError(f"the projection dimension must be an integer >= 1, got {projection_dim!r}")
-    return n, fit_projected(loss_fn, [params], train_batch, min(int(projection_dim), p), damping=n * (damping + l2),
-                            chunk_size=chunk_size)
+    return n, fit_projected(loss_fn, [params], train_batch, min(int(projection_dim), p),
+                            damping=n * (damping + l2), chunk_size=chunk_size)
 
 
 def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, test_batch: dict, *,
@@ -236,7 +236,7 @@ def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, 
     :data:`LDS_METHODS`: explicit / cg / lissa solve for all T test gradients in one block
     (:func:`repair_jax.influence.fit_influence`; LiSSA see :func:`_block_solver`), tracin is
     ``-grad l(z_t) . grad l(z_i)`` at ``params`` (TracInCP with one checkpoint and learning rate 1), trak
-    see :func:`_trak_fit` (``projection_dim``; the solver options tol and max_iter do not apply)."""
+    see ``_trak_fit`` (``projection_dim``; the solver options tol and max_iter do not apply)."""
     validate_lds_args(0.5, 2, (method,))
     if method == "trak":
         n, fit = _trak_fit(loss_fn, params, train_batch, l2, damping, projection_dim, chunk_size)
@@ -254,7 +254,7 @@ def self_influence(method: str, loss_fn: LossFn, params, train_batch: dict, indi
                    chunk_size: int | None = None, projection_dim: int = TRAK_DIM) -> np.ndarray:
     """``g_i^T (H + damping I)^{-1} g_i`` (minus the self-influence I_up(z_i, z_i)) for the training points
     ``indices`` (K,) in one block solve; ``||g_i||^2`` for tracin; for trak the same with H the projected
-    empirical Fisher (:func:`_trak_fit`)."""
+    empirical Fisher (``_trak_fit``)."""
     validate_lds_args(0.5, 2, (method,))
     if method == "trak":
         n, fit = _trak_fit(loss_fn, params, train_batch, l2, damping, projection_dim, chunk_size)

@@ -7,30 +7,33 @@ with a Johnson-Lindenstrauss random projection, ``phi_i = R^T grad f(z_i)``, att
 on those features does, ``tau(z_t) = phi_t^T (Phi^T Phi)^{-1} Phi^T Q``, and average over several
 models ("ensembling").
 
-* :func:`project_gradients`: ``Phi = G R`` (N, k) for the (N, P) per-example gradients G
-  (:func:`repair_jax.influence.per_example_grads`, computed ``chunk_size`` examples at a time and
-  sharded over the local devices as it does) and a random (P, k) matrix R with ``E[R R^T] = I``:
-  entries +-1/sqrt(k) (``rademacher``) or N(0, 1/k) (``gaussian``). Row j of R is drawn from
-  ``jax.random.fold_in(PRNGKey(seed), j)``, so R depends on the seed only, never on how it is cut:
-  when ``P * k`` floats exceed :data:`MAX_PROJECTION_BYTES` (or ``param_block`` is given) R is
-  generated ``param_block`` rows at a time inside each chunk's product and never held whole; otherwise
-  it is generated once and reused. Memory: one gradient chunk ``chunk_size * P``, R or one block of it,
-  and the result ``N * k``; never ``N * P``.
-* :func:`fit_projected` -> :class:`ProjectedFit`: per model, Phi of the training points and the
-  Cholesky factor of the kernel ``K = Phi^T Phi + damping I`` (k x k); :meth:`ProjectedFit.scores` gives
-  ``-phi_t^T K^{-1} phi_i`` (M, N), the sign of ``I_up,loss`` (positive: upweighting z_i raises the test
-  loss), averaged over the models; :meth:`ProjectedFit.self_influence` ``phi_i^T K^{-1} phi_i``.
+* :func:`repair_jax.influence.projection.project_gradients`: ``Phi = G R`` (N, k) for the (N, P)
+  per-example gradients G (:func:`repair_jax.influence.per_example_grads`, computed ``chunk_size``
+  examples at a time and sharded over the local devices as it does) and a random (P, k) matrix R with
+  ``E[R R^T] = I``: entries +-1/sqrt(k) (``rademacher``) or N(0, 1/k) (``gaussian``). Row j of R is drawn
+  from ``jax.random.fold_in(PRNGKey(seed), j)``, so R depends on the seed only, never on how it is cut:
+  when ``P * k`` floats exceed :data:`repair_jax.influence.projection.MAX_PROJECTION_BYTES` (or
+  ``param_block`` is given) R is generated ``param_block`` rows at a time inside each chunk's product and
+  never held whole; otherwise it is generated once and reused. Memory: one gradient chunk
+  ``chunk_size * P``, R or one block of it, and the result ``N * k``; never ``N * P``.
+* :func:`repair_jax.influence.projection.fit_projected` ->
+  :class:`repair_jax.influence.projection.ProjectedFit`: per model, Phi of the training points and the
+  Cholesky factor of the kernel ``K = Phi^T Phi + damping I`` (k x k);
+  :meth:`repair_jax.influence.projection.ProjectedFit.scores` gives ``-phi_t^T K^{-1} phi_i`` (M, N), the
+  sign of ``I_up,loss`` (positive: upweighting z_i raises the test loss), averaged over the models;
+  :meth:`repair_jax.influence.projection.ProjectedFit.self_influence` ``phi_i^T K^{-1} phi_i``.
 
-What this is, precisely: a *projected Gauss-Newton influence of the loss*. With R square and invertible
-and no damping the scores equal ``-g_t^T (G^T G)^{-1} g_i``, i.e. ``1/N`` times ``I_up,loss`` (002 Eq.
-3.1) with the Hessian of the mean training loss replaced by the empirical Fisher ``G^T G / N``.
-What of TRAK is *not* reproduced: (1) its model output function is the margin
-``log(p / (1 - p))`` of the correct class, ours the per-example loss (we project ``grad l``, not the
-gradient of the margin); (2) so there is no ``Q = diag(1 - p_i)`` reweighting of the training points
-(TRAK's Eq. for ``tau``: ``phi_t^T (Phi^T Phi)^{-1} Phi^T Q``); (3) no sparsification of the ensembled
-scores (their soft-thresholding step) and no model-specific projection seeds; (4) the kernel is
-ridge-damped (``damping``), which TRAK's formula is not. Ensembling over ``params_list`` (independently
-trained models or checkpoints) is reproduced: the average of the per-model scores.
+What this is, precisely: a projected influence of the *loss* with the empirical Fisher ``G^T G / N``
+(outer products of the per-example loss gradients, a Gauss-Newton-type approximation) in place of the
+Hessian. With R square and invertible and no damping the scores equal ``-g_t^T (G^T G)^{-1} g_i``, i.e.
+``1/N`` times ``I_up,loss`` (002 Eq. 3.1) with the Hessian of the mean training loss replaced by
+``G^T G / N``. What of TRAK is *not* reproduced: (1) its model output function, the margin
+``log(p / (1 - p))`` of the correct class: we project the gradient of the per-example loss instead;
+(2) hence its ``Q = diag(1 - p_i)`` reweighting of the training points in
+``tau = phi_t^T (Phi^T Phi)^{-1} Phi^T Q``; (3) the soft-thresholding (sparsification) of the ensembled
+scores; (4) retraining or checkpointing the ensemble's models, which the caller supplies. The optional
+ridge ``damping`` (default 0, as in the formula above) is ours. Reproduced: the random projection of
+per-example gradients, the kernel solve and the average of the per-model scores (ensembling).
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ from repair_jax.errors import UserError
 from repair_jax.influence.gradients import LossFn, _chunks, _take, batch_size_of, per_example_grads
 
 PROJECTIONS = ("rademacher", "gaussian")
-#: R is generated whole, once, when ``P * k`` floats take at most this many bytes (and no
-#: ``param_block`` is given); above it, in blocks of :data:`BLOCK_BYTES` regenerated per example chunk.
+#: R is generated whole, once, when ``P * k`` floats take at most this many bytes (and no ``param_block``
+#: is given); above it, in blocks of :data:`repair_jax.influence.projection.BLOCK_BYTES`, regenerated per
+#: example chunk.
 MAX_PROJECTION_BYTES = 512 * 1024 ** 2
 BLOCK_BYTES = 64 * 1024 ** 2
 
@@ -113,9 +117,10 @@ def _check_options(k, kind: str, chunk_size, param_block) -> None:
             raise UserError(f"{name} must be an integer >= 1 or None, got {v!r}")
 
 
-def _project_with(project, loss_fn: LossFn, params, batch: dict, chunk_size: int | None) -> jax.Array:
-    """(N, k): per-example gradients of ``chunk_size`` examples at a time (the last chunk padded, so one
-    compilation), each chunk projected before the next is formed."""
+def map_gradient_chunks(fn, loss_fn: LossFn, params, batch: dict, chunk_size: int | None) -> jax.Array:
+    """``fn`` applied to the (C, P) flat per-example gradients (:func:`repair_jax.influence.per_example_grads`)
+    of ``chunk_size`` examples at a time, each chunk reduced before the next is formed (the last one padded,
+    so one compilation, its padding rows cut from ``fn``'s (C, ...) result): (N, ...), never (N, P)."""
     n = batch_size_of(batch)
     if n == 0:
         raise UserError("cannot project the gradients of an empty batch")
@@ -123,7 +128,7 @@ def _project_with(project, loss_fn: LossFn, params, batch: dict, chunk_size: int
     outs = []
     for start, count in spans:
         chunk = _take(batch, start, size, n) if size != n else batch
-        outs.append(project(per_example_grads(loss_fn, params, chunk, flat=True))[:count])
+        outs.append(fn(per_example_grads(loss_fn, params, chunk, flat=True))[:count])
     return outs[0] if len(outs) == 1 else jnp.concatenate(outs)
 
 
@@ -135,7 +140,7 @@ def project_gradients(loss_fn: LossFn, params, batch: dict, k: int, *, kind: str
     _check_options(k, kind, chunk_size, param_block)
     flat = ravel_pytree(params)[0]
     project = _projector(int(flat.size), int(k), kind, seed, param_block, flat.dtype)
-    return _project_with(project, loss_fn, params, batch, chunk_size)
+    return map_gradient_chunks(project, loss_fn, params, batch, chunk_size)
 
 
 @jax.jit
@@ -147,8 +152,9 @@ def _kernel_cholesky(phi, damping):
 
 @dataclasses.dataclass
 class ProjectedFit:
-    """What :func:`fit_projected` computed once: per model the projected training gradients ``phis[m]``
-    (N, k) and the lower Cholesky factor ``factors[m]`` of ``Phi^T Phi + damping I`` (k, k)."""
+    """What :func:`repair_jax.influence.projection.fit_projected` computed once: per model the projected
+    training gradients ``phis[m]`` (N, k) and the lower Cholesky factor ``factors[m]`` of
+    ``Phi^T Phi + damping I`` (k, k)."""
 
     loss_fn: Any
     params_list: list
@@ -166,7 +172,8 @@ class ProjectedFit:
     def test_features(self, test_batch: dict) -> list:
         """Per model the (M, k) projected test gradients ``phi_t``."""
         _check_like(self.train_batch, test_batch)
-        return [_project_with(self.project, self.loss_fn, p, test_batch, self.chunk_size) for p in self.params_list]
+        return [map_gradient_chunks(self.project, self.loss_fn, p, test_batch, self.chunk_size)
+                for p in self.params_list]
 
     def scores(self, test_batch: dict) -> jax.Array:
         """(M, N) ``-phi_t^T (Phi^T Phi + damping I)^{-1} phi_i`` averaged over the models (TRAK Sec. 3,
@@ -212,9 +219,11 @@ def _check_params_list(params_list: Sequence) -> list:
         raise UserError("params_list must be a list of parameter pytrees (pass [params] for one model)")
     if not params_list:
         raise UserError("params_list is empty: fit_projected needs at least one model")
-    ref = jax.tree_util.tree_structure(params_list[0]), [np.shape(a) for a in jax.tree_util.tree_leaves(params_list[0])]
+
+    def layout(p):
+        return jax.tree_util.tree_structure(p), [np.shape(a) for a in jax.tree_util.tree_leaves(p)]
     for i, p in enumerate(params_list[1:], 1):
-        if (jax.tree_util.tree_structure(p), [np.shape(a) for a in jax.tree_util.tree_leaves(p)]) != ref:
+        if layout(p) != layout(params_list[0]):
             raise UserError(f"model {i} of params_list has other parameter shapes than model 0")
     return list(params_list)
 
@@ -236,7 +245,7 @@ def fit_projected(loss_fn: LossFn, params_list: Sequence, train_batch: dict, k: 
     project = _projector(int(flat.size), int(k), kind, seed, param_block, flat.dtype)
     phis, factors = [], []
     for i, params in enumerate(params_list):
-        phi = _project_with(project, loss_fn, params, train_batch, chunk_size)
+        phi = map_gradient_chunks(project, loss_fn, params, train_batch, chunk_size)
         c, ok = _kernel_cholesky(phi, jnp.asarray(damping, phi.dtype))
         if not bool(ok):
             raise UserError(f"the projected kernel Phi^T Phi + {damping:g} I of model {i} is not positive definite "
