@@ -76,7 +76,7 @@ def _child(spec: dict) -> dict:
     t0 = time.perf_counter()
     out = {"n": n, "peak_before_mb": before, "train_inputs_mb": train["x"].nbytes / 2 ** 20}
     if spec["what"] == "grads":
-        norms = map_gradient_chunks(lambda g: jnp.sum(g * g, axis=1), loss, params, train, spec["chunk"])
+        norms = map_gradient_chunks(lambda g: jnp.sum(g * g, axis=1), loss, params, train, chunk_size=spec["chunk"])
         jax.block_until_ready(norms)
     else:
         fit = fit_projected(loss, [params], train, spec["k"], chunk_size=spec["chunk"], damping=1e-3 * n)

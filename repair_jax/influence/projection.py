@@ -48,7 +48,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from repair_jax.errors import UserError
-from repair_jax.influence.gradients import LossFn, _chunks, _take, batch_size_of, per_example_grads
+from repair_jax.influence.gradients import LossFn, batch_size_of, map_gradient_chunks
 
 PROJECTIONS = ("rademacher", "gaussian")
 #: R is generated whole, once, when ``P * k`` floats take at most this many bytes (and no ``param_block``
@@ -117,21 +117,6 @@ def _check_options(k, kind: str, chunk_size, param_block) -> None:
             raise UserError(f"{name} must be an integer >= 1 or None, got {v!r}")
 
 
-def map_gradient_chunks(fn, loss_fn: LossFn, params, batch: dict, chunk_size: int | None) -> jax.Array:
-    """``fn`` applied to the (C, P) flat per-example gradients (:func:`repair_jax.influence.per_example_grads`)
-    of ``chunk_size`` examples at a time, each chunk reduced before the next is formed (the last one padded,
-    so one compilation, its padding rows cut from ``fn``'s (C, ...) result): (N, ...), never (N, P)."""
-    n = batch_size_of(batch)
-    if n == 0:
-        raise UserError("cannot project the gradients of an empty batch")
-    size, spans = _chunks(n, chunk_size)
-    outs = []
-    for start, count in spans:
-        chunk = _take(batch, start, size, n) if size != n else batch
-        outs.append(fn(per_example_grads(loss_fn, params, chunk, flat=True))[:count])
-    return outs[0] if len(outs) == 1 else jnp.concatenate(outs)
-
-
 def project_gradients(loss_fn: LossFn, params, batch: dict, k: int, *, kind: str = "rademacher", seed: int = 0,
                       chunk_size: int | None = None, param_block: int | None = None) -> jax.Array:
     """``Phi = G R`` (N, k): the per-example gradients of ``batch`` times the random (P, k) projection
@@ -140,7 +125,7 @@ def project_gradients(loss_fn: LossFn, params, batch: dict, k: int, *, kind: str
     _check_options(k, kind, chunk_size, param_block)
     flat = ravel_pytree(params)[0]
     project = _projector(int(flat.size), int(k), kind, seed, param_block, flat.dtype)
-    return map_gradient_chunks(project, loss_fn, params, batch, chunk_size)
+    return map_gradient_chunks(project, loss_fn, params, batch, chunk_size=chunk_size)
 
 
 @jax.jit
@@ -172,7 +157,7 @@ class ProjectedFit:
     def test_features(self, test_batch: dict) -> list:
         """Per model the (M, k) projected test gradients ``phi_t``."""
         _check_like(self.train_batch, test_batch)
-        return [map_gradient_chunks(self.project, self.loss_fn, p, test_batch, self.chunk_size)
+        return [map_gradient_chunks(self.project, self.loss_fn, p, test_batch, chunk_size=self.chunk_size)
                 for p in self.params_list]
 
     def scores(self, test_batch: dict) -> jax.Array:
@@ -245,7 +230,7 @@ def fit_projected(loss_fn: LossFn, params_list: Sequence, train_batch: dict, k: 
     project = _projector(int(flat.size), int(k), kind, seed, param_block, flat.dtype)
     phis, factors = [], []
     for i, params in enumerate(params_list):
-        phi = map_gradient_chunks(project, loss_fn, params, train_batch, chunk_size)
+        phi = map_gradient_chunks(project, loss_fn, params, train_batch, chunk_size=chunk_size)
         c, ok = _kernel_cholesky(phi, jnp.asarray(damping, phi.dtype))
         if not bool(ok):
             raise UserError(f"the projected kernel Phi^T Phi + {damping:g} I of model {i} is not positive definite "
