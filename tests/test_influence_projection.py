@@ -42,37 +42,36 @@ def test_square_gaussian_projection_gives_the_exact_gauss_newton_scores(digits):
         expected = -gt @ np.linalg.solve(g.T @ g, g.T)  # Phi = G R, R invertible: R cancels
         fit = fit_projected(loss, [params], train, p, kind="gaussian", seed=3, chunk_size=None)
         scores = np.asarray(fit.scores(test))
-        si = np.asarray(fit.self_influence([0, 5, 7]))
+        si = np.asarray(fit.self_influence([0, 5]))
     np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
-    np.testing.assert_allclose(si, np.einsum("ip,ip->i", g[[0, 5, 7]], np.linalg.solve(g.T @ g, g[[0, 5, 7]].T).T),
+    np.testing.assert_allclose(si, np.einsum("ip,ip->i", g[[0, 5]], np.linalg.solve(g.T @ g, g[[0, 5]].T).T),
                                rtol=1e-6)
 
 
 def test_projected_inner_products_approach_the_exact_ones(digits):
-    # JL: |phi_i . phi_j - g_i . g_j| <= eps ||g_i|| ||g_j|| with eps ~ 1/sqrt(k); a wrong scale or a
-    # correlated R fails, at k = 4096 the error must be near 1/64 and well below the one at k = 64
+    # JL: |phi_i . phi_j - g_i . g_j| <= eps ||g_i|| ||g_j|| with eps ~ 1/sqrt(k) = 1/64 at k = 4096; a
+    # scale of R off by more than a few percent, or correlated columns, fails the bound 4/64
     with jax.enable_x64(True):
         loss, params, train, _ = _setup(digits)
         g = np.asarray(per_example_grads(loss, params, train, flat=True))
         norms = np.linalg.norm(g, axis=1)
         err = {}
-        for k, kind in ((64, "gaussian"), (4096, "gaussian"), (64, "rademacher"), (4096, "rademacher")):
-            phi = np.asarray(project_gradients(loss, params, train, k, kind=kind, seed=1))
-            err[k, kind] = np.abs(phi @ phi.T - g @ g.T).max() / np.outer(norms, norms).max()
-    for kind in ("rademacher", "gaussian"):
-        assert err[4096, kind] < 4 / np.sqrt(4096) and err[4096, kind] < err[64, kind] / 3
+        for kind in ("gaussian", "rademacher"):
+            phi = np.asarray(project_gradients(loss, params, train, 4096, kind=kind, seed=1))
+            err[kind] = np.abs(phi @ phi.T - g @ g.T).max() / np.outer(norms, norms).max()
+    assert err["gaussian"] < 4 / 64 and err["rademacher"] < 4 / 64, err
 
 
 def test_chunks_blocks_seed_and_ensembling(digits):
     with jax.enable_x64(True):
         loss, params, train, test = _setup(digits)
-        one = np.asarray(project_gradients(loss, params, train, 16, seed=4))
-        cut = np.asarray(project_gradients(loss, params, train, 16, seed=4, chunk_size=7, param_block=10))
-        again = np.asarray(project_gradients(loss, params, train, 16, seed=4, chunk_size=7, param_block=10))
-        other = np.asarray(project_gradients(loss, params, train, 16, seed=5))
+        one = np.asarray(project_gradients(loss, params, train, 64, seed=1))
+        cut = np.asarray(project_gradients(loss, params, train, 64, seed=1, chunk_size=7, param_block=10))
+        again = np.asarray(project_gradients(loss, params, train, 64, seed=1, chunk_size=7, param_block=10))
+        other = np.asarray(project_gradients(loss, params, train, 64, seed=5))
         params2 = _setup(digits, seed=1)[1]
-        both = fit_projected(loss, [params, params2], train, 16, damping=0.1, chunk_size=7, seed=4)
-        each = [fit_projected(loss, [p], train, 16, damping=0.1, chunk_size=7, seed=4) for p in (params, params2)]
+        both = fit_projected(loss, [params, params2], train, 64, damping=0.1, chunk_size=7, seed=1)
+        each = [fit_projected(loss, [p], train, 64, damping=0.1, chunk_size=7, seed=1) for p in (params, params2)]
         s_both, s_each = np.asarray(both.scores(test)), [np.asarray(f.scores(test)) for f in each]
         si_both = np.asarray(both.self_influence([1, 2]))
         si_each = [np.asarray(f.self_influence([1, 2])) for f in each]
@@ -107,16 +106,17 @@ def test_bad_input_is_a_user_error(digits):
 def _bad_input_cases(loss, params, train, test):
     wide = init_variables(create_model("mlp", 3, hidden=()), jax.random.PRNGKey(0), (5, 5, 1))["params"]
     cases = [(lambda: project_gradients(loss, params, train, 0), "k must be"),
-             (lambda: project_gradients(loss, params, train, 4, kind="sparse"), "unknown projection"),
-             (lambda: project_gradients(loss, params, train, 4, param_block=0), "param_block"),
-             (lambda: fit_projected(loss, [], train, 4), "empty"),
-             (lambda: fit_projected(loss, params, train, 4), "list of parameter"),
-             (lambda: fit_projected(loss, [params, wide], train, 4), "other parameter shapes"),
-             (lambda: fit_projected(loss, [params], train, 4, damping=-1.0), "damping"),
-             (lambda: fit_projected(loss, [params], train, 100), "not positive definite"),
-             (lambda: fit_projected(loss, [params], train, 4, damping=1.0).scores(
+             (lambda: project_gradients(loss, params, train, 64, kind="sparse"), "unknown projection"),
+             (lambda: project_gradients(loss, params, train, 64, param_block=0), "param_block"),
+             (lambda: project_gradients(loss, params, train, 64, seed=-1), "seed"),
+             (lambda: fit_projected(loss, [], train, 64), "empty"),
+             (lambda: fit_projected(loss, params, train, 64), "list of parameter"),
+             (lambda: fit_projected(loss, [params, wide], train, 64), "other parameter shapes"),
+             (lambda: fit_projected(loss, [params], train, 64, damping=-1.0), "damping"),
+             (lambda: fit_projected(loss, [params], test, 64), "not positive definite"),  # k > N
+             (lambda: fit_projected(loss, [params], train, 64, damping=1.0).scores(
                  {"x": test["x"][:, :3], "y": test["y"]}), "does not match"),
-             (lambda: fit_projected(loss, [params], train, 4, damping=1.0).self_influence([N]), "indices")]
+             (lambda: fit_projected(loss, [params], train, 64, damping=1.0).self_influence([N]), "indices")]
     for call, match in cases:
         with pytest.raises(UserError, match=match):
             call()

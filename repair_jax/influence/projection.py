@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from repair_jax.errors import UserError
+from repair_jax.errors import UserError, check_seed
 from repair_jax.influence.gradients import LossFn, batch_size_of, map_gradient_chunks
 
 PROJECTIONS = ("rademacher", "gaussian")
@@ -107,7 +107,8 @@ def _projector(p: int, k: int, kind: str, seed: int, param_block: int | None, dt
     return lambda g: _project_blocked(g, key, k, kind, block)
 
 
-def _check_options(k, kind: str, chunk_size, param_block) -> None:
+def _check_options(k, kind: str, seed, chunk_size, param_block) -> None:
+    check_seed("the projection seed", seed)
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise UserError(f"the projection dimension k must be an integer >= 1, got {k!r}")
     if kind not in PROJECTIONS:
@@ -122,7 +123,7 @@ def project_gradients(loss_fn: LossFn, params, batch: dict, k: int, *, kind: str
     """``Phi = G R`` (N, k): the per-example gradients of ``batch`` times the random (P, k) projection
     (TRAK Sec. 3; module docstring), never materialising G (N, P). Deterministic in ``seed``; the same
     for every ``chunk_size`` and ``param_block`` up to floating-point summation order."""
-    _check_options(k, kind, chunk_size, param_block)
+    _check_options(k, kind, seed, chunk_size, param_block)
     flat = ravel_pytree(params)[0]
     project = _projector(int(flat.size), int(k), kind, seed, param_block, flat.dtype)
     return map_gradient_chunks(project, loss_fn, params, batch, chunk_size=chunk_size)
@@ -130,9 +131,14 @@ def project_gradients(loss_fn: LossFn, params, batch: dict, k: int, *, kind: str
 
 @jax.jit
 def _kernel_cholesky(phi, damping):
+    """Lower Cholesky factor of ``Phi^T Phi + damping I`` and whether it is numerically positive definite:
+    finite, and every squared pivot above ``10 k eps`` times the largest diagonal entry (a smaller one
+    means the kernel is singular to working precision and its solves would be noise)."""
     kernel = phi.T @ phi + damping * jnp.eye(phi.shape[1], dtype=phi.dtype)
     c = jnp.linalg.cholesky(kernel)
-    return c, jnp.all(jnp.isfinite(c))
+    pivots = jnp.diagonal(c) ** 2
+    floor = 10 * phi.shape[1] * jnp.finfo(phi.dtype).eps * jnp.max(jnp.diagonal(kernel))
+    return c, jnp.all(jnp.isfinite(c)) & jnp.all(pivots > floor)
 
 
 @dataclasses.dataclass
@@ -221,7 +227,7 @@ def fit_projected(loss_fn: LossFn, params_list: Sequence, train_batch: dict, k: 
     gradients Phi (N, k) and the Cholesky factor of ``Phi^T Phi + damping I``. UserError when that kernel is
     not positive definite (k > N or rank-deficient gradients without damping)."""
     params_list = _check_params_list(params_list)
-    _check_options(k, kind, chunk_size, param_block)
+    _check_options(k, kind, seed, chunk_size, param_block)
     if not damping >= 0:
         raise UserError(f"damping must be >= 0, got {damping}")
     if batch_size_of(train_batch) == 0:
