@@ -132,12 +132,12 @@ def project_gradients(loss_fn: LossFn, params, batch: dict, k: int, *, kind: str
 @jax.jit
 def _kernel_cholesky(phi, damping):
     """Lower Cholesky factor of ``Phi^T Phi + damping I`` and whether it is numerically positive definite:
-    finite, and every squared pivot above ``10 k eps`` times the largest diagonal entry (a smaller one
-    means the kernel is singular to working precision and its solves would be noise)."""
+    finite, and every squared pivot above ``k eps`` times the largest diagonal entry (a smaller one means
+    the kernel is singular to working precision and its solves would be noise)."""
     kernel = phi.T @ phi + damping * jnp.eye(phi.shape[1], dtype=phi.dtype)
     c = jnp.linalg.cholesky(kernel)
     pivots = jnp.diagonal(c) ** 2
-    floor = 10 * phi.shape[1] * jnp.finfo(phi.dtype).eps * jnp.max(jnp.diagonal(kernel))
+    floor = phi.shape[1] * jnp.finfo(phi.dtype).eps * jnp.max(jnp.diagonal(kernel))
     return c, jnp.all(jnp.isfinite(c)) & jnp.all(pivots > floor)
 
 
