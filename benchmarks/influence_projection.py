@@ -16,7 +16,7 @@ the canonical test images. Projection: Rademacher, k = :data:`K`; gradient chunk
   60,000 training points (a subset: all of them do not fit in 5 minutes on the shared 2-core CPU), in a
   fresh subprocess; seconds per 1,000 training points, on this machine's CPU (named in the JSON).
 
-Quick mode (a smoke run of seconds): digits, a 64-16-10 MLP, N in (100, 200), k 32, in-process.
+Quick mode (a smoke run of seconds): digits, an untrained 64-16-10 MLP, N in (100, 200), k 32, in-process.
 """
 
 from __future__ import annotations
@@ -98,13 +98,13 @@ def _measure(spec: dict, quick: bool) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _train(dataset: str, hidden: tuple, path: str) -> dict:
-    """Trains the MLP one epoch and saves its flat parameters to ``path``; the model spec."""
+def _train(dataset: str, hidden: tuple, path: str, epochs: int) -> dict:
+    """Trains the MLP ``epochs`` epochs and saves its flat parameters to ``path``; the model spec."""
     from jax.flatten_util import ravel_pytree
 
     from repair_jax.train import TrainConfig, train_model
 
-    cfg = TrainConfig(dataset=dataset, model="mlp", model_kwargs={"hidden": hidden}, epochs=1, batch_size=128,
+    cfg = TrainConfig(dataset=dataset, model="mlp", model_kwargs={"hidden": hidden}, epochs=epochs, batch_size=128,
                       lr=1e-3, seed=0)
     _, state, history, ds = train_model(cfg, progress=False)
     np.save(path, np.asarray(ravel_pytree(state.params)[0]))
@@ -129,7 +129,7 @@ def run(quick: bool = False) -> dict:
     hidden = (16,) if quick else ((256,) if dataset == "fashion_mnist" else (32,))
     k, chunk = (32, 64) if quick else (K, CHUNK)
     with tempfile.TemporaryDirectory() as tmp:
-        spec = _train(dataset, hidden, os.path.join(tmp, "params.npy"))
+        spec = _train(dataset, hidden, os.path.join(tmp, "params.npy"), 0 if quick else 1)
         spec.update(k=min(k, spec["num_params"]), chunk=chunk, test_points=TEST_POINTS)
         ns = tuple(n for n in ((100, 200) if quick else NS) if n <= spec["n_available"])
         memory = _memory_rows(spec, ns, quick)
