@@ -4,8 +4,8 @@ Source: 002_97a11baaf249c571.txt Ch. 3.4 (Eq. 3.1-3.3) and Ch. 6.4 (Eq. 6.1-6.5)
 """
 
 from repair_jax.influence.gradients import (
-    ClassifierLoss, batch_gradient, flatten_per_example, layerwise_per_example_grads, per_example_grad_dot,
-    per_example_grads,
+    ClassifierLoss, batch_gradient, flatten_per_example, layerwise_per_example_grads, map_gradient_chunks,
+    per_example_grad_dot, per_example_grads,
 )
 from repair_jax.influence.hvp import (
     SOLVERS, IHVPResult, InfluenceWarning, cg_solve_tree, damped_operator, hessian_matrix, inverse_hvp,
@@ -18,6 +18,9 @@ from repair_jax.influence.functions import (
 )
 from repair_jax.influence.fitted import (
     BlockSolveResult, InfluenceFit, fit_influence, training_gradients,
+)
+from repair_jax.influence.projection import (
+    PROJECTIONS, ProjectedFit, fit_projected, project_gradients, projection_rows,
 )
 from repair_jax.influence.evaluate import (
     LDS_METHODS, attribution_scores, draw_subsets, linear_datamodeling_score, loo_changes, loo_correlation,

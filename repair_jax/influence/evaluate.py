@@ -21,7 +21,8 @@ cited in issue 17; the leave-one-out check of Koh & Liang 2017 (002_97a11baaf249
 Scores ``tau`` follow the ``I_up,loss`` convention (positive: upweighting z_i raises the test loss), so a
 good attribution has a positive LDS. :func:`attribution_scores` gives them for every method of
 :data:`LDS_METHODS`; TracIn is TracInCP with one checkpoint (the final parameters) and learning rate 1,
-the gradient dot product, negated into this convention.
+the gradient dot product, negated into this convention. trak is the random-projection influence of
+:mod:`repair_jax.influence.projection` (see ``_trak_fit``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from jax.flatten_util import ravel_pytree
 from repair_jax.errors import UserError
 from repair_jax.influence.gradients import LossFn, batch_size_of, per_example_grads
 
-LDS_METHODS = ("explicit", "cg", "lissa", "tracin")
+LDS_METHODS = ("explicit", "cg", "lissa", "tracin", "trak")
 
 
 def validate_lds_args(alpha: float, num_subsets: int, methods=()) -> None:
@@ -184,14 +185,38 @@ def _block_solver(method: str, loss_fn: LossFn, params, train_batch: dict, *, st
     return fit, lambda b: fit.solve(b).x
 
 
+#: The trak method's default projection dimension (capped at the number of parameters).
+TRAK_DIM = 512
+
+
+def _trak_fit(loss_fn: LossFn, params, train_batch: dict, l2: float, damping: float, projection_dim: int,
+              chunk_size: int | None):
+    """(N, :func:`repair_jax.influence.fit_projected` of the one model) with ``k = min(projection_dim, P)``
+    (Rademacher, seed 0) and ridge ``N (damping + l2)``: N times its scores are ``I_up,loss`` with the Hessian
+    of the training objective replaced by ``Phi^T Phi / N + (damping + l2) I``, the projected empirical Fisher
+    plus the damping and L2 term the other methods use (the L2 term of a linear model on the k features)."""
+    from repair_jax.influence.projection import fit_projected
+
+    n, p = batch_size_of(train_batch), int(ravel_pytree(params)[0].size)
+    if not isinstance(projection_dim, (int, np.integer)) or projection_dim < 1:
+        raise UserError(f"the projection dimension must be an integer >= 1, got {projection_dim!r}")
+    return n, fit_projected(loss_fn, [params], train_batch, min(int(projection_dim), p),
+                            damping=n * (damping + l2), chunk_size=chunk_size)
+
+
 def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, test_batch: dict, *,
                        l2: float = 0.0, damping: float = 0.0, tol: float | None = None,
-                       max_iter: int | None = None, chunk_size: int | None = None) -> np.ndarray:
+                       max_iter: int | None = None, chunk_size: int | None = None,
+                       projection_dim: int = TRAK_DIM) -> np.ndarray:
     """(T, N) scores ``tau(z_t)_i`` in the ``I_up,loss`` convention (002 Eq. 3.1) for ``method`` of
     :data:`LDS_METHODS`: explicit / cg / lissa solve for all T test gradients in one block
     (:func:`repair_jax.influence.fit_influence`; LiSSA see :func:`_block_solver`), tracin is
-    ``-grad l(z_t) . grad l(z_i)`` at ``params`` (TracInCP with one checkpoint and learning rate 1)."""
+    ``-grad l(z_t) . grad l(z_i)`` at ``params`` (TracInCP with one checkpoint and learning rate 1), trak
+    see ``_trak_fit`` (``projection_dim``; the solver options tol and max_iter do not apply)."""
     validate_lds_args(0.5, 2, (method,))
+    if method == "trak":
+        n, fit = _trak_fit(loss_fn, params, train_batch, l2, damping, projection_dim, chunk_size)
+        return n * np.asarray(fit.scores(test_batch))
     if method == "tracin":
         from repair_jax.influence.functions import tracin_scores
         return -np.asarray(tracin_scores(loss_fn, [params], [1.0], train_batch, test_batch, chunk_size=chunk_size))
@@ -202,10 +227,14 @@ def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, 
 
 def self_influence(method: str, loss_fn: LossFn, params, train_batch: dict, indices, *, l2: float = 0.0,
                    damping: float = 0.0, tol: float | None = None, max_iter: int | None = None,
-                   chunk_size: int | None = None) -> np.ndarray:
+                   chunk_size: int | None = None, projection_dim: int = TRAK_DIM) -> np.ndarray:
     """``g_i^T (H + damping I)^{-1} g_i`` (minus the self-influence I_up(z_i, z_i)) for the training points
-    ``indices`` (K,) in one block solve; ``||g_i||^2`` for tracin."""
+    ``indices`` (K,) in one block solve; ``||g_i||^2`` for tracin; for trak the same with H the projected
+    empirical Fisher (``_trak_fit``)."""
     validate_lds_args(0.5, 2, (method,))
+    if method == "trak":
+        n, fit = _trak_fit(loss_fn, params, train_batch, l2, damping, projection_dim, chunk_size)
+        return n * np.asarray(fit.self_influence(indices))
     sub = jax.tree_util.tree_map(lambda a: a[np.asarray(indices)], train_batch)
     g = per_example_grads(loss_fn, params, sub, flat=True, chunk_size=chunk_size)
     if method == "tracin":
