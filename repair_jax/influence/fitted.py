@@ -137,8 +137,12 @@ class InfluenceFit:
     def _cg_run(self):
         """CG (:func:`repair_jax.influence.hvp.solve_cg`) vmapped over the columns of a (P, M) block, jitted once
         per fit: every :meth:`solve` / :meth:`scores` call reuses the compiled solve."""
-        return jax.jit(jax.vmap(lambda col: solve_cg(self.matvec, col, self.tol, self.max_iter), in_axes=1,
-                                out_axes=(1, 0)))
+        tol, max_iter = self.tol, self.max_iter
+        run = jax.jit(lambda op, b: jax.vmap(lambda col: solve_cg(op, col, tol, max_iter), in_axes=1, out_axes=(1, 0))(b))
+        if isinstance(self.matvec, jax.tree_util.Partial):  # the operator's arrays enter as inputs, not constants
+            return functools.partial(run, self.matvec)
+        matvec = self.matvec
+        return jax.jit(jax.vmap(lambda col: solve_cg(matvec, col, tol, max_iter), in_axes=1, out_axes=(1, 0)))
 
     @property
     def size(self) -> int:
