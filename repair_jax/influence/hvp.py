@@ -158,6 +158,16 @@ def flat_operator(hvp: Callable[[Any], Any], params):
     return matvec, (lambda t: ravel_pytree(t)[0]), unravel
 
 
+@functools.partial(jax.jit, static_argnames=("loss_fn", "unravel"))
+def _hessian_columns(loss_fn, unravel, params, batch, l2, basis):
+    """The HVPs ``H e`` for the rows ``e`` of ``basis`` (parameters and data as inputs, see
+    :func:`_flat_shifted_hvp`)."""
+    def one(e):
+        f = lambda q: training_objective(loss_fn, q, batch, l2)
+        return ravel_pytree(jax.jvp(jax.grad(f), (params,), (unravel(e),))[1])[0]
+    return jax.vmap(one)(basis)
+
+
 def hessian_matrix(loss_fn: LossFn, params, batch: dict, *, l2: float = 0.0, damping: float = 0.0,
                    block: int = 256) -> jax.Array:
     """The dense (P, P) matrix H + damping I, built from P HVPs in blocks of ``block`` columns."""
@@ -167,18 +177,11 @@ def hessian_matrix(loss_fn: LossFn, params, batch: dict, *, l2: float = 0.0, dam
         raise UserError(f"the explicit Hessian of {p} parameters is too large (limit "
                         f"{MAX_EXPLICIT_PARAMS}); use the cg or lissa solver")
 
-    @jax.jit
-    def cols(basis):
-        def one(e):
-            v = unravel(e)
-            f = lambda q: training_objective(loss_fn, q, batch, l2)
-            return ravel_pytree(jax.jvp(jax.grad(f), (params,), (v,))[1])[0]
-        return jax.vmap(one)(basis)
-
     block = min(block, p)
     padded = -(-p // block) * block  # equal blocks: one compilation
     eye = jnp.eye(padded, p, dtype=flat0.dtype)
-    h = jnp.concatenate([cols(eye[s:s + block]) for s in range(0, padded, block)])[:p]
+    h = jnp.concatenate([_hessian_columns(loss_fn, unravel, params, batch, l2, eye[s:s + block])
+                         for s in range(0, padded, block)])[:p]
     h = 0.5 * (h + h.T)
     return h + damping * jnp.eye(p, dtype=h.dtype)
 
