@@ -54,6 +54,7 @@ from repair_jax.explain.study import (
 )
 from repair_jax.io import ResumableJsonl, write_json, write_text
 from repair_jax.progress import progress as progress_bar
+from repair_jax.influence.gradients import last_layer_loss  # re-exported: the last-layer model of Table 4.3
 
 KS_MEASURES = ("k_ssd", "ccm", "fam")
 KS_NAMES = {"k_ssd": "K-SSD", "ccm": "CCM", "fam": "FAM"}
@@ -150,14 +151,6 @@ def _concept_record(config: SpuriousConceptStudy, ds: Dataset, seed, signal, nor
     sets = concept_sets(config, ds.train, signal, seed)
     return {**condition_fields(seed, signal, score, normal_scores),
             **concept_tests(config, spurious, normal, sets, x_norm, x_spu)}
-
-
-def last_layer_loss(params, batch: dict):
-    """Per-example softmax cross-entropy of the last dense layer (``kernel`` (D, K), ``bias`` (K,)) on
-    penultimate features ``batch["x"]`` (N, D) and labels ``batch["y"]`` (N,) -> (N,)."""
-    from repair_jax.objectives import per_example_loss
-
-    return per_example_loss(batch["x"] @ params["kernel"] + params["bias"], batch["y"], False)
 
 
 def training_point_ranking(model: StudyModel, train: Split, x, damping: float) -> np.ndarray:

@@ -410,3 +410,24 @@ class ClassifierLoss:
     @classmethod
     def from_state(cls, state, multilabel: bool = False) -> "ClassifierLoss":
         return cls(state.apply_fn, state.batch_stats, multilabel)
+
+
+class LastLayerLoss:
+    """Per-example softmax cross-entropy of a last dense layer (``kernel`` (D, K), ``bias`` (K,)) on fixed
+    penultimate features ``batch["x"]`` (N, D) and labels ``batch["y"]`` (N,) -> (N,): the convex last-layer
+    model through which Koh & Liang 2017 attribute deep networks. ``logits(params, x)`` as
+    :class:`ClassifierLoss`'s, so the quantities of :mod:`repair_jax.influence.functions` apply."""
+
+    multilabel = False
+
+    def logits(self, params, x):
+        return x @ params["kernel"] + params["bias"]
+
+    def __call__(self, params, batch: dict) -> jax.Array:
+        from repair_jax.objectives import per_example_loss
+
+        return per_example_loss(self.logits(params, batch["x"]), batch["y"], False)
+
+
+#: The one :class:`LastLayerLoss` (hashed by identity: jitted functions taking it compile once).
+last_layer_loss = LastLayerLoss()

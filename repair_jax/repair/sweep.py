@@ -28,6 +28,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from repair_jax.data import Dataset
@@ -162,7 +163,9 @@ def _harm(model, variables: dict, dataset: Dataset, targets: Targets, cfg: Repai
     state = create_train_state(model, variables, optax.identity())
     scores, solver = target_influence(state, dataset.train, dataset.split(cfg.select_split), targets, l2=cfg.l2)
     write_json(out / "influence.json", {"quantity": f"soft {targets.kind} error of {targets.label()} on the "
-                                        f"{cfg.select_split} split", "solver": solver, "scores": scores.tolist()})
+                                        f"{cfg.select_split} split", "solver": solver,
+                                        "harmful_order": np.argsort(-scores, kind="stable")[:int(np.sum(scores > 0))].tolist(),
+                                        "scores": scores.tolist()})
     return scores
 
 
