@@ -42,7 +42,7 @@ from repair_jax.influence.hvp import (
     DEFAULT_MAX_ITER, DEFAULT_TOL, InfluenceWarning, _status, damped_operator, hessian_matrix, solve_cg,
 )
 
-FIT_METHODS = ("explicit", "cg")
+FIT_METHODS = ("explicit", "cg", "kfac", "ekfac")
 MAX_GRADIENT_BYTES = 2 * 1024 ** 3
 
 
@@ -119,13 +119,16 @@ class InfluenceFit:
             raise UserError(f"right-hand sides must have shape (P,) or (P, M) with P = {self.size}, got {b.shape}")
         if not bool(jnp.all(jnp.isfinite(b))):
             raise UserError("a right-hand side of the inverse-HVP solve is not finite")
-        if self.method == "explicit":
-            x, iters = _factor_solve(self.factor, b), np.ones(b.shape[1], int)
-            ax = self.hessian @ x
-        else:
-            x, k = _block_cg(self._cg_run, b)
-            iters, ax = np.asarray(k), jax.vmap(self.matvec, in_axes=1, out_axes=1)(x)
+        x, iters, ax = self._solve_block(b)
         return _block_result(x, ax, b, iters, self)
+
+    def _solve_block(self, b):
+        """(x (P, M), iterations (M,), A x) for a checked (P, M) block."""
+        if self.method == "explicit":
+            x = _factor_solve(self.factor, b)
+            return x, np.ones(b.shape[1], int), self.hessian @ x
+        x, k = _block_cg(self._cg_run, b)
+        return x, np.asarray(k), jax.vmap(self.matvec, in_axes=1, out_axes=1)(x)
 
     @functools.cached_property
     def _cg_run(self):
@@ -156,6 +159,20 @@ class InfluenceFit:
         ((M, N) scores, the block solve). Row t equals ``influence_up_loss`` on test point t alone."""
         r = self.solve(self.test_gradients(test_batch).T)
         return self.upweight_scores(r.x), r
+
+    def self_influence(self, batch: dict | None = None) -> jax.Array:
+        """``g_i^T (H + damping I)^{-1} g_i`` (minus the self-influence I_up(z_i, z_i), 002 Eq. 3.1) of the
+        points of ``batch`` (default: the training batch), (N,), one block solve per chunk of ``chunk_size``."""
+        batch = self.train_batch if batch is None else batch
+        n = batch_size_of(batch)
+        if n == 0:
+            raise UserError("the batch for self-influence is empty")
+        step = self.chunk_size or n
+        out = []
+        for start in range(0, n, step):
+            g = self.test_gradients(jax.tree_util.tree_map(lambda a: a[start:start + step], batch))
+            out.append(jnp.sum(g.T * self.solve(g.T).x, axis=0))
+        return jnp.concatenate(out)
 
 
 def _factor_solve(factor, b):
@@ -240,14 +257,26 @@ def training_gradients(loss_fn: LossFn, params, batch: dict, *, store: bool | No
 def fit_influence(loss_fn: LossFn, params, train_batch: dict, *, method: str = "explicit", l2: float = 0.0,
                   damping: float = 0.0, relative_damping: float | None = None, chunk_size: int | None = 512,
                   tol: float | None = None, max_iter: int | None = None, store_gradients: bool | None = None,
-                  max_gradient_bytes: int = MAX_GRADIENT_BYTES) -> InfluenceFit:
+                  max_gradient_bytes: int = MAX_GRADIENT_BYTES, fisher: str | None = None,
+                  seed: int = 0) -> InfluenceFit:
     """Fits the reusable part of Eq. 3.1 (002 Ch. 3.4) for the training objective
     ``mean_i l(z_i) + l2/2 ||theta||^2`` (see the module docstring): damping, for ``explicit`` the dense
     ``H + damping I`` (P <= 20,000) and its factorisation, and G (N x P, memory ``N * P`` floats) unless
     over ``max_gradient_bytes``. Options as :func:`repair_jax.influence.inverse_hvp` (``relative_damping``
-    replaces ``damping``; tol defaults 1e-4 explicit, 1e-5 cg; max_iter 1000)."""
+    replaces ``damping``; tol defaults 1e-4 explicit, 1e-5 cg; max_iter 1000).
+
+    ``kfac`` / ``ekfac``: Kronecker-factored curvature instead of H (:func:`repair_jax.influence.kfac.fit_kronecker`,
+    which takes ``fisher`` (default "true") and ``seed``; ``relative_damping`` is then relative to the
+    approximation's largest eigenvalue; ``max_iter`` is unused)."""
     if method not in FIT_METHODS:
         raise UserError(f"unknown fitted influence method {method!r}; choose one of {', '.join(FIT_METHODS)}")
+    if method in ("kfac", "ekfac"):
+        from repair_jax.influence.kfac import fit_kronecker
+        return fit_kronecker(loss_fn, params, train_batch, method=method, fisher=fisher or "true", l2=l2,
+                             damping=damping, relative_damping=relative_damping, chunk_size=chunk_size, seed=seed,
+                             tol=tol, store_gradients=store_gradients, max_gradient_bytes=max_gradient_bytes)
+    if fisher is not None:
+        raise UserError(f"fisher is an option of the kfac and ekfac methods, not of {method}")
     if batch_size_of(train_batch) == 0:
         raise UserError("the training batch is empty")
     matvec, unravel, damping, eig = damped_operator(loss_fn, params, train_batch, l2=l2, damping=damping,
