@@ -20,18 +20,24 @@ from repair_jax.influence.kfac import fit_ekfac, fit_kfac, kronecker_curvature
 from repair_jax.models import create_model, init_variables
 
 
+def _first(batch, m):
+    return jax.tree_util.tree_map(lambda a: a[:m], batch)
+
+
 def _model(digits, hidden, n, dtype=jnp.float64):
     m = create_model("mlp", 10, hidden=hidden)
-    v = init_variables(m, jax.random.PRNGKey(0), (8, 8, 1))
+    v = init_variables(m, jax.random.PRNGKey(0), (4, 4, 1))
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), v["params"])
-    batch = {"x": jnp.asarray(digits.train.x[:n], dtype), "y": jnp.asarray(digits.train.y[:n])}
+    # real digits at 4 x 4 (every other pixel): 170 parameters for softmax regression
+    batch = {"x": jnp.asarray(digits.train.x[:n, ::2, ::2], dtype), "y": jnp.asarray(digits.train.y[:n])}
     return ClassifierLoss(m.apply), params, batch
 
 
 def test_kfac_of_softmax_regression_on_one_example_is_the_exact_hessian(digits):
     with jax.enable_x64(True):
         loss, params, batch = _model(digits, (), 1)
-        fit = fit_influence(loss, params, batch, method="kfac", fisher="exact", l2=0.01, damping=0.1)
+        fit = fit_influence(loss, params, batch, method="kfac", fisher="exact", l2=0.01, damping=0.1,
+                            store_gradients=False)
         h = hessian_matrix(loss, params, batch, l2=0.01, damping=0.1)
         b = jax.random.normal(jax.random.PRNGKey(1), (h.shape[0], 3), jnp.float64)
         np.testing.assert_allclose(fit.solve(b).x, np.linalg.solve(np.asarray(h), np.asarray(b)), rtol=1e-8, atol=1e-10)
@@ -40,7 +46,7 @@ def test_kfac_of_softmax_regression_on_one_example_is_the_exact_hessian(digits):
 
 def test_ekfac_eigenvalues_are_the_empirical_fisher_diagonal_in_the_kronecker_eigenbasis(digits):
     with jax.enable_x64(True):
-        loss, params, batch = _model(digits, (), 40)
+        loss, params, batch = _model(digits, (), 40)  # 40 > 17 x 10: F has full rank in the eigenbasis
         blocks = kronecker_curvature(loss, params, batch, method="ekfac", fisher="empirical", chunk_size=16)["blocks"]
         q_a, q_s, lam = blocks["Dense_0"]
         g = per_example_grads(loss, params, batch)["Dense_0"]
@@ -112,12 +118,22 @@ def test_chunking_invariance_and_block_diagonal_solve(digits):
 def test_scores_and_self_influence_follow_the_fitted_interface(digits):
     loss, params, batch = _model(digits, (6,), 30, jnp.float32)
     fit = fit_kfac(loss, params, batch, relative_damping=0.1, fisher="true", seed=3)
-    test = jax.tree_util.tree_map(lambda a: a[:4], batch)
+    test = _first(batch, 4)
     scores, r = fit.scores(test)
     g = per_example_grads(loss, params, batch, flat=True)
     np.testing.assert_allclose(scores, -(fit.solve(g[:4].T).x.T @ g.T), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(fit.self_influence(test), -np.diag(scores), rtol=1e-4, atol=1e-6)
     assert scores.shape == (4, 30) and r.converged
+    # the LDS harness and the CLI's group / confusion path go through the same fit
+    from repair_jax.influence.evaluate import attribution_scores
+    from repair_jax.influence.workflow import _solve_scores
+    ek = fit_influence(loss, params, batch, method="ekfac", damping=0.05)
+    np.testing.assert_allclose(attribution_scores("ekfac", loss, params, batch, test, damping=0.05),
+                               ek.scores(test)[0], rtol=1e-5, atol=1e-7)
+    row, record = _solve_scores(loss, params, batch, lambda p: loss(p, _first(test, 1))[0], 0.0, "ekfac",
+                                {"damping": 0.05, "scale": None}, None)
+    np.testing.assert_allclose(row, ek.scores(test)[0][0], rtol=1e-5, atol=1e-7)
+    assert record["method"] == "ekfac" and record["converged"]
     again = fit_kfac(loss, params, batch, relative_damping=0.1, fisher="true", seed=3)
     assert np.array_equal(again.curvature["Dense_0"][2], fit.curvature["Dense_0"][2])  # same seed, same numbers
 

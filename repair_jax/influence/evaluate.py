@@ -34,7 +34,7 @@ from jax.flatten_util import ravel_pytree
 from repair_jax.errors import UserError
 from repair_jax.influence.gradients import LossFn, batch_size_of, per_example_grads
 
-LDS_METHODS = ("explicit", "cg", "lissa", "tracin")
+LDS_METHODS = ("explicit", "cg", "lissa", "tracin", "ekfac")
 
 
 def validate_lds_args(alpha: float, num_subsets: int, methods=()) -> None:
@@ -186,8 +186,10 @@ def noisy_label_auc(self_influence, flipped) -> float:
 
 
 def _block_solver(method: str, loss_fn: LossFn, params, train_batch: dict, *, store_gradients=None, **solver):
-    """(fit, solve) for ``method`` (explicit | cg | lissa): ``fit`` a :class:`repair_jax.influence.InfluenceFit`
-    (cg's for lissa: the damped HVP and G), ``solve(b)`` -> ``(H + damping I)^{-1} b`` for a (P, M) block.
+    """(fit, solve) for ``method`` (explicit | cg | lissa | ekfac): ``fit`` a :class:`repair_jax.influence.InfluenceFit`
+    (cg's for lissa: the damped HVP and G; ekfac's :class:`repair_jax.influence.kfac.KfacFit`, true Fisher, seed 0,
+    with the given absolute damping), ``solve(b)`` -> ``(H + damping I)^{-1} b`` for a (P, M) block (ekfac:
+    the approximate curvature's).
     LiSSA (:func:`repair_jax.influence.hvp.solve_lissa`) runs on the whole block with the HVP vmapped over
     its columns; it stops on the block's relative residual (Frobenius norms), scale 1.1 x the largest
     eigenvalue of the damped Hessian, as :func:`repair_jax.influence.inverse_hvp`."""
@@ -212,7 +214,7 @@ def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, 
                        l2: float = 0.0, damping: float = 0.0, tol: float | None = None,
                        max_iter: int | None = None, chunk_size: int | None = None) -> np.ndarray:
     """(T, N) scores ``tau(z_t)_i`` in the ``I_up,loss`` convention (002 Eq. 3.1) for ``method`` of
-    :data:`LDS_METHODS`: explicit / cg / lissa solve for all T test gradients in one block
+    :data:`LDS_METHODS`: explicit / cg / lissa / ekfac solve for all T test gradients in one block
     (:func:`repair_jax.influence.fit_influence`; LiSSA see :func:`_block_solver`), tracin is
     ``-grad l(z_t) . grad l(z_i)`` at ``params`` (TracInCP with one checkpoint and learning rate 1)."""
     validate_lds_args(0.5, 2, (method,))

@@ -60,6 +60,7 @@ from repair_jax.errors import UserError
 from repair_jax.influence.fitted import MAX_GRADIENT_BYTES, InfluenceFit, training_gradients
 from repair_jax.influence.gradients import (
     LossFn, _chunks, _layer_grads, _names, _take, batch_size_of, conv_patches, layer_inputs_and_cotangents,
+    per_example_grads,
 )
 from repair_jax.influence.hvp import DEFAULT_TOL
 
@@ -301,29 +302,50 @@ class KfacFit(InfluenceFit):
 
     def apply_blocks(self, b, inverse: bool = True):
         """``(F_kfac + (l2 + damping) I)^{-1} B`` (or, ``inverse=False``, the operator itself) for a (P, M)
-        block of flat vectors, layer by layer."""
-        trees = jax.vmap(self.unravel, in_axes=1)(b)
-        flat, treedef = jax.tree_util.tree_flatten_with_path(trees)
-        blocks = {}
-        for layer in self.layers:
-            q_a, q_s, lam = self.curvature[layer.name]
-            mat = _layer_matrix(layer, functools.reduce(lambda d, k: d[k], layer.path, trees))
-            op = kronecker_inverse_hvp if inverse else kronecker_hvp
-            blocks[layer.path] = _layer_tree(layer, op(mat, q_a, q_s, lam, self.l2 + self.damping))
-        leaves = [blocks[_names(p)[:-1]][_names(p)[-1]] for p, _ in flat]
-        out = jax.tree_util.tree_unflatten(treedef, leaves)
-        return jax.vmap(lambda t: ravel_pytree(t)[0], out_axes=1)(out)
+        block of flat vectors, layer by layer (jitted; compiled once per model and block shape)."""
+        return _apply_blocks(self.layers, inverse, self.params, self.curvature, self.l2 + self.damping, b)
 
     def _solve_block(self, b):
-        x = self._apply(b, True)
-        return x, np.ones(b.shape[1], int), self._apply(x, False)
+        x, ax = _solve_and_apply(self.layers, self.params, self.curvature, self.l2 + self.damping, b)
+        return x, np.ones(b.shape[1], int), ax
 
-    @functools.cached_property
-    def _jitted_apply(self):
-        return jax.jit(self.apply_blocks, static_argnums=1)
+    def upweight_scores(self, x) -> jax.Array:
+        """``-x_j . grad l(z_i)`` (M, N) for the (P, M) block ``x``: from the stored G, else (G over
+        the memory limit, as Kronfluence scores) per-example training gradients one chunk of ``chunk_size``
+        at a time times ``x``: one gradient pass for any M, memory ``chunk_size * P``."""
+        if self.grads is not None:
+            return super().upweight_scores(x)
+        n = batch_size_of(self.train_batch)
+        step = self.chunk_size or n
+        parts = [per_example_grads(self.loss_fn, self.params,
+                                   jax.tree_util.tree_map(lambda a: a[s:s + step], self.train_batch), flat=True) @ x
+                 for s in range(0, n, step)]
+        return -jnp.concatenate(parts).T
 
-    def _apply(self, b, inverse: bool):
-        return self._jitted_apply(b, inverse)
+
+def _blockwise(layers, inverse, params, curvature, shift, b):
+    """:meth:`KfacFit.apply_blocks` as a pure function of the (P, M) block ``b``."""
+    unravel = ravel_pytree(params)[1]
+    trees = jax.vmap(unravel, in_axes=1)(b)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(trees)
+    blocks = {}
+    for layer in layers:
+        q_a, q_s, lam = curvature[layer.name]
+        mat = _layer_matrix(layer, functools.reduce(lambda d, k: d[k], layer.path, trees))
+        op = kronecker_inverse_hvp if inverse else kronecker_hvp
+        blocks[layer.path] = _layer_tree(layer, op(mat, q_a, q_s, lam, shift))
+    out = jax.tree_util.tree_unflatten(treedef, [blocks[_names(p)[:-1]][_names(p)[-1]] for p, _ in flat])
+    return jax.vmap(lambda t: ravel_pytree(t)[0], out_axes=1)(out)
+
+
+_apply_blocks = jax.jit(_blockwise, static_argnums=(0, 1))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _solve_and_apply(layers, params, curvature, shift, b):
+    """(x, A x) for x = A^{-1} b with A the damped approximate curvature: the solve and its residual check."""
+    x = _blockwise(layers, True, params, curvature, shift, b)
+    return x, _blockwise(layers, False, params, curvature, shift, x)
 
 
 def _check_options(method: str, fisher: str, loss_fn, damping: float, relative_damping, l2: float) -> None:
@@ -368,7 +390,7 @@ def fit_kronecker(loss_fn: LossFn, params, train_batch: dict, *, method: str = "
     fit = KfacFit(loss_fn, params, train_batch, method, float(damping), eig, None, unravel,
                   DEFAULT_TOL["explicit"] if tol is None else float(tol), 1, chunk_size, layers=layers,
                   curvature=out["blocks"], factors=out["factors"], fisher=fisher, l2=float(l2))
-    fit.matvec = lambda v: fit._apply(v[:, None], False)[:, 0]
+    fit.matvec = lambda v: fit.apply_blocks(v[:, None], False)[:, 0]
     fit.grads = training_gradients(loss_fn, params, train_batch, store=store_gradients, max_bytes=max_gradient_bytes,
                                    chunk_size=chunk_size)
     return fit
