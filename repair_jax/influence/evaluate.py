@@ -21,7 +21,8 @@ cited in issue 17; the leave-one-out check of Koh & Liang 2017 (002_97a11baaf249
 Scores ``tau`` follow the ``I_up,loss`` convention (positive: upweighting z_i raises the test loss), so a
 good attribution has a positive LDS. :func:`attribution_scores` gives them for every method of
 :data:`LDS_METHODS`; TracIn is TracInCP with one checkpoint (the final parameters) and learning rate 1,
-the gradient dot product, negated into this convention.
+the gradient dot product, negated into this convention; EK-FAC (:mod:`repair_jax.influence.kfac`, true
+Fisher, seed 0) replaces H by its Kronecker-factored approximation, with the same damping.
 """
 
 from __future__ import annotations

@@ -256,11 +256,12 @@ def _accumulate(loss_fn, layers, fisher, params, batch, chunk_size, seed, bases=
     return jax.tree_util.tree_map(lambda a: a / n, total)
 
 
-@jax.jit
 def _eigh(a):
-    """Eigen-decomposition of a symmetric PSD factor, eigenvalues clipped at 0 (rounding)."""
-    w, q = jnp.linalg.eigh(0.5 * (a + a.T))
-    return jnp.maximum(w, 0.0), q
+    """Eigen-decomposition of a symmetric PSD factor (LAPACK on the host: no compilation per shape),
+    eigenvalues clipped at 0 (rounding)."""
+    a = np.asarray(a)
+    w, q = np.linalg.eigh(0.5 * (a + a.T))
+    return jnp.asarray(np.maximum(w, 0.0), a.dtype), jnp.asarray(q, a.dtype)
 
 
 def kronecker_curvature(loss_fn: LossFn, params, batch: dict, *, method: str = "ekfac", fisher: str = "true",
@@ -277,7 +278,7 @@ def kronecker_curvature(loss_fn: LossFn, params, batch: dict, *, method: str = "
             continue
         (w_a, q_a), (w_s, q_s) = _eigh(st["A"]), _eigh(st["S"])
         bases[layer.name], factors[layer.name] = (q_a, q_s), (st["A"], st["S"])
-        curvature[layer.name] = (q_a, q_s, jnp.outer(w_a, w_s))
+        curvature[layer.name] = (q_a, q_s, jnp.asarray(np.outer(w_a, w_s)))
     if method == "ekfac" and bases:
         corrected = _accumulate(loss_fn, layers, fisher, params, batch, chunk_size, seed, bases)
         for name, (q_a, q_s) in bases.items():
@@ -379,10 +380,11 @@ def fit_kronecker(loss_fn: LossFn, params, train_batch: dict, *, method: str = "
     layers = find_layers(loss_fn, params, train_batch)
     out = kronecker_curvature(loss_fn, params, train_batch, method=method, fisher=fisher, chunk_size=chunk_size,
                               seed=seed, layers=layers)
-    eig = max(float(jnp.max(lam)) for _, _, lam in out["blocks"].values()) + l2
+    eigenvalues = [np.asarray(lam) for _, _, lam in out["blocks"].values()]
+    eig = max(float(lam.max()) for lam in eigenvalues) + l2
     if relative_damping is not None:
         damping = relative_damping * eig
-    smallest = min(float(jnp.min(lam)) for _, _, lam in out["blocks"].values()) + l2 + damping
+    smallest = min(float(lam.min()) for lam in eigenvalues) + l2 + damping
     if not smallest > 0:
         raise UserError(f"the {method} curvature is singular (smallest eigenvalue {smallest:.3g}): pass damping > 0 "
                         "or relative_damping > 0")
