@@ -416,8 +416,8 @@ def influence_run(run_path, out, *, test_index: int | list | str | None = None, 
     (see the module docstring) and returns the summary. Options are checked before anything is loaded.
 
     ``test_index``: one index (int, or a one-element list / string: scores (N,)), several (a list, or a
-    string "3,17,42") or "all" (the whole split): scores (M, N), computed with ``explicit`` or ``cg`` by
-    one :func:`repair_jax.influence.fit_influence` and one block solve.
+    string "3,17,42") or "all" (the whole split): scores (M, N), computed with ``explicit``, ``cg``, ``kfac``
+    or ``ekfac`` by one :func:`repair_jax.influence.fit_influence` and one block solve.
 
     ``damping`` (absolute) or ``relative_damping`` (x the largest eigenvalue of H; the default, 0.01).
     ``tol`` defaults to the solver's (:data:`repair_jax.influence.hvp.DEFAULT_TOL`), except CG in float32:
