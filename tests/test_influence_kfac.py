@@ -1,7 +1,7 @@
 """K-FAC / EK-FAC curvature (repair_jax.influence.kfac) against references: the exact Hessian of softmax
 regression on one example (its Gauss-Newton matrix, which K-FAC with the exact Fisher reproduces), the
-explicit empirical Fisher in the Kronecker eigenbasis, an im2col by hand, chunking invariance and the
-block-diagonal structure."""
+explicit empirical Fisher in the Kronecker eigenbasis, an im2col by hand, chunking invariance, the
+block-diagonal structure, and the LDS / CLI paths through the same fit."""
 
 import os
 
@@ -16,7 +16,7 @@ from jax.flatten_util import ravel_pytree
 
 from repair_jax.errors import UserError
 from repair_jax.influence import ClassifierLoss, fit_influence, hessian_matrix, per_example_grads
-from repair_jax.influence.kfac import fit_ekfac, fit_kfac, kronecker_curvature
+from repair_jax.influence.kfac import fit_ekfac, kronecker_curvature
 from repair_jax.models import create_model, init_variables
 
 
@@ -44,11 +44,15 @@ def test_kfac_of_softmax_regression_on_one_example_is_the_exact_hessian(digits):
         np.testing.assert_allclose(jax.vmap(fit.matvec, 1, 1)(b), h @ b, rtol=1e-8, atol=1e-10)
 
 
-def test_ekfac_eigenvalues_are_the_empirical_fisher_diagonal_in_the_kronecker_eigenbasis(digits):
+def test_ekfac_eigenvalues_are_the_empirical_fisher_diagonal_in_the_kronecker_eigenbasis_whatever_the_chunks(digits):
     with jax.enable_x64(True):
-        loss, params, batch = _model(digits, (), 40)  # 40 > 17 x 10: F has full rank in the eigenbasis
-        blocks = kronecker_curvature(loss, params, batch, method="ekfac", fisher="empirical", chunk_size=16)["blocks"]
-        q_a, q_s, lam = blocks["Dense_0"]
+        loss, params, batch = _model(digits, (), 40)
+        out = kronecker_curvature(loss, params, batch, method="ekfac", fisher="empirical", chunk_size=16)
+        whole = kronecker_curvature(loss, params, batch, method="ekfac", fisher="empirical", chunk_size=None)
+        for i in (0, 1):  # chunks of 16 (the last padded) = one chunk of 40
+            np.testing.assert_allclose(out["factors"]["Dense_0"][i], whole["factors"]["Dense_0"][i], rtol=1e-10,
+                                       atol=1e-14)
+        q_a, q_s, lam = out["blocks"]["Dense_0"]
         g = per_example_grads(loss, params, batch)["Dense_0"]
         g = np.concatenate([np.asarray(g["kernel"]), np.asarray(g["bias"])[:, None]], 1).reshape(40, -1)  # (N, (in+1)*out)
         fisher = g.T @ g / 40
@@ -95,29 +99,9 @@ def test_conv_factors_equal_an_explicit_im2col(digits):
         np.testing.assert_allclose(s, np.einsum("nti,ntj->ij", g, g) / (3 * 12), rtol=1e-10)
 
 
-def test_chunking_invariance_and_block_diagonal_solve(digits):
-    with jax.enable_x64(True):
-        loss, params, batch = _model(digits, (6,), 50)
-        fits = [fit_ekfac(loss, params, batch, l2=0.01, relative_damping=0.01, chunk_size=c, store_gradients=False,
-                          fisher="empirical") for c in (None, 16)]
-        for name, (a, s) in fits[0].factors.items():
-            np.testing.assert_allclose(a, fits[1].factors[name][0], rtol=1e-10, atol=1e-14)
-            np.testing.assert_allclose(s, fits[1].factors[name][1], rtol=1e-10, atol=1e-14)
-        flat, unravel = ravel_pytree(params)
-        v = jax.tree_util.tree_map(jnp.zeros_like, params)
-        v["Dense_1"]["kernel"] = jnp.asarray(np.random.default_rng(0).normal(size=v["Dense_1"]["kernel"].shape))
-        b = ravel_pytree(v)[0][:, None]
-        xs = [f.solve(b) for f in fits]
-        np.testing.assert_allclose(xs[0].x, xs[1].x, rtol=1e-9, atol=1e-12)
-        x = unravel(xs[0].x[:, 0])
-        assert float(jnp.abs(x["Dense_0"]["kernel"]).max()) == 0 and float(jnp.abs(x["Dense_0"]["bias"]).max()) == 0
-        assert float(jnp.abs(x["Dense_1"]["bias"]).max()) > 0  # the bias shares the layer's Kronecker block
-        assert xs[0].converged and xs[0].residuals.max() < 1e-10
-
-
 def test_scores_and_self_influence_follow_the_fitted_interface(digits):
     loss, params, batch = _model(digits, (6,), 30, jnp.float32)
-    fit = fit_kfac(loss, params, batch, relative_damping=0.1, fisher="true", seed=3)
+    fit = fit_ekfac(loss, params, batch, relative_damping=0.1, fisher="true", seed=3)
     test = _first(batch, 4)
     scores, r = fit.scores(test)
     g = per_example_grads(loss, params, batch, flat=True)
@@ -134,8 +118,16 @@ def test_scores_and_self_influence_follow_the_fitted_interface(digits):
                                 {"damping": 0.05, "scale": None}, None)
     np.testing.assert_allclose(row, ek.scores(test)[0][0], rtol=1e-5, atol=1e-7)
     assert record["method"] == "ekfac" and record["converged"]
-    again = fit_kfac(loss, params, batch, relative_damping=0.1, fisher="true", seed=3)
+    again = fit_ekfac(loss, params, batch, relative_damping=0.1, fisher="true", seed=3, store_gradients=False)
     assert np.array_equal(again.curvature["Dense_0"][2], fit.curvature["Dense_0"][2])  # same seed, same numbers
+    # block-diagonal: a right-hand side on the second layer's kernel stays on the second layer
+    v = jax.tree_util.tree_map(jnp.zeros_like, params)
+    v["Dense_1"]["kernel"] = jnp.asarray(np.random.default_rng(0).normal(size=v["Dense_1"]["kernel"].shape), jnp.float32)
+    r = again.solve(ravel_pytree(v)[0])
+    x = ravel_pytree(params)[1](r.x[:, 0])
+    assert float(jnp.abs(x["Dense_0"]["kernel"]).max()) == 0 and float(jnp.abs(x["Dense_0"]["bias"]).max()) == 0
+    assert float(jnp.abs(x["Dense_1"]["bias"]).max()) > 0  # the bias shares the layer's Kronecker block
+    assert r.converged and r.residuals.max() < 1e-5
 
 
 def test_bad_input_is_a_user_error(digits):
