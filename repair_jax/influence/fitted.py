@@ -9,6 +9,8 @@ Kronfluence cache attribution state:
 * the damping (relative damping: x the largest eigenvalue of H, by the same power iterations as
   :func:`repair_jax.influence.inverse_hvp`, so the numbers are the same);
 * ``explicit``: the dense ``A = H + damping I`` (P x P) and its factorisation (see :class:`InfluenceFit`);
+* ``kfac`` / ``ekfac``: Kronecker-factored curvature instead of H (:mod:`repair_jax.influence.kfac`, a
+  :class:`repair_jax.influence.kfac.KfacFit` with the same interface);
 * the per-example training gradients ``G`` (N x P), in chunks, when ``N * P`` floats fit under
   ``max_gradient_bytes`` (default 2 GB); otherwise scores use one forward-mode pass per test point
   (:func:`repair_jax.influence.per_example_grad_dot`), which never materialises G.
