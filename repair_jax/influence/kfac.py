@@ -266,8 +266,9 @@ def _eigh(a):
 
 def kronecker_curvature(loss_fn: LossFn, params, batch: dict, *, method: str = "ekfac", fisher: str = "true",
                         chunk_size: int | None = 512, seed: int = 0, layers=None) -> dict:
-    """Per layer name ``(Q_A, Q_S, Lambda)`` of K-FAC / EK-FAC (module docstring), BatchNorm blocks
-    ``(None, None, diagonal Fisher)``; also ``"A"``, ``"S"`` (normalised by N) under ``"factors"``."""
+    """``{"blocks": {layer name: (Q_A, Q_S, Lambda)}, "factors": {layer name: (A, S)}}`` of K-FAC / EK-FAC
+    (module docstring; A and S divided by N); BatchNorm blocks ``(None, None, diagonal Fisher)``."""
+    _check_method(method, fisher, loss_fn)
     layers = layers or find_layers(loss_fn, params, batch)
     stats = _accumulate(loss_fn, layers, fisher, params, batch, chunk_size, seed)
     curvature, bases, factors = {}, {}, {}
@@ -349,7 +350,7 @@ def _solve_and_apply(layers, params, curvature, shift, b):
     return x, _blockwise(layers, False, params, curvature, shift, x)
 
 
-def _check_options(method: str, fisher: str, loss_fn, damping: float, relative_damping, l2: float) -> None:
+def _check_method(method: str, fisher: str, loss_fn) -> None:
     if method not in KFAC_METHODS:
         raise UserError(f"unknown Kronecker-factored method {method!r}; choose one of {', '.join(KFAC_METHODS)}")
     if fisher not in FISHER:
@@ -359,6 +360,10 @@ def _check_options(method: str, fisher: str, loss_fn, damping: float, relative_d
                         "(a ClassifierLoss); pass fisher='empirical' otherwise")
     if fisher != "empirical" and getattr(loss_fn, "multilabel", False):
         raise UserError("the true / exact Fisher is for softmax classifiers; pass fisher='empirical' for multilabel")
+
+
+def _check_options(method: str, fisher: str, loss_fn, damping: float, relative_damping, l2: float) -> None:
+    _check_method(method, fisher, loss_fn)
     if relative_damping is not None and not relative_damping >= 0:
         raise UserError(f"relative damping must be >= 0, got {relative_damping}")
     if not damping >= 0 or not l2 >= 0:
