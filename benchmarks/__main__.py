@@ -23,6 +23,7 @@ BENCHMARKS = {
     "influence": "benchmarks.influence",
     "influence_lds": "benchmarks.influence_lds",
     "influence_ekfac": "benchmarks.influence_ekfac",
+    "influence_projection": "benchmarks.influence_projection",
     "weighted_repair": "benchmarks.weighted_repair",
     "explain": "benchmarks.explain",
     "robustness": "benchmarks.robustness",

@@ -18,11 +18,12 @@ interleaved within each round, so that a shared machine's load reaches them alik
 
 from __future__ import annotations
 
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from benchmarks import interleaved_times
 
 PYRAMID = {"depth": 8, "alpha": 8}
 RESNET = {"width": 8}
@@ -41,21 +42,6 @@ def _stepper(model, variables, objective, batch: dict):
         jax.block_until_ready(m["loss"])
     once()
     return once
-
-
-def _step_times(steppers: dict, rounds: int, n: int) -> dict:
-    """Seconds per step of each stepper: the fastest of ``rounds`` rounds of ``n`` steps, the steppers
-    interleaved within each round (in a rotated order) so that load from other processes reaches all of
-    them alike."""
-    best, names = {name: float("inf") for name in steppers}, list(steppers)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:  # each round starts at another one
-            once = steppers[name]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                once()
-            best[name] = min(best[name], (time.perf_counter() - t0) / n)
-    return best
 
 
 def _captioned_variables(model, batch: dict) -> dict:
@@ -86,7 +72,7 @@ def run(quick: bool = False) -> dict:
 
     fusion_model = lstm_cnn_model("resnet18", k, len(data.vocab), 16, 32, **RESNET)
     fusion_vars = _captioned_variables(fusion_model, batch)
-    t = _step_times({
+    t = interleaved_times({
         "pyramidnet": image(create_model("pyramidnet", k, **PYRAMID)),
         "pyramidnet_padain": image(create_model("pyramidnet", k, padain_p=0.01, **PYRAMID)),
         "pyramidnet_mtl": image(multi_head_model("pyramidnet", k, (0, 64, 32), **PYRAMID),

@@ -79,7 +79,7 @@ def run(quick: bool = False) -> dict:
     for model in config.models:
         s = _setup(config, model)
         rows = []
-        for method in ev.LDS_METHODS:
+        for method in AGREE:  # the methods dattri has too (trak: dattri's TRAK is not mirrored here yet)
             scores, secs, extra = _ours(method, s, model.l2)
             row = {"method": method, "ours_s": secs, "ours_lds": _lds(scores, s), **extra}
             row.update(_dattri_row(method, s, model.l2, extra, scores, secs))

@@ -27,7 +27,9 @@ from repair_jax.objectives import (  # noqa: F401  (re-exported: the training AP
 from repair_jax.progress import progress as progress_bar
 
 
-def _train_step_fn(objective: Objective):
+def train_step_fn(objective: Objective) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """Unjitted ``train_step(state, batch) -> (state, metrics)``: one gradient step of ``objective``
+    (the form :func:`fit`'s ``step`` takes; :func:`make_train_step` jits it)."""
     def train_step(state: TrainState, batch: dict):
         grad_fn = jax.value_and_grad(objective, has_aux=True)
         (loss, (batch_stats, metrics)), grads = grad_fn(state.params, state, batch)
@@ -39,7 +41,7 @@ def _train_step_fn(objective: Objective):
 
 def make_train_step(objective: Objective) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Jitted ``train_step(state, batch) -> (state, metrics)`` for any objective."""
-    return jax.jit(_train_step_fn(objective))
+    return jax.jit(train_step_fn(objective))
 
 
 def make_gather_step(step: Callable[[TrainState, dict], tuple[TrainState, dict]]):
@@ -244,7 +246,7 @@ def fit(state: TrainState, dataset: Dataset, config: TrainConfig, objective: Obj
         raise ValueError("give an objective or a step, not both")
     if objective is None:
         objective = functools.partial(erm_objective, multilabel=dataset.multilabel, l2=config.l2)
-    step = step or _train_step_fn(objective)
+    step = step or train_step_fn(objective)
     if batch_indices is None:
         bs = min(config.batch_size, len(dataset.train))
         batch_indices = lambda rng: shuffled_batches(len(dataset.train), bs, rng)

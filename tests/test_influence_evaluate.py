@@ -71,7 +71,7 @@ def test_tracin_scores_are_the_negated_one_checkpoint_tracin(logreg):
 
 
 @pytest.mark.parametrize("alpha, m, methods", [(0.0, 5, ()), (1.0, 5, ()), (1.5, 5, ()), (0.5, 1, ()),
-                                               (0.5, 5, ("explicit", "trak"))])
+                                               (0.5, 5, ("explicit", "datamodels"))])
 def test_bad_lds_input_is_a_user_error(alpha, m, methods):
     with pytest.raises(UserError):
         ev.validate_lds_args(alpha, m, methods)
@@ -86,4 +86,4 @@ def test_bad_shapes_and_one_class_auc_are_user_errors():
     with pytest.raises(UserError):
         ev.noisy_label_auc(np.zeros(4), np.zeros(4, bool))
     with pytest.raises(UserError):
-        ev.attribution_scores("trak", None, None, {}, {})
+        ev.attribution_scores("datamodels", None, None, {}, {})

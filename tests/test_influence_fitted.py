@@ -49,6 +49,23 @@ def test_fitted_scores_equal_influence_up_loss_per_test_point(logreg, method):
     np.testing.assert_allclose(scores[3], ref, rtol=1e-6, atol=1e-9 * float(np.abs(ref).max()))
 
 
+def test_fitted_lissa_solves_the_block_at_once(logreg):
+    """LiSSA as a fitted method: one scale (1.1 x the damped Hessian's largest eigenvalue), the whole block
+    iterated together; its scores equal explicit's within the tolerance."""
+    loss, params, train, test, l2, hess = logreg
+    test = _first(test, 3)
+    with jax.enable_x64(True):
+        fit = fit_influence(loss, params, train, method="lissa", l2=l2, relative_damping=0.05, tol=1e-6, chunk_size=64)
+        scores, r = fit.scores(test)
+        ref, _ = fit_influence(loss, params, train, method="explicit", l2=l2, relative_damping=0.05,
+                               chunk_size=64).scores(test)
+    assert r.converged and r.method == "lissa" and np.all(r.residuals <= 1e-6) and len(set(r.iterations)) == 1
+    assert fit.scale == pytest.approx(1.1 * (fit.largest_eigenvalue + fit.damping), rel=0.05)
+    np.testing.assert_allclose(scores, ref, rtol=1e-4, atol=1e-5 * float(np.abs(ref).max()))
+    with pytest.raises(UserError, match="scale must be positive"):
+        fit_influence(loss, params, train, method="lissa", scale=-1.0)
+
+
 def _tiny_mlp():
     m = create_model("mlp", 10, hidden=(3,))
     v = init_variables(m, jax.random.PRNGKey(2), (2, 2, 1))
@@ -105,7 +122,7 @@ def test_block_solve_reports_every_column_and_checks_its_input(logreg, monkeypat
     with pytest.raises(UserError, match=r"\(P,\) or \(P, M\)"):
         fit.solve(jnp.ones((3, 2)))
     with pytest.raises(UserError, match="unknown fitted influence method"):
-        fit_influence(loss, params, train, method="lissa")
+        fit_influence(loss, params, train, method="tracin")
     with jax.enable_x64(True):
         with pytest.raises(UserError, match=r"per-example training gradients take .* GB \(240 x 650 float64"):
             fit_influence(loss, params, train, method="cg", store_gradients=True, max_gradient_bytes=1000)
@@ -139,5 +156,14 @@ def test_influence_cli_several_test_indices_equal_single_runs(tmp_path, capsys):
         assert main(base + ["--test-index", spec, "--out", str(tmp_path / "bad")]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and msg in err
-    assert main(base[:3] + ["--method", "lissa", "--test-index", "1,2", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+    # LiSSA and TracIn score several test points too: LiSSA's rows agree with explicit's, TracIn's with single runs
+    assert main(base[:3] + ["--method", "lissa", "--damping", "0.05", "--test-index", "1,2", "--out",
+                            str(tmp_path / "lissa")]) == 0
+    lissa = np.load(tmp_path / "lissa" / "scores.npy")
+    np.testing.assert_allclose(lissa, many[[1, 2]], rtol=1e-2, atol=1e-3 * np.abs(many[[1, 2]]).max())
+    for spec, out in (("1,2", "tr_many"), ("2", "tr_one")):
+        assert main(base[:3] + ["--method", "tracin", "--test-index", spec, "--out", str(tmp_path / out)]) == 0
+    tr_many, tr_one = np.load(tmp_path / "tr_many" / "scores.npy"), np.load(tmp_path / "tr_one" / "scores.npy")
+    assert tr_many.shape == (2, n)
+    np.testing.assert_allclose(tr_many[1], tr_one, rtol=1e-4, atol=1e-6 * np.abs(tr_one).max())

@@ -117,3 +117,40 @@ def test_the_driver_gives_a_bad_norm_bound_one_line_exit_2_and_writes_nothing(tm
     lines = [l for l in proc.stderr.splitlines() if "Warning" not in l and l.strip()]
     assert len(lines) == 1 and "eps_linf" in lines[0] and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("method", ["plain", "uat", "ant"])
+def test_every_method_trains_on_003s_standard_augmentation(method):
+    """003 "Training Routine": flips and rotations for every method. One step of each METHODS entry
+    equals the method's bare step on the batch augmented with the step key's draws."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from repair_jax.data import load_dataset
+    from repair_jax.models import create_model, init_variables
+    from repair_jax.objectives import erm_objective
+    from repair_jax.robustness import (
+        adversarial_noise_step, standard_augment, step_key, universal_adversarial_step,
+    )
+    from repair_jax.robustness.study import METHODS
+    from repair_jax.train import create_train_state, train_step_fn
+
+    ds = load_dataset("digits", seed=0, train_limit=64)
+    config = RobustnessStudy(dataset="digits", batch_size=32, max_rotation=30.0)
+    model = create_model("mlp", ds.num_classes, hidden=(16,))
+    state = create_train_state(model, init_variables(model, jax.random.PRNGKey(0), ds.input_shape), optax.sgd(0.1))
+    state = METHODS[method].init(state, ds, 3)
+    batch = {"x": jnp.asarray(ds.train.x[:32]), "y": jnp.asarray(ds.train.y[:32])}
+    bare = {"plain": lambda: train_step_fn(erm_objective),
+            "uat": lambda: universal_adversarial_step(config.eps_linf, "linf"),
+            "ant": lambda: adversarial_noise_step(config.eps_noise_l2, seed=3)}[method]()
+    augmented = {**batch, "x": standard_augment(30.0)(step_key(3, state), batch["x"])}
+    assert not np.allclose(augmented["x"], batch["x"])
+    got, _ = jax.jit(METHODS[method].make_step(config, 3))(state, batch)
+    want, _ = jax.jit(bare)(state, augmented)
+    unaugmented, _ = jax.jit(bare)(state, batch)
+    leaves = lambda s: jax.tree_util.tree_leaves(s.params)
+    for g, w in zip(leaves(got), leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(g, u, atol=1e-6) for g, u in zip(leaves(got), leaves(unaugmented)))

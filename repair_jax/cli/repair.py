@@ -15,8 +15,9 @@ def configure(p) -> None:
     g.add_argument("--triplets", default=None, help="several triplets A,B,C;D,E,F")
     add_out(p, "output directory (a re-run with the same configuration resumes it)", kind="resumable")
     p.add_argument("--methods", default="all",
-                   help="all, or a comma-separated subset of orig,orig-ft,w-aug,w-bn,w-os,w-loss,w-dbr "
-                        "(orig and orig-ft are always run: they are the baselines)")
+                   help="all (000's WR methods), or a comma-separated subset of orig,orig-ft,w-aug,w-bn,w-os,w-loss,"
+                        "w-dbr,i-drop (i-drop: fine-tune without the training points most harmful to the targets, "
+                        "by influence; orig and orig-ft are always run: they are the baselines)")
     p.add_argument("--seeds", type=int, default=5, help="seeds for the selected settings")
     p.add_argument("--epochs", type=int, default=None,
                    help="fine-tuning epochs (default: 1/5 of the run's training epochs, at least 1; 000 Sec. 4.1 "
@@ -42,11 +43,11 @@ def _floats(spec: str, what: str) -> tuple[float, ...]:
 
 
 def repair_config_from_args(args, run):
-    from repair_jax.repair import METHODS, RepairConfig
+    from repair_jax.repair import WR_METHODS, RepairConfig
 
     rc = run.config
     if args.methods == "all":
-        methods = tuple(METHODS)
+        methods = WR_METHODS
     else:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         methods = tuple(dict.fromkeys(("orig", "orig-ft") + methods))

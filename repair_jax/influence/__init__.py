@@ -5,8 +5,8 @@ curvature: :mod:`repair_jax.influence.kfac`.
 """
 
 from repair_jax.influence.gradients import (
-    ClassifierLoss, batch_gradient, flatten_per_example, layerwise_per_example_grads, per_example_grad_dot,
-    per_example_grads,
+    ClassifierLoss, batch_gradient, flatten_per_example, layerwise_per_example_grads, map_gradient_chunks,
+    per_example_grad_dot, per_example_grads,
 )
 from repair_jax.influence.hvp import (
     SOLVERS, IHVPResult, InfluenceWarning, cg_solve_tree, damped_operator, hessian_matrix, inverse_hvp,
@@ -22,6 +22,9 @@ from repair_jax.influence.fitted import (
 )
 from repair_jax.influence.kfac import (
     FISHER, KFAC_METHODS, KfacFit, KfacLayer, fit_ekfac, fit_kfac, fit_kronecker, kronecker_curvature,
+)
+from repair_jax.influence.projection import (
+    PROJECTIONS, ProjectedFit, fit_projected, project_gradients, projection_rows,
 )
 from repair_jax.influence.evaluate import (
     LDS_METHODS, attribution_scores, draw_subsets, linear_datamodeling_score, loo_changes, loo_correlation,

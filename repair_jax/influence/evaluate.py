@@ -21,8 +21,10 @@ cited in issue 17; the leave-one-out check of Koh & Liang 2017 (002_97a11baaf249
 Scores ``tau`` follow the ``I_up,loss`` convention (positive: upweighting z_i raises the test loss), so a
 good attribution has a positive LDS. :func:`attribution_scores` gives them for every method of
 :data:`LDS_METHODS`; TracIn is TracInCP with one checkpoint (the final parameters) and learning rate 1,
-the gradient dot product, negated into this convention; EK-FAC (:mod:`repair_jax.influence.kfac`, true
-Fisher, seed 0) replaces H by its Kronecker-factored approximation, with the same damping.
+the gradient dot product, negated into this convention. trak is the random-projection influence of
+:mod:`repair_jax.influence.projection` (see ``_trak_fit``); ekfac is
+EK-FAC (:mod:`repair_jax.influence.kfac`, true Fisher, seed 0): H replaced by its Kronecker-factored
+approximation, with the same damping.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from jax.flatten_util import ravel_pytree
 from repair_jax.errors import UserError
 from repair_jax.influence.gradients import LossFn, batch_size_of, per_example_grads
 
-LDS_METHODS = ("explicit", "cg", "lissa", "tracin", "ekfac")
+LDS_METHODS = ("explicit", "cg", "lissa", "tracin", "trak", "ekfac")
 
 
 def validate_lds_args(alpha: float, num_subsets: int, methods=()) -> None:
@@ -142,24 +144,13 @@ def linear_datamodeling_score(predicted, actual) -> dict:
 def loo_changes(loss_fn: LossFn, params, train_batch: dict, test_batch: dict, indices, *, l2: float = 0.0,
                 tol: float = 1e-8, max_iter: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """Actual change of every test loss on removing each training point of ``indices`` and retraining to
-    convergence (warm start from ``params`` re-converged on all points; :mod:`repair_jax.influence.loo`):
+    convergence (:func:`repair_jax.influence.loo.leave_one_out` with the (T,) test losses as the quantity):
     ((K, T) changes, (K,) final gradient norms)."""
-    from repair_jax.influence.loo import minimize_objective
+    from repair_jax.influence.loo import leave_one_out
 
-    n = batch_size_of(train_batch)
-    test_losses = jax.jit(lambda p: loss_fn(p, test_batch))
-    base, _ = minimize_objective(loss_fn, params, train_batch, l2=l2, tol=tol, max_iter=max_iter)
-    base_out = np.asarray(test_losses(base))
-    changes, norms = [], []
-    for i in indices:
-        if not 0 <= int(i) < n:
-            raise UserError(f"training index {i} is out of range [0, {n})")
-        w = np.ones(n)
-        w[int(i)] = 0
-        p_i, gn = minimize_objective(loss_fn, base, train_batch, l2=l2, weights=w, tol=tol, max_iter=max_iter)
-        changes.append(np.asarray(test_losses(p_i)) - base_out)
-        norms.append(gn)
-    return np.asarray(changes), np.asarray(norms)
+    r = leave_one_out(loss_fn, params, train_batch, jax.jit(lambda p: loss_fn(p, test_batch)), indices, l2=l2,
+                      tol=tol, max_iter=max_iter)
+    return r["actual"], r["grad_norms"]
 
 
 def loo_correlation(scores, indices, actual_changes) -> dict:
@@ -187,41 +178,51 @@ def noisy_label_auc(self_influence, flipped) -> float:
 
 
 def _block_solver(method: str, loss_fn: LossFn, params, train_batch: dict, *, store_gradients=None, **solver):
-    """(fit, solve) for ``method`` (explicit | cg | lissa | ekfac): ``fit`` a :class:`repair_jax.influence.InfluenceFit`
-    (cg's for lissa: the damped HVP and G; ekfac's :class:`repair_jax.influence.kfac.KfacFit`, true Fisher, seed 0,
-    with the given absolute damping), ``solve(b)`` -> ``(H + damping I)^{-1} b`` for a (P, M) block (ekfac:
-    the approximate curvature's).
-    LiSSA (:func:`repair_jax.influence.hvp.solve_lissa`) runs on the whole block with the HVP vmapped over
-    its columns; it stops on the block's relative residual (Frobenius norms), scale 1.1 x the largest
-    eigenvalue of the damped Hessian, as :func:`repair_jax.influence.inverse_hvp`."""
-    from repair_jax.influence import fit_influence, largest_eigenvalue
-    from repair_jax.influence.hvp import DEFAULT_MAX_ITER, DEFAULT_TOL, solve_lissa
+    """(fit, solve) for ``method`` (explicit | cg | lissa | ekfac): a :class:`repair_jax.influence.InfluenceFit`
+    (ekfac: a :class:`repair_jax.influence.kfac.KfacFit`, the approximate curvature's solve),
+    ``solve(b)`` -> ``(H + damping I)^{-1} b`` for a (P, M) block (LiSSA: the block at once, scale 1.1 x the
+    largest eigenvalue of the damped Hessian, see :func:`repair_jax.influence.fit_influence`)."""
+    from repair_jax.influence import fit_influence
 
-    fit = fit_influence(loss_fn, params, train_batch, method="cg" if method == "lissa" else method,
-                        store_gradients=store_gradients, **solver)
-    if method != "lissa":
-        return fit, lambda b: fit.solve(b).x
-    tol, max_iter = solver.get("tol"), solver.get("max_iter")
+    fit = fit_influence(loss_fn, params, train_batch, method=method, store_gradients=store_gradients, **solver)
+    return fit, lambda b: fit.solve(b).x
 
-    def solve(b):
-        scale = 1.1 * largest_eigenvalue(fit.matvec, fit.size, b.dtype)
-        block_mv = jax.vmap(fit.matvec, in_axes=1, out_axes=1)
-        return solve_lissa(block_mv, b, scale, max_iter or DEFAULT_MAX_ITER["lissa"],
-                           DEFAULT_TOL["lissa"] if tol is None else tol)[0]
-    return fit, solve
+
+#: The trak method's default projection dimension (capped at the number of parameters).
+TRAK_DIM = 512
+
+
+def _trak_fit(loss_fn: LossFn, params, train_batch: dict, l2: float, damping: float, projection_dim: int,
+              chunk_size: int | None):
+    """(N, :func:`repair_jax.influence.fit_projected` of the one model) with ``k = min(projection_dim, P)``
+    (Rademacher, seed 0) and ridge ``N (damping + l2)``: N times its scores are ``I_up,loss`` with the Hessian
+    of the training objective replaced by ``Phi^T Phi / N + (damping + l2) I``, the projected empirical Fisher
+    plus the damping and L2 term the other methods use (the L2 term of a linear model on the k features)."""
+    from repair_jax.influence.projection import fit_projected
+
+    n, p = batch_size_of(train_batch), int(ravel_pytree(params)[0].size)
+    if not isinstance(projection_dim, (int, np.integer)) or projection_dim < 1:
+        raise UserError(f"the projection dimension must be an integer >= 1, got {projection_dim!r}")
+    return n, fit_projected(loss_fn, [params], train_batch, min(int(projection_dim), p),
+                            damping=n * (damping + l2), chunk_size=chunk_size)
 
 
 def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, test_batch: dict, *,
                        l2: float = 0.0, damping: float = 0.0, tol: float | None = None,
-                       max_iter: int | None = None, chunk_size: int | None = None) -> np.ndarray:
+                       max_iter: int | None = None, chunk_size: int | None = None,
+                       projection_dim: int = TRAK_DIM) -> np.ndarray:
     """(T, N) scores ``tau(z_t)_i`` in the ``I_up,loss`` convention (002 Eq. 3.1) for ``method`` of
     :data:`LDS_METHODS`: explicit / cg / lissa / ekfac solve for all T test gradients in one block
     (:func:`repair_jax.influence.fit_influence`; LiSSA see :func:`_block_solver`), tracin is
-    ``-grad l(z_t) . grad l(z_i)`` at ``params`` (TracInCP with one checkpoint and learning rate 1)."""
+    ``-grad l(z_t) . grad l(z_i)`` at ``params`` (TracInCP with one checkpoint and learning rate 1), trak
+    see ``_trak_fit`` (``projection_dim``; the solver options tol and max_iter do not apply)."""
     validate_lds_args(0.5, 2, (method,))
+    if method == "trak":
+        n, fit = _trak_fit(loss_fn, params, train_batch, l2, damping, projection_dim, chunk_size)
+        return n * np.asarray(fit.scores(test_batch))
     if method == "tracin":
-        g = per_example_grads(loss_fn, params, train_batch, flat=True, chunk_size=chunk_size)
-        return -np.asarray(per_example_grads(loss_fn, params, test_batch, flat=True, chunk_size=chunk_size) @ g.T)
+        from repair_jax.influence.functions import tracin_scores
+        return -np.asarray(tracin_scores(loss_fn, [params], [1.0], train_batch, test_batch, chunk_size=chunk_size))
     fit, solve = _block_solver(method, loss_fn, params, train_batch, l2=l2, damping=damping, tol=tol,
                                max_iter=max_iter, chunk_size=chunk_size)
     return np.asarray(fit.upweight_scores(solve(fit.test_gradients(test_batch).T)))
@@ -229,10 +230,14 @@ def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, 
 
 def self_influence(method: str, loss_fn: LossFn, params, train_batch: dict, indices, *, l2: float = 0.0,
                    damping: float = 0.0, tol: float | None = None, max_iter: int | None = None,
-                   chunk_size: int | None = None) -> np.ndarray:
+                   chunk_size: int | None = None, projection_dim: int = TRAK_DIM) -> np.ndarray:
     """``g_i^T (H + damping I)^{-1} g_i`` (minus the self-influence I_up(z_i, z_i)) for the training points
-    ``indices`` (K,) in one block solve; ``||g_i||^2`` for tracin."""
+    ``indices`` (K,) in one block solve; ``||g_i||^2`` for tracin; for trak the same with H the projected
+    empirical Fisher (``_trak_fit``)."""
     validate_lds_args(0.5, 2, (method,))
+    if method == "trak":
+        n, fit = _trak_fit(loss_fn, params, train_batch, l2, damping, projection_dim, chunk_size)
+        return n * np.asarray(fit.self_influence(indices))
     sub = jax.tree_util.tree_map(lambda a: a[np.asarray(indices)], train_batch)
     g = per_example_grads(loss_fn, params, sub, flat=True, chunk_size=chunk_size)
     if method == "tracin":

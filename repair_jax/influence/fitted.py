@@ -41,10 +41,11 @@ from jax.flatten_util import ravel_pytree
 from repair_jax.errors import UserError
 from repair_jax.influence.gradients import LossFn, batch_size_of, per_example_grad_dot, per_example_grads
 from repair_jax.influence.hvp import (
-    DEFAULT_MAX_ITER, DEFAULT_TOL, InfluenceWarning, _status, damped_operator, hessian_matrix, solve_cg,
+    DEFAULT_MAX_ITER, DEFAULT_TOL, InfluenceWarning, _status, damped_operator, hessian_matrix, largest_eigenvalue,
+    solve_cg, solve_lissa,
 )
 
-FIT_METHODS = ("explicit", "cg", "kfac", "ekfac")
+FIT_METHODS = ("explicit", "cg", "lissa", "kfac", "ekfac")
 MAX_GRADIENT_BYTES = 2 * 1024 ** 3
 
 
@@ -112,6 +113,7 @@ class InfluenceFit:
     hessian: jax.Array | None = None
     factor: tuple | None = None
     grads: jax.Array | None = None
+    scale: float | None = None
 
     def solve(self, b) -> BlockSolveResult:
         """``X = (H + damping I)^{-1} B`` for a (P,) or (P, M) block of flat quantity gradients."""
@@ -129,6 +131,10 @@ class InfluenceFit:
         if self.method == "explicit":
             x = _factor_solve(self.factor, b)
             return x, np.ones(b.shape[1], int), self.hessian @ x
+        if self.method == "lissa":
+            block_mv = jax.vmap(self.matvec, in_axes=1, out_axes=1)
+            x, k, _ = solve_lissa(block_mv, b, self.scale, self.max_iter, self.tol)
+            return x, np.full(b.shape[1], k), block_mv(x)
         x, k = _block_cg(self._cg_run, b)
         return x, np.asarray(k), jax.vmap(self.matvec, in_axes=1, out_axes=1)(x)
 
@@ -136,8 +142,12 @@ class InfluenceFit:
     def _cg_run(self):
         """CG (:func:`repair_jax.influence.hvp.solve_cg`) vmapped over the columns of a (P, M) block, jitted once
         per fit: every :meth:`solve` / :meth:`scores` call reuses the compiled solve."""
-        return jax.jit(jax.vmap(lambda col: solve_cg(self.matvec, col, self.tol, self.max_iter), in_axes=1,
-                                out_axes=(1, 0)))
+        tol, max_iter = self.tol, self.max_iter
+        run = jax.jit(lambda op, b: jax.vmap(lambda col: solve_cg(op, col, tol, max_iter), in_axes=1, out_axes=(1, 0))(b))
+        if isinstance(self.matvec, jax.tree_util.Partial):  # the operator's arrays enter as inputs, not constants
+            return functools.partial(run, self.matvec)
+        matvec = self.matvec
+        return jax.jit(jax.vmap(lambda col: solve_cg(matvec, col, tol, max_iter), in_axes=1, out_axes=(1, 0)))
 
     @property
     def size(self) -> int:
@@ -259,17 +269,20 @@ def training_gradients(loss_fn: LossFn, params, batch: dict, *, store: bool | No
 def fit_influence(loss_fn: LossFn, params, train_batch: dict, *, method: str = "explicit", l2: float = 0.0,
                   damping: float = 0.0, relative_damping: float | None = None, chunk_size: int | None = 512,
                   tol: float | None = None, max_iter: int | None = None, store_gradients: bool | None = None,
-                  max_gradient_bytes: int = MAX_GRADIENT_BYTES, fisher: str | None = None,
-                  seed: int = 0) -> InfluenceFit:
+                  max_gradient_bytes: int = MAX_GRADIENT_BYTES, scale: float | None = None,
+                  fisher: str | None = None, seed: int = 0) -> InfluenceFit:
     """Fits the reusable part of Eq. 3.1 (002 Ch. 3.4) for the training objective
     ``mean_i l(z_i) + l2/2 ||theta||^2`` (see the module docstring): damping, for ``explicit`` the dense
-    ``H + damping I`` (P <= 20,000) and its factorisation, and G (N x P, memory ``N * P`` floats) unless
-    over ``max_gradient_bytes``. Options as :func:`repair_jax.influence.inverse_hvp` (``relative_damping``
-    replaces ``damping``; tol defaults 1e-4 explicit, 1e-5 cg; max_iter 1000).
+    ``H + damping I`` (P <= 20,000) and its factorisation, for ``lissa`` its scale (default 1.1 x the
+    largest eigenvalue of ``H + damping I``, 30 power iterations), and G (N x P, memory ``N * P`` floats)
+    unless over ``max_gradient_bytes``. Options as :func:`repair_jax.influence.inverse_hvp`
+    (``relative_damping`` replaces ``damping``; tol defaults 1e-4 explicit and lissa, 1e-5 cg; max_iter
+    1000 cg, 5000 LiSSA steps). LiSSA (:func:`repair_jax.influence.hvp.solve_lissa`) runs on the whole
+    block with the HVP vmapped over its columns and stops on the block's relative residual (Frobenius norms).
 
     ``kfac`` / ``ekfac``: Kronecker-factored curvature instead of H (:func:`repair_jax.influence.kfac.fit_kronecker`,
     which takes ``fisher`` (default "true") and ``seed``; ``relative_damping`` is then relative to the
-    approximation's largest eigenvalue; ``max_iter`` is unused)."""
+    approximation's largest eigenvalue; ``max_iter`` and ``scale`` are unused)."""
     if method not in FIT_METHODS:
         raise UserError(f"unknown fitted influence method {method!r}; choose one of {', '.join(FIT_METHODS)}")
     if method in ("kfac", "ekfac"):
@@ -285,7 +298,12 @@ def fit_influence(loss_fn: LossFn, params, train_batch: dict, *, method: str = "
                                                     relative_damping=relative_damping, chunk_size=chunk_size)
     fit = InfluenceFit(loss_fn, params, train_batch, method, float(damping), eig, matvec, unravel,
                        DEFAULT_TOL[method] if tol is None else float(tol),
-                       int(max_iter or DEFAULT_MAX_ITER["cg"]), chunk_size)
+                       int(max_iter or DEFAULT_MAX_ITER["lissa" if method == "lissa" else "cg"]), chunk_size)
+    if method == "lissa":
+        if scale is not None and not scale > 0:
+            raise UserError(f"LiSSA scale must be positive, got {scale}")
+        fit.scale = float(scale) if scale is not None else 1.1 * largest_eigenvalue(
+            matvec, fit.size, ravel_pytree(params)[0].dtype)
     if method == "explicit":
         fit.hessian = hessian_matrix(loss_fn, params, train_batch, l2=l2, damping=damping)
         fit.factor = _factorise(fit.hessian)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 
 from repair_jax.errors import UserError
@@ -198,6 +199,33 @@ def tracin(loss_fn: LossFn, checkpoints: Sequence[Any], learning_rates: Sequence
     for params, lr, lf, q in zip(checkpoints, learning_rates, losses, quantities):
         g = quantity_gradient(q, params)
         total = total + lr * per_example_grad_dot(lf, params, train_batch, g, chunk_size=chunk_size)
+    return total
+
+
+def tracin_scores(loss_fn: LossFn, checkpoints: Sequence[Any], learning_rates: Sequence[float], train_batch: dict,
+                  test_batch: dict, *, chunk_size: int | None = None) -> jax.Array:
+    """TracInCP of every (test point, training point) pair, (M, N): row t is :func:`tracin` with the loss of
+    test point t alone as the quantity, ``sum_c lr_c grad l(z_i, theta_c) . grad l(z_t, theta_c)``. Per
+    checkpoint: the (M, P) test gradients once, then the (N, P) training gradients when they fit under
+    :data:`repair_jax.influence.fitted.MAX_GRADIENT_BYTES` (one product), else one forward-mode pass per
+    test point. ``loss_fn`` may be a sequence with one entry per checkpoint (as :func:`tracin`)."""
+    from repair_jax.influence.fitted import training_gradients
+    from repair_jax.influence.gradients import per_example_grads
+
+    n = len(checkpoints)
+    if n == 0 or n != len(learning_rates):
+        raise UserError("TracIn needs one learning rate per checkpoint and at least one checkpoint")
+    losses = list(loss_fn) if isinstance(loss_fn, (list, tuple)) else [loss_fn] * n
+    if len(losses) != n:
+        raise UserError(f"TracIn: {len(losses)} loss functions for {n} checkpoints")
+    total = 0.0
+    for params, lr, lf in zip(checkpoints, learning_rates, losses):
+        gt = per_example_grads(lf, params, test_batch, flat=True, chunk_size=chunk_size)
+        g = training_gradients(lf, params, train_batch, chunk_size=chunk_size)
+        unravel = jax.flatten_util.ravel_pytree(params)[1]
+        block = gt @ g.T if g is not None else jnp.stack(
+            [per_example_grad_dot(lf, params, train_batch, unravel(row), chunk_size=chunk_size) for row in gt])
+        total = total + lr * block
     return total
 
 

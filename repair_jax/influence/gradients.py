@@ -319,6 +319,15 @@ def per_example_grads(loss_fn: LossFn, params, batch: dict, *, chunk_size: int |
     reference) or ``auto`` (= layerwise). ``loss_fn`` must be hashable (a module-level function or
     a ``functools.partial``) since it is a static argument of the jitted chunk.
     """
+    return map_gradient_chunks(lambda g: g, loss_fn, params, batch, chunk_size=chunk_size, flat=flat, method=method)
+
+
+def map_gradient_chunks(fn, loss_fn: LossFn, params, batch: dict, *, chunk_size: int | None = None,
+                        flat: bool = True, method: str = "auto"):
+    """``fn`` applied to the per-example gradients of ``chunk_size`` examples at a time (as
+    :func:`repair_jax.influence.per_example_grads` forms them: an (C, P) matrix with ``flat=True``, else a
+    pytree with a leading axis C), each chunk reduced before the next is formed, the results (leading axis
+    C; the padding rows of the last chunk cut) concatenated: memory ``chunk_size * P`` plus the result."""
     if method not in METHODS:
         raise UserError(f"unknown per-example gradient method {method!r}; choose one of {', '.join(METHODS)}")
     method = "layerwise" if method == "auto" else method
@@ -329,8 +338,8 @@ def per_example_grads(loss_fn: LossFn, params, batch: dict, *, chunk_size: int |
     outs = []
     for start, count in spans:
         chunk = _shard(_take(batch, start, size, n) if size != n else batch, size)
-        g = _grads_chunk(loss_fn, params, chunk, method, flat)
-        outs.append(jax.tree_util.tree_map(lambda a: a[:count], g))
+        out = fn(_grads_chunk(loss_fn, params, chunk, method, flat))
+        outs.append(jax.tree_util.tree_map(lambda a: a[:count], out))
     if len(outs) == 1:
         return outs[0]
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *outs)

@@ -93,6 +93,27 @@ def _chunk_hvp(loss_fn, params, batch, mask, v):
     return jax.jvp(jax.grad(f), (params,), (v,))[1]
 
 
+def _hvp_parts(batch: dict, dtype, chunk_size: int | None) -> list:
+    """``[(chunk, mask), ...]``: the batch in chunks of ``chunk_size`` (the last one padded) and the weights
+    ``1/n`` of its real rows (0 for the padding)."""
+    n = batch_size_of(batch)
+    size, spans = _chunks(n, chunk_size)
+    parts = []
+    for start, count in spans:
+        chunk = _take(batch, start, size, n) if size != n else batch
+        mask = (jnp.arange(size) < count).astype(dtype) / jnp.asarray(n, dtype)
+        parts.append((chunk, mask))
+    return parts
+
+
+def _summed_hvp(loss_fn, params, parts, v):
+    out = None
+    for chunk, mask in parts:
+        h = _chunk_hvp(loss_fn, params, chunk, mask, v)
+        out = h if out is None else jax.tree_util.tree_map(jnp.add, out, h)
+    return out
+
+
 def make_hvp(loss_fn: LossFn, params, batch: dict, *, l2: float = 0.0, damping: float = 0.0,
              chunk_size: int | None = None) -> Callable[[Any], Any]:
     """``v -> (H + damping I) v`` for the Hessian H of :func:`training_objective` at ``params``.
@@ -102,23 +123,32 @@ def make_hvp(loss_fn: LossFn, params, batch: dict, *, l2: float = 0.0, damping: 
     """
     if damping < 0:
         raise UserError(f"damping must be >= 0, got {damping}")
-    n = batch_size_of(batch)
-    dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    size, spans = _chunks(n, chunk_size)
-    parts = []
-    for start, count in spans:
-        chunk = _take(batch, start, size, n) if size != n else batch
-        mask = (jnp.arange(size) < count).astype(dtype) / jnp.asarray(n, dtype)
-        parts.append((chunk, mask))
+    parts = _hvp_parts(batch, jax.tree_util.tree_leaves(params)[0].dtype, chunk_size)
 
     def hvp(v):
-        out = None
-        for chunk, mask in parts:
-            h = _chunk_hvp(loss_fn, params, chunk, mask, v)
-            out = h if out is None else jax.tree_util.tree_map(jnp.add, out, h)
-        return jax.tree_util.tree_map(lambda h, x: h + (l2 + damping) * x, out, v)
+        return jax.tree_util.tree_map(lambda h, x: h + (l2 + damping) * x, _summed_hvp(loss_fn, params, parts, v), v)
 
     return hvp
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "unravel"))
+def _flat_shifted_hvp(loss_fn, unravel, params, parts, shift, x):
+    """``(H + shift I) x`` on flat vectors. Every array (parameters, data chunks) is an argument, never a
+    closed-over constant: XLA tries to constant-fold a network applied to constant data (a CNN's first
+    convolutions over thousands of images took minutes to compile)."""
+    flat0 = ravel_pytree(params)[0]
+    return ravel_pytree(_summed_hvp(loss_fn, params, parts, unravel(x.astype(flat0.dtype))))[0] + shift * x
+
+
+def shifted_operator(loss_fn: LossFn, params, batch: dict, shift: float = 0.0, chunk_size: int | None = None,
+                     unravel=None, parts=None) -> jax.tree_util.Partial:
+    """``x -> (H + shift I) x`` on flat (P,) vectors as a :class:`jax.tree_util.Partial` (a pytree whose
+    leaves are the parameters and the data chunks): a jitted solver can take it as an argument, so the data
+    reach the compiled code as inputs, not constants."""
+    unravel = unravel or ravel_pytree(params)[1]
+    parts = parts if parts is not None else _hvp_parts(batch, ravel_pytree(params)[0].dtype, chunk_size)
+    return jax.tree_util.Partial(functools.partial(_flat_shifted_hvp, loss_fn, unravel), params, parts,
+                                 jnp.asarray(shift, ravel_pytree(params)[0].dtype))
 
 
 def flat_operator(hvp: Callable[[Any], Any], params):
@@ -233,14 +263,23 @@ def cg_solve_tree(matvec, b, *, tol: float = 1e-5, maxiter: int = 1000):
     return unravel(x)
 
 
+@functools.partial(jax.jit, static_argnames=("check_every",))
+def _lissa_steps(step_mv, b, scale, h, key, check_every: int):
+    def body(h, k):
+        return b + h - step_mv(k, h) / scale, None
+    h, _ = jax.lax.scan(body, h, jax.random.split(key, check_every))
+    return h
+
+
+def _ignore_key(matvec, key, v):
+    return matvec(v)
+
+
 def _lissa_block(step_mv, b, scale, check_every):
-    @jax.jit
-    def run_block(h, key):
-        def body(h, k):
-            return b + h - step_mv(k, h) / scale, None
-        h, _ = jax.lax.scan(body, h, jax.random.split(key, check_every))
-        return h
-    return run_block
+    """``check_every`` LiSSA steps from h, jitted with the operator as an argument (a
+    :class:`jax.tree_util.Partial`: its arrays are inputs of the compiled code, not constants)."""
+    step = step_mv if isinstance(step_mv, jax.tree_util.Partial) else jax.tree_util.Partial(step_mv)
+    return lambda h, key: _lissa_steps(step, b, scale, h, key, check_every)
 
 
 def solve_lissa(matvec, b, scale: float, depth: int = 1000, tol: float = 1e-4, check_every: int = 50,
@@ -254,7 +293,12 @@ def solve_lissa(matvec, b, scale: float, depth: int = 1000, tol: float = 1e-4, c
     """
     if not scale > 0:
         raise UserError(f"LiSSA scale must be positive, got {scale}")
-    step_mv = sample_matvec if sample_matvec is not None else (lambda k, v: matvec(v))
+    if sample_matvec is not None:
+        step_mv = sample_matvec
+    elif isinstance(matvec, jax.tree_util.Partial):
+        step_mv = jax.tree_util.Partial(_ignore_key, matvec)
+    else:
+        step_mv = lambda k, v: matvec(v)
     run_block = _lissa_block(step_mv, b, scale, check_every)
     h, key, steps = b, (rng if rng is not None else jax.random.PRNGKey(0)), 0
     bn = float(jnp.linalg.norm(b)) or 1.0
@@ -364,16 +408,16 @@ def damped_operator(loss_fn: LossFn, params, batch: dict, *, l2: float = 0.0, da
     damping = relative_damping x eig, eig by :func:`largest_eigenvalue`; see :func:`inverse_hvp`)."""
     if relative_damping is not None and not relative_damping >= 0:
         raise UserError(f"relative damping must be >= 0, got {relative_damping}")
-    base, _, unravel = flat_operator(make_hvp(loss_fn, params, batch, l2=l2, chunk_size=chunk_size), params)
-    base = jax.jit(base)
+    flat, unravel = ravel_pytree(params)
+    parts = _hvp_parts(batch, flat.dtype, chunk_size)
+    base = shifted_operator(loss_fn, params, batch, l2, unravel=unravel, parts=parts)
     eig = None
     if relative_damping is not None:
-        flat = ravel_pytree(params)[0]
         eig = largest_eigenvalue(base, flat.shape[0], flat.dtype)
         damping = relative_damping * eig
     if damping < 0:
         raise UserError(f"damping must be >= 0, got {damping}")
-    matvec = jax.jit(lambda v: base(v) + damping * v) if damping else base
+    matvec = shifted_operator(loss_fn, params, batch, l2 + damping, unravel=unravel, parts=parts) if damping else base
     return matvec, unravel, damping, eig
 
 

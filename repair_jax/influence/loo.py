@@ -55,12 +55,14 @@ def pearson(a, b) -> float:
 
 def leave_one_out(loss_fn, params, train_batch: dict, quantity_fn, indices, *, l2: float = 0.0,
                   tol: float = 1e-10, max_iter: int = 2000) -> dict:
-    """Actual change of ``quantity_fn`` when each training point in ``indices`` is removed and the
-    model is retrained to convergence from ``params``. Returns {"actual": (k,), "grad_norms": (k,),
-    "base": q(params retrained on all points)}; ``params`` is first re-converged on all points."""
+    """Actual change of ``quantity_fn`` (a scalar, or an array of shape Q such as every test loss) when each
+    training point in ``indices`` is removed and the model is retrained to convergence from ``params``.
+    Returns {"actual": (k,) + Q, "grad_norms": (k,), "base": q(params retrained on all points), "params"};
+    ``params`` is first re-converged on all points."""
     n = batch_size_of(train_batch)
     base_params, _ = minimize_objective(loss_fn, params, train_batch, l2=l2, tol=tol, max_iter=max_iter)
-    base = float(quantity_fn(base_params))
+    value = lambda p: np.asarray(quantity_fn(p), np.float64)
+    base = value(base_params)
     actual, norms = [], []
     for i in indices:
         if not 0 <= int(i) < n:
@@ -69,10 +71,10 @@ def leave_one_out(loss_fn, params, train_batch: dict, quantity_fn, indices, *, l
         w[int(i)] = 0
         p_i, gn = minimize_objective(loss_fn, base_params, train_batch, l2=l2, weights=w, tol=tol,
                                      max_iter=max_iter)
-        actual.append(float(quantity_fn(p_i)) - base)
+        actual.append(value(p_i) - base)
         norms.append(gn)
-    return {"actual": np.asarray(actual), "grad_norms": np.asarray(norms), "base": base,
-            "params": base_params}
+    return {"actual": np.asarray(actual), "grad_norms": np.asarray(norms),
+            "base": float(base) if base.ndim == 0 else base, "params": base_params}
 
 
 def spearman(a, b) -> float:

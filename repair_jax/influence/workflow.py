@@ -47,7 +47,8 @@ import numpy as np
 from repair_jax.errors import UserError
 
 METHODS = ("explicit", "cg", "lissa", "tracin", "kfac", "ekfac")
-FIT_METHODS = ("explicit", "cg", "kfac", "ekfac")  # scored through one fit_influence (any number of test points)
+# scored through one fit_influence (any number of test points)
+FIT_METHODS = ("explicit", "cg", "lissa", "kfac", "ekfac")
 KRONECKER_METHODS = ("kfac", "ekfac")  # fit_influence only: a group or confusion target too goes through its solve
 SPLITS = ("test", "val", "pool")
 DEFAULT_RELATIVE_DAMPING = 0.01
@@ -152,10 +153,7 @@ def validate_influence_args(*, test_index=None, split="test", method="cg", top=2
         raise UserError("pass --test-index I (or --metric with --group, or --pair / --triplet)")
     if metric is not None and test_index is not None:
         raise UserError("pass either --test-index or --metric, not both")
-    indices = parse_test_indices(test_index)
-    if indices is not None and (indices == "all" or len(indices) > 1) and method not in FIT_METHODS:
-        raise UserError(f"several test points need --method {' or '.join(FIT_METHODS)} (one fit, one block solve); "
-                        f"{method} takes one --test-index")
+    parse_test_indices(test_index)  # a bad spec fails here, before any data is loaded
     if metric is not None:
         if metric not in GROUP_DISPARITY_METRICS:
             raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(GROUP_DISPARITY_METRICS)}")
@@ -289,19 +287,23 @@ def _confusion_target(loss_fn, params, state, ds, target_split, confusion, dtype
     return make_q, target, []
 
 
-def _tracin_scores(run, state, train, make_q, dtype, chunk_size):
-    """(-TracInCP scores, solver record) over the run's kept checkpoints (or its final weights)."""
-    from repair_jax.influence.functions import tracin
+def _tracin_scores(run, state, train, make_q, dtype, chunk_size, test_batch=None):
+    """(-TracInCP scores, solver record) over the run's kept checkpoints (or its final weights): (N,) on the
+    quantity ``make_q``, or (M, N) on each point of ``test_batch`` when given."""
+    from repair_jax.influence.functions import tracin, tracin_scores
     from repair_jax.influence.gradients import ClassifierLoss
 
     kept = run.epoch_checkpoints() or [({"epoch": run.config.epochs, "learning_rate": float(run.config.lr)},
                                          run.variables)]
     kept = [(r, _as_dtype(v, dtype)) for r, v in kept]
     losses = [ClassifierLoss(state.apply_fn, v["batch_stats"]) for _, v in kept]
-    scores = -tracin(losses, [v["params"] for _, v in kept], [r["learning_rate"] for r, _ in kept],
-                     train, quantity_fn=[make_q(lf) for lf in losses], chunk_size=chunk_size)
+    params, lrs = [v["params"] for _, v in kept], [r["learning_rate"] for r, _ in kept]
+    if test_batch is not None:
+        scores = -tracin_scores(losses, params, lrs, train, test_batch, chunk_size=chunk_size)
+    else:
+        scores = -tracin(losses, params, lrs, train, quantity_fn=[make_q(lf) for lf in losses], chunk_size=chunk_size)
     solver = {"method": "tracin", "status": "no_solve", "converged": True, "checkpoints": len(kept),
-              "epochs": [r["epoch"] for r, _ in kept], "learning_rates": [r["learning_rate"] for r, _ in kept]}
+              "epochs": [r["epoch"] for r, _ in kept], "learning_rates": lrs}
     if "file" not in kept[0][0]:
         solver["note"] = "final weights only: train with --checkpoint-every K for TracInCP"
     return scores, solver
@@ -332,9 +334,8 @@ def _fitted_scores(loss_fn, params, train, test_batch, indices, l2, method, solv
     gradients are kept only for several test points (one forward-mode pass is cheaper for one)."""
     from repair_jax.influence.fitted import fit_influence
 
-    opts = {k: v for k, v in solver_opts.items() if k != "scale"}
     fit = fit_influence(loss_fn, params, train, method=method, l2=l2, chunk_size=chunk_size,
-                        store_gradients=None if len(indices) > 1 else False, **opts)
+                        store_gradients=None if len(indices) > 1 else False, **solver_opts)
     scores, r = fit.scores(test_batch)
     solver = {**r.summary(), "l2": l2}
     for column, i in zip(solver["columns"], indices):
@@ -386,14 +387,16 @@ def _compute(run, ds, state, *, test_index, split, method, metric, group, positi
     target["split"] = split
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InfluenceWarning)
-        if confusion is None and metric is None and method in FIT_METHODS:
-            idx = [int(test_index)] if np.ndim(test_index) == 0 else list(test_index)
-            tb = {"x": jnp.asarray(target_split.x[idx], dtype), "y": jnp.asarray(target_split.y[idx])}
+        points = confusion is None and metric is None
+        idx = ([int(test_index)] if np.ndim(test_index) == 0 else list(test_index)) if points else None
+        tb = {"x": jnp.asarray(target_split.x[idx], dtype), "y": jnp.asarray(target_split.y[idx])} if points else None
+        if points and (method in ("explicit", "cg") or (np.ndim(test_index) > 0 and method in FIT_METHODS)):
             scores, solver = _fitted_scores(loss_fn, params, train, tb, idx, float(run.config.l2), method,
                                             solver_opts, chunk_size)
             scores = scores[0] if np.ndim(test_index) == 0 else scores
         elif method == "tracin":
-            scores, solver = _tracin_scores(run, state, train, make_q, dtype, chunk_size)
+            scores, solver = _tracin_scores(run, state, train, make_q, dtype, chunk_size,
+                                            tb if points and np.ndim(test_index) > 0 else None)
         else:
             scores, solver = _solve_scores(loss_fn, params, train, make_q(loss_fn), float(run.config.l2), method,
                                            solver_opts, chunk_size)
@@ -416,8 +419,8 @@ def influence_run(run_path, out, *, test_index: int | list | str | None = None, 
     (see the module docstring) and returns the summary. Options are checked before anything is loaded.
 
     ``test_index``: one index (int, or a one-element list / string: scores (N,)), several (a list, or a
-    string "3,17,42") or "all" (the whole split): scores (M, N), computed with ``explicit``, ``cg``, ``kfac``
-    or ``ekfac`` by one :func:`repair_jax.influence.fit_influence` and one block solve.
+    string "3,17,42") or "all" (the whole split): scores (M, N), computed with ``explicit``, ``cg``, ``lissa``,
+    ``kfac`` or ``ekfac`` by one :func:`repair_jax.influence.fit_influence` and one block solve.
 
     ``damping`` (absolute) or ``relative_damping`` (x the largest eigenvalue of H; the default, 0.01).
     ``tol`` defaults to the solver's (:data:`repair_jax.influence.hvp.DEFAULT_TOL`), except CG in float32:

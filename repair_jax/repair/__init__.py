@@ -16,9 +16,10 @@ from repair_jax.repair.irepair import (
     repair_loop, repair_set, retrain,
 )
 from repair_jax.repair.methods import (
-    BASELINES, METHODS, RepairMethod, lookup, make_method, orig, orig_ft, takes_rho, w_aug, w_bn, w_dbr,
-    w_loss, w_os,
+    BASELINES, METHODS, WR_METHODS, RepairMethod, i_drop, lookup, make_method, needs_harm, orig, orig_ft, takes_rho,
+    w_aug, w_bn, w_dbr, w_loss, w_os,
 )
+from repair_jax.repair.data_centric import dropped_examples, target_influence, target_quantity
 from repair_jax.repair.mm import MMResult, mm_repair
 from repair_jax.repair.protocol import RepairContext, draw_problem, run_jobs, solve_problem, summary_table
 from repair_jax.repair.report import format_table, plot_study, significance, summarize_study

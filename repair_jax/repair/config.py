@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from repair_jax.errors import UserError
-from repair_jax.repair.methods import METHODS
+from repair_jax.repair.methods import METHODS, WR_METHODS
 from repair_jax.repair.verdict import accuracy_loss_allowed
 from repair_jax.repair.weighted import RHO_GRID, Targets, check_rho
 from repair_jax.train import TrainConfig
@@ -27,7 +27,7 @@ class RepairConfig:
     schedule: str = "constant"
     l2: float = 0.0
     seeds: int = 5
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = WR_METHODS
     rhos: tuple[float, ...] = RHO_GRID
     lambda1: float = 0.25   # error reduction that counts as a repair (000 Sec. 2.2.3)
     lambda2: float = 0.01   # accuracy loss allowed for the "repaired" verdict: absolute (1 point) ...

@@ -140,10 +140,33 @@ def w_dbr(targets: Targets, rho: float) -> RepairMethod:
     return RepairMethod("w-dbr", rho, objective, _shuffled, _identity_outputs, deterministic=False)
 
 
+def i_drop(targets: Targets, rho: float, harm: np.ndarray | None = None) -> RepairMethod:
+    """i-drop (issue 17 Part 4, a data-centric repair; :mod:`repair_jax.repair.data_centric`): Loss_orig
+    fine-tuning on shuffled batches of the training split without the rho fraction of its points whose
+    influence on the targets' soft error (``harm``, (N,) ``I_up`` scores) is largest and positive. The sweep
+    computes ``harm`` once for the trained model (:func:`repair_jax.repair.data_centric.target_influence`)."""
+    from repair_jax.repair.data_centric import dropped_examples
+
+    rho = check_rho(rho)
+
+    def batches(train: Split, batch_size: int, num_batches: int, num_classes: int, multilabel: bool):
+        if harm is None:
+            raise UserError("i-drop needs the training points' influence on the targets (run it through the sweep)")
+        if len(harm) != len(train):
+            raise UserError(f"i-drop has {len(harm)} influence scores for {len(train)} training points")
+        keep = np.setdiff1d(np.arange(len(train)), dropped_examples(harm, rho))
+        bs = min(batch_size, len(keep))
+        return (lambda rng: (keep[b] for b in shuffled_batches(len(keep), bs, rng))), None
+
+    return RepairMethod("i-drop", rho, _erm, batches, _identity_outputs, deterministic=False)
+
+
 METHODS: dict[str, Callable[..., RepairMethod]] = {
     "orig": orig, "orig-ft": orig_ft, "w-aug": w_aug, "w-bn": w_bn, "w-os": w_os, "w-loss": w_loss,
-    "w-dbr": w_dbr,
+    "w-dbr": w_dbr, "i-drop": i_drop,
 }
+#: 000's methods (Sec. 3), the default of every study; i-drop is opt-in.
+WR_METHODS = ("orig", "orig-ft", "w-aug", "w-bn", "w-os", "w-loss", "w-dbr")
 BASELINES = ("orig", "orig-ft")  # the study's reference points (000 Sec. 4.3-4.4): no rho
 
 
@@ -159,11 +182,17 @@ def lookup(name: str) -> Callable[..., RepairMethod]:
     return METHODS[name]
 
 
-def make_method(name: str, targets: Targets | None = None, rho: float | None = None) -> RepairMethod:
-    """``METHODS[name]`` called with the arguments its signature names (``targets``, ``rho``)."""
+def needs_harm(name: str) -> bool:
+    """Whether method ``name`` ranks training points by their influence on the targets (``harm``)."""
+    return "harm" in inspect.signature(lookup(name)).parameters
+
+
+def make_method(name: str, targets: Targets | None = None, rho: float | None = None,
+                harm: np.ndarray | None = None) -> RepairMethod:
+    """``METHODS[name]`` called with the arguments its signature names (``targets``, ``rho``, ``harm``)."""
     ctor = lookup(name)
     params = inspect.signature(ctor).parameters
     if ("rho" in params) != (rho is not None):
         raise UserError(f"method {name} {'needs' if 'rho' in params else 'takes no'} rho")
-    kwargs = {k: v for k, v in (("targets", targets), ("rho", rho)) if k in params}
+    kwargs = {k: v for k, v in (("targets", targets), ("rho", rho), ("harm", harm)) if k in params}
     return ctor(**kwargs)

@@ -38,7 +38,7 @@ from repair_jax.progress import progress as progress_reporter
 from repair_jax.repair.config import RepairConfig
 from repair_jax.repair.evaluation import evaluate_outputs, output_probabilities
 from repair_jax.repair.identity import dataset_identity, model_identity
-from repair_jax.repair.methods import BASELINES, RepairMethod, make_method, takes_rho
+from repair_jax.repair.methods import BASELINES, RepairMethod, make_method, needs_harm, takes_rho
 from repair_jax.repair.report import format_table, plot_study, summarize_study
 from repair_jax.repair.selection import select_rhos
 from repair_jax.repair.weighted import Targets
@@ -137,18 +137,33 @@ class _Runner:
         return rec
 
 
-def _grid(get: _Runner, bar, names: list[str], targets: Targets, cfg: RepairConfig, ft0: dict) -> dict:
-    """Phase 2: every tuned method over the rho grid, then its ``extra_rhos`` while none reaches lambda1."""
+def _grid(get: _Runner, bar, names: list[str], make, cfg: RepairConfig, ft0: dict) -> dict:
+    """Phase 2: every tuned method (``make(name, rho)``) over the rho grid, then its ``extra_rhos`` while none
+    reaches lambda1."""
     grid: dict[str, list[dict]] = {}
     goal = (1 - cfg.lambda1) * ft0["select_target_error"]
     for name in names:
-        grid[name] = [get(make_method(name, targets, rho), 0) for rho in cfg.rhos]
-        for rho in make_method(name, targets, cfg.rhos[0]).extra_rhos:
+        grid[name] = [get(make(name, rho), 0) for rho in cfg.rhos]
+        for rho in make(name, cfg.rhos[0]).extra_rhos:
             if any(r["select_target_error"] <= goal for r in grid[name]):
                 break
             bar.add_total(1)
-            grid[name].append(get(make_method(name, targets, rho), 0))
+            grid[name].append(get(make(name, rho), 0))
     return grid
+
+
+def _harm(model, variables: dict, dataset: Dataset, targets: Targets, cfg: RepairConfig, out: Path):
+    """The training points' influence on the targets (:func:`repair_jax.repair.data_centric.target_influence`)
+    when a method of the study needs it, else None; the scores and the solve go to ``influence.json``."""
+    if not any(needs_harm(m) for m in cfg.methods):
+        return None
+    from repair_jax.repair.data_centric import target_influence
+
+    state = create_train_state(model, variables, optax.identity())
+    scores, solver = target_influence(state, dataset.train, dataset.split(cfg.select_split), targets, l2=cfg.l2)
+    write_json(out / "influence.json", {"quantity": f"soft {targets.kind} error of {targets.label()} on the "
+                                        f"{cfg.select_split} split", "solver": solver, "scores": scores.tolist()})
+    return scores
 
 
 def _select(grid: dict, orig: dict, lambda1: float) -> dict[str, list[float]]:
@@ -182,15 +197,17 @@ def run_study(model, variables: dict, dataset: Dataset, targets: Targets, out: s
     base_state = create_train_state(model, variables, optax.identity())
     base_logits = {n: predict(base_state, dataset.split(s).x)[0]
                    for n, s in (("eval", cfg.eval_split), ("select", cfg.select_split))}
+    harm = _harm(model, variables, dataset, targets, cfg, out)
+    make = lambda name, rho: make_method(name, targets, rho, harm=harm)
     tuned = [m for m in cfg.methods if m not in BASELINES]  # fine-tuned ones first, as in 000's tables
-    tuned.sort(key=lambda m: not make_method(m, targets, cfg.rhos[0]).fine_tunes)
+    tuned.sort(key=lambda m: not make(m, cfg.rhos[0]).fine_tunes)
     bar = progress_reporter(2 + len(tuned) * len(cfg.rhos), "repair runs", progress)
     get = _Runner(log, bar, model, variables, dataset, targets, cfg, base_logits)
     orig, ft0 = get(make_method("orig"), 0), get(make_method("orig-ft"), 0)
-    grid = _grid(get, bar, tuned, targets, cfg, ft0)
+    grid = _grid(get, bar, tuned, make, cfg, ft0)
     selected = _select(grid, orig, cfg.lambda1)
     final = [make_method("orig"), make_method("orig-ft")]
-    final += [make_method(m, targets, rho) for m in grid for rho in selected[m]]
+    final += [make(m, rho) for m in grid for rho in selected[m]]
     bar.add_total((cfg.seeds - 1) * sum(not m.deterministic for m in final))
     runs = {(m.name, m.rho): [get(m, s) for s in (range(1) if m.deterministic else range(cfg.seeds))]
             for m in final}

@@ -12,7 +12,7 @@ from repair_jax.robustness.adversarial import (
     shared_perturbations, universal_adversarial_step,
 )
 from repair_jax.robustness.augment import (
-    Augment, augmented_objective, deepaugment, random_flips, random_rotation, rotate, standard_augment, step_key,
+    Augment, augmented_objective, augmented_step, deepaugment, random_flips, random_rotation, rotate, standard_augment, step_key,
 )
 from repair_jax.robustness.augmix import (
     AUGMIX_OPS, augmix_batch, augmix_image, augmix_objective, jensen_shannon_consistency,

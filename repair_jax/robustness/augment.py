@@ -68,6 +68,16 @@ def augmented_objective(objective: Objective, augment: Augment, seed: int = 0) -
     return wrapped
 
 
+def augmented_step(step, augment: Augment, seed: int = 0):
+    """``step(state, batch) -> (state, metrics)`` on ``batch`` with ``batch["x"]`` replaced by
+    ``augment(step_key, x)``: the same draws as :func:`augmented_objective` for the same seed, for the
+    methods whose training step carries more than the model (UAT, ANT)."""
+    def wrapped(state, batch):
+        return step(state, {**batch, "x": augment(step_key(seed, state), batch["x"])})
+
+    return wrapped
+
+
 def deepaugment(distort: Augment, p: float = 0.5) -> Augment:
     """The DeepAugment hook (Hendrycks et al. 2020a, cited in 003 Sec. 3, 1. Common Corruption): each
     image is replaced by ``distort(key, x)`` with probability ``p``. DeepAugment's distortions come

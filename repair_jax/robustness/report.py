@@ -78,16 +78,15 @@ def _p(p: float) -> str:
     return "n/a" if p != p else f"{p:.3f}"
 
 
-def report_markdown(records: list[dict], alpha: float = 0.05) -> str:
-    """The two analyses as Markdown tables, with a footnote on what the tests are."""
-    sig = versus_plain(records, alpha=alpha)
+def report_markdown(sig: list[dict], ht: list[dict], alpha: float = 0.05) -> str:
+    """The two analyses (``sig``: :func:`versus_plain`'s rows, ``ht``: :func:`head_tail_recall`'s, both
+    at ``alpha``) as Markdown tables, with a footnote on what the tests are."""
     rows = [[r["model"], r["method"], r["level"], r["metric"], f"{r['difference']:+.4f}", _p(r["p"]),
              "yes" if r["lower"] else "no"] for r in sig]
     t1 = markdown_table(["model", "method", "level", "metric", "method - plain", "p (paired t)",
                          f"lower at {alpha}"], rows,
                         footnotes=[f"Paired over {sig[0]['seeds'] if sig else 0} seeds (each seed: the same "
                                    "imbalanced subset and initialisation for every method)."])
-    ht = head_tail_recall(records, alpha=alpha)
     rows = [[r["model"], r["method"], r["level"], f"{r['head_change']:+.4f}", f"{r['tail_change']:+.4f}",
              _p(r["p"]), "yes" if r["tail_carries_loss"] else "no"] for r in ht]
     t2 = markdown_table(["model", "method", "level", "head recall change", "tail recall change",

@@ -5,8 +5,8 @@ row and level-of-bias column; here also accuracy, DOB, per-class recall and the 
 UAP (Shafahi et al. SGD variant) computed against each trained model. Training follows 003's
 routine: Adam, cross-entropy, the triangular cyclical learning rate, standard augmentation.
 
-A method is a value, :class:`RobustMethod`, looked up by name in :data:`METHODS`; the sweep only
-calls its ``train`` field.
+A method is a value, :class:`RobustMethod` (its state initialiser and its training step), looked up by
+name in :data:`METHODS`; the sweep only calls its ``train``.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from repair_jax.robustness.adversarial import (
     adversarial_noise_step, init_noise_training, init_universal_state, shared_adversarial_objective,
     universal_adversarial_step,
 )
-from repair_jax.robustness.augment import augmented_objective, standard_augment
+from repair_jax.robustness.augment import augmented_objective, augmented_step, standard_augment
 from repair_jax.robustness.augmix import augmix_objective
 from repair_jax.robustness.imbalance import parse_imbalance
 from repair_jax.robustness.report import head_tail_recall, plot_recall_vs_class_size, report_markdown, versus_plain
 from repair_jax.robustness.schedules import triangular_cyclical_lr
 from repair_jax.robustness.uap import eval_logits_fn, fooling_rate, uap_sgd
-from repair_jax.train import TrainConfig, create_train_state, fit, predict
+from repair_jax.train import TrainConfig, create_train_state, fit, predict, train_step_fn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +66,18 @@ class RobustnessStudy:
 
 
 class RobustMethod(NamedTuple):
-    """``train(state, dataset, config: RobustnessStudy, seed) -> (state, history)``, the history of
-    :func:`repair_jax.train.fit` (per-epoch loss and timings)."""
+    """A robustness method as a value: ``init(state, dataset, seed) -> state`` (the training state it
+    needs, e.g. with the adversary's parameters) and ``make_step(config: RobustnessStudy, seed) ->
+    step(state, batch) -> (state, metrics)`` (one unjitted training step). :meth:`train` runs them
+    through :func:`repair_jax.train.fit`; the benchmarks time one step of the same ``make_step``."""
 
-    train: Callable
+    init: Callable
+    make_step: Callable
+
+    def train(self, state, dataset: Dataset, config: "RobustnessStudy", seed: int):
+        """``(state, history)``: the history of :func:`repair_jax.train.fit` (per-epoch loss, timings)."""
+        return fit(self.init(state, dataset, seed), dataset, _train_config(config, seed),
+                   step=self.make_step(config, seed), progress=False)
 
 
 def _train_config(config: RobustnessStudy, seed: int) -> TrainConfig:
@@ -77,28 +85,29 @@ def _train_config(config: RobustnessStudy, seed: int) -> TrainConfig:
 
 
 def _with_objective(make_objective):
-    def train(state, dataset, config, seed):
+    """A method that only changes the objective: standard augmentation, then ``make_objective``."""
+    def make_step(config, seed):
         aug = standard_augment(config.max_rotation)
-        objective = augmented_objective(make_objective(config, seed), aug, seed)
-        return fit(state, dataset, _train_config(config, seed), objective=objective, progress=False)
-    return RobustMethod(train)
+        return train_step_fn(augmented_objective(make_objective(config, seed), aug, seed))
+    return RobustMethod(lambda state, dataset, seed: state, make_step)
 
 
-def _with_step(init, make_step):
-    def train(state, dataset, config, seed):
-        return fit(init(state, dataset, seed), dataset, _train_config(config, seed),
-                   step=make_step(config, seed), progress=False)
-    return RobustMethod(train)
+def _with_state(init, make_step):
+    """A method whose training step carries more than the model (``init`` adds it to the state):
+    standard augmentation, then ``make_step``'s step."""
+    def augmented(config, seed):
+        return augmented_step(make_step(config, seed), standard_augment(config.max_rotation), seed)
+    return RobustMethod(init, augmented)
 
 
 METHODS: dict[str, RobustMethod] = {
     "plain": _with_objective(lambda c, s: erm_objective),
     "augmix": _with_objective(lambda c, s: augmix_objective(seed=s)),
     "sat": _with_objective(lambda c, s: shared_adversarial_objective(c.eps_linf, heap_size=8, norm="linf")),
-    "uat": _with_step(lambda st, ds, s: init_universal_state(st, ds.input_shape),
-                      lambda c, s: universal_adversarial_step(c.eps_linf, "linf")),
-    "ant": _with_step(lambda st, ds, s: init_noise_training(st, ds.input_shape[-1], seed=s),
-                      lambda c, s: adversarial_noise_step(c.eps_noise_l2, seed=s)),
+    "uat": _with_state(lambda st, ds, s: init_universal_state(st, ds.input_shape),
+                       lambda c, s: universal_adversarial_step(c.eps_linf, "linf")),
+    "ant": _with_state(lambda st, ds, s: init_noise_training(st, ds.input_shape[-1], seed=s),
+                       lambda c, s: adversarial_noise_step(c.eps_noise_l2, seed=s)),
 }
 
 
@@ -192,10 +201,10 @@ def run_robustness_study(config: RobustnessStudy, out: Path, *, force: bool, pro
     records = log.values()
     rows = aggregate(records)
     write_json(out / "summary.json", {"rows": rows})
-    write_json(out / "significance.json", {"versus_plain": versus_plain(records),
-                                           "head_tail_recall": head_tail_recall(records)})
+    sig, ht = versus_plain(records), head_tail_recall(records)
+    write_json(out / "significance.json", {"versus_plain": sig, "head_tail_recall": ht})
     write_text(out / "tables.md", "\n".join(table_markdown(rows, config.levels, m) for m in
-                                            ("balanced_accuracy", "macro_f1")) + "\n" + report_markdown(records))
+                                            ("balanced_accuracy", "macro_f1")) + "\n" + report_markdown(sig, ht))
     if any(len(set(r["train_counts"])) > 1 for r in records):
         plot_recall_vs_class_size(records, out / "recall_vs_class_size.png")
     return {"cells": len(rows), "runs": len(log)}
