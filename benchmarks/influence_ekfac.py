@@ -11,9 +11,9 @@ largest eigenvalue; chunks of 256 examples) on real Fashion-MNIST (digits when t
   Hessian; relative damping 0.1, since the trained network's Hessian is indefinite and CG diverges at 0.01;
   CG to 1e-4, the CLI's float32 tolerance, at most 300 iterations; its convergence is recorded) with EK-FAC
   given CG's absolute damping: Spearman correlation of the (M, N) scores (per test point: mean and minimum;
-  over all pairs) and the time ratio ``ekfac_over_cg`` of fit + scores. No CNN comparison: CG's jitted
-  HVP closes over the training batch (:func:`repair_jax.influence.hvp.damped_operator`) and XLA's constant
-  folding of the CNN's convolutions over it takes minutes to compile on this CPU.
+  over all pairs) and the time ratio ``ekfac_over_cg`` of fit + scores. No CNN comparison: each CG
+  iteration costs about four forward passes over the N training points per test point (tens of TFLOP
+  for N = 1,000 and M = 10 at CG's iteration counts), beyond this benchmark's time on 2 CPU cores.
 
 Times on the machine named in the record (``device``); the 2-core CPU here is shared, so ratios measured
 in one run are the figures to read.
