@@ -135,8 +135,8 @@ def _dense_grads(a, g, use_bias: bool, batched_input: bool):
 
 
 def conv_patches(m: nn.Conv, a):
-    """(N, positions, in * prod(window)) input patches of a Conv call (im2col), features ordered
-    (in, *window)."""
+    """``(N, positions, in x prod(window))`` input patches of a Conv call (im2col), features ordered
+    ``(in, *window)``."""
     nd = a.ndim - 2
     window = tuple(m.kernel_size)
     patches = jax.lax.conv_general_dilated_patches(

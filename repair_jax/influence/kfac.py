@@ -21,7 +21,7 @@ linear model, PSD always), and F by
   ``Q_A (x) Q_S`` with eigenvalues ``Lambda = (1/N) sum_n (Q_A^T G_n Q_S)^2`` from the per-example layer
   gradients ``G_n = sum_t a_nt g_nt^T``;
 * per eval-mode :class:`repair_jax.models.BatchNorm` (the stated fallback): the diagonal Fisher
-  ``(1/N) sum_n G_n^2`` of its scale and bias. Parameters of any other layer raise :class:`UserError`.
+  ``(1/N) sum_n G_n^2`` of its scale and bias. Parameters of any other layer raise :class:`repair_jax.errors.UserError`.
 
 ``fisher``: ``"true"`` (default, as K-FAC and Kronfluence: g from one label per example sampled from the
 model's predictive distribution, ``seed``), ``"exact"`` (the expectation over all K labels, weights
@@ -30,13 +30,14 @@ diag(p) - p p^T``), or ``"empirical"`` (the given labels). ``"true"`` and ``"exa
 ``logits(params, x)`` (:class:`repair_jax.influence.ClassifierLoss`).
 
 Per layer the damped inverse is ``(Q_A (x) Q_S) (Lambda + l2 + damping)^{-1} (Q_A (x) Q_S)^T``
-(:func:`kronecker_inverse_hvp`). ``relative_damping``: damping = relative_damping x the largest eigenvalue of
-the approximation ``F_kfac + l2 I`` (exact, max over layers; no power iterations). Factors are accumulated
+(:func:`repair_jax.influence.kfac.kronecker_inverse_hvp`). ``relative_damping``: damping =
+relative_damping x the largest eigenvalue of the approximation ``F_kfac + l2 I`` (exact, max over
+layers; no power iterations). Factors are accumulated
 over chunks of ``chunk_size`` examples (two passes for EK-FAC: factors, then eigenvalues), so memory is
 bounded by one chunk's activations plus the factors (``sum_layers d_in^2 + d_out^2``).
 
-The fit (:class:`KfacFit`, a :class:`repair_jax.influence.InfluenceFit`) then scores M test points as
-the other fitted methods: ``.solve(B)`` for a (P, M) block, ``.scores(test_batch)`` (M, N) in the
+The fit (:class:`repair_jax.influence.kfac.KfacFit`, a :class:`repair_jax.influence.InfluenceFit`) then
+scores M test points as the other fitted methods: ``.solve(B)`` for a (P, M) block, ``.scores(test_batch)`` (M, N) in the
 ``I_up,loss`` convention, ``.self_influence()``. Its block solve is exact for the approximate system: the
 reported residual is that of ``(F_kfac + l2 + damping) x = b``, not of the true Hessian.
 
@@ -86,8 +87,8 @@ def output_factor(g, weights):
 def eigenbasis_second_moments(a, g, q_a, q_s, weights):
     """EK-FAC's corrected eigenvalues (George et al. 2018, Sec. 3), unnormalised:
     ``sum_n w_n (Q_A^T G_n Q_S)^2`` (d_in, d_out) with ``G_n = sum_t a_nt g_nt^T``, computed as
-    ``(a Q_A)^T (g Q_S)`` (the inputs and output gradients rotated first). Shapes as :func:`input_factor`
-    and :func:`output_factor`."""
+    ``(a Q_A)^T (g Q_S)`` (the inputs and output gradients rotated first). Shapes as
+    :func:`repair_jax.influence.kfac.input_factor` and :func:`repair_jax.influence.kfac.output_factor`."""
     rotated = jnp.einsum("nta,nts->nas", jnp.einsum("nti,ia->nta", a, q_a), jnp.einsum("nto,os->nts", g, q_s))
     return jnp.einsum("n,nab->ab", weights, rotated * rotated)
 
@@ -104,7 +105,8 @@ def kronecker_inverse_hvp(v, q_a, q_s, eigenvalues, damping):
 
 
 def kronecker_hvp(v, q_a, q_s, eigenvalues, damping):
-    """The forward operator of :func:`kronecker_inverse_hvp`: ``(Q_A (x) Q_S)(Lambda + damping)(...)^T v``."""
+    """The forward operator of :func:`repair_jax.influence.kfac.kronecker_inverse_hvp`:
+    ``(Q_A (x) Q_S)(Lambda + damping)(...)^T v``."""
     return kronecker_inverse_hvp(v, q_a, q_s, 1.0 / (eigenvalues + damping), 0.0)
 
 
@@ -133,8 +135,9 @@ class KfacLayer:
 
 def _layer_matrix(layer: KfacLayer, tree: dict):
     """A layer's parameters (or gradients) with a leading axis M as (M, d_in, d_out): the kernel with the
-    input features ordered like the inputs (Conv: (in, *window), as :func:`conv_patches`) and the bias as
-    the last row; BatchNorm: rows (scale, bias)."""
+    input features ordered like the inputs (Conv: ``(in, *window)``, as
+    :func:`repair_jax.influence.gradients.conv_patches`) and the bias as the last row; BatchNorm: rows
+    (scale, bias)."""
     if layer.kind == "bn":
         return jnp.stack([tree["scale"], tree["bias"]], 1)
     k = tree["kernel"]
@@ -145,7 +148,7 @@ def _layer_matrix(layer: KfacLayer, tree: dict):
 
 
 def _layer_tree(layer: KfacLayer, mat) -> dict:
-    """The inverse of :func:`_layer_matrix`."""
+    """The inverse of ``_layer_matrix``."""
     if layer.kind == "bn":
         return {"scale": mat[:, 0], "bias": mat[:, 1]}
     m, shape = mat.shape[0], layer.kernel_shape
@@ -171,8 +174,9 @@ def _outputs(cots):
 
 
 def find_layers(loss_fn: LossFn, params, batch: dict) -> tuple[KfacLayer, ...]:
-    """The curvature blocks of the model (one shape-only trace of ``loss_fn``); :class:`UserError` naming the
-    parameters that lie in no supported layer (Dense, Conv without groups or input dilation, eval-mode BatchNorm)."""
+    """The curvature blocks of the model (one shape-only trace of ``loss_fn``);
+    :class:`repair_jax.errors.UserError` naming the parameters that lie in no supported layer (Dense, Conv
+    without groups or input dilation, eval-mode BatchNorm)."""
     found: dict = {}
 
     def probe(p, b):
@@ -229,7 +233,7 @@ def _draw_stats(loss_fn, layers, params, batch, y, w, mask_a, bases):
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "layers", "fisher"))
 def _chunk_stats(loss_fn, layers, fisher, params, batch, mask, key, bases):
-    """:func:`_draw_stats` summed over the label draws of one chunk (``lax.map`` over the K draws of the
+    """``_draw_stats`` summed over the label draws of one chunk (``lax.map`` over the K draws of the
     exact Fisher; A is weighted by 1/D per draw so that it is counted once)."""
     ys, ws = _label_draws(loss_fn, fisher, params, batch, mask, key)
     d = ys.shape[0]
@@ -240,7 +244,7 @@ def _chunk_stats(loss_fn, layers, fisher, params, batch, mask, key, bases):
 
 
 def _accumulate(loss_fn, layers, fisher, params, batch, chunk_size, seed, bases=None):
-    """:func:`_chunk_stats` over chunks of ``chunk_size`` examples (the last padded, its padding weighted 0),
+    """``_chunk_stats`` over chunks of ``chunk_size`` examples (the last padded, its padding weighted 0),
     divided by N. The sampled labels of chunk i come from ``fold_in(PRNGKey(seed), i)``, the same in both
     passes of EK-FAC."""
     n = batch_size_of(batch)
@@ -326,7 +330,7 @@ class KfacFit(InfluenceFit):
 
 
 def _blockwise(layers, inverse, params, curvature, shift, b):
-    """:meth:`KfacFit.apply_blocks` as a pure function of the (P, M) block ``b``."""
+    """:meth:`repair_jax.influence.kfac.KfacFit.apply_blocks` as a pure function of the (P, M) block ``b``."""
     unravel = ravel_pytree(params)[1]
     trees = jax.vmap(unravel, in_axes=1)(b)
     flat, treedef = jax.tree_util.tree_flatten_with_path(trees)
@@ -404,10 +408,12 @@ def fit_kronecker(loss_fn: LossFn, params, train_batch: dict, *, method: str = "
 
 
 def fit_kfac(loss_fn: LossFn, params, train_batch: dict, **options) -> KfacFit:
-    """K-FAC curvature (Martens & Grosse 2015; KFC for Conv): :func:`fit_kronecker` with ``method="kfac"``."""
+    """K-FAC curvature (Martens & Grosse 2015; KFC for Conv): :func:`repair_jax.influence.kfac.fit_kronecker`
+    with ``method="kfac"``."""
     return fit_kronecker(loss_fn, params, train_batch, method="kfac", **options)
 
 
 def fit_ekfac(loss_fn: LossFn, params, train_batch: dict, **options) -> KfacFit:
-    """EK-FAC curvature (George et al. 2018): :func:`fit_kronecker` with ``method="ekfac"``."""
+    """EK-FAC curvature (George et al. 2018): :func:`repair_jax.influence.kfac.fit_kronecker` with
+    ``method="ekfac"``."""
     return fit_kronecker(loss_fn, params, train_batch, method="ekfac", **options)
