@@ -114,7 +114,7 @@ def test_scores_and_self_influence_follow_the_fitted_interface(digits):
     ek = fit_influence(loss, params, batch, method="ekfac", damping=0.05)
     np.testing.assert_allclose(attribution_scores("ekfac", loss, params, batch, test, damping=0.05),
                                ek.scores(test)[0], rtol=1e-5, atol=1e-7)
-    row, record = _solve_scores(loss, params, batch, lambda p: loss(p, _first(test, 1))[0], 0.0, "ekfac",
+    row, record = _solve_scores(loss, params, batch, jax.jit(lambda p: loss(p, _first(test, 1))[0]), 0.0, "ekfac",
                                 {"damping": 0.05, "scale": None}, None)
     np.testing.assert_allclose(row, ek.scores(test)[0][0], rtol=1e-5, atol=1e-7)
     assert record["method"] == "ekfac" and record["converged"]
