@@ -54,7 +54,8 @@ def test_ekfac_eigenvalues_are_the_empirical_fisher_diagonal_in_the_kronecker_ei
                                        atol=1e-14)
         q_a, q_s, lam = out["blocks"]["Dense_0"]
         g = per_example_grads(loss, params, batch)["Dense_0"]
-        g = np.concatenate([np.asarray(g["kernel"]), np.asarray(g["bias"])[:, None]], 1).reshape(40, -1)  # (N, (in+1)*out)
+        # (N, (in+1) * out): the layer matrix of each example, flattened row-major
+        g = np.concatenate([np.asarray(g["kernel"]), np.asarray(g["bias"])[:, None]], 1).reshape(40, -1)
         fisher = g.T @ g / 40
         q = np.kron(np.asarray(q_a), np.asarray(q_s))  # row-major vec of the (in+1, out) layer matrix
         np.testing.assert_allclose(np.asarray(lam).ravel(), np.diag(q.T @ fisher @ q), rtol=1e-8, atol=1e-14)
@@ -122,7 +123,8 @@ def test_scores_and_self_influence_follow_the_fitted_interface(digits):
     assert np.array_equal(again.curvature["Dense_0"][2], fit.curvature["Dense_0"][2])  # same seed, same numbers
     # block-diagonal: a right-hand side on the second layer's kernel stays on the second layer
     v = jax.tree_util.tree_map(jnp.zeros_like, params)
-    v["Dense_1"]["kernel"] = jnp.asarray(np.random.default_rng(0).normal(size=v["Dense_1"]["kernel"].shape), jnp.float32)
+    shape = v["Dense_1"]["kernel"].shape
+    v["Dense_1"]["kernel"] = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
     r = again.solve(ravel_pytree(v)[0])
     x = ravel_pytree(params)[1](r.x[:, 0])
     assert float(jnp.abs(x["Dense_0"]["kernel"]).max()) == 0 and float(jnp.abs(x["Dense_0"]["bias"]).max()) == 0
