@@ -107,7 +107,8 @@ def run(quick: bool = False) -> dict:
                                                                               {"mlp": 10, "cnn": 2})
     out = {"setup": {"dataset": dataset, "device": str(jax.devices()[0]), "relative_damping": RELATIVE_DAMPING,
                      "fisher": "true", "models": {"mlp": "MLP 784-256-10 (ReLU)",
-                                                  "cnn": "SmallCNN (2 blocks of 2 3x3 conv-BN-ReLU + max-pool, dense 128 + BN)"}}}
+                                                  "cnn": "SmallCNN (2 blocks of 2 3x3 conv-BN-ReLU + max-pool, "
+                                                         "dense 128 + BN)"}}}
     for model in MODELS:
         for n in sizes:
             setup = _setup(dataset, model, n, epochs[model], max(ms), quick)
