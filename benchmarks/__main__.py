@@ -22,6 +22,7 @@ BENCHMARKS = {
     "per_example_grads": "benchmarks.per_example_grads",
     "influence": "benchmarks.influence",
     "influence_lds": "benchmarks.influence_lds",
+    "influence_ekfac": "benchmarks.influence_ekfac",
     "influence_projection": "benchmarks.influence_projection",
     "weighted_repair": "benchmarks.weighted_repair",
     "explain": "benchmarks.explain",

@@ -27,9 +27,11 @@ def configure(p) -> None:
     add_out(p, "output directory (influence.json, scores.npy, summary.json, influence.png)")
     p.add_argument("--test-index", default=None,
                    help="index of the test point (target: its loss); several as 3,17,42 or a whole split as all "
-                        "(explicit/cg: one fit, one block solve; scores.npy is then (M, N), one row per index)")
+                        "(explicit/cg/kfac/ekfac: one fit, one block solve; scores.npy is then (M, N), one row per "
+                        "index)")
     p.add_argument("--split", default="test", choices=SPLITS, help="where the test point/group lives")
-    p.add_argument("--method", default="cg", choices=METHODS, help="inverse-HVP solver, or tracin")
+    p.add_argument("--method", default="cg", choices=METHODS,
+                   help="inverse-HVP solver (kfac, ekfac: Kronecker-factored curvature), or tracin")
     p.add_argument("--top", type=int, default=20, help="how many training points to list in influence.json "
                                                        "(all scores go to scores.npy)")
     p.add_argument("--metric", default=None, choices=GROUP_DISPARITY_METRICS,

@@ -1,6 +1,7 @@
 """Per-example gradients, Hessian-vector products and influence functions.
 
-Source: 002_97a11baaf249c571.txt Ch. 3.4 (Eq. 3.1-3.3) and Ch. 6.4 (Eq. 6.1-6.5).
+Source: 002_97a11baaf249c571.txt Ch. 3.4 (Eq. 3.1-3.3) and Ch. 6.4 (Eq. 6.1-6.5); K-FAC / EK-FAC
+curvature: :mod:`repair_jax.influence.kfac`.
 """
 
 from repair_jax.influence.gradients import (
@@ -18,6 +19,9 @@ from repair_jax.influence.functions import (
 )
 from repair_jax.influence.fitted import (
     BlockSolveResult, InfluenceFit, fit_influence, training_gradients,
+)
+from repair_jax.influence.kfac import (
+    FISHER, KFAC_METHODS, KfacFit, KfacLayer, fit_ekfac, fit_kfac, fit_kronecker, kronecker_curvature,
 )
 from repair_jax.influence.projection import (
     PROJECTIONS, ProjectedFit, fit_projected, project_gradients, projection_rows,

@@ -22,7 +22,9 @@ Scores ``tau`` follow the ``I_up,loss`` convention (positive: upweighting z_i ra
 good attribution has a positive LDS. :func:`attribution_scores` gives them for every method of
 :data:`LDS_METHODS`; TracIn is TracInCP with one checkpoint (the final parameters) and learning rate 1,
 the gradient dot product, negated into this convention. trak is the random-projection influence of
-:mod:`repair_jax.influence.projection` (see ``_trak_fit``).
+:mod:`repair_jax.influence.projection` (see ``_trak_fit``); ekfac is
+EK-FAC (:mod:`repair_jax.influence.kfac`, true Fisher, seed 0): H replaced by its Kronecker-factored
+approximation, with the same damping.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from jax.flatten_util import ravel_pytree
 from repair_jax.errors import UserError
 from repair_jax.influence.gradients import LossFn, batch_size_of, per_example_grads
 
-LDS_METHODS = ("explicit", "cg", "lissa", "tracin", "trak")
+LDS_METHODS = ("explicit", "cg", "lissa", "tracin", "trak", "ekfac")
 
 
 def validate_lds_args(alpha: float, num_subsets: int, methods=()) -> None:
@@ -176,7 +178,8 @@ def noisy_label_auc(self_influence, flipped) -> float:
 
 
 def _block_solver(method: str, loss_fn: LossFn, params, train_batch: dict, *, store_gradients=None, **solver):
-    """(fit, solve) for ``method`` (explicit | cg | lissa): a :class:`repair_jax.influence.InfluenceFit`,
+    """(fit, solve) for ``method`` (explicit | cg | lissa | ekfac): a :class:`repair_jax.influence.InfluenceFit`
+    (ekfac: a :class:`repair_jax.influence.kfac.KfacFit`, the approximate curvature's solve),
     ``solve(b)`` -> ``(H + damping I)^{-1} b`` for a (P, M) block (LiSSA: the block at once, scale 1.1 x the
     largest eigenvalue of the damped Hessian, see :func:`repair_jax.influence.fit_influence`)."""
     from repair_jax.influence import fit_influence
@@ -209,7 +212,7 @@ def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, 
                        max_iter: int | None = None, chunk_size: int | None = None,
                        projection_dim: int = TRAK_DIM) -> np.ndarray:
     """(T, N) scores ``tau(z_t)_i`` in the ``I_up,loss`` convention (002 Eq. 3.1) for ``method`` of
-    :data:`LDS_METHODS`: explicit / cg / lissa solve for all T test gradients in one block
+    :data:`LDS_METHODS`: explicit / cg / lissa / ekfac solve for all T test gradients in one block
     (:func:`repair_jax.influence.fit_influence`; LiSSA see :func:`_block_solver`), tracin is
     ``-grad l(z_t) . grad l(z_i)`` at ``params`` (TracInCP with one checkpoint and learning rate 1), trak
     see ``_trak_fit`` (``projection_dim``; the solver options tol and max_iter do not apply)."""

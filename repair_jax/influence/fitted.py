@@ -9,6 +9,8 @@ Kronfluence cache attribution state:
 * the damping (relative damping: x the largest eigenvalue of H, by the same power iterations as
   :func:`repair_jax.influence.inverse_hvp`, so the numbers are the same);
 * ``explicit``: the dense ``A = H + damping I`` (P x P) and its factorisation (see :class:`InfluenceFit`);
+* ``kfac`` / ``ekfac``: Kronecker-factored curvature instead of H (:mod:`repair_jax.influence.kfac`, a
+  :class:`repair_jax.influence.kfac.KfacFit` with the same interface);
 * the per-example training gradients ``G`` (N x P), in chunks, when ``N * P`` floats fit under
   ``max_gradient_bytes`` (default 2 GB); otherwise scores use one forward-mode pass per test point
   (:func:`repair_jax.influence.per_example_grad_dot`), which never materialises G.
@@ -43,7 +45,7 @@ from repair_jax.influence.hvp import (
     solve_cg, solve_lissa,
 )
 
-FIT_METHODS = ("explicit", "cg", "lissa")
+FIT_METHODS = ("explicit", "cg", "lissa", "kfac", "ekfac")
 MAX_GRADIENT_BYTES = 2 * 1024 ** 3
 
 
@@ -121,17 +123,20 @@ class InfluenceFit:
             raise UserError(f"right-hand sides must have shape (P,) or (P, M) with P = {self.size}, got {b.shape}")
         if not bool(jnp.all(jnp.isfinite(b))):
             raise UserError("a right-hand side of the inverse-HVP solve is not finite")
+        x, iters, ax = self._solve_block(b)
+        return _block_result(x, ax, b, iters, self)
+
+    def _solve_block(self, b):
+        """(x (P, M), iterations (M,), A x) for a checked (P, M) block."""
         if self.method == "explicit":
-            x, iters = _factor_solve(self.factor, b), np.ones(b.shape[1], int)
-            ax = self.hessian @ x
-        elif self.method == "lissa":
+            x = _factor_solve(self.factor, b)
+            return x, np.ones(b.shape[1], int), self.hessian @ x
+        if self.method == "lissa":
             block_mv = jax.vmap(self.matvec, in_axes=1, out_axes=1)
             x, k, _ = solve_lissa(block_mv, b, self.scale, self.max_iter, self.tol)
-            iters, ax = np.full(b.shape[1], k), block_mv(x)
-        else:
-            x, k = _block_cg(self._cg_run, b)
-            iters, ax = np.asarray(k), jax.vmap(self.matvec, in_axes=1, out_axes=1)(x)
-        return _block_result(x, ax, b, iters, self)
+            return x, np.full(b.shape[1], k), block_mv(x)
+        x, k = _block_cg(self._cg_run, b)
+        return x, np.asarray(k), jax.vmap(self.matvec, in_axes=1, out_axes=1)(x)
 
     @functools.cached_property
     def _cg_run(self):
@@ -166,6 +171,20 @@ class InfluenceFit:
         ((M, N) scores, the block solve). Row t equals ``influence_up_loss`` on test point t alone."""
         r = self.solve(self.test_gradients(test_batch).T)
         return self.upweight_scores(r.x), r
+
+    def self_influence(self, batch: dict | None = None) -> jax.Array:
+        """``g_i^T (H + damping I)^{-1} g_i`` (minus the self-influence I_up(z_i, z_i), 002 Eq. 3.1) of the
+        points of ``batch`` (default: the training batch), (N,), one block solve per chunk of ``chunk_size``."""
+        batch = self.train_batch if batch is None else batch
+        n = batch_size_of(batch)
+        if n == 0:
+            raise UserError("the batch for self-influence is empty")
+        step = self.chunk_size or n
+        out = []
+        for start in range(0, n, step):
+            g = self.test_gradients(jax.tree_util.tree_map(lambda a: a[start:start + step], batch))
+            out.append(jnp.sum(g.T * self.solve(g.T).x, axis=0))
+        return jnp.concatenate(out)
 
 
 def _factor_solve(factor, b):
@@ -250,7 +269,8 @@ def training_gradients(loss_fn: LossFn, params, batch: dict, *, store: bool | No
 def fit_influence(loss_fn: LossFn, params, train_batch: dict, *, method: str = "explicit", l2: float = 0.0,
                   damping: float = 0.0, relative_damping: float | None = None, chunk_size: int | None = 512,
                   tol: float | None = None, max_iter: int | None = None, store_gradients: bool | None = None,
-                  max_gradient_bytes: int = MAX_GRADIENT_BYTES, scale: float | None = None) -> InfluenceFit:
+                  max_gradient_bytes: int = MAX_GRADIENT_BYTES, scale: float | None = None,
+                  fisher: str | None = None, seed: int = 0) -> InfluenceFit:
     """Fits the reusable part of Eq. 3.1 (002 Ch. 3.4) for the training objective
     ``mean_i l(z_i) + l2/2 ||theta||^2`` (see the module docstring): damping, for ``explicit`` the dense
     ``H + damping I`` (P <= 20,000) and its factorisation, for ``lissa`` its scale (default 1.1 x the
@@ -258,9 +278,20 @@ def fit_influence(loss_fn: LossFn, params, train_batch: dict, *, method: str = "
     unless over ``max_gradient_bytes``. Options as :func:`repair_jax.influence.inverse_hvp`
     (``relative_damping`` replaces ``damping``; tol defaults 1e-4 explicit and lissa, 1e-5 cg; max_iter
     1000 cg, 5000 LiSSA steps). LiSSA (:func:`repair_jax.influence.hvp.solve_lissa`) runs on the whole
-    block with the HVP vmapped over its columns and stops on the block's relative residual (Frobenius norms)."""
+    block with the HVP vmapped over its columns and stops on the block's relative residual (Frobenius norms).
+
+    ``kfac`` / ``ekfac``: Kronecker-factored curvature instead of H (:func:`repair_jax.influence.kfac.fit_kronecker`,
+    which takes ``fisher`` (default "true") and ``seed``; ``relative_damping`` is then relative to the
+    approximation's largest eigenvalue; ``max_iter`` and ``scale`` are unused)."""
     if method not in FIT_METHODS:
         raise UserError(f"unknown fitted influence method {method!r}; choose one of {', '.join(FIT_METHODS)}")
+    if method in ("kfac", "ekfac"):
+        from repair_jax.influence.kfac import fit_kronecker
+        return fit_kronecker(loss_fn, params, train_batch, method=method, fisher=fisher or "true", l2=l2,
+                             damping=damping, relative_damping=relative_damping, chunk_size=chunk_size, seed=seed,
+                             tol=tol, store_gradients=store_gradients, max_gradient_bytes=max_gradient_bytes)
+    if fisher is not None:
+        raise UserError(f"fisher is an option of the kfac and ekfac methods, not of {method}")
     if batch_size_of(train_batch) == 0:
         raise UserError("the training batch is empty")
     matvec, unravel, damping, eig = damped_operator(loss_fn, params, train_batch, l2=l2, damping=damping,

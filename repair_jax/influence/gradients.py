@@ -134,8 +134,9 @@ def _dense_grads(a, g, use_bias: bool, batched_input: bool):
     return out
 
 
-def _conv_grads(m: nn.Conv, a, g):
-    """Per-example Conv kernel grads from input patches: (N, *window, in, out)."""
+def conv_patches(m: nn.Conv, a):
+    """``(N, positions, in x prod(window))`` input patches of a Conv call (im2col), features ordered
+    ``(in, *window)``."""
     nd = a.ndim - 2
     window = tuple(m.kernel_size)
     patches = jax.lax.conv_general_dilated_patches(
@@ -144,9 +145,15 @@ def _conv_grads(m: nn.Conv, a, g):
         dimension_numbers=jax.lax.conv_dimension_numbers(a.shape, (1,) * nd + (a.shape[-1], 1),
                                                          ("NHWC"[:1] + "HWD"[:nd] + "C",
                                                           "HWD"[:nd] + "IO", "N" + "HWD"[:nd] + "C")))
+    return patches.reshape(a.shape[0], -1, patches.shape[-1])
+
+
+def _conv_grads(m: nn.Conv, a, g):
+    """Per-example Conv kernel grads from input patches: (N, *window, in, out)."""
+    nd = a.ndim - 2
+    window = tuple(m.kernel_size)
     n, cin, cout = a.shape[0], a.shape[-1], g.shape[-1]
-    # patches features are ordered (in, *window)
-    p2 = patches.reshape(n, -1, patches.shape[-1])
+    p2 = conv_patches(m, a)  # features ordered (in, *window)
     g2 = g.reshape(n, -1, cout)
     k = jnp.einsum("ntf,nto->nfo", p2, g2).reshape(n, cin, *window, cout)
     k = jnp.moveaxis(k, 1, 1 + nd)
@@ -245,6 +252,16 @@ def layerwise_per_example_grads(loss_fn: LossFn, params, batch: dict):
     inside a jitted function or a ``lax`` loop (I-REPAIR's mean-absolute influence does) and
     ``loss_fn`` need not be hashable. :func:`per_example_grads` is the chunked, sharded front end."""
     n = batch_size_of(batch)
+    record, cots = layer_inputs_and_cotangents(loss_fn, params, batch)
+    return _assemble(loss_fn, params, batch, _layer_grads(record, cots), n)
+
+
+def layer_inputs_and_cotangents(loss_fn: LossFn, params, batch: dict) -> tuple[dict, dict]:
+    """(record, cotangents) of one forward and one backward pass over ``batch`` (see module doc):
+    ``record[path]`` lists each intercepted call of that module as (kind, module, input), kind one of
+    "dense", "conv", "bn" (the normalized input for BatchNorm); ``cotangents[path]`` the matching
+    per-example output cotangents ``d sum_i l_i / d output``."""
+    n = batch_size_of(batch)
     # 1) shapes of the intercepted outputs
     shapes: dict = {}
 
@@ -262,8 +279,7 @@ def layerwise_per_example_grads(loss_fn: LossFn, params, batch: dict):
         return jnp.sum(losses), record
 
     cots, record = jax.grad(total, has_aux=True)(zeros)
-    # 3) assemble
-    return _assemble(loss_fn, params, batch, _layer_grads(record, cots), n)
+    return record, cots
 
 
 def _set_leaves(params, sub: dict):

@@ -46,8 +46,10 @@ import numpy as np
 
 from repair_jax.errors import UserError
 
-METHODS = ("explicit", "cg", "lissa", "tracin")
-FIT_METHODS = ("explicit", "cg", "lissa")  # scored through one fit_influence (any number of test points)
+METHODS = ("explicit", "cg", "lissa", "tracin", "kfac", "ekfac")
+# scored through one fit_influence (any number of test points)
+FIT_METHODS = ("explicit", "cg", "lissa", "kfac", "ekfac")
+KRONECKER_METHODS = ("kfac", "ekfac")  # fit_influence only: a group or confusion target too goes through its solve
 SPLITS = ("test", "val", "pool")
 DEFAULT_RELATIVE_DAMPING = 0.01
 METRICS_WITH_POSITIVE = ("fpr", "fnr")
@@ -308,8 +310,18 @@ def _tracin_scores(run, state, train, make_q, dtype, chunk_size, test_batch=None
 
 
 def _solve_scores(loss_fn, params, train, q, l2, method, solver_opts, chunk_size):
-    """(I_up scores, solver record) by an inverse-HVP solve (002 Eq. 3.1/6.2/6.4)."""
-    from repair_jax.influence.functions import influence_up, s_test
+    """(I_up scores, solver record) by an inverse-HVP solve (002 Eq. 3.1/6.2/6.4); K-FAC / EK-FAC by the
+    solve of their :func:`repair_jax.influence.fit_influence`."""
+    from repair_jax.influence.functions import influence_up, quantity_gradient, s_test
+
+    if method in KRONECKER_METHODS:
+        from jax.flatten_util import ravel_pytree
+
+        from repair_jax.influence.fitted import fit_influence
+        fit = fit_influence(loss_fn, params, train, method=method, l2=l2, chunk_size=chunk_size, store_gradients=False,
+                            **{k: v for k, v in solver_opts.items() if k != "scale"})
+        r = fit.solve(ravel_pytree(quantity_gradient(q, params))[0])
+        return fit.upweight_scores(r.x)[0], {**r.summary(), "l2": l2}
 
     r = s_test(loss_fn, params, train, q, method=method, l2=l2, chunk_size=chunk_size, **solver_opts)
     scores = influence_up(loss_fn, params, train, r.x, chunk_size=chunk_size)
@@ -407,8 +419,8 @@ def influence_run(run_path, out, *, test_index: int | list | str | None = None, 
     (see the module docstring) and returns the summary. Options are checked before anything is loaded.
 
     ``test_index``: one index (int, or a one-element list / string: scores (N,)), several (a list, or a
-    string "3,17,42") or "all" (the whole split): scores (M, N), computed with ``explicit`` or ``cg`` by
-    one :func:`repair_jax.influence.fit_influence` and one block solve.
+    string "3,17,42") or "all" (the whole split): scores (M, N), computed with ``explicit``, ``cg``, ``lissa``,
+    ``kfac`` or ``ekfac`` by one :func:`repair_jax.influence.fit_influence` and one block solve.
 
     ``damping`` (absolute) or ``relative_damping`` (x the largest eigenvalue of H; the default, 0.01).
     ``tol`` defaults to the solver's (:data:`repair_jax.influence.hvp.DEFAULT_TOL`), except CG in float32:
