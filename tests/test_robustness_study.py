@@ -24,6 +24,15 @@ def test_smoke_config_runs_every_method(tmp_path):
     # balanced accuracy is the mean of the per-class recalls on the (balanced) test split
     np.testing.assert_allclose(lt["balanced_accuracy"], np.mean(lt["recall"]), rtol=1e-6)
     assert "balanced_accuracy" in (tmp_path / "tables.md").read_text()
+    # the most confused pairs (000 Sec. 2.2): type1conf sums, over all pairs, to the summed per-class error
+    t1 = np.asarray(lt["type1conf"])
+    np.testing.assert_allclose(t1.sum(), np.sum(1 - np.asarray(lt["recall"])), atol=1e-5)
+    same = [r for r in records if (r["level"], r["method"], r["model"]) == (lt["level"], lt["method"], lt["model"])]
+    mean = np.mean([r["type1conf"] for r in same], axis=0)
+    row = [r for r in rows if (r["level"], r["method"], r["model"]) == (lt["level"], lt["method"], lt["model"])][0]
+    a, b = row["top_pairs"][0]["classes"]
+    assert row["top_pairs"][0]["value"] == pytest.approx(mean[a, b]) == pytest.approx(mean[np.triu_indices(10, 1)].max())
+    assert f"{a},{b} (" in (tmp_path / "tables.md").read_text()
     again = run_experiment(config, tmp_path, progress=False)  # resumed: nothing retrained
     assert again == summary
 

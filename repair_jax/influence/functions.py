@@ -204,8 +204,9 @@ def tracin(loss_fn: LossFn, checkpoints: Sequence[Any], learning_rates: Sequence
 
 def tracin_scores(loss_fn: LossFn, checkpoints: Sequence[Any], learning_rates: Sequence[float], train_batch: dict,
                   test_batch: dict, *, chunk_size: int | None = None) -> jax.Array:
-    """TracInCP of every (test point, training point) pair, (M, N): row t is :func:`tracin` with the loss of
-    test point t alone as the quantity, ``sum_c lr_c grad l(z_i, theta_c) . grad l(z_t, theta_c)``. Per
+    """TracInCP of every (test point, training point) pair, (M, N); row t is :func:`tracin` with the loss of
+    test point t alone as the quantity, the sum over checkpoints c of ``lr_c <grad l(z_i, theta_c), grad
+    l(z_t, theta_c)>``. Per
     checkpoint: the (M, P) test gradients once, then the (N, P) training gradients when they fit under
     :data:`repair_jax.influence.fitted.MAX_GRADIENT_BYTES` (one product), else one forward-mode pass per
     test point. ``loss_fn`` may be a sequence with one entry per checkpoint (as :func:`tracin`)."""

@@ -23,7 +23,7 @@ from repair_jax.data import Dataset, load_dataset
 from repair_jax.errors import UserError
 from repair_jax.experiment import runner
 from repair_jax.io import ResumableJsonl, write_json, write_text
-from repair_jax.metrics import summarize
+from repair_jax.metrics import summarize, top_pairs
 from repair_jax.models import create_model, init_variables
 from repair_jax.progress import progress as progress_bar
 from repair_jax.objectives import erm_objective
@@ -141,7 +141,7 @@ def run_cell(config: RobustnessStudy, model_name: str, method: str, dataset: Dat
     fool = fooling_rate(f, dataset.test.x[:n], v, dataset.test.y[:n], dataset.num_classes)
     return {"accuracy": s["accuracy"], "balanced_accuracy": s["balanced_accuracy"], "macro_f1": s["macro_f1"],
             "dob": s["dob"], "recall": s["per_class"]["recall"], "fooling_rate": fool["fooling_rate"],
-            "fooling_rate_per_class": fool["per_class"],
+            "fooling_rate_per_class": fool["per_class"], "type1conf": s["type1conf"],
             "train_counts": np.bincount(dataset.train.y, minlength=dataset.num_classes)}
 
 
@@ -160,8 +160,24 @@ def aggregate(records: list[dict]) -> list[dict]:
             vals = np.array([r[m] for r in rs], float)
             row[m] = {"mean": float(vals.mean()), "std": float(vals.std())}
         row["recall"] = np.mean([r["recall"] for r in rs], axis=0).tolist()
+        if all("type1conf" in r for r in rs):  # records written before 2026-11-30 lack it
+            row["top_pairs"] = top_pairs(np.mean([r["type1conf"] for r in rs], axis=0), 3)
         rows.append(row)
     return rows
+
+
+def confused_pairs_markdown(rows: list[dict]) -> str:
+    """The three most confused pairs (type1conf of the test predictions, mean over seeds; 000 Sec. 2.2) of
+    each (model, method, level) as Markdown, the entry point to ``repair-jax diagnose`` / ``repair``; empty
+    when the records predate the field."""
+    from repair_jax.tables import markdown_table
+
+    have = [r for r in rows if "top_pairs" in r]
+    if not have:
+        return ""
+    body = [[r["model"], r["method"], r["level"], "; ".join(f"{p['classes'][0]},{p['classes'][1]} ({p['value']:.3f})"
+                                                           for p in r["top_pairs"])] for r in have]
+    return "\n## Most confused pairs\n\n" + markdown_table(["model", "method", "level", "pairs (type1conf)"], body) + "\n"
 
 
 def table_markdown(rows: list[dict], levels, metric: str) -> str:
@@ -202,9 +218,10 @@ def run_robustness_study(config: RobustnessStudy, out: Path, *, force: bool, pro
     rows = aggregate(records)
     write_json(out / "summary.json", {"rows": rows})
     sig, ht = versus_plain(records), head_tail_recall(records)
+    pairs = confused_pairs_markdown(rows)
     write_json(out / "significance.json", {"versus_plain": sig, "head_tail_recall": ht})
     write_text(out / "tables.md", "\n".join(table_markdown(rows, config.levels, m) for m in
-                                            ("balanced_accuracy", "macro_f1")) + "\n" + report_markdown(sig, ht))
+                                            ("balanced_accuracy", "macro_f1")) + "\n" + report_markdown(sig, ht) + pairs)
     if any(len(set(r["train_counts"])) > 1 for r in records):
         plot_recall_vs_class_size(records, out / "recall_vs_class_size.png")
     return {"cells": len(rows), "runs": len(log)}
