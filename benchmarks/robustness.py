@@ -16,7 +16,8 @@ method over plain training, and the time of a universal adversarial perturbation
 * ``load_average_1min``: the machine's load before and after the UAP calls (they are not interleaved
   with anything, so other jobs' load reaches them directly).
 
-ResNet-50 on a GPU: run ``python -m benchmarks robustness`` where one is (the device is recorded).
+On an accelerator (``jax.default_backend() != "cpu"``) the step ratios are also taken for 003's ResNet-50
+(CIFAR stem), as ``resnet50_step_time_*``; on a CPU only the CNN is timed (the committed figures).
 """
 
 from __future__ import annotations
@@ -71,21 +72,32 @@ def _uap_times(state, ds, eps: float, sizes) -> dict:
     return out
 
 
+def _step_times(model_name: str, kwargs: dict, ds, config: RobustnessStudy, rounds: int, n: int):
+    """(seconds per step of each method, a fresh-state factory) for ``create_model(model_name, **kwargs)``."""
+    model = create_model(model_name, ds.num_classes, **kwargs)
+    variables = init_variables(model, jax.random.PRNGKey(0), ds.input_shape)
+    fresh = lambda: create_train_state(model, variables, optax.adam(1e-3))
+    batch = {"x": jnp.asarray(ds.train.x[:config.batch_size]), "y": jnp.asarray(ds.train.y[:config.batch_size])}
+    return interleaved_times({m: _stepper(METHODS[m], fresh(), ds, config, batch) for m in config.methods},
+                             rounds, n), fresh
+
+
 def run(quick: bool = False) -> dict:
     name = "fashion_mnist" if find_fashion_mnist_dir() else "digits"
     kwargs, rounds, n, sizes = ({"width": 8}, 2, 2, (32, 96)) if quick else ({}, 6, 4, (100, 300))
     ds = load_dataset(name, seed=0, train_limit=512)
     config = RobustnessStudy(dataset=name, batch_size=128)
-    model = create_model("cnn", ds.num_classes, **kwargs)
-    variables = init_variables(model, jax.random.PRNGKey(0), ds.input_shape)
-    fresh = lambda: create_train_state(model, variables, optax.adam(1e-3))
-    batch = {"x": jnp.asarray(ds.train.x[:config.batch_size]), "y": jnp.asarray(ds.train.y[:config.batch_size])}
-    t = interleaved_times({m: _stepper(METHODS[m], fresh(), ds, config, batch) for m in config.methods}, rounds, n)
+    t, fresh = _step_times("cnn", kwargs, ds, config, rounds, n)
+    out = {}
+    if jax.default_backend() != "cpu" and not quick:  # 003's ResNet-50 (CIFAR stem) where an accelerator is
+        r50, _ = _step_times("resnet50", {}, ds, config, rounds, n)
+        out = {"resnet50_step_time_ms": {m: 1e3 * s for m, s in r50.items()},
+               "resnet50_step_time_ratio_to_plain": {m: s / r50["plain"] for m, s in r50.items()}}
     trained, _ = METHODS["plain"].train(fresh(), ds, dataclasses.replace(config, epochs=2), 0)
     load = os.getloadavg()[0]
     return {"dataset": name, "model": "cnn", "model_kwargs": kwargs, "batch_size": config.batch_size,
             "rounds": rounds, "steps_per_round": n, "device": str(jax.devices()[0]), "backend": jax.default_backend(),
             "step_time_ms": {m: 1e3 * s for m, s in t.items()},
-            "step_time_ratio_to_plain": {m: s / t["plain"] for m, s in t.items()},
+            "step_time_ratio_to_plain": {m: s / t["plain"] for m, s in t.items()}, **out,
             "load_average_1min": [load, os.getloadavg()[0]],  # before / after the UAP calls: other jobs' load
             **_uap_times(trained, ds, config.eps_linf, tuple(min(k, len(ds.test)) for k in sizes))}
