@@ -160,16 +160,13 @@ def training_point_ranking(model: StudyModel, train: Split, x, damping: float) -
     last-layer model of Koh & Liang 2017), with ``damping`` added to the Hessian. The most negative
     ``I_up,loss`` (up-weighting lowers the test loss most) ranks first."""
     from repair_jax.influence import fit_influence
-    from repair_jax.repair.mm import find_last_layer
+    from repair_jax.repair.mm import last_dense_layer
 
     if model.features is None:
         raise UserError("the training-point ranking needs the model's penultimate features (StudyModel.features)")
     feats = np.asarray(model.features(train.x))
     logits = np.asarray(jax.jit(model.apply_fn)(model.params, train.x[:256]))
-    node = model.params
-    for key in find_last_layer(model.params, feats[:256], logits):
-        node = node[key]
-    last = {"kernel": node["kernel"], "bias": node["bias"]}
+    last = last_dense_layer(model.params, feats[:256], logits)
     fit = fit_influence(last_layer_loss, last, {"x": feats, "y": train.y}, damping=damping)
     scores, _ = fit.scores({"x": np.asarray(model.features(x)), "y": np.asarray(model.predict(x))})
     return np.argsort(np.asarray(scores), axis=1, kind="stable")

@@ -144,10 +144,7 @@ class InfluenceFit:
         per fit: every :meth:`solve` / :meth:`scores` call reuses the compiled solve."""
         tol, max_iter = self.tol, self.max_iter
         run = jax.jit(lambda op, b: jax.vmap(lambda col: solve_cg(op, col, tol, max_iter), in_axes=1, out_axes=(1, 0))(b))
-        if isinstance(self.matvec, jax.tree_util.Partial):  # the operator's arrays enter as inputs, not constants
-            return functools.partial(run, self.matvec)
-        matvec = self.matvec
-        return jax.jit(jax.vmap(lambda col: solve_cg(matvec, col, tol, max_iter), in_axes=1, out_axes=(1, 0)))
+        return functools.partial(run, self.matvec)  # the operator (a Partial) enters as an input, not constants
 
     @property
     def size(self) -> int:

@@ -151,13 +151,6 @@ def shifted_operator(loss_fn: LossFn, params, batch: dict, shift: float = 0.0, c
                                  jnp.asarray(shift, ravel_pytree(params)[0].dtype))
 
 
-def flat_operator(hvp: Callable[[Any], Any], params):
-    """(matvec on flat vectors, ravel, unravel) for a pytree operator."""
-    flat0, unravel = ravel_pytree(params)
-    matvec = lambda x: ravel_pytree(hvp(unravel(x.astype(flat0.dtype))))[0]
-    return matvec, (lambda t: ravel_pytree(t)[0]), unravel
-
-
 @functools.partial(jax.jit, static_argnames=("loss_fn", "unravel"))
 def _hessian_columns(loss_fn, unravel, params, batch, l2, basis):
     """The HVPs ``H e`` for the rows ``e`` of ``basis`` (parameters and data as inputs, see

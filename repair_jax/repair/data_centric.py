@@ -44,17 +44,14 @@ def target_quantity(loss_fn, x, y, targets: Targets):
 
 
 def _last_layer(state, feats, logits) -> dict:
-    from repair_jax.repair.mm import find_last_layer
+    from repair_jax.repair.mm import last_dense_layer
 
     try:
-        path = find_last_layer(state.params, feats[:256], logits[:256])
+        last = last_dense_layer(state.params, feats[:256], logits[:256])
     except UserError:
         raise UserError("i-drop attributes through the model's last dense layer (penultimate features to "
                         "logits); this model has none") from None
-    node = state.params
-    for key in path:
-        node = node[key]
-    return {"kernel": jnp.asarray(node["kernel"]), "bias": jnp.asarray(node["bias"])}
+    return {k: jnp.asarray(v) for k, v in last.items()}
 
 
 def target_influence(state, train: Split, select: Split, targets: Targets, *,

@@ -121,6 +121,14 @@ def find_last_layer(params, features: np.ndarray, logits: np.ndarray) -> tuple[s
                     "this model has none")
 
 
+def last_dense_layer(params, features: np.ndarray, logits: np.ndarray) -> dict:
+    """``{"kernel", "bias"}`` of the dense layer :func:`find_last_layer` finds."""
+    node = params
+    for key in find_last_layer(params, features, logits):
+        node = node[key]
+    return {"kernel": node["kernel"], "bias": node["bias"]}
+
+
 def mm_repair(model, variables, repair_x, repair_y, margin: float = 1e-3,
               epsilon: float | None = None) -> MMResult:
     """MM repair of the last layer of a Flax ``model`` on the repair set (repair_x, repair_y).
