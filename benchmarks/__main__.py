@@ -20,6 +20,7 @@ BENCHMARKS = {
     "irepair": "benchmarks.irepair",
     "hypergradient": "benchmarks.hypergradient",
     "per_example_grads": "benchmarks.per_example_grads",
+    "cpu_convolution": "benchmarks.cpu_convolution",
     "influence": "benchmarks.influence",
     "influence_lds": "benchmarks.influence_lds",
     "influence_ekfac": "benchmarks.influence_ekfac",

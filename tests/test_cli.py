@@ -146,6 +146,27 @@ def test_benchmarks_are_registered_and_train_throughput_runs(tmp_path):
     assert res["train_throughput"]["benchmark"] == "train_throughput"
 
 
+def test_cpu_convolution_formulations_are_one_model():
+    """The convolution study times three writings of one CNN: their logits and batch gradients agree."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    from benchmarks.cpu_convolution import FORMULATIONS, _data, _forward, _params
+
+    params = _params()
+    x, y = _data(4)
+    out, grads = {}, {}
+    for form in FORMULATIONS:
+        xs = jnp.asarray(np.transpose(x, (0, 3, 1, 2)) if form == "nchw" else x)
+        logits = _forward(form)
+        out[form] = np.asarray(logits(params, xs))
+        grads[form] = np.asarray(ravel_pytree(jax.grad(lambda p: jnp.sum(logits(p, xs) ** 2))(params))[0])
+    for form in FORMULATIONS[1:]:
+        np.testing.assert_allclose(out[form], out["flax_nhwc"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(grads[form], grads["flax_nhwc"], rtol=1e-4, atol=1e-4 * np.abs(grads["flax_nhwc"]).max())
+
+
 # ----------------------------------------------------------------------------- issue 12: data safety
 
 def _main_err(args):
