@@ -3,8 +3,9 @@
 linear(10), longtail(100)}, 3 seeds) on a stratified 2,000-image subset of the real Fashion-MNIST
 training split (the imbalance levels are cut from it: about 1,100 images at linear(10), 500 at
 longtail(100)), 3 epochs, the CNN at width 16 (dense 64) and SqueezeNet at width 0.5, UAPs on 500
-test images; the test split stays the full balanced 10,000. Two hours of a 2-core CPU; the full-size
-grid is ``robustness_fashion_mnist`` (GPU).
+test images; the test split stays the full balanced 10,000. About 70 minutes of a 2-core CPU with the
+seeds as three parallel shards (about 2.5 hours in one process); the full-size grid is
+``robustness_fashion_mnist`` (GPU).
 
 Smoke size: the full config's (digits, seconds), the same code path.
 """
