@@ -13,7 +13,8 @@ ways with the same parameter tree:
 For each, the jitted batch gradient of the mean cross-entropy and the per-example gradients
 (``jax.vmap(jax.grad)``) are timed with the formulations interleaved (``benchmarks.interleaved_times``),
 each in a fresh process per XLA flag set (``XLA_FLAGS`` is read once, at backend start): the default, then
-each flag of ``FLAG_SETS``. A flag this XLA does not accept is reported as such. Every variant's batch
+each flag of ``FLAG_SETS``, then the default again (``default_repeat``: the drift between the two default
+runs is the noise floor of the comparison). A flag this XLA does not accept is reported as such. Every variant's batch
 gradient is compared with the default process's ``flax_nhwc`` one (``max_rel_diff``): a variant may
 become the default only if its numbers stay equal (float32 rounding). PyTorch (``bench`` extra) times
 the same model and weights: its batch gradient and ``torch.func.vmap(grad)``.
@@ -39,6 +40,8 @@ FLAG_SETS = {
     "eigen_single_thread": "--xla_cpu_multi_thread_eigen=false",
     "fast_math": "--xla_cpu_enable_fast_math=true",
     "no_thunk_runtime": "--xla_cpu_use_thunk_runtime=false",
+    # the default once more, last: how far its times moved is the noise floor of the comparisons above
+    "default_repeat": "",
 }
 FORMULATIONS = ("flax_nhwc", "nchw", "im2col")
 
