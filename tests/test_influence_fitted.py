@@ -167,3 +167,24 @@ def test_influence_cli_several_test_indices_equal_single_runs(tmp_path, capsys):
     tr_many, tr_one = np.load(tmp_path / "tr_many" / "scores.npy"), np.load(tmp_path / "tr_one" / "scores.npy")
     assert tr_many.shape == (2, n)
     np.testing.assert_allclose(tr_many[1], tr_one, rtol=1e-4, atol=1e-6 * np.abs(tr_one).max())
+
+
+def test_cg_fits_of_one_loss_share_one_compiled_solve(logreg):
+    """Two CG fits of the same loss and parameter structure (other parameters, other damping) reuse one
+    compiled block solve: the operator's static part compares by value (hvp._BoundHVP), the solve is a
+    module-level jit (fitted._cg_columns)."""
+    from repair_jax.influence.fitted import _cg_columns
+
+    loss, params, train, test, l2, _ = logreg
+    test = _first(test, 3)
+    _cg_columns.clear_cache()
+    with jax.enable_x64(True):
+        first = fit_influence(loss, params, train, method="cg", l2=l2, damping=0.1, tol=1e-8)
+        first.scores(test)
+        moved = jax.tree_util.tree_map(lambda a: a * 1.01, params)
+        second = fit_influence(loss, moved, train, method="cg", l2=l2, damping=0.2, tol=1e-8)
+        scores, _ = second.scores(test)
+        assert _cg_columns._cache_size() == 1
+        # the second fit's scores are its own (not the first fit's operator reused)
+        reference, _ = fit_influence(loss, moved, train, method="explicit", l2=l2, damping=0.2).scores(test)
+    np.testing.assert_allclose(scores, reference, rtol=1e-5, atol=1e-8)

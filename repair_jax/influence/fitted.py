@@ -132,19 +132,20 @@ class InfluenceFit:
             x = _factor_solve(self.factor, b)
             return x, np.ones(b.shape[1], int), self.hessian @ x
         if self.method == "lissa":
-            block_mv = jax.vmap(self.matvec, in_axes=1, out_axes=1)
+            # a Partial of the operator: its arrays enter the jitted steps as inputs, and fits of one loss
+            # and parameter structure share the compiled steps
+            block_mv = jax.tree_util.Partial(_columns, self.matvec)
             x, k, _ = solve_lissa(block_mv, b, self.scale, self.max_iter, self.tol)
             return x, np.full(b.shape[1], k), block_mv(x)
         x, k = _block_cg(self._cg_run, b)
         return x, np.asarray(k), jax.vmap(self.matvec, in_axes=1, out_axes=1)(x)
 
-    @functools.cached_property
+    @property
     def _cg_run(self):
-        """CG (:func:`repair_jax.influence.hvp.solve_cg`) vmapped over the columns of a (P, M) block, jitted once
-        per fit: every :meth:`solve` / :meth:`scores` call reuses the compiled solve."""
-        tol, max_iter = self.tol, self.max_iter
-        run = jax.jit(lambda op, b: jax.vmap(lambda col: solve_cg(op, col, tol, max_iter), in_axes=1, out_axes=(1, 0))(b))
-        return functools.partial(run, self.matvec)  # the operator (a Partial) enters as an input, not constants
+        """:func:`_cg_columns` on this fit's operator (a Partial: it enters as an input, not constants), so
+        every :meth:`solve` / :meth:`scores` call, and every fit of the same loss and parameter structure,
+        reuses one compiled solve."""
+        return functools.partial(_cg_columns, self.matvec, tol=float(self.tol), max_iter=int(self.max_iter))
 
     @property
     def size(self) -> int:
@@ -211,6 +212,18 @@ def _factorise(a) -> tuple:
 
 #: Right-hand sides per vmapped CG run: the batched HVP holds ``chunk_size x CG_COLUMNS`` activations.
 CG_COLUMNS = 128
+
+
+def _columns(op, v):
+    """``op`` applied to each column of the (P, M) block ``v``."""
+    return jax.vmap(op, in_axes=1, out_axes=1)(v)
+
+
+@functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
+def _cg_columns(op, b, tol: float, max_iter: int):
+    """CG (:func:`repair_jax.influence.hvp.solve_cg`) on ``op`` vmapped over the columns of a (P, M) block:
+    (x (P, M), iterations (M,))."""
+    return jax.vmap(lambda col: solve_cg(op, col, tol, max_iter), in_axes=1, out_axes=(1, 0))(b)
 
 
 def _block_cg(run, b):

@@ -140,14 +140,28 @@ def _flat_shifted_hvp(loss_fn, unravel, params, parts, shift, x):
     return ravel_pytree(_summed_hvp(loss_fn, params, parts, unravel(x.astype(flat0.dtype))))[0] + shift * x
 
 
+class _BoundHVP(tuple):
+    """:func:`_flat_shifted_hvp` bound to ``(loss_fn, unravel)``, equal to (and hashed as) another binding of
+    the same two: the static part of :func:`shifted_operator`'s Partial, so a jitted solver taking the
+    operator compiles once per loss and parameter structure, not once per operator (``functools.partial``
+    compares by identity)."""
+
+    def __new__(cls, loss_fn, unravel):
+        return super().__new__(cls, (loss_fn, unravel))
+
+    def __call__(self, params, parts, shift, x):
+        return _flat_shifted_hvp(self[0], self[1], params, parts, shift, x)
+
+
 def shifted_operator(loss_fn: LossFn, params, batch: dict, shift: float = 0.0, chunk_size: int | None = None,
                      unravel=None, parts=None) -> jax.tree_util.Partial:
     """``x -> (H + shift I) x`` on flat (P,) vectors as a :class:`jax.tree_util.Partial` (a pytree whose
     leaves are the parameters and the data chunks): a jitted solver can take it as an argument, so the data
-    reach the compiled code as inputs, not constants."""
+    reach the compiled code as inputs, not constants, and two operators of the same loss and parameter
+    structure share its compiled code."""
     unravel = unravel or ravel_pytree(params)[1]
     parts = parts if parts is not None else _hvp_parts(batch, ravel_pytree(params)[0].dtype, chunk_size)
-    return jax.tree_util.Partial(functools.partial(_flat_shifted_hvp, loss_fn, unravel), params, parts,
+    return jax.tree_util.Partial(_BoundHVP(loss_fn, unravel), params, parts,
                                  jnp.asarray(shift, ravel_pytree(params)[0].dtype))
 
 
