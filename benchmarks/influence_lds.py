@@ -23,7 +23,10 @@ method both libraries have:
 Both in float32 on the float64 weights (cast); the Hessian regularisation of dattri is our l2 + damping (the
 L2 term of our objective). Scores are asserted equal; LDS of each, wall time of each (once, compilation
 included, as a user calls it), ours once more compiled (``ours_warm_s``), and the ratio ours / dattri (first
-calls).
+calls). Also, as the config's table has them, from each library's scores and self-attributions: the LOO
+correlation (the config's ``loo_points`` exact leave-one-out retrainings, mean Spearman over test points) and
+the noisy-label AUC (the config's synthetic noisy-label variant: ``noisy_fraction`` of the labels flipped,
+refit, ranked by self-influence; dattri's ``self_attribute``).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from repair_jax.influence import evaluate as ev
-from repair_jax.influence.lds_study import LdsStudy, _cell_setup
+from repair_jax.influence.lds_study import LdsStudy, _cell_setup, _noisy_setup
 
 LISSA_STEPS = 500
 TRAK_DIM = 512
@@ -58,8 +61,15 @@ def _setup(config: LdsStudy, model) -> dict:
         xs, _, unravel = ev.retrain_on_subsets(s["loss"], s["params"], s["train"], masks, l2=model.l2,
                                                steps=config.retrain_steps, tol=config.retrain_tol)
         actual = ev.subset_outputs(s["loss"], xs, unravel, s["test"])
+        n = len(s["train"]["y"])  # LOO and the noisy-label variant exactly as lds_cell draws them
+        removed = np.sort(np.random.default_rng(config.seed).choice(n, config.loo_points, replace=False))
+        changes, _ = ev.loo_changes(s["loss"], s["params"], s["train"], s["test"], removed, l2=model.l2,
+                                    max_iter=model.max_iter)
+        noisy = _noisy_setup(config, "digits", model, s["ds"])
+    noisy = {**noisy, "params": _f32(noisy["params"]), "train": _f32(noisy["train"])}
     return {**s, "params": _f32(s["params"]), "train": _f32(s["train"]), "test": _f32(s["test"]),
-            "masks": masks, "actual": actual}
+            "masks": masks, "actual": actual, "loo_removed": removed, "loo_changes": np.asarray(changes),
+            "noisy": noisy}
 
 
 def _ours(method: str, s: dict, l2: float):
@@ -104,7 +114,9 @@ def run(quick: bool = False) -> dict:
         for method in AGREE:  # the methods dattri has too
             scores, secs, extra = _ours(method, s, model.l2)
             warm = _ours(method, s, model.l2)[1]  # again, compiled: what a user scoring more points pays
-            row = {"method": method, "ours_s": secs, "ours_warm_s": warm, "ours_lds": _lds(scores, s), **extra}
+            row = {"method": method, "ours_s": secs, "ours_warm_s": warm, "ours_lds": _lds(scores, s),
+                   "ours_loo_spearman": _loo(scores, s), "ours_noisy_auc": _auc(_ours_self(method, s["noisy"], model.l2),
+                                                                               s["noisy"]), **extra}
             row.update(_dattri_row(method, s, model.l2, extra, scores, secs))
             rows.append(row)
         out[model.name] = rows
@@ -115,6 +127,32 @@ def _lds(scores, s) -> float:
     return ev.linear_datamodeling_score(ev.predicted_outputs(scores, s["masks"]), s["actual"])["mean"]
 
 
+def _loo(scores, s) -> float:
+    """Mean over test points of the Spearman correlation of predicted and actual leave-one-out changes."""
+    return ev.loo_correlation(scores, s["loo_removed"], s["loo_changes"])["spearman_mean"]
+
+
+def _auc(self_influence, noisy) -> float:
+    """Noisy-label detection AUC of a ranking by self-influence (the sampled points of the noisy variant)."""
+    return ev.noisy_label_auc(np.asarray(self_influence), noisy["flipped"][noisy["indices"]])
+
+
+def _ours_self(method: str, noisy: dict, l2: float) -> np.ndarray:
+    """``g_i^T (H + damping I)^{-1} g_i`` of the sampled points of the noisy-label variant (ekfac: with the
+    empirical Fisher, as the scores above)."""
+    from repair_jax.influence import fit_influence
+
+    idx = noisy["indices"]
+    if method in ("explicit", "cg", "ekfac"):
+        fisher = {"fisher": "empirical"} if method == "ekfac" else {}
+        fit = fit_influence(noisy["loss"], noisy["params"], noisy["train"], method=method, l2=l2,
+                            damping=noisy["damping"], **fisher)
+        return np.asarray(fit.self_influence(jax.tree_util.tree_map(lambda a: a[idx], noisy["train"])))
+    opts = {"tol": 0.0, "max_iter": LISSA_STEPS} if method == "lissa" else {}
+    return np.asarray(ev.self_influence(method, noisy["loss"], noisy["params"], noisy["train"], idx, l2=l2,
+                                        damping=noisy["damping"], projection_dim=TRAK_DIM, **opts))
+
+
 def _dattri_row(method: str, s: dict, l2: float, extra: dict, ours, ours_s: float) -> dict:
     import importlib.util
 
@@ -123,13 +161,17 @@ def _dattri_row(method: str, s: dict, l2: float, extra: dict, ours, ours_s: floa
     t0 = time.perf_counter()
     theirs = _dattri_scores(method, s, l2, extra)
     secs = time.perf_counter() - t0
-    row = {"dattri_s": secs, "dattri_lds": _lds(theirs, s), "ours_over_dattri": ours_s / secs}
+    row = {"dattri_s": secs, "dattri_lds": _lds(theirs, s), "dattri_loo_spearman": _loo(theirs, s),
+           "dattri_noisy_auc": _auc(_dattri_self(method, s["noisy"], l2), s["noisy"]),
+           "ours_over_dattri": ours_s / secs}
     if AGREE[method] is None or method == "ekfac":
         row["score_spearman"] = float(np.mean([spearmanr(a, b)[0] for a, b in zip(ours, theirs)]))
     if method == "ekfac":  # dattri 0.3's EK-FAC as shipped differs; corrected (_corrected_ekfac) it is ours
         with _corrected_ekfac():
             theirs = _dattri_scores(method, s, l2, extra)
+            row["dattri_corrected_noisy_auc"] = _auc(_dattri_self(method, s["noisy"], l2), s["noisy"])
         row["dattri_corrected_lds"] = _lds(theirs, s)
+        row["dattri_corrected_loo_spearman"] = _loo(theirs, s)
     if AGREE[method] is not None:
         row["max_rel_diff"] = diff = float(np.abs(theirs - ours).max() / np.abs(ours).max())
         assert diff < AGREE[method], f"dattri {method} scores differ from ours: {diff:.3g}"
@@ -191,8 +233,9 @@ def _mirror(params):
     return torch.nn.Sequential(*layers[:-1]).eval()
 
 
-def _dattri_scores(method: str, s: dict, l2: float, extra: dict) -> np.ndarray:
-    """(T, N) scores in our convention: dattri returns g_i . (H + reg)^-1 g_t (N, T), minus ours, transposed."""
+def _dattri_attributor(method: str, s: dict, l2: float, extra: dict, cache: bool = True):
+    """(dattri's attributor for ``method``, cached on ``s``'s training set unless not ``cache``; a loader maker;
+    N) on the torch mirror of ``s``'s weights."""
     import os
 
     os.environ.setdefault("TQDM_DISABLE", "1")  # dattri's per-batch progress bars
@@ -232,10 +275,45 @@ def _dattri_scores(method: str, s: dict, l2: float, extra: dict) -> np.ndarray:
     }[method]()
     if method == "tracin":
         attributor.projector_kwargs = None  # dattri projects gradients to 512 dims by default; exact here
-    else:
+    elif cache:
         attributor.cache(loader(s["train"]))
+    return attributor, loader, n
+
+
+def _dattri_scores(method: str, s: dict, l2: float, extra: dict) -> np.ndarray:
+    """(T, N) scores in our convention: dattri returns g_i . (H + reg)^-1 g_t (N, T), minus ours, transposed."""
+    import torch
+
+    attributor, loader, n = _dattri_attributor(method, s, l2, extra)
     with torch.no_grad():
         if method == "trak":  # TRAK takes the test loader first and scores only the cached training set
             return -n * attributor.attribute(loader(s["test"])).numpy().T
         out = attributor.attribute(loader(s["train"]), loader(s["test"]))
     return -out.numpy().T
+
+
+def _dattri_self(method: str, noisy: dict, l2: float) -> np.ndarray:
+    """dattri's self-attribution ``g_i . (H + reg)^-1 g_i`` of the noisy variant's sampled points (CG: as many
+    iterations as ours needed, since dattri's CG breaks down into NaN when run past convergence; LiSSA: its
+    scale from the noisy model, as ours)."""
+    import torch
+
+    from repair_jax.influence import fit_influence, largest_eigenvalue
+
+    idx = noisy["indices"]
+    extra = {}
+    if method in ("cg", "lissa"):
+        fit = fit_influence(noisy["loss"], noisy["params"], noisy["train"], method="cg", l2=l2,
+                            damping=noisy["damping"], store_gradients=False)
+        if method == "cg":
+            g = fit.test_gradients(jax.tree_util.tree_map(lambda a: a[idx], noisy["train"]))
+            extra["iterations"] = int(np.max(fit.solve(g.T).iterations))
+        else:
+            extra["scale"] = 1.1 * largest_eigenvalue(fit.matvec, fit.size, jnp.float32)
+    # TRAK's self_attribute refuses a loader once cached and fails without one: uncached, on the whole set
+    attributor, loader, n = _dattri_attributor(method, noisy, l2, extra, cache=method != "trak")
+    with torch.no_grad():
+        if method == "trak":
+            return n * attributor.self_attribute(loader(noisy["train"])).numpy().ravel()[idx]
+        return attributor.self_attribute(loader(jax.tree_util.tree_map(lambda a: np.asarray(a)[idx],
+                                                                        noisy["train"]))).numpy()
