@@ -1,7 +1,8 @@
 """repair_jax: find and repair group-level and individual errors of trained classifiers in JAX."""
 
+from repair_jax.classifier import Classifier, as_classifier, from_apply_fn, from_linen, from_nnx
 from repair_jax.data import Dataset, Split, load_dataset
-from repair_jax.diagnosis import diagnose, diagnose_run, format_summary
+from repair_jax.diagnosis import diagnose, diagnose_arrays, diagnose_run, format_summary
 from repair_jax.errors import UserError
 from repair_jax.metrics import (
     accuracy, auroc_ovr, balanced_accuracy, confusion_disparity, confusion_matrix, degree_of_bias,

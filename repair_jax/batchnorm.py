@@ -91,10 +91,10 @@ def nnx_weighted_batch_norm(sample_weight: jax.Array):
             return original(self, x, use_running_average)
         _check_last_axis("a flax.nnx.BatchNorm", self.axis)
         mean, var = weighted_batch_statistics(x, sample_weight)
-        self.mean.value = self.momentum * self.mean.value + (1 - self.momentum) * mean
-        self.var.value = self.momentum * self.var.value + (1 - self.momentum) * var
-        scale = self.scale.value if self.scale is not None else None
-        bias = self.bias.value if self.bias is not None else None
+        self.mean[...] = self.momentum * self.mean[...] + (1 - self.momentum) * mean
+        self.var[...] = self.momentum * self.var[...] + (1 - self.momentum) * var
+        scale = self.scale[...] if self.scale is not None else None
+        bias = self.bias[...] if self.bias is not None else None
         return _normalize(x, mean, var, self.epsilon, scale, bias)
 
     nnx.BatchNorm.__call__ = weighted_call

@@ -481,7 +481,11 @@ def from_nnx(model, *, input_shape: Sequence[int] | None = None, num_classes: in
     for a, b in ((params, pure_p), (rest, pure_s)):
         if [p for p, _ in jax.tree_util.tree_leaves_with_path(a)].__len__() != len(jax.tree_util.tree_leaves(b)):
             raise UserError("from_nnx: the model's state does not flatten to plain arrays")
-    bn = any(isinstance(m, nnx.BatchNorm) for _, m in _nnx_modules(model))
+    modules = _nnx_modules(model)
+    if features not in (None, "auto") and _split_path(features) not in {p for p, _ in modules}:
+        raise UserError(f"the model has no layer {features!r} (features); its layers are: "
+                        f"{', '.join(_path_str(p) for p, _ in modules) or 'none'}")
+    bn = any(isinstance(m, nnx.BatchNorm) for _, m in modules)
     apply = NNXApply(graphdef, jax.tree_util.tree_structure(params), jax.tree_util.tree_structure(rest),
                      features, bn, type(model).__name__)
     clf = Classifier(pure_p, pure_s, apply, num_classes or 0, tuple(input_shape or ()))

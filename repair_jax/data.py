@@ -84,6 +84,37 @@ class Dataset:
         """A class given by index or by name (case-insensitive) -> its index."""
         return parse_class(spec, self.class_names)
 
+    @classmethod
+    def from_arrays(cls, train: tuple, test: tuple, *, val: tuple | None = None, pool: tuple | None = None,
+                    class_names: Sequence[str] | None = None, multilabel: bool = False,
+                    name: str = "arrays") -> "Dataset":
+        """A data set of the user's own arrays and split, each split an ``(x, y)`` pair: ``x`` (N, ...)
+        float inputs as the model takes them (not rescaled), ``y`` (N,) class indices or (N, K)
+        multi-hot with ``multilabel``. A missing ``val`` / ``pool`` is empty; ``class_names``
+        default to "0", "1", ... over the classes the labels use."""
+        empty = lambda x: (np.zeros((0, *np.shape(x)[1:]), np.float32), np.zeros((0,), np.int32))
+        parts = {"train": train, "test": test, "val": val if val is not None else empty(train[0]),
+                 "pool": pool if pool is not None else empty(train[0])}
+        if class_names is None:
+            ys = [np.asarray(p[1]) for p in parts.values() if len(p[1])]
+            k = ys[0].shape[1] if multilabel else int(max(int(y.max()) for y in ys)) + 1
+            class_names = tuple(str(c) for c in range(k))
+        splits = {}
+        for s, (x, y) in parts.items():
+            x = np.asarray(x, np.float32)
+            y = np.asarray(y, np.float32) if multilabel else whole_labels(y, f"{s} labels")
+            if multilabel and len(y) == 0:
+                y = np.zeros((0, len(class_names)), np.float32)
+            check_arrays(x, y, len(class_names), multilabel, f"{s} split")
+            splits[s] = Split(x, y)
+        shapes = {s: sp.x.shape[1:] for s, sp in splits.items()}
+        if len(set(shapes.values())) != 1:
+            raise UserError(f"the splits' inputs differ in shape: {shapes}")
+        if not len(splits["train"]):
+            raise UserError("the train split is empty")
+        return cls(name, tuple(str(c) for c in class_names), splits["train"], splits["val"], splits["pool"],
+                   splits["test"], multilabel)
+
     def hard_labels(self, split: str) -> np.ndarray:
         y = self.split(split).y
         if self.multilabel:

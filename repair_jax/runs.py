@@ -78,8 +78,13 @@ class Run:
         return self.config.load_dataset()
 
     def classifier(self):
-        """The run's model and weights as a :class:`~repair_jax.classifier.Classifier`."""
+        """The run's model and weights as a :class:`~repair_jax.classifier.Classifier` (a zoo model or
+        a user's model imported with ``repair-jax import``)."""
         from repair_jax.classifier import from_linen
+        from repair_jax.user_models import is_user_model, load_user_classifier
+
+        if is_user_model(self.info["config"]["model"]):
+            return load_user_classifier(self.info, self.variables)
         return from_linen(self.model, self.variables, input_shape=self.info["input_shape"],
                           num_classes=len(self.info["class_names"]))
 
@@ -122,11 +127,19 @@ def read_run_info(path: str | Path) -> dict:
 
 
 def load_run(path: str | Path) -> Run:
+    """The run directory ``path``: its model (a zoo model, or a user's ``"pkg.module:factory"``
+    written by ``repair-jax import``) with the stored weights."""
     from repair_jax.models import create_model, init_variables
+    from repair_jax.user_models import is_user_model, load_user_classifier
 
     path = Path(path)
     info = read_run_info(path)
     cfg = info["config"]
+    if is_user_model(str(cfg.get("model", ""))):
+        clf = load_user_classifier(info)
+        variables = restore_checkpoint(path / info.get("checkpoint", CHECKPOINT), clf.variables,
+                                       info.get("checkpoint_sha256"))
+        return Run(path, info, clf.export(), variables)
     try:
         model = create_model(cfg["model"], len(info["class_names"]), **cfg.get("model_kwargs", {}))
     except KeyError as e:

@@ -19,6 +19,7 @@ from repair_jax.errors import UserError
 # name -> (module, help). A module provides configure(parser) and run(args) -> int.
 SUBCOMMANDS = {
     "train": ("repair_jax.cli.train", "train a classifier and write a run directory"),
+    "import": ("repair_jax.cli.import_model", "your own trained model (NNX or linen) and checkpoint as a run directory"),
     "diagnose": ("repair_jax.cli.diagnose", "diagnose the group-level errors of a trained run"),
     "quickstart": ("repair_jax.cli.quickstart", "the main job on the embedded digits: train, diagnose, repair"),
     "irepair": ("repair_jax.cli.irepair", "repair individual misclassifications (I-REPAIR, 001)"),

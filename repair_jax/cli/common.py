@@ -24,7 +24,7 @@ from repair_jax.io import check_keeps_inputs
 
 OUT_KINDS = ("dir", "resumable")
 # Flags naming inputs that an --out may never replace (even with --force).
-INPUT_FLAGS = ("run", "audit", "concepts")
+INPUT_FLAGS = ("run", "audit", "concepts", "checkpoint")
 
 
 class Parser(argparse.ArgumentParser):

@@ -43,7 +43,7 @@ def run(args) -> int:
           f"(rho grid {list(rcfg.rhos)}, 1 fine-tuning epoch, {rcfg.seeds} seeds for the selected settings)...")
     run_ = load_run(out / "run")
     # --force: the model was retrained, so the study starts afresh (without it OUT was empty)
-    summary = run_study(run_.model, run_.variables, run_.dataset(), Targets(((a, b),)), out / "repair", rcfg,
+    summary = run_study(run_.classifier(), run_.dataset(), Targets(((a, b),)), out / "repair", rcfg,
                         progress=show, force=args.force)
     print(format_table(summary))
     print(f"done in {time.perf_counter() - t0:.1f}s -> {out}")

@@ -105,7 +105,7 @@ def run(args) -> int:
     cfg = repair_config_from_args(args, run_)
     ds = run_.dataset()
     # --force restarts the study's own results log; nothing else in --out is deleted
-    summary = run_study(run_.model, run_.variables, ds, targets, args.out, cfg, progress=not args.no_progress,
+    summary = run_study(run_.classifier(), ds, targets, args.out, cfg, progress=not args.no_progress,
                         force=args.force)
     print(format_table(summary))
     print(f"-> {args.out}/results.jsonl, summary.json, table.md")

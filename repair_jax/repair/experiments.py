@@ -244,7 +244,7 @@ def run_wr_study(config: WRStudy, out: Path, *, force: bool, progress: bool) -> 
         summaries, tables = {}, []
         for rule in config.studies:
             targets = diagnosed[rule.diagnosed] if rule.diagnosed else Targets(rule.groups)
-            s = run_study(run.model, run.variables, ds, targets, out / rule.name, config.repair, progress=progress)
+            s = run_study(run.classifier(), ds, targets, out / rule.name, config.repair, progress=progress)
             summaries[rule.name] = s
             tables.append(f"### {rule.name}\n\n" + format_table(s))
             if config.frontier_rhos:

@@ -1,0 +1,186 @@
+"""A user's own model in a run directory: a factory named ``"pkg.module:factory"`` and its weights.
+
+:func:`build_user_model` imports the factory (from the working directory or an installed package)
+and calls it with the run's ``model_kwargs``; it must return a ``flax.nnx.Module`` or a
+``flax.linen.Module``. :func:`read_weights` reads the user's trained weights from an orbax
+checkpoint directory (the Flax ecosystem's format: ``ocp.StandardCheckpointer().save(path,
+nnx.state(model))`` or linen ``variables``) or from a flax msgpack file, into the model's own
+structure; :func:`import_run` checks the result with one forward pass and writes a run directory
+that every ``repair-jax`` subcommand then reads (:func:`repair_jax.runs.load_run`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import flax.linen as nn
+import flax.serialization
+import jax
+import jax.numpy as jnp
+
+from repair_jax.classifier import Classifier, check_classifier, from_linen, from_nnx
+from repair_jax.errors import UserError
+
+
+def is_user_model(name: str) -> bool:
+    """Whether a run's model name is a factory path ``"pkg.module:factory"`` (not a zoo name)."""
+    return ":" in name
+
+
+def build_user_model(spec: str, kwargs: dict, input_shape, num_classes: int, seed: int = 0):
+    """``(model, variables or None)``: the factory's model; linen modules are initialised on zeros of
+    ``input_shape`` (the variables a checkpoint is read into), NNX models come with their own."""
+    factory = _import_factory(spec)
+    try:
+        model = factory(**kwargs)
+    except Exception as e:
+        raise UserError(f"the model factory {spec} failed: {type(e).__name__}: {_first_line(e)}") from None
+    if isinstance(model, nn.Module):
+        try:
+            variables = model.init(jax.random.PRNGKey(seed), jnp.zeros((2, *input_shape), jnp.float32))
+        except Exception as e:
+            raise UserError(f"the linen model of {spec} does not take inputs of shape {tuple(input_shape)}: "
+                            f"{type(e).__name__}: {_first_line(e)}") from None
+        return model, dict(variables)
+    from flax import nnx
+
+    if isinstance(model, nnx.Module):
+        return model, None
+    raise UserError(f"the model factory {spec} returned a {type(model).__name__}; it must return a "
+                    "flax.nnx.Module or a flax.linen.Module")
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [""])[0]
+
+
+def _import_factory(spec: str):
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UserError(f"--model {spec!r} must name a factory as pkg.module:function")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # importable from the working directory, as `python -m` does
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UserError(f"cannot import {module_name!r} for --model {spec}: {e}") from None
+    except Exception as e:
+        raise UserError(f"importing {module_name!r} failed: {type(e).__name__}: {_first_line(e)}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UserError(f"{module_name!r} has no function {attr!r}")
+    return factory
+
+
+def classifier_of(model, variables, input_shape, num_classes: int, features: str | None = "auto") -> Classifier:
+    """The checked :class:`Classifier` of a linen module with ``variables`` or of an NNX model."""
+    if isinstance(model, nn.Module):
+        return from_linen(model, variables, input_shape=input_shape, num_classes=num_classes, features=features)
+    return from_nnx(model, input_shape=input_shape, num_classes=num_classes, features=features)
+
+
+def read_weights(clf: Classifier, path: str | Path) -> Classifier:
+    """``clf`` with the weights of the checkpoint at ``path``: an orbax checkpoint directory or a
+    flax msgpack file, holding the NNX state (``nnx.state(model)``) or the linen variables."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}")
+    template = _template(clf)
+    if path.is_dir():
+        restored = _read_orbax(path, template)
+    else:
+        try:
+            restored = flax.serialization.from_bytes(template, path.read_bytes())
+        except Exception as e:
+            raise UserError(f"the checkpoint {path} does not match the model ({type(e).__name__}: "
+                            f"{_first_line(e)})") from None
+    shapes = lambda t: jax.tree_util.tree_map(lambda a: tuple(jnp.shape(a)), t)
+    if shapes(restored) != shapes(template):
+        raise UserError(f"the checkpoint {path} does not match the model's parameter shapes")
+    params, state = _split_weights(clf, restored)
+    return clf.replace(params=params, state=state)
+
+
+def _template(clf: Classifier) -> dict:
+    """The checkpoint's expected structure: NNX state as a pure dict, or linen variables."""
+    if clf.kind == "nnx":
+        from flax import nnx
+
+        return nnx.state(clf.export()).to_pure_dict()
+    return {"params": clf.params, **({"batch_stats": clf.state} if clf.state else {})}
+
+
+def _split_weights(clf: Classifier, restored: dict):
+    if clf.kind == "nnx":
+        from flax import nnx
+
+        model = clf.export()
+        nnx.update(model, _as_state(model, restored))
+        fresh = from_nnx(model, input_shape=clf.input_shape, num_classes=clf.num_classes,
+                         features=clf.apply.features)
+        return fresh.params, fresh.state
+    return restored["params"], restored.get("batch_stats", {})
+
+
+def _as_state(model, pure: dict):
+    from flax import nnx
+
+    state = nnx.state(model)
+    nnx.replace_by_pure_dict(state, pure)
+    return state
+
+
+def _read_orbax(path: Path, template: dict) -> dict:
+    try:
+        import orbax.checkpoint as ocp
+    except ImportError:  # pragma: no cover - orbax comes with flax
+        raise UserError("reading an orbax checkpoint needs the orbax-checkpoint package") from None
+    abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.asarray(a).dtype), template)
+    try:
+        with ocp.StandardCheckpointer() as ckpt:
+            return ckpt.restore(path.resolve(), abstract)
+    except Exception as e:
+        raise UserError(f"cannot read the orbax checkpoint {path}: {type(e).__name__}: {_first_line(e)}") from None
+
+
+def load_user_classifier(info: dict, variables: dict | None = None) -> Classifier:
+    """The :class:`Classifier` of an imported run's record (``info``: run.json), with ``variables``
+    (``{"params", "batch_stats"}`` as stored) as its weights when given."""
+    cfg = info["config"]
+    model, init = build_user_model(cfg["model"], cfg.get("model_kwargs", {}), info["input_shape"],
+                                   len(info["class_names"]))
+    clf = classifier_of(model, init, info["input_shape"], len(info["class_names"]), info.get("features", "auto"))
+    if variables is not None:
+        clf = clf.replace(params=variables["params"], state=variables.get("batch_stats", {}))
+    return clf
+
+
+def import_run(model_spec: str, checkpoint: str | Path, out: str | Path, *, dataset: str = "digits",
+               model_kwargs: dict | None = None, data_dir: str | None = None, seed: int = 0,
+               features: str | None = "auto", force: bool = False) -> dict:
+    """Writes the run directory ``out`` for a user's model (``"pkg.module:factory"``) and trained
+    weights (``checkpoint``) on ``dataset`` (split by ``seed``): the model is checked by one forward
+    pass and its test accuracy recorded. Returns run.json's record."""
+    from repair_jax.io import atomic_dir
+    from repair_jax.runs import _run_record, write_run
+    from repair_jax.train import TrainConfig, create_train_state
+
+    cfg = TrainConfig(dataset=dataset, model=model_spec, model_kwargs=dict(model_kwargs or {}), epochs=0,
+                      seed=seed, data_dir=data_dir).resolved()
+    cfg.validate()
+    ds = cfg.load_dataset()
+    model, init = build_user_model(model_spec, cfg.model_kwargs, ds.input_shape, ds.num_classes, seed)
+    clf = read_weights(classifier_of(model, init, ds.input_shape, ds.num_classes, features), checkpoint)
+    clf = check_classifier(clf, ds.input_shape, ds.num_classes)
+    import optax
+
+    with atomic_dir(out, overwrite=force) as tmp:
+        info = _run_record(cfg, ds, create_train_state(clf, optax.identity()), [], 0.0)
+        info.update({"imported_from": str(Path(checkpoint).resolve()), "model_kind": clf.kind,
+                     "features": clf.apply.features})
+        write_run(tmp, info, clf.variables)
+    return info
+
+
