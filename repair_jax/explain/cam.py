@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from repair_jax.errors import UserError
-from repair_jax.explain.model_fn import ApplyFn, model_classifier, refuse_opaque
+from repair_jax.explain.model_fn import ApplyFn, model_classifier, refuse_opaque, takes_explained_model
 
 
 def _name(module) -> str:
@@ -69,8 +69,10 @@ def module_outputs(apply_fn: ApplyFn, params, input_shape, conv_only: bool = Tru
     return dict(_module_outputs(apply_fn, treedef, spec, tuple(input_shape), conv_only))
 
 
+@takes_explained_model
 def conv_layers(apply_fn: ApplyFn, params, input_shape) -> list[str]:
-    """Paths of the convolutional layers of the model, in call order."""
+    """Paths of the convolutional layers of the model, in call order: ``conv_layers(model,
+    input_shape)`` or ``conv_layers(apply_fn, params, input_shape)``."""
     return list(module_outputs(apply_fn, params, input_shape))
 
 
