@@ -11,7 +11,7 @@ from flax import nnx
 
 from repair_jax.classifier import from_apply_fn, from_linen, from_nnx
 from repair_jax.errors import UserError
-from repair_jax.explain import ATTRIBUTIONS, attribute, layer_activations
+from repair_jax.explain import ATTRIBUTIONS, attribute, conv_layers, layer_activations
 
 SHAPE = (8, 8, 1)
 OPTIONS = {"ig": {"steps": 4}, "smoothgrad": {"samples": 3}, "smoothgrad_sq": {"samples": 3},
@@ -84,8 +84,9 @@ def test_nnx_and_linen_twins_give_identical_attributions_for_every_method():
                                    layer_activations(linen, x, linen_layer), rtol=1e-5, atol=1e-6)
 
 
-def test_a_linen_module_with_variables_and_the_older_apply_fn_form_agree():
-    linen, _ = _twins()
+def test_every_form_of_passing_a_model_agrees():
+    """A Classifier, a linen module with its variables, an NNX model itself and the older apply_fn form."""
+    linen, nnx_clf = _twins()
     x, target = _x(), np.array([1, 0])
     module, variables = LinenCNN(), linen.variables
     plain = lambda p, z: module.apply({"params": p, "batch_stats": variables["batch_stats"]}, z)
@@ -94,6 +95,9 @@ def test_a_linen_module_with_variables_and_the_older_apply_fn_form_agree():
         np.testing.assert_allclose(attribute(name, module, variables, x, target), expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(attribute(name, plain, linen.params, x, target=target), expected,
                                    rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(attribute("gradcam", nnx_clf.export(), x, target), expected, rtol=1e-5, atol=1e-6)
+    assert conv_layers(nnx_clf, SHAPE) == ["conv1", "conv2"] and conv_layers(plain, linen.params, SHAPE) == [
+        "Conv_0", "Conv_1"]
 
 
 def test_a_plain_function_model_gets_gradients_and_a_one_line_refusal_elsewhere():
