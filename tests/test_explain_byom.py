@@ -137,6 +137,15 @@ def test_guided_backprop_refuses_a_relu_it_cannot_modify():
     lrp = attribute("lrp_epsilon", hidden, x, target)  # LRP needs layers, not ReLU calls
     assert lrp.shape == x.shape
 
+    class NormNet(MaxNet):  # LayerNorm clamps its variance with max(0, v): not a ReLU, not refused
+        def __call__(self, z):
+            return self.head(jnp.mean(nnx.relu(self.norm(self.conv(z))), axis=(1, 2)))
+
+    norm_net = NormNet(nnx.Rngs(0))
+    norm_net.norm = nnx.LayerNorm(2, rngs=nnx.Rngs(0))
+    norm_clf = from_nnx(norm_net, input_shape=SHAPE)
+    assert not np.allclose(attribute("guided_backprop", norm_clf, x, target), attribute("grad", norm_clf, x, target))
+
 
 def test_a_missing_layer_path_lists_the_models_layers():
     linen, nnx_clf = _twins()

@@ -33,6 +33,7 @@ import contextlib
 import flax.linen as nn
 import jax
 import jax.extend.core as jex_core
+import jax.extend.source_info_util as jex_source
 import jax.numpy as jnp
 
 from repair_jax.errors import UserError
@@ -100,14 +101,21 @@ def _is_zero_literal(v) -> bool:
     return isinstance(v, jex_core.Literal) and jnp.ndim(v.val) == 0 and v.val == 0
 
 
+def _is_variance_clamp(eqn) -> bool:
+    """Whether a ``max`` is flax's clamp of a variance at zero (``_compute_stats`` of LayerNorm,
+    GroupNorm and BatchNorm in training mode), which is not a ReLU."""
+    where = jex_source.summarize(eqn.source_info)
+    return "flax" in where and "normalization.py" in where and "_compute_stats" in where
+
+
 def _unmodified_relus(jaxpr) -> int:
     """The number of ``max(x, 0)`` operations (a literal zero on either side) in ``jaxpr`` and its
-    sub-jaxprs, outside the custom-VJP calls of the modified ReLU."""
+    sub-jaxprs, outside the custom-VJP calls of the modified ReLU and flax's variance clamps."""
     count = 0
     for eqn in jaxpr.eqns:
         if eqn.primitive.name.startswith("custom_vjp"):
             continue
-        if eqn.primitive.name == "max" and any(_is_zero_literal(v) for v in eqn.invars):
+        if eqn.primitive.name == "max" and any(map(_is_zero_literal, eqn.invars)) and not _is_variance_clamp(eqn):
             count += 1
         for sub in jex_core.jaxprs_in_params(eqn.params):
             count += _unmodified_relus(sub)
@@ -134,8 +142,8 @@ def guided_backprop(apply_fn: ApplyFn, params, x, target) -> jax.Array:
 
     It modifies the calls of ``relu`` / ``relu6`` of ``flax.linen``, ``flax.nnx`` and ``jax.nn``. A
     model that computes a ReLU another way (``jnp.maximum(x, 0)``, a function imported by name before
-    the call) is refused: a ``max`` against a literal zero left in the traced forward pass means a
-    ReLU was not modified. A model without any ReLU (e.g. tanh) gets its gradient, which is guided
+    the call) is refused: a ``max`` against a literal zero left in the traced forward pass (other than
+    flax's clamp of a variance at zero in LayerNorm / GroupNorm) means a ReLU was not modified. A model without any ReLU (e.g. tanh) gets its gradient, which is guided
     backprop's definition there. A plain-function model (``from_apply_fn``) is refused."""
     return _modified_gradient("guided", "guided backprop", apply_fn, params, x, target)
 
