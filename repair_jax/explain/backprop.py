@@ -1,5 +1,5 @@
-"""Modified back-propagation: Guided Backprop, Deconvnet and LRP (Springenberg et al. 2014; Zeiler and
-Fergus 2014; Bach et al. 2015).
+"""Modified back-propagation: Guided Backprop, Deconvnet and LRP (Adebayo 2022 Sec. 3.2; Springenberg
+et al. 2014; Zeiler and Fergus 2014; Bach et al. 2015).
 
 The model code is not touched. The substitutions happen while the explained call is traced, for
 flax.linen and flax.nnx models alike (a plain-function model, ``from_apply_fn``, is refused: its

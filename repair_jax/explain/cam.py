@@ -1,5 +1,5 @@
 """Class activation maps: GradCAM and GradCAM++ on a layer named by its path (Selvaraju et al. 2017;
-Chattopadhay et al. 2018).
+Chattopadhay et al. 2018; as in Sharma's Dependable AI report, "GradCAM & GradCAM++ Analysis").
 
 A layer is named by its path, as :meth:`repair_jax.classifier.Classifier.layers` lists them: a
 ``flax.linen`` module path joined with ``/`` (``Conv_3``, ``BasicBlock_7/Conv_1``) or a ``flax.nnx``
