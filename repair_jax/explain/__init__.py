@@ -4,8 +4,10 @@ Attributions are pure functions ``method(apply_fn, params, x, target, **options)
 (see :mod:`repair_jax.explain.gradients`, :mod:`~repair_jax.explain.backprop`,
 :mod:`~repair_jax.explain.cam`, :mod:`~repair_jax.explain.surrogate`); :func:`attribute` runs any of them
 over a batch (vmapped and jitted; LIME / KernelSHAP, host code, example by example); :data:`ATTRIBUTIONS`
-holds them by name. ``apply_fn(params, x) -> logits`` in eval mode comes from :func:`eval_apply_fn`
-(a Run or a TrainState).
+holds them by name. It takes the user's model (``attribute(method, model, x, target)``: a
+:class:`~repair_jax.classifier.Classifier` of a linen, NNX or plain-function model, an NNX model, a run, a
+TrainState) or the older ``attribute(method, apply_fn, params, x, target)``, where
+``apply_fn(params, x) -> logits`` in eval mode comes from :func:`eval_apply_fn`.
 """
 
 from repair_jax.explain.backprop import (

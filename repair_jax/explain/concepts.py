@@ -9,7 +9,10 @@
   t-test; the thesis does not name its correction for testing many concepts and layers, so this uses
   Bonferroni's, as Kim et al. 2018 Sec. 3.2 do: significant when ``p * num_tests < alpha``.
 
-A layer is a flax module path (``Conv_3``, ``Dense_0``), as for GradCAM; activations are flattened.
+A layer is named by its path, as for GradCAM: a linen module path (``Conv_3``, ``Dense_0``) or an NNX
+attribute path (``conv2``, ``blocks/0/conv``); activations are flattened. The functions take the model
+as :func:`repair_jax.explain.attribute` does: ``(model, ...)`` with a Classifier, an NNX model, a run
+or a TrainState (a linen module followed by its variables), or the older ``(apply_fn, params, ...)``.
 """
 
 from __future__ import annotations
@@ -25,13 +28,8 @@ import numpy as np
 from scipy import stats
 
 from repair_jax.errors import UserError
-from repair_jax.explain.cam import layer_activation_and_gradient, module_outputs
-from repair_jax.explain.model_fn import ApplyFn
-
-
-def _check_layer(apply_fn, params, input_shape, layer: str) -> None:
-    if layer not in module_outputs(apply_fn, params, input_shape, conv_only=False):
-        raise UserError(f"no layer {layer!r} in the model")
+from repair_jax.explain.cam import layer_activation_and_gradient, layer_shape
+from repair_jax.explain.model_fn import ApplyFn, takes_explained_model
 
 
 @functools.lru_cache(maxsize=64)
@@ -42,10 +40,11 @@ def _batched_layer_fn(apply_fn: ApplyFn, layer: str, part: int):
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
 
 
+@takes_explained_model
 def layer_activations(apply_fn: ApplyFn, params, x, layer: str) -> np.ndarray:
     """Flattened outputs of ``layer`` for a batch ``x`` (N, H, W, C) -> (N, D)."""
     x = jnp.asarray(x, jnp.float32)
-    _check_layer(apply_fn, params, x.shape[1:], layer)
+    layer_shape(apply_fn, params, x.shape[1:], layer)
     return np.asarray(_batched_layer_fn(apply_fn, layer, 0)(params, x, 0))
 
 
@@ -63,13 +62,15 @@ def concept_activation_vector(concept_acts, random_acts, l2: float = 1e-2) -> tu
     return w / norm, acc
 
 
+@takes_explained_model
 def layer_gradients(apply_fn: ApplyFn, params, x, target: int, layer: str) -> np.ndarray:
     """Flattened ``grad_{h_l} f_target(x)`` for a batch ``x`` (N, H, W, C) -> (N, D)."""
     x = jnp.asarray(x, jnp.float32)
-    _check_layer(apply_fn, params, x.shape[1:], layer)
+    layer_shape(apply_fn, params, x.shape[1:], layer)
     return np.asarray(_batched_layer_fn(apply_fn, layer, 1)(params, x, target))
 
 
+@takes_explained_model
 def conceptual_sensitivity(apply_fn: ApplyFn, params, x, target: int, layer: str, cav) -> np.ndarray:
     """``S(x) = grad_{h_l} f_target(x)`` · ``v_C`` for a batch ``x`` (N, H, W, C) -> (N,) (002 Sec. 3.3)."""
     return layer_gradients(apply_fn, params, x, target, layer) @ np.asarray(cav, np.float32)
@@ -108,6 +109,7 @@ def tcav_significance(scores, random_scores, alpha: float = 0.05, num_tests: int
     return p, bool(p * num_tests < alpha)
 
 
+@takes_explained_model
 def tcav(apply_fn: ApplyFn, params, class_x, target: int, layer: str, concept_x,
          random_sets: Sequence, *, l2: float = 1e-2, alpha: float = 0.05, num_tests: int = 1) -> TCAVResult:
     """The TCAV test of a concept for class ``target`` at ``layer``: one CAV per random set

@@ -16,7 +16,7 @@ from repair_jax.explain.cam import gradcam, gradcam_pp, resolve_layer
 from repair_jax.explain.gradients import (
     expected_gradients, gradient, input_x_gradient, integrated_gradients, smoothgrad, smoothgrad_sq, vargrad,
 )
-from repair_jax.explain.model_fn import ApplyFn
+from repair_jax.explain.model_fn import ApplyFn, split_model_args
 from repair_jax.explain.surrogate import kernel_shap, lime
 
 ATTRIBUTIONS: dict[str, Callable] = {
@@ -83,10 +83,13 @@ def _on_host(fn: Callable, apply_fn: ApplyFn, params, x, target, options: dict) 
                       for i in range(x.shape[0])])
 
 
-def attribute(method: str | Callable, apply_fn: ApplyFn, params, x, target=None, *, key=None,
-              **options) -> jax.Array:
-    """Attributions of a batch: ``method`` (a registry name or an attribution function) vmapped over
-    ``x`` (N, H, W, C) and ``target`` (N,) int (default: the predicted classes) and jitted.
+def attribute(method: str | Callable, model, *args, target=None, key=None, **options) -> jax.Array:
+    """Attributions of a batch: ``attribute(method, model, x, target)`` with ``model`` anything
+    :func:`repair_jax.classifier.as_classifier` takes (a Classifier, an NNX model, a run, a TrainState;
+    a linen module is followed by its variables), or the older ``attribute(method, apply_fn, params,
+    x, target)`` with a plain ``apply_fn(params, x) -> logits``. ``method`` (a registry name or an
+    attribution function) is vmapped over ``x`` (N, H, W, C) and ``target`` (N,) int (default: the
+    predicted classes) and jitted.
 
     ``options`` go to the method; array options (``baseline``, ``references``) are shared by the batch,
     the others must be hashable. A method taking ``key`` gets ``fold_in(key, i)`` for example i
@@ -94,6 +97,10 @@ def attribute(method: str | Callable, apply_fn: ApplyFn, params, x, target=None,
     (LIME, KernelSHAP: host code) is called example by example with the options as given (its
     ``seed`` option, the same for every example). Returns (N, H, W, C).
     """
+    apply_fn, params, rest = split_model_args(model, args)
+    if len(rest) not in (1, 2) or (len(rest) == 2 and target is not None):
+        raise UserError("attribute takes (method, model, x, target) or (method, apply_fn, params, x, target)")
+    x, target = rest[0], (rest[1] if len(rest) == 2 else target)
     fn = get_attribution(method) if isinstance(method, str) else method
     x = jnp.asarray(x, jnp.float32)
     if x.ndim != 4:
