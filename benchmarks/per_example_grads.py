@@ -99,7 +99,8 @@ def run(quick: bool = False, cases=CASES, torch_device: str | None = "cpu") -> d
             torch_note = "torch not installed (pip install .[bench]); torch comparison skipped"
     out: dict = {"torch": torch_note, "reps": reps, "timing": "best of reps after warm-up"}
     rng = np.random.default_rng(0)
-    for name in cases:
+    inputs = {}
+    for name in cases:  # ours first, then torch's: a torch that fails leaves ours measured
         shape, n = sizes[name]
         x = rng.random((n, *shape), dtype=np.float32)
         y = rng.integers(0, 10, n).astype(np.int32)
@@ -115,16 +116,20 @@ def run(quick: bool = False, cases=CASES, torch_device: str | None = "cpu") -> d
         t_naive = best_time(lambda: per_example_grads(loss, params, batch, method="vmap"), reps)
         bg = jax.jit(lambda p, b: batch_gradient(loss, p, b))
         t_batch = best_time(lambda: bg(params, batch), reps)
-        row = {"batch": n, "params": int(sum(a.size for a in jax.tree_util.tree_leaves(params))),
-               "ours_s": t_ours, "vmap_grad_s": t_naive, "batch_grad_s": t_batch,
-               "ours_over_vmap_grad": t_ours / t_naive, "ours_over_batch_grad": t_ours / t_batch}
-        if torch_models is not None:
+        out[name] = {"batch": n, "params": int(sum(a.size for a in jax.tree_util.tree_leaves(params))),
+                     "ours_s": t_ours, "vmap_grad_s": t_naive, "batch_grad_s": t_batch,
+                     "ours_over_vmap_grad": t_ours / t_naive, "ours_over_batch_grad": t_ours / t_batch}
+        inputs[name] = (x, y, variables)
+    for name, (x, y, variables) in inputs.items() if torch_models is not None else ():
+        try:
             if name == "resnet18":
                 from benchmarks.torch_mirror import ResNet
-                tm = ResNet(variables, (2, 2, 2, 2), shape[0])  # the same network and weights, eval mode
+                tm = ResNet(variables, (2, 2, 2, 2), x.shape[1])  # the same network and weights, eval mode
             else:
                 tm = torch_models[name]
             with_torch = _torch_time(tm, x, y, reps, torch_device)
-            row.update(torch_func_s=with_torch, ours_over_torch_func=t_ours / with_torch)
-        out[name] = row
+        except Exception as e:  # noqa: BLE001 - a torch build that fails here: recorded, ours kept
+            out[name]["torch_error"] = f"{type(e).__name__}: {e}"[:500]
+            continue
+        out[name].update(torch_func_s=with_torch, ours_over_torch_func=out[name]["ours_s"] / with_torch)
     return out

@@ -30,14 +30,12 @@ BATCH = 128
 
 
 def _torch_model(name: str, variables: dict, image_size: int):
-    """The torch mirror of ``name`` holding ``variables`` (None where there is none)."""
+    """The torch mirror of ``name`` (``cnn`` or ``resnet18``) holding ``variables``."""
     from benchmarks import torch_mirror
 
     if name == "cnn":
         return torch_mirror.SmallCNN(variables)
-    if name == "resnet18":
-        return torch_mirror.ResNet(variables, (2, 2, 2, 2), image_size)
-    return None
+    return torch_mirror.ResNet(variables, (2, 2, 2, 2), image_size)
 
 
 def _torch_epochs(model, ds, lr: float, device: str, seed: int = 0) -> dict:
@@ -84,7 +82,8 @@ def run(quick: bool = False, models: dict | None = None, torch_device: str | Non
     if torch_device is not None:
         import torch
         out["torch"] = f"torch {torch.__version__} on {torch_device}"
-    for model_name, (kw, n) in models.items():
+    mirrors = {}
+    for model_name, (kw, n) in models.items():  # ours first, then torch's: a torch that fails leaves ours measured
         ds = load_dataset(name, seed=0, train_limit=n) if n < n_max else base
         cfg = TrainConfig(dataset=name, model=model_name, model_kwargs=kw, epochs=2, batch_size=BATCH)
         model = create_model(model_name, ds.num_classes, **kw)
@@ -93,15 +92,21 @@ def run(quick: bool = False, models: dict | None = None, torch_device: str | Non
         _, hist = fit(state, ds, cfg, progress=False)
         h = hist[-1]
         seen = (len(ds.train) // BATCH) * BATCH
-        row = out["models"][model_name] = {
+        out["models"][model_name] = {
             "train_examples": seen, "examples_per_s": seen / h["epoch_time"],
             "step_time_ms": 1000 * h["epoch_time"] / (len(ds.train) // BATCH),
             "input_pipeline_share": h["input_time"] / h["epoch_time"],
             "params": int(sum(x.size for x in jax.tree_util.tree_leaves(v["params"]))),
         }
-        mirror = _torch_model(model_name, v, ds.input_shape[0]) if torch_device is not None else None
-        if mirror is not None:
-            t = _torch_epochs(mirror, ds, cfg.lr, torch_device)
-            row.update(torch_examples_per_s=t["examples_per_s"], torch_step_time_ms=t["step_time_ms"],
-                       ours_over_torch_examples_per_s=row["examples_per_s"] / t["examples_per_s"])
+        if torch_device is not None and model_name in ("cnn", "resnet18"):
+            mirrors[model_name] = (v, ds, cfg.lr)
+    for model_name, (v, ds, lr) in mirrors.items():
+        row = out["models"][model_name]
+        try:
+            t = _torch_epochs(_torch_model(model_name, v, ds.input_shape[0]), ds, lr, torch_device)
+        except Exception as e:  # noqa: BLE001 - a torch build that fails here: recorded, ours kept
+            row["torch_error"] = f"{type(e).__name__}: {e}"[:500]
+            continue
+        row.update(torch_examples_per_s=t["examples_per_s"], torch_step_time_ms=t["step_time_ms"],
+                   ours_over_torch_examples_per_s=row["examples_per_s"] / t["examples_per_s"])
     return out
