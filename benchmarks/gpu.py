@@ -158,7 +158,7 @@ def run_suite(out: str | Path | None = None, rehearse: bool = False, only=None, 
         raise UserError(f"--data-dir {data_dir} holds no Fashion-MNIST IDX files (train-images-idx3-ubyte, "
                         "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each may be .gz)")
     if fmnist is not None:
-        os.environ["REPAIR_JAX_DATA"] = str(fmnist)  # the parts' processes find it there
+        os.environ["REPAIR_JAX_DATA"] = str(fmnist.resolve())  # the parts' processes find it there
     torch_device, torch_field = torch_status(rehearse)
     device = jax.devices()[0]
     common = {"suite": "gpu", "rehearsal": rehearse, "quick": rehearse, "device_kind": device.device_kind,
