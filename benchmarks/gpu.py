@@ -101,10 +101,10 @@ def _call(part: Part, rehearse: bool, torch_device: str | None) -> dict:
     return kwargs
 
 
-def _run_child(cmd: list[str], timeout: float) -> tuple[str, str]:
+def _run_child(cmd: list[str], timeout: float, env: dict | None = None) -> tuple[str, str]:
     """(status, reason) of ``cmd`` run in its own process group, killed with its children after ``timeout`` s."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -117,12 +117,12 @@ def _run_child(cmd: list[str], timeout: float) -> tuple[str, str]:
     return "ok", ""
 
 
-def _run_part(name: str, call: dict, limit: float) -> tuple[str, str, dict]:
-    """(status, reason, figures) of part ``name`` run with ``call`` in a child process."""
+def _run_part(name: str, call: dict, limit: float, env: dict | None = None) -> tuple[str, str, dict]:
+    """(status, reason, figures) of part ``name`` run with ``call`` in a child process with ``env``."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "figures.json"
         status, reason = _run_child([sys.executable, "-m", "benchmarks.gpu", name, json.dumps(call), str(result)],
-                                    limit)
+                                    limit, env)
         return status, reason, json.loads(result.read_text()) if status == "ok" else {}
 
 
@@ -131,7 +131,9 @@ def run_suite(out: str | Path | None = None, rehearse: bool = False, only=None, 
     """Runs the parts (all, or ``only``) and writes ``OUT/<name>_gpu.json`` for each; returns the records."""
     from repair_jax.errors import UserError
 
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before JAX starts, here and in the parts
+    # read when JAX starts its GPU client (the first device query below): this process too leaves the GPU's
+    # memory to the parts (a default only; the test suite's conftest sets the same)
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     import jax
 
     from benchmarks.__main__ import machine_info
@@ -157,14 +159,15 @@ def run_suite(out: str | Path | None = None, rehearse: bool = False, only=None, 
     if data_dir is not None and fmnist is None:
         raise UserError(f"--data-dir {data_dir} holds no Fashion-MNIST IDX files (train-images-idx3-ubyte, "
                         "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each may be .gz)")
+    env = dict(os.environ)  # the parts' environment
     if fmnist is not None:
-        os.environ["REPAIR_JAX_DATA"] = str(fmnist.resolve())  # the parts' processes find it there
+        env["REPAIR_JAX_DATA"] = str(fmnist.resolve())  # the parts' processes find it there
     torch_device, torch_field = torch_status(rehearse)
     device = jax.devices()[0]
     common = {"suite": "gpu", "rehearsal": rehearse, "quick": rehearse, "device_kind": device.device_kind,
               "backend": backend, "jax_version": jax.__version__,
               "fashion_mnist_dir": str(fmnist) if fmnist else None,
-              "xla_python_client_preallocate": os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"],
+              "xla_python_client_preallocate": env["XLA_PYTHON_CLIENT_PREALLOCATE"],
               "machine": machine_info()}
     scale = budget_s / sum(PARTS[n].share_s for n in names)
     t_suite = time.perf_counter()
@@ -183,14 +186,14 @@ def run_suite(out: str | Path | None = None, rehearse: bool = False, only=None, 
         elif limit < 1:
             status, reason = "skipped", "the suite's time budget was spent by the parts before it"
         else:
-            status, reason, figures = _run_part(name, call, limit)
+            status, reason, figures = _run_part(name, call, limit, env)
             left = limit - (time.perf_counter() - t0)
             if status == "failed" and call.get("torch_device") is not None and left >= 1:
                 # torch took the process down (e.g. two CUDA libraries in one process): once more, ours alone
                 torch_rec = {**torch_field, "failure": "the part failed with torch and was run again without "
                                                       "it: " + reason[:2000]}
                 call = {**call, "torch_device": None}
-                status, reason, figures = _run_part(name, call, left)
+                status, reason, figures = _run_part(name, call, left, env)
         record = {"benchmark": name, "status": status, **({"reason": reason} if reason else {}),
                   "call": call, "time_limit_s": limit, "figures": figures, **common, "torch": torch_rec,
                   "wall_time": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -87,3 +87,50 @@ def test_gpu_suite_rehearsal_writes_every_part(tmp_path, capsys):
         assert ("ours_over_torch_examples_per_s" in row) == (torch_device is not None)
     assert figures["irepair"]["irepair_over_retrain_wall_time"] > 0
     assert figures["hypergradient"]["full_update"]["seconds_incl_compile"] > 0
+
+
+def test_influence_parts_without_fashion_mnist_are_skipped_with_their_reason(tmp_path, monkeypatch):
+    """On an accelerator without the IDX files the two influence parts write why they did not run (their CPU
+    figures are on the real data); nothing runs, so the backend can be pretended here."""
+    import repair_jax.data
+    from benchmarks.gpu import run_suite
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(repair_jax.data, "find_fashion_mnist_dir", lambda data_dir=None: None)
+    records = run_suite(tmp_path, only=["influence_projection", "influence_ekfac"])
+    for name in ("influence_projection", "influence_ekfac"):
+        rec = json.loads((tmp_path / f"{name}_gpu.json").read_text())
+        assert rec == json.loads(json.dumps(records[name]))
+        assert rec["status"] == "skipped" and "Fashion-MNIST IDX files not found" in rec["reason"]
+        assert rec["figures"] == {} and rec["backend"] == "gpu" and not rec["rehearsal"]
+
+
+def test_budget_spent_skips_and_a_part_over_its_limit_is_stopped(tmp_path):
+    """Each part's limit keeps the later parts' shares: with 1.5 s for two equal shares the first has
+    under a second (skipped), the second is stopped at its limit; both still write their records."""
+    from benchmarks.gpu import run_suite
+
+    records = run_suite(tmp_path, rehearse=True, only=["irepair", "hypergradient"], budget_s=1.5)
+    assert records["irepair"]["status"] == "skipped" and "budget" in records["irepair"]["reason"]
+    assert records["hypergradient"]["status"] == "timeout"
+    assert {p.name for p in tmp_path.iterdir()} == {"irepair_gpu.json", "hypergradient_gpu.json"}
+
+
+def test_a_part_that_fails_with_torch_runs_again_without_it(tmp_path, monkeypatch):
+    """A torch that takes the process down (two CUDA libraries in one process) costs torch's figures only."""
+    import benchmarks.gpu as suite
+
+    calls = []
+
+    def fake_part(name, call, limit, env):
+        calls.append(call)
+        if call["torch_device"] is not None:
+            return "failed", "Segmentation fault\n...", {}
+        return "ok", "", {"ours": 1.0}
+
+    monkeypatch.setattr(suite, "_run_part", fake_part)
+    monkeypatch.setattr(suite, "torch_status", lambda rehearse: ("cuda", {"available": True, "device": "cuda"}))
+    rec = suite.run_suite(tmp_path, rehearse=True, only=["per_example_grads"])["per_example_grads"]
+    assert [c["torch_device"] for c in calls] == ["cuda", None]
+    assert rec["status"] == "ok" and rec["figures"] == {"ours": 1.0} and rec["call"]["torch_device"] is None
+    assert rec["torch"]["failure"].startswith("the part failed with torch") and "Segmentation fault" in rec["torch"]["failure"]
