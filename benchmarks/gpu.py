@@ -155,8 +155,9 @@ def run_suite(out: str | Path | None = None, rehearse: bool = False, only=None, 
     out = Path(out)
     if rehearse and out.resolve() == COMMITTED.resolve():
         raise UserError(f"--rehearse writes small-size figures: give an --out other than {COMMITTED}")
-    fmnist = find_fashion_mnist_dir(data_dir)
-    if data_dir is not None and fmnist is None:
+    fmnist = find_fashion_mnist_dir(data_dir)  # data_dir, else $REPAIR_JAX_DATA, else Debian's directory
+    given = {Path(data_dir).resolve(), (Path(data_dir) / "fashion-mnist").resolve()} if data_dir is not None else None
+    if given is not None and (fmnist is None or fmnist.resolve() not in given):
         raise UserError(f"--data-dir {data_dir} holds no Fashion-MNIST IDX files (train-images-idx3-ubyte, "
                         "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each may be .gz)")
     env = dict(os.environ)  # the parts' environment
