@@ -77,6 +77,23 @@ PARTS = {
 }
 
 
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "jaxopt", "dm-pix", "torch")  # versions recorded (None: missing)
+
+
+def package_versions() -> dict:
+    """The installed version of each of :data:`PACKAGES`, None where missing (the GPU image lacks jaxopt and
+    dm-pix unless their wheels are carried: docs/gpu.md)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def torch_status(rehearse: bool) -> tuple[str | None, dict]:
     """(the device torch's figures are measured on or None, the record's ``torch`` field)."""
     try:
@@ -169,7 +186,7 @@ def run_suite(out: str | Path | None = None, rehearse: bool = False, only=None, 
               "backend": backend, "jax_version": jax.__version__,
               "fashion_mnist_dir": str(fmnist) if fmnist else None,
               "xla_python_client_preallocate": env["XLA_PYTHON_CLIENT_PREALLOCATE"],
-              "machine": machine_info()}
+              "packages": package_versions(), "machine": machine_info()}
     scale = budget_s / sum(PARTS[n].share_s for n in names)
     t_suite = time.perf_counter()
     records = {}

@@ -11,7 +11,7 @@ from benchmarks.__main__ import main
 from benchmarks.gpu import COMMITTED, PARTS, _run_child, torch_status
 
 RECORD_FIELDS = ("benchmark", "status", "call", "time_limit_s", "figures", "suite", "rehearsal", "device_kind",
-                 "backend", "jax_version", "torch", "fashion_mnist_dir", "machine", "wall_time", "date")
+                 "backend", "jax_version", "torch", "fashion_mnist_dir", "packages", "machine", "wall_time", "date")
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="refuses only where there is no accelerator")
@@ -67,7 +67,7 @@ def test_gpu_suite_rehearsal_writes_every_part(tmp_path, capsys):
         assert rec["status"] == "ok", (name, rec.get("reason"))
         assert set(RECORD_FIELDS) <= set(rec), (name, set(RECORD_FIELDS) - set(rec))
         assert rec["benchmark"] == name and rec["rehearsal"] and rec["device_kind"] and rec["figures"]
-        assert rec["jax_version"] == jax.__version__
+        assert rec["jax_version"] == jax.__version__ == rec["packages"]["jax"]
         if PARTS[name].torch:
             assert rec["torch"]["available"] == (torch_device is not None)
             assert rec["call"]["torch_device"] == torch_device
