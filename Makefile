@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test venv bench docs screenshots clean
+.PHONY: quickstart test venv bench gpu gpu-rehearse docs screenshots clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,6 +49,17 @@ screenshots: $(VENV)/.docs-installed
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --out benchmarks/results
+
+# The accelerator suite (benchmarks/gpu.py, docs/gpu.md) -> benchmarks/results/*_gpu.json; exit 2 without a
+# GPU/TPU. It installs nothing (the GPU machine has no network): the Python is .venv's if there is one, else
+# $(PY); GPU_ARGS passes e.g. --data-dir DIR, --budget S, --only a,b. `make gpu-rehearse`: the same at small
+# sizes on any backend, into a temporary directory.
+GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY))
+gpu:
+	$(GPU_PY) -m benchmarks --gpu $(GPU_ARGS)
+
+gpu-rehearse: $(STAMP)
+	$(BIN)/python -m benchmarks --gpu --rehearse $(GPU_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache docs/_build docs/_generated docs/_autosummary

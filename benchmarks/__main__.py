@@ -1,7 +1,9 @@
 """The one benchmark runner: ``python -m benchmarks [--only a,b] [--quick] [--out DIR]``.
 
 Each benchmark writes ``DIR/<name>.json``: its figures (ratios measured in one run, ours vs a
-baseline on the same machine), the machine and the JAX version.
+baseline on the same machine), the machine and the JAX version. ``--gpu`` runs the accelerator suite
+instead (:mod:`benchmarks.gpu`: ``DIR/<name>_gpu.json``), ``--gpu --rehearse`` the same at small sizes on
+any backend.
 """
 
 from __future__ import annotations
@@ -66,12 +68,31 @@ def main(argv=None) -> int:
     from repair_jax.cli.common import HelpFormatter, Parser
 
     p = Parser(prog="python -m benchmarks", description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
-    p.add_argument("--out", default="benchmarks/results", help="directory for the JSON figures")
-    p.add_argument("--only", default=None, help=f"comma-separated names (default: all of {', '.join(BENCHMARKS)})")
+    p.add_argument("--out", default=None, help="directory for the JSON figures (default benchmarks/results; "
+                                                  "with --rehearse a fresh temporary directory)")
+    p.add_argument("--only", default=None, help=f"comma-separated names (default: all of {', '.join(BENCHMARKS)}; "
+                                                "with --gpu: of the suite's parts)")
     p.add_argument("--quick", action="store_true", help="small sizes (seconds, for smoke tests)")
+    p.add_argument("--gpu", action="store_true", help="the accelerator suite (benchmarks/gpu.py): exit 2 unless "
+                                                      "JAX's backend is a GPU or TPU")
+    p.add_argument("--rehearse", action="store_true", help="with --gpu: the suite at small sizes on any backend")
+    p.add_argument("--data-dir", default=None, help="with --gpu: the directory of the Fashion-MNIST IDX files "
+                                                    "(default: $REPAIR_JAX_DATA, then Debian's)")
+    p.add_argument("--budget", type=float, default=None, help="with --gpu: seconds for the whole suite "
+                                                              "(default 450)")
     a = p.parse_args(argv)
-    run_benchmarks(a.out, a.only.split(",") if a.only else None, a.quick)
-    return 0
+    only = a.only.split(",") if a.only else None
+    if not a.gpu:
+        if a.rehearse or a.data_dir is not None or a.budget is not None:
+            p.error("--rehearse, --data-dir and --budget go with --gpu")
+        run_benchmarks(a.out or "benchmarks/results", only, a.quick)
+        return 0
+    from benchmarks.gpu import BUDGET_S, run_suite
+
+    if a.quick:
+        p.error("--quick does not go with --gpu (its small size is --rehearse)")
+    records = run_suite(a.out, a.rehearse, only, a.data_dir, BUDGET_S if a.budget is None else a.budget)
+    return 0 if all(r["status"] in ("ok", "skipped") for r in records.values()) else 1
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def _temp_bytes(f, *args) -> int:
     return int(ma.temp_size_in_bytes) if ma is not None else -1
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool, inner_iterations=None) -> dict:
+    """``inner_iterations``: the T of the memory rows (default 10, 50, 200 and, unless quick, 1000)."""
     k, d = 10, 14
     n = 2000 if quick else 10000
     p = _problem(n, d, k)
@@ -49,7 +50,7 @@ def run(quick: bool) -> dict:
     pm = _problem(1000 if quick else 5000, d, k)
     dm = initial_delta(pm["y"], k, "classification")
     mem = []
-    for T in ([10, 50, 200] if quick else [10, 50, 200, 1000]):
+    for T in inner_iterations or ([10, 50, 200] if quick else [10, 50, 200, 1000]):
         c = BilevelConfig(l2=1e-2, inner_maxiter=T, inner_tol=0.0)
 
         def implicit(dl, c=c):

@@ -17,6 +17,11 @@ largest eigenvalue; chunks of 256 examples) on real Fashion-MNIST (digits when t
 
 Times on the machine named in the record (``device``); the 2-core CPU here is shared, so ratios measured
 in one run are the figures to read.
+
+``run(sizes=, models=, versus_cg=)`` chooses the rows (the accelerator suite, :mod:`benchmarks.gpu`: the MLP
+at N = 10,000 and 60,000). An N larger than the training split fits EK-FAC on the first N of the training
+images of all three splits (train, val, pool; for Fashion-MNIST all 60,000), the model still trained on its
+training split (``fit_points`` in the row).
 """
 
 from __future__ import annotations
@@ -53,8 +58,9 @@ def _dataset():
 
 
 def _setup(dataset: str, model: str, n_train: int, epochs: int, n_test: int, quick: bool = False):
-    """(loss, params, train batch, test batch) of ``model`` trained on the first ``n_train`` training points
-    (``quick``: a CNN of width 4, dense 16)."""
+    """((loss, params, train batch, test batch), fit_points) of ``model`` trained on the first ``n_train``
+    training points (``quick``: a CNN of width 4, dense 16); ``n_train`` beyond the training split: the
+    train batch holds the first ``n_train`` images of train, val and pool, ``fit_points`` says which."""
     from repair_jax.train import TrainConfig, train_model
 
     name, kwargs, lr = MODELS[model]
@@ -62,16 +68,22 @@ def _setup(dataset: str, model: str, n_train: int, epochs: int, n_test: int, qui
     cfg = TrainConfig(dataset=dataset, model=name, model_kwargs=kwargs, epochs=epochs, lr=lr, seed=0,
                       train_limit=n_train)
     _, state, _, ds = train_model(cfg, progress=False)
-    train = {"x": jnp.asarray(ds.train.x), "y": jnp.asarray(ds.train.y)}
+    x, y, fit_points = ds.train.x, ds.train.y, "train split"
+    if n_train > len(y):  # fit on the first n_train images of train, val and pool together
+        splits = (ds.train, ds.val, ds.pool)
+        x, y = (np.concatenate([s.x for s in splits])[:n_train], np.concatenate([s.y for s in splits])[:n_train])
+        fit_points = "train, val and pool splits (the model trained on the train split)"
+    train = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     test = {"x": jnp.asarray(ds.test.x[:n_test]), "y": jnp.asarray(ds.test.y[:n_test])}
-    return ClassifierLoss.from_state(state), state.params, train, test
+    return (ClassifierLoss.from_state(state), state.params, train, test), fit_points
 
 
-def _scaling(setup, ms) -> dict:
+def _scaling(setup, ms, fit_points: str) -> dict:
     loss, params, train, test = setup
     fit_s, fit = _timed(lambda: fit_influence(loss, params, train, method="ekfac", relative_damping=RELATIVE_DAMPING,
                                               chunk_size=256))
-    row = {"n_train": len(train["y"]), "parameters": int(ravel_pytree(params)[0].size), "fit_s": fit_s,
+    row = {"n_train": len(train["y"]), "fit_points": fit_points, "parameters": int(ravel_pytree(params)[0].size),
+           "fit_s": fit_s,
            "gradients_stored": fit.grads is not None, "damping": fit.damping, "scores_s": {}}
     for m in ms:
         row["scores_s"][m] = _timed(lambda: fit.scores(_first(test, m))[0])[0]
@@ -101,18 +113,21 @@ def _fit_scores(loss, params, train, test, **opts):
     return fit, scores, r
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, sizes=None, models=None, versus_cg: bool = True) -> dict:
+    """``sizes``: the N of the rows (default 1,000 and 10,000; quick 200); ``models``: names of
+    :data:`MODELS` (default all); ``versus_cg``: the CG comparison on the MLP at the first N."""
     dataset = "digits" if quick else _dataset()
-    sizes, ms, epochs = ((200,), (1, 10), {"mlp": 2, "cnn": 1}) if quick else ((1000, 10000), (1, 10, 100),
-                                                                              {"mlp": 10, "cnn": 2})
+    default_sizes, ms, epochs = ((200,), (1, 10), {"mlp": 2, "cnn": 1}) if quick else ((1000, 10000), (1, 10, 100),
+                                                                                      {"mlp": 10, "cnn": 2})
+    sizes = tuple(sizes or default_sizes)
     out = {"setup": {"dataset": dataset, "device": str(jax.devices()[0]), "relative_damping": RELATIVE_DAMPING,
                      "fisher": "true", "models": {"mlp": "MLP 784-256-10 (ReLU)",
                                                   "cnn": "SmallCNN (2 blocks of 2 3x3 conv-BN-ReLU + max-pool, "
                                                          "dense 128 + BN)"}}}
-    for model in MODELS:
+    for model in models or MODELS:
         for n in sizes:
-            setup = _setup(dataset, model, n, epochs[model], max(ms), quick)
-            out[f"{model}_n{n}"] = _scaling(setup, ms)
-            if n == sizes[0] and model == "mlp":
+            setup, fit_points = _setup(dataset, model, n, epochs[model], max(ms), quick)
+            out[f"{model}_n{n}"] = _scaling(setup, ms, fit_points)
+            if n == sizes[0] and model == "mlp" and versus_cg:
                 out["mlp_vs_cg"] = _versus_cg(setup, 10)
     return out

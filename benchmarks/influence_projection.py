@@ -18,6 +18,8 @@ the canonical test images. Projection: Rademacher, k = :data:`K`; gradient chunk
   60,000 training points against all 10,000 test points (about 10 minutes of this 2-core CPU).
 
 Quick mode (a smoke run of seconds): digits, an untrained 64-16-10 MLP, N in (100, 200), k 32, in-process.
+``memory=False`` measures ``scale`` alone (the accelerator suite, :mod:`benchmarks.gpu`: peak resident sets
+are the host's, not the device's).
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def _memory_rows(spec: dict, ns, quick: bool) -> dict:
     return rows
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, memory: bool = True) -> dict:
     from repair_jax.data import find_fashion_mnist_dir
 
     dataset = "digits" if quick or find_fashion_mnist_dir() is None else "fashion_mnist"
@@ -138,7 +140,7 @@ def run(quick: bool = False) -> dict:
         spec = _train(dataset, hidden, os.path.join(tmp, "params.npy"), 0 if quick else 1)
         spec.update(k=min(k, spec["num_params"]), chunk=chunk, test_points=TEST_POINTS)
         ns = tuple(n for n in ((100, 200) if quick else NS) if n <= spec["n_available"])
-        memory = _memory_rows(spec, ns, quick)
+        memory = _memory_rows(spec, ns, quick) if memory else "not measured (memory=False)"
         full = not quick and _full_scale()
         n_scale = spec["n_available"] if full else min(200 if quick else SCALE_N, spec["n_available"])
         scale = _measure({**spec, "what": "projected", "n": n_scale,

@@ -5,7 +5,8 @@ Figures: wall time of I-REPAIR / retraining, each run to the same stopping rule 
 or ub) on the same problem, after a warm-up call (compilation excluded), fastest of repeats; and
 iterations per second of each at a fixed number of iterations (a margin that is never reached
 keeps both loops running ub steps), for the paper's influence (mean) and the per-example
-mean-absolute variant. Uses the cached Fashion-MNIST FC 2x256 run when present, digits otherwise.
+mean-absolute variant. Uses the cached Fashion-MNIST FC 2x256 run when present and the Fashion-MNIST IDX
+files are found (:func:`repair_jax.data.find_fashion_mnist_dir`), digits otherwise.
 
 The profile (issue 17 Part 5): the wall ratio is the ratio of iterations (the algorithm's: how many
 masked steps it needs) times the ratio of per-iteration costs; the per-iteration cost of I-REPAIR is
@@ -38,6 +39,7 @@ def _timed(fn, repeats):
 
 
 def run(quick: bool) -> dict:
+    from repair_jax.data import find_fashion_mnist_dir
     from repair_jax.runs import train_run
     from repair_jax.repair.irepair import IRepairConfig, i_repair, no_locking, repair_loop, retrain
     from repair_jax.repair.protocol import RepairContext, draw_problem
@@ -46,7 +48,7 @@ def run(quick: bool) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = RUN
-        if quick or not RUN.exists():
+        if quick or not RUN.exists() or find_fashion_mnist_dir() is None:
             run_dir = Path(tmp) / "run"
             train_run(TrainConfig(dataset="digits", model="mlp", epochs=10, lr=3e-3), run_dir, progress=False)
         run = load_run(run_dir)

@@ -6,7 +6,9 @@ At ``builder-inited`` it writes (all under ``docs/_generated/``, ignored by git)
 * ``results.md``: one section per ``experiments/results/<name>/``, showing its Markdown tables, its
   figures and, from ``experiment.json``, the config, command, machine and date that produced it;
 * ``benchmarks.md``: one section per ``benchmarks/results/*.json`` with the machine, the date, every
-  figure as a table, and a plot for each series (a list of records with a numeric x);
+  figure as a table, and a plot for each series (a list of records with a numeric x); first, "GPU against
+  CPU": each time and rate of a ``<name>_gpu.json`` (the accelerator suite, ``benchmarks/gpu.py``) next to the
+  same figure of ``<name>.json`` and their ratio;
 * ``notebooks/*.ipynb``: copies of ``notebooks/`` that MyST-NB executes during the build at smoke
   size (``REPAIR_JAX_SMOKE=1``).
 """
@@ -84,9 +86,86 @@ def _plot_series(name: str, key: str, records: list[dict]) -> str | None:
     return fname
 
 
+SIZE_KEYS = ("n", "n_train", "batch", "test_points")  # a time is compared only where these agree
+
+
+def _figure_kind(key: str) -> str | None:
+    """``rate`` (per second), ``time`` (seconds or ms, also per 1,000 points) or None for a dotted figure key."""
+    parts = key.split(".")
+    last = parts[-1]
+    if last.endswith(("per_s", "per_second")):
+        return "rate"
+    if last.endswith(("_s", "_ms", "seconds", "seconds_incl_compile")) or "_s_per_" in last or (
+            len(parts) > 1 and parts[-2].endswith("_s")):
+        return "time"
+    return None
+
+
+def gpu_against_cpu(cpu: dict, gpu: dict) -> list[list]:
+    """Rows (figure, CPU, GPU, speed-up) of every time or rate in both figure dicts: speed-up CPU time / GPU
+    time, or GPU rate / CPU rate; where a size of the same record (:data:`SIZE_KEYS`) or the data set
+    differs, the speed-up cell says so instead."""
+    c, g = dict(_flatten_raw(cpu)), dict(_flatten_raw(gpu))
+    if any(k.endswith("dataset") and k in g and c[k] != g[k] for k in c):
+        differ = "; ".join(f"data set {c[k]} (CPU) vs {g[k]} (GPU)" for k in c
+                           if k.endswith("dataset") and k in g and c[k] != g[k])
+    else:
+        differ = None
+    rows = []
+    for key, cv in c.items():
+        kind, gv = _figure_kind(key), g.get(key)
+        if kind is None or isinstance(cv, bool) or not isinstance(cv, (int, float)) or not isinstance(
+                gv, (int, float)) or isinstance(gv, bool):
+            continue
+        prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+        sizes = [f"{k} {c[prefix + k]} (CPU) vs {g[prefix + k]} (GPU)" for k in SIZE_KEYS
+                 if prefix + k in c and prefix + k in g and c[prefix + k] != g[prefix + k]]
+        if differ or sizes:
+            ratio = "not comparable: " + (differ or "; ".join(sizes))
+        elif kind == "time":
+            ratio = f"{cv / gv:.3g}x" if gv else "-"
+        else:
+            ratio = f"{gv / cv:.3g}x" if cv else "-"
+        rows.append([key, cv, gv, ratio])
+    return rows
+
+
+def _flatten_raw(obj, prefix=""):
+    """(dotted key, value) of every scalar of a JSON value, the values unformatted."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _flatten_raw(v, f"{prefix}{k}.")
+    elif not isinstance(obj, list):
+        yield prefix[:-1], obj
+
+
+def gpu_section() -> str:
+    results = ROOT / "benchmarks" / "results"
+    parts = ["\n## GPU against CPU\n\nEach time and rate of a `<name>_gpu.json` (`make gpu`, see [Running on GPU](../gpu.md)) "
+             "next to the same figure of `<name>.json` (the 2-core CPU): speed-up = CPU time / GPU time, or GPU "
+             "rate / CPU rate. Figures of one file only, and parts that did not run, are in their own sections "
+             "below.\n"]
+    for path in sorted(results.glob("*_gpu.json")):
+        cpu_path = results / (path.stem[:-len("_gpu")] + ".json")
+        gpu = json.loads(path.read_text())
+        if not cpu_path.is_file():
+            continue
+        cpu = json.loads(cpu_path.read_text())
+        device = gpu.get("device_kind") or ", ".join(gpu.get("machine", {}).get("devices", []))
+        head = f"\n**{path.stem[:-len('_gpu')]}**: GPU {device} ({gpu.get('date', '?')}), CPU {cpu.get('date', '?')}"
+        if gpu.get("status", "ok") != "ok":
+            parts.append(f"{head}: the GPU part {gpu['status']}: {gpu.get('reason', '').splitlines()[0]}\n")
+            continue
+        rows = gpu_against_cpu(cpu.get("figures", {}), gpu.get("figures", {}))
+        parts.append(f"{head}\n\n" + (_table(["figure", "CPU", "GPU", "speed-up"], rows) if rows else
+                                       "no figure in both files\n"))
+    return "".join(parts)
+
+
 def benchmarks_page() -> str:
     parts = ["# Benchmarks\n", "Generated from `benchmarks/results/*.json` (written by `make bench` / "
-             "`python -m benchmarks`). Each figure is a ratio or time measured in one run on the machine named.\n"]
+             "`python -m benchmarks`). Each figure is a ratio or time measured in one run on the machine named.\n",
+             gpu_section()]
     for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
         d = json.loads(path.read_text())
         name = path.stem
