@@ -430,7 +430,7 @@ class NNXApply:
         if feats is not None and feats.ndim > 2:
             feats = feats.reshape(feats.shape[0], -1)
         if train:
-            state = nnx.split(model, nnx.Param, ...)[2].to_pure_dict()
+            state = nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[2])
         return logits, feats, state
 
     def tap(self, params, state, x, path, delta):
@@ -477,7 +477,7 @@ def from_nnx(model, *, input_shape: Sequence[int] | None = None, num_classes: in
     if not isinstance(model, nnx.Module):
         raise UserError(f"from_nnx takes a flax.nnx Module, got {type(model).__name__}")
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    pure_p, pure_s = params.to_pure_dict(), rest.to_pure_dict()
+    pure_p, pure_s = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
     for a, b in ((params, pure_p), (rest, pure_s)):
         if [p for p, _ in jax.tree_util.tree_leaves_with_path(a)].__len__() != len(jax.tree_util.tree_leaves(b)):
             raise UserError("from_nnx: the model's state does not flatten to plain arrays")

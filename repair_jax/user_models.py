@@ -89,7 +89,7 @@ def read_weights(clf: Classifier, path: str | Path) -> Classifier:
         raise UserError(f"checkpoint not found: {path}")
     template = _template(clf)
     if path.is_dir():
-        restored = _read_orbax(path, template)
+        restored = _read_orbax(path, template, _nnx_state_template(clf))
     else:
         try:
             restored = flax.serialization.from_bytes(template, path.read_bytes())
@@ -108,7 +108,7 @@ def _template(clf: Classifier) -> dict:
     if clf.kind == "nnx":
         from flax import nnx
 
-        return nnx.state(clf.export()).to_pure_dict()
+        return nnx.to_pure_dict(nnx.state(clf.export()))
     return {"params": clf.params, **({"batch_stats": clf.state} if clf.state else {})}
 
 
@@ -132,17 +132,36 @@ def _as_state(model, pure: dict):
     return state
 
 
-def _read_orbax(path: Path, template: dict) -> dict:
+def _nnx_state_template(clf: Classifier):
+    """An NNX model's ``nnx.State`` (what ``save(path, nnx.state(model))`` writes), else None."""
+    if clf.kind != "nnx":
+        return None
+    from flax import nnx
+
+    return nnx.state(clf.export())
+
+
+def _read_orbax(path: Path, template: dict, state_template=None) -> dict:
+    """The orbax checkpoint at ``path`` as a pure dict like ``template``; an NNX model's checkpoint
+    may hold its ``nnx.State`` (``state_template``'s structure) or that state's pure dict."""
     try:
         import orbax.checkpoint as ocp
     except ImportError:  # pragma: no cover - orbax comes with flax
         raise UserError("reading an orbax checkpoint needs the orbax-checkpoint package") from None
-    abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.asarray(a).dtype), template)
-    try:
-        with ocp.StandardCheckpointer() as ckpt:
-            return ckpt.restore(path.resolve(), abstract)
-    except Exception as e:
-        raise UserError(f"cannot read the orbax checkpoint {path}: {type(e).__name__}: {_first_line(e)}") from None
+    abstract = lambda t: jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.asarray(a).dtype), t)
+    error = None
+    for target in ([state_template] if state_template is not None else []) + [template]:
+        try:
+            with ocp.StandardCheckpointer() as ckpt:
+                restored = ckpt.restore(path.resolve(), abstract(target))
+            if state_template is not None and target is state_template:
+                from flax import nnx
+                return nnx.to_pure_dict(restored)
+            return restored
+        except Exception as e:  # the other layout may fit; the last failure is reported
+            error = e
+    raise UserError(f"cannot read the orbax checkpoint {path} into the model: {type(error).__name__}: "
+                    f"{_first_line(error)}") from None
 
 
 def load_user_classifier(info: dict, variables: dict | None = None) -> Classifier:
