@@ -606,25 +606,29 @@ def check_classifier(clf: Classifier, input_shape: Sequence[int], num_classes: i
 
 def as_classifier(model, variables: dict | None = None) -> Classifier:
     """The :class:`Classifier` of what a public entry point was given: a Classifier itself, a linen
-    module with its ``variables``, an NNX model, a :class:`repair_jax.runs.Run` or a TrainState."""
-    if isinstance(model, Classifier):
-        if variables is None:
-            return model
-        return model.replace(params=variables["params"], state=variables.get("batch_stats", {}))
+    module with its ``variables``, an NNX model, a :class:`repair_jax.runs.Run` or a TrainState;
+    ``variables`` (``{"params", "batch_stats"}``) replace the weights where given."""
     if isinstance(model, nn.Module):
         if variables is None:
             raise UserError("a linen module needs its variables: pass (module, variables) or from_linen(...)")
         return from_linen(model, variables)
-    if hasattr(model, "classifier") and callable(getattr(model, "classifier")):  # a Run
+    clf = _classifier_of(model)
+    if variables is None:
+        return clf
+    return clf.replace(params=variables["params"], state=variables.get("batch_stats", {}))
+
+
+def _classifier_of(model) -> Classifier:
+    if isinstance(model, Classifier):
+        return model
+    if callable(getattr(model, "classifier", None)):  # a repair_jax.runs.Run
         return model.classifier()
-    if hasattr(model, "apply_fn") and hasattr(model, "params") and isinstance(getattr(model, "apply_fn"), (LinenApply, NNXApply, FunctionApply)):
+    if isinstance(getattr(model, "apply_fn", None), (LinenApply, NNXApply, FunctionApply)):  # a TrainState
         return Classifier(model.params, model.batch_stats, model.apply_fn, 0, ())
-    try:
-        from flax import nnx
-        if isinstance(model, nnx.Module):
-            return from_nnx(model)
-    except ImportError:  # pragma: no cover - flax always ships nnx here
-        pass
+    from flax import nnx
+
+    if isinstance(model, nnx.Module):
+        return from_nnx(model)
     raise UserError(f"cannot take a {type(model).__name__} as a model: pass a Classifier (from_linen, "
                     "from_nnx, from_apply_fn), a linen module with its variables or an NNX model")
 

@@ -12,7 +12,8 @@ from repair_jax.guiding.algorithm import GuidingConfig, GuidingResult, guiding_r
 from repair_jax.guiding.bilevel import linear_predict
 from repair_jax.guiding.carving import ConceptBasis, fit_concept_basis, fit_linear_head, fold_into_head, project
 from repair_jax.guiding.formats import AuditSet, ConceptLibrary
-from repair_jax.train import TrainState, predict
+from repair_jax.classifier import Classifier, as_classifier, predict_outputs, takes_model
+from repair_jax.errors import UserError
 
 
 @dataclasses.dataclass
@@ -31,12 +32,22 @@ class Carved:
     h_audit: np.ndarray
 
 
-def carve_network(state: TrainState, x_train, y_train, audit: AuditSet, library: ConceptLibrary,
+def _features_model(model) -> Classifier:
+    clf = as_classifier(model)
+    if not clf.apply.features:
+        raise UserError("concept carving embeds inputs by the model's penultimate features and this model "
+                        "exposes none: build it with features= naming the layer before the logits")
+    return clf
+
+
+def carve_network(model, x_train, y_train, audit: AuditSet, library: ConceptLibrary,
                   num_classes: int, l2: float = 1e-2) -> Carved:
-    """Carving step of Algorithm 1: concept vectors fit on the audit set's embeddings, the final
+    """Carving step of Algorithm 1: concept vectors fit on the audit set's embeddings (the penultimate
+    features of ``model``, any model :func:`~repair_jax.classifier.as_classifier` takes), the final
     linear model on the training set's concept coordinates."""
-    logits_train, h_train = predict(state, x_train)
-    logits_audit, h_audit = predict(state, audit.x)
+    clf = _features_model(model)
+    logits_train, h_train = predict_outputs(clf, x_train)
+    logits_audit, h_audit = predict_outputs(clf, audit.x)
     basis = fit_concept_basis(h_audit, audit.a, library, l2=l2)
     z_train, z_audit = project(basis, h_train), project(basis, h_audit)
     theta = fit_linear_head(z_train, y_train, "classification", num_classes, l2=l2)
@@ -52,12 +63,15 @@ def accuracy_of_head(basis: ConceptBasis, theta: dict, h, y) -> float:
     return float(np.mean(np.asarray(linear_predict(theta, jnp.asarray(project(basis, h)))).argmax(1) == np.asarray(y)))
 
 
-def guide_network(state: TrainState, variables: dict, x_train, y_train, audit: AuditSet,
+@takes_model
+def guide_network(model: Classifier, x_train, y_train, audit: AuditSet,
                   library: ConceptLibrary, config: GuidingConfig, num_classes: int, class_names=None,
                   x_test=None, y_test=None, progress: bool = False):
-    """Algorithm 1 on a network. Returns (report dict, guided variables, GuidingResult, Carved)."""
+    """Algorithm 1 on a network (a :class:`~repair_jax.classifier.Classifier` with features, or the
+    pair ``state, variables``). Returns (report dict, guided variables, GuidingResult, Carved)."""
     config.validate()
-    carved = carve_network(state, x_train, y_train, audit, library, num_classes, config.carve_l2)
+    variables = model.variables
+    carved = carve_network(model, x_train, y_train, audit, library, num_classes, config.carve_l2)
     result: GuidingResult = model_guiding(guiding_problem(carved, y_train, audit), carved.theta, config,
                                           "classification", num_classes, progress=progress)
     guided = fold_into_head(variables, carved.basis, result.bilevel.theta)
@@ -68,7 +82,7 @@ def guide_network(state: TrainState, variables: dict, x_train, y_train, audit: A
     outputs = {"train": (carved.logits_train, carved.h_train, y_train),
                "audit": (carved.logits_audit, carved.h_audit, audit.y)}
     if x_test is not None:
-        outputs["test"] = (*predict(state, x_test), y_test)
+        outputs["test"] = (*predict_outputs(_features_model(model), x_test), y_test)
     for split, (logits, h, y) in outputs.items():
         metrics[split] = {"original_accuracy": float(np.mean(logits.argmax(1) == y)),
                           "carved_accuracy": accuracy_of_head(carved.basis, carved.theta, h, y),
