@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import confusion_matrix
 
+from repair_jax.classifier import as_classifier
 from repair_jax.bias import study
 from repair_jax.bias.compare import AVERAGE_COLUMNS, evaluate_predictions
 from repair_jax.bias.study import BiasMitigationStudy, baseline_of, dob_test
@@ -137,8 +138,8 @@ def test_wr_w_loss_row_is_the_fine_tuned_models(plain_digits):
     row = study.run_wr_variant(config, "wr_w-loss", 0, ds, plain_digits[2])
     method = make_method("w-loss", Targets((tuple(row["repaired_pair"]),)), 0.5)
     cfg = RepairConfig(epochs=config.wr_epochs, lr=config.wr_lr, batch_size=config.batch_size)
-    tuned = fine_tune(method, 0, create_model("mlp", 10, hidden=(16,)),
-                      {"params": state.params, "batch_stats": state.batch_stats}, ds, cfg)
+    tuned = fine_tune(method, 0, as_classifier(create_model("mlp", 10, hidden=(16,)),
+                                                  {"params": state.params, "batch_stats": state.batch_stats}), ds, cfg)
     want = evaluate_predictions("wr_w-loss", ds.test.y, predict(tuned, ds.test.x)[0], 10, curves=False)
     for c in AVERAGE_COLUMNS:
         np.testing.assert_allclose(row[c], want[c], rtol=1e-5, atol=1e-6)

@@ -154,6 +154,7 @@ def run_wr_variant(config: BiasMitigationStudy, variant: str, seed: int, dataset
     pairs), the WR method and rho, and the pair's type1conf on the test
     split before (``pair_confusion_plain``) and after (``pair_confusion``) the repair."""
     from repair_jax import metrics
+    from repair_jax.classifier import as_classifier
     from repair_jax.repair import (RepairConfig, Targets, evaluate_outputs, fine_tune, make_method,
                                    output_probabilities)
     from repair_jax.train import predict, predict_labels
@@ -168,7 +169,7 @@ def run_wr_variant(config: BiasMitigationStudy, variant: str, seed: int, dataset
         model = _build(config, "plain", dataset.num_classes)[0]
         cfg = RepairConfig(epochs=config.wr_epochs, lr=config.wr_lr, batch_size=config.batch_size)
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        logits, _ = predict(fine_tune(method, seed, model, variables, dataset, cfg), dataset.test.x)
+        logits, _ = predict(fine_tune(method, seed, as_classifier(model, variables), dataset, cfg), dataset.test.x)
     y = dataset.test.y
     probs = method.transform_outputs(output_probabilities(logits, False), False)
     row = evaluate_predictions(variant, y, jnp.log(probs), dataset.num_classes, curves=False)
