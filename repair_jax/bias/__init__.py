@@ -1,4 +1,4 @@
-"""Bias measurement and mitigation of the Dependable AI report (004_9347ff94c01a7b9b.txt).
+"""Bias measurement and mitigation of the Dependable AI report (Sharma n.d.).
 
 Metrics live in :mod:`repair_jax.metrics` (class-wise disparate impact, macro/weighted averages,
 ROC curves, :func:`repair_jax.metrics.bias_summary`); this package holds the comparison of runs and
