@@ -416,7 +416,7 @@ def group_disparity_hard(name: str, probs, labels, mask=None, positive: int = 1,
 # classes as the report does and lies within ~1-30 % of every printed value (e.g. 18.33 vs 18.82,
 # 10.66 vs 10.50, 14.08 vs 13.95), but the report prints DI = 7.517 for a class with TP = FP = 0,
 # which no function of the confusion matrix alone gives: the report most likely averaged predicted
-# probabilities (:func:`disparate_impact_soft`), which its text does not show. See docs/bias.md.
+# probabilities (:func:`disparate_impact_soft`), which its text does not show. See docs/papers/bias.md.
 
 def disparate_impact(cm):
     """One-vs-rest disparate impact per class (K,): DI_c = P(yhat = c | y = c) / P(yhat = c | y != c).

@@ -4,7 +4,7 @@ Metrics live in :mod:`repair_jax.metrics` (class-wise disparate impact, macro/we
 ROC curves, :func:`repair_jax.metrics.bias_summary`); this package holds the comparison of runs and
 its figures, and the report's mitigations: Permuted AdaIN (the ``padain_p`` option of the conv
 models), multi-task heads, and the LSTM-CNN multimodal fusion on synthetic captions of real images.
-See docs/bias.md.
+See docs/papers/bias.md.
 """
 
 from repair_jax.bias.captions import (

@@ -3,7 +3,7 @@
 Imbalance levels of a training split (balanced / linear / long-tailed), Pradhan et al.'s (2020) training routine
 (standard augmentation, triangular cyclical learning rate), AugMix, universal adversarial
 perturbations and their defences (universal and shared adversarial training), and adversarial
-noise training. See docs/robustness.md.
+noise training. See docs/papers/robustness.md.
 """
 
 from repair_jax.robustness.adversarial import (
