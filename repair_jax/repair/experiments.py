@@ -34,7 +34,7 @@ from repair_jax.repair import IRepairConfig, RepairConfig
 from repair_jax.train import TrainConfig
 
 DIAGNOSED = ("pair", "triplet")
-# the original model's recipes: the CPU-sized CNN, and Zhong et al. 2022, Sec. 4.1's recipe for the ResNets
+# the original model's recipes: the CPU-sized CNN, and the recipe of Zhong et al. 2022, Sec. 4.1 for the ResNets
 # (SGD 0.1, Nesterov momentum 0.9, x0.1 at 50% and 75% of the epochs, L2 5e-4, batch 128)
 RECIPES = {"cnn": dict(optimizer="adam", lr=3e-3, schedule="cosine", l2=0.0, batch_size=64),
            "sgd_step": dict(optimizer="sgd", lr=0.1, schedule="step", l2=5e-4, batch_size=128)}
@@ -349,7 +349,7 @@ class IRepairProtocol:
 
     @classmethod
     def fashion_mnist_mlp(cls, run: str, **fields) -> "IRepairProtocol":
-        """Henriksen et al. 2022, Sec. 5's FC 2x256 network on Fashion-MNIST (10 epochs of Adam 1e-3, cosine, batch 128),
+        """The FC 2x256 network of Henriksen et al. 2022, Sec. 5 on Fashion-MNIST (10 epochs of Adam 1e-3, cosine, batch 128),
         cached in ``run``."""
         train = TrainConfig(dataset="fashion_mnist", model="mlp", epochs=10, batch_size=128, lr=1e-3)
         return cls(train=train, run=run, **fields)
