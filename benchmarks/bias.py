@@ -1,4 +1,4 @@
-"""Training-step costs of the 004_9347ff94c01a7b9b.txt mitigations on this machine, ratios taken in one run
+"""Training-step costs of the mitigations of Sharma n.d. on this machine, ratios taken in one run
 (jitted :func:`repair_jax.train.make_train_step`, SGD, one batch of 64 real Fashion-MNIST images with
 their captions, digits if it is not installed; the first call compiles and is not timed; each step
 time is the fastest of 6 rounds of 8 steps, each step from the same initial state, the models

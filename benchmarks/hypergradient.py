@@ -1,4 +1,4 @@
-"""Model guiding's hypergradient (002_97a11baaf249c571.txt Sec. 5.2.3): time of one implicit
+"""Model guiding's hypergradient (Adebayo 2022, Sec. 5.2.3): time of one implicit
 hypergradient relative to one lower-level solve, and compiled peak temporary memory of implicit vs
 unrolled differentiation as the number of inner iterations grows (implicit must stay flat), plus the
 time of a full bilevel update on Fashion-MNIST-sized concept data (a subset on CPU; the full 60k set

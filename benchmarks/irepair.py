@@ -1,4 +1,4 @@
-"""I-REPAIR cost against retraining on the same repair problem (001_67555029b287879f.txt Sec. 5
+"""I-REPAIR cost against retraining on the same repair problem (Henriksen et al. 2022, Sec. 5
 reports 3017 s vs 472 s, 6.4x; issue 17 asks for <= 1.5x).
 
 Figures: wall time of I-REPAIR / retraining, each run to the same stopping rule (all of R repaired

@@ -1,4 +1,4 @@
-"""003's robustness methods on this machine, ratios taken in one run: the training step time of each
+"""Pradhan et al.'s (2020) robustness methods on this machine, ratios taken in one run: the training step time of each
 method over plain training, and the time of a universal adversarial perturbation per 1,000 images.
 
 * ``step_time_ratio_to_plain``: one training step of each :data:`repair_jax.robustness.study.METHODS`
@@ -16,7 +16,7 @@ method over plain training, and the time of a universal adversarial perturbation
 * ``load_average_1min``: the machine's load before and after the UAP calls (they are not interleaved
   with anything, so other jobs' load reaches them directly).
 
-On an accelerator (``jax.default_backend() != "cpu"``) the step ratios are also taken for 003's ResNet-50
+On an accelerator (``jax.default_backend() != "cpu"``) the step ratios are also taken for Pradhan et al.'s (2020) ResNet-50
 (CIFAR stem), as ``resnet50_step_time_*``; on a CPU only the CNN is timed (the committed figures).
 """
 
@@ -89,7 +89,7 @@ def run(quick: bool = False) -> dict:
     config = RobustnessStudy(dataset=name, batch_size=128)
     t, fresh = _step_times("cnn", kwargs, ds, config, rounds, n)
     out = {}
-    if jax.default_backend() != "cpu" and not quick:  # 003's ResNet-50 (CIFAR stem) where an accelerator is
+    if jax.default_backend() != "cpu" and not quick:  # Pradhan et al.'s (2020) ResNet-50 (CIFAR stem) where an accelerator is
         r50, _ = _step_times("resnet50", {}, ds, config, rounds, n)
         out = {"resnet50_step_time_ms": {m: 1e3 * s for m, s in r50.items()},
                "resnet50_step_time_ratio_to_plain": {m: s / r50["plain"] for m, s in r50.items()}}

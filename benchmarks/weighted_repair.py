@@ -1,4 +1,4 @@
-"""WR costs on this machine (000_92ecc981581ec3ed.txt Sec. 3.3-3.4), ratios taken in one run:
+"""WR costs on this machine (Zhong et al. 2022, Sec. 3.3-3.4), ratios taken in one run:
 
 * ``w_bn_step_over_orig_ft_step``: a w-bn fine-tuning step (regular + target batch through every
   BatchNorm, loss on the regular half) over an orig-ft step, same model and batch size;

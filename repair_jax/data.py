@@ -6,7 +6,7 @@ scikit-learn's embedded ``digits`` (the default), Fashion-MNIST from IDX files (
 for ``mnist``/``cifar10``/``cifar100``/``fashion_mnist`` and ``npz:PATH`` for a user's own arrays.
 ``digits_multilabel`` is a *synthetic* multi-label set built on top of the real digits.
 
-Splits follow 001_67555029b287879f.txt Sec. 5 "Setup": train / validation / repair pool / test.
+Splits follow Henriksen et al. 2022, Sec. 5 "Setup": train / validation / repair pool / test.
 Images are float32 NHWC in [0, 1]; single-label targets are int32 class indices, multi-label
 targets are float32 multi-hot vectors.
 """
@@ -31,7 +31,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                    "truck")
-# Fractions of the canonical training split kept for validation and the repair pool (001 Sec. 5:
+# Fractions of the canonical training split kept for validation and the repair pool (Henriksen et al. 2022, Sec. 5:
 # 5k + 5k of 60k); data sets without a canonical test split also give TEST_FRACTION to the test set.
 VAL_FRACTION = 1 / 12
 POOL_FRACTION = 1 / 12
@@ -430,7 +430,7 @@ def load_dataset(name: str, seed: int = 0, data_dir: str | None = None,
 
     ``train_limit`` keeps a stratified subset of that many training examples (for CPU runs).
     ``BASE:LEVEL`` (e.g. ``fashion_mnist:longtail(100)``) is BASE with its training split reduced
-    to an imbalance level of 003 (:func:`repair_jax.robustness.make_imbalanced`).
+    to an imbalance level of Pradhan et al. 2020 (:func:`repair_jax.robustness.make_imbalanced`).
     """
     # imported here: the imbalance builders import this module
     from repair_jax.robustness.imbalance import make_imbalanced, split_imbalance_name

@@ -1,4 +1,4 @@
-"""Group-level error diagnosis of a trained model (000 Sec. 2.2; 004 class-wise metrics)."""
+"""Group-level error diagnosis of a trained model (Zhong et al. 2022, Sec. 2.2; Sharma n.d., class-wise metrics)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def diagnose(model, dataset: Dataset, split: str = "test", top_k: int = 5) -> di
     (counts, rows = true), the ``top_k`` most confused pairs by type1conf and most biased triplets by
     cd over type1conf, class-wise precision/recall/F1/AUROC, the macro and weighted averages of
     :func:`repair_jax.metrics.averaged_metrics` (its class-wise disparate impact under ``per_class``), and the one-vs-rest
-    ROC curves (``roc_curves``: per class ``fpr``, ``tpr``, ``thresholds``; 004). Multi-label: mAP, subset accuracy,
+    ROC curves (``roc_curves``: per class ``fpr``, ``tpr``, ``thresholds``; Sharma n.d.). Multi-label: mAP, subset accuracy,
     pairs by type2conf and triplets by cd over type2conf.
     """
     from repair_jax.classifier import as_classifier, check_classifier, predict_logits
@@ -62,7 +62,7 @@ def _record(y, logits, class_names, multilabel, top_k, dataset_name, split) -> d
         s = metrics.summarize(y, logits, num_classes)
         err, kind = s.pop("type1conf"), "type1conf"
         out.update(s)
-        averages = metrics.averaged_metrics(y, logits, num_classes)  # 004 "Average metrics", DI
+        averages = metrics.averaged_metrics(y, logits, num_classes)  # Sharma n.d., "Average metrics", DI
         for key in ("disparate_impact", "disparate_impact_soft"):
             out["per_class"][key] = averages.pop(key)
         out.update(averages)

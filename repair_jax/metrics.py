@@ -12,8 +12,8 @@ undefined cases (no NaN is ever returned):
 * one-vs-rest AUROC and average precision of a class with no positive (or no negative) sample is
   0.5 / 0 respectively; ``class_present`` tells which classes are defined.
 
-Sources: 000_92ecc981581ec3ed.txt Sec. 2.2 (type1conf, type2conf, cd);
-004_9347ff94c01a7b9b.txt (class-wise precision/recall/F1/AUROC, DOB, precision std).
+Sources: Zhong et al. 2022, Sec. 2.2 (type1conf, type2conf, cd);
+Sharma n.d. (class-wise precision/recall/F1/AUROC, DOB, precision std).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def conditional_confusion(cm):
 
 
 def type1conf_matrix(cm):
-    """M[a, b] = type1conf(a, b) = mean(P(a|b), P(b|a)), symmetric, zero diagonal (000 Sec. 2.2.1).
+    """M[a, b] = type1conf(a, b) = mean(P(a|b), P(b|a)), symmetric, zero diagonal (Zhong et al. 2022, Sec. 2.2.1).
 
     P(a|b) is the share of class-b samples predicted a, i.e. ``conditional_confusion(cm)[b, a]``.
     """
@@ -63,7 +63,7 @@ def type1conf(cm, a: int, b: int):
 
 
 def type2conf_matrix(y_true, y_pred):
-    """M[a, b] = type2conf(a, b) = mean(P((a,b)|a), P((b,a)|b)) for multi-label (000 Sec. 2.2.1).
+    """M[a, b] = type2conf(a, b) = mean(P((a,b)|a), P((b,a)|b)) for multi-label (Zhong et al. 2022, Sec. 2.2.1).
 
     P((a,b)|a): among samples labelled a and not b, the share predicted to contain both a and b.
     y_true, y_pred: (N, K) multi-hot (0/1).
@@ -82,7 +82,7 @@ def type2conf(y_true, y_pred, a: int, b: int):
 
 
 def confusion_disparity(err, a: int, b: int, c: int):
-    """cd(a, b, c) = |error(a, c) - error(b, c)| for a pairwise error matrix (000 Sec. 2.2.2)."""
+    """cd(a, b, c) = |error(a, c) - error(b, c)| for a pairwise error matrix (Zhong et al. 2022, Sec. 2.2.2)."""
     err = jnp.asarray(err)
     return jnp.abs(err[a, c] - err[b, c])
 
@@ -97,7 +97,7 @@ def soft_confusion_matrix(y_true, probs):
 
 
 def soft_type1conf(probs, y_true, a: int, b: int):
-    """Differentiable type1conf(a, b) = mean(P(a|b), P(b|a)) (000_92ecc981581ec3ed.txt Sec. 2.2.1) with
+    """Differentiable type1conf(a, b) = mean(P(a|b), P(b|a)) (Zhong et al. 2022, Sec. 2.2.1) with
     the softmax probabilities in place of hard predictions: P(a|b) = mean_{i: y_i = b} p_ia, the expected
     rate of predicting a on true b (0 when class b has no sample).
 
@@ -108,7 +108,7 @@ def soft_type1conf(probs, y_true, a: int, b: int):
 
 
 def soft_cd(probs, y_true, a: int, b: int, c: int):
-    """Differentiable cd(a, b, c) = |type1conf(a, c) - type1conf(b, c)| (000_92ecc981581ec3ed.txt Sec. 2.2.2,
+    """Differentiable cd(a, b, c) = |type1conf(a, c) - type1conf(b, c)| (Zhong et al. 2022, Sec. 2.2.2,
     error = type1conf) with :func:`soft_type1conf` in place of the hard type1conf. Shapes as there; on
     one-hot probabilities it equals :func:`confusion_disparity` of :func:`type1conf_matrix`."""
     return confusion_disparity(type1conf_matrix(soft_confusion_matrix(y_true, probs)), a, b, c)
@@ -127,7 +127,7 @@ def top_pairs(err, k: int = 5) -> list[dict]:
 def top_triplets(err, k: int = 5) -> list[dict]:
     """The k most biased triplets by cd, as ``[{"classes": [A, B, C], "value"}]``.
 
-    Roles as in 000 Sec. 2.2.2: C is the anchor, A the positive (error(A, C) >= error(B, C)) and B
+    Roles as in Zhong et al. 2022, Sec. 2.2.2: C is the anchor, A the positive (error(A, C) >= error(B, C)) and B
     the negative target class.
     """
     err = np.asarray(err)
@@ -176,7 +176,7 @@ def macro_f1(cm):
 
 
 def degree_of_bias(cm):
-    """DOB: population standard deviation of the class-wise recalls over present classes (004)."""
+    """DOB: population standard deviation of the class-wise recalls over present classes (Sharma n.d.)."""
     _, recall, _ = precision_recall_f1(cm)
     present = class_present(cm)
     n = jnp.maximum(present.sum(), 1)
@@ -185,7 +185,7 @@ def degree_of_bias(cm):
 
 
 def precision_std(cm):
-    """Population standard deviation of the class-wise precisions over all classes (004)."""
+    """Population standard deviation of the class-wise precisions over all classes (Sharma n.d.)."""
     return jnp.std(precision_recall_f1(cm)[0])
 
 
@@ -277,11 +277,11 @@ def group_accuracies(y_true, y_pred, groups, num_groups: int):
 
 
 def worst_group_accuracy(y_true, y_pred, groups, num_groups: int):
-    """Lowest accuracy over the non-empty groups (Sagawa et al. 2019; 002 Table 5.4)."""
+    """Lowest accuracy over the non-empty groups (Sagawa et al. 2019; Adebayo 2022, Table 5.4)."""
     acc, present = group_accuracies(y_true, y_pred, groups, num_groups)
     return jnp.min(jnp.where(present, acc, jnp.inf))
 # ----------------------------------------------------------------------------- group disparity metrics
-# Source: 002_97a11baaf249c571.txt Sec. 6.2 and Appendix B.1.3. Each takes class probabilities
+# Source: Adebayo 2022, Sec. 6.2 and Appendix B.1.3. Each takes class probabilities
 # (N, K), integer labels (N,) and a group mask (N,) (1 = member of the group S_t; None = all), and
 # is a differentiable (almost everywhere) function of the probabilities, so that the influence of a
 # training point on it (Eq. 6.4/6.5) is a chain rule. An empty group gives 0 (no NaN).
@@ -292,7 +292,7 @@ def _group_mask(labels, mask):
 
 @functools.partial(jax.jit, static_argnames="num_bins")
 def expected_calibration_error(probs, labels, mask=None, num_bins: int = 10):
-    """Binned ECE = sum_m |B_m|/n |conf(B_m) - acc(B_m)| (002 App. B.1.3, M = 10 bins of width 1/M).
+    """Binned ECE = sum_m |B_m|/n |conf(B_m) - acc(B_m)| (Adebayo 2022, App. B.1.3, M = 10 bins of width 1/M).
 
     conf_i = max_k p_ik, correct_i = [argmax_k p_ik = y_i]; B_m = {i : conf_i in ((m-1)/M, m/M]}.
     Written as (1/n) sum_m |sum_{i in B_m} (conf_i - correct_i)|, it is differentiable in the
@@ -310,7 +310,7 @@ def expected_calibration_error(probs, labels, mask=None, num_bins: int = 10):
 def brier_score(probs, labels, mask=None, positive=None):
     """Brier score: mean (p_i - y_i)^2 of the positive class's probability (binary; = scikit-learn's
     ``brier_score_loss``) when ``positive`` is a class index, else the multi-class mean over examples
-    of sum_k (p_ik - [y_i = k])^2 (002 Sec. 6.2, GD_bs)."""
+    of sum_k (p_ik - [y_i = k])^2 (Adebayo 2022, Sec. 6.2, GD_bs)."""
     w = _group_mask(labels, mask)
     onehot = jax.nn.one_hot(labels, probs.shape[-1], dtype=probs.dtype)
     if positive is None:
@@ -322,14 +322,14 @@ def brier_score(probs, labels, mask=None, positive=None):
 
 @jax.jit
 def generalized_fpr(probs, labels, mask=None, positive=1):
-    """Generalized false positive rate E[p_positive(x) | y != positive] (002 Sec. 6.2, GD_fpr)."""
+    """Generalized false positive rate E[p_positive(x) | y != positive] (Adebayo 2022, Sec. 6.2, GD_fpr)."""
     w = _group_mask(labels, mask) * (labels != positive)
     return _safe_div(jnp.sum(w * probs[:, positive]), jnp.sum(w))
 
 
 @jax.jit
 def generalized_fnr(probs, labels, mask=None, positive=1):
-    """Generalized false negative rate E[1 - p_positive(x) | y = positive] (002 Sec. 6.2, GD_fnr)."""
+    """Generalized false negative rate E[1 - p_positive(x) | y = positive] (Adebayo 2022, Sec. 6.2, GD_fnr)."""
     w = _group_mask(labels, mask) * (labels == positive)
     return _safe_div(jnp.sum(w * (1 - probs[:, positive])), jnp.sum(w))
 
@@ -337,7 +337,7 @@ def generalized_fnr(probs, labels, mask=None, positive=1):
 @jax.jit
 def soft_error_rate(probs, labels, mask=None):
     """Expected error of the model's predictive distribution, 1 - E[p_{y_i}(x_i)]: the differentiable
-    stand-in for the error rate GD_er = 1 - acc (002 Sec. 6.2), whose gradient is 0 almost everywhere."""
+    stand-in for the error rate GD_er = 1 - acc (Adebayo 2022, Sec. 6.2), whose gradient is 0 almost everywhere."""
     w = _group_mask(labels, mask)
     p_true = jnp.take_along_axis(probs, labels[:, None], axis=1)[:, 0]
     return _safe_div(jnp.sum(w * (1 - p_true)), jnp.sum(w))
@@ -368,7 +368,7 @@ GROUP_DISPARITY_METRICS = ("ece", "brier", "fpr", "fnr", "er")
 
 
 def _soft_metrics(probs, labels, mask, positive: int, num_bins: int) -> dict:
-    """The differentiable group metrics of 002 Sec. 6.2, by name, as thunks."""
+    """The differentiable group metrics of Adebayo 2022, Sec. 6.2, by name, as thunks."""
     return {"ece": lambda: expected_calibration_error(probs, labels, mask, num_bins),
             "brier": lambda: brier_score(probs, labels, mask, positive if probs.shape[-1] == 2 else None),
             "fpr": lambda: generalized_fpr(probs, labels, mask, positive),
@@ -390,7 +390,7 @@ def _check_group_metric(name: str) -> None:
 
 
 def group_disparity(name: str, probs, labels, mask=None, positive: int = 1, num_bins: int = 10):
-    """The differentiable group disparity metric ``name`` (ece | brier | fpr | fnr | er) of 002 Sec. 6.2.
+    """The differentiable group disparity metric ``name`` (ece | brier | fpr | fnr | er) of Adebayo 2022, Sec. 6.2.
 
     ``er`` is the soft error rate; ``brier`` is multi-class unless the problem is binary (then the
     positive class's Brier score).
@@ -408,7 +408,7 @@ def group_disparity_hard(name: str, probs, labels, mask=None, positive: int = 1,
 
 
 # ----------------------------------------------------------------------------- bias report metrics
-# Source: 004_9347ff94c01a7b9b.txt (Que-1 "Average metrics", "Class wise AUROC, DI, and confusion
+# Source: Sharma n.d. (Que-1 "Average metrics", "Class wise AUROC, DI, and confusion
 # matrix", "Roc_curves"; Que-2 "Class wise DI"). The report prints a DI per class but no formula.
 # Tried on its four printed Que-1 confusion matrices (20 printed values): every ratio of products of
 # up to two of TP, FP, FN, TN, row/column sums and N (and their logs, square roots, x100) -- none
@@ -416,7 +416,7 @@ def group_disparity_hard(name: str, probs, labels, mask=None, positive: int = 1,
 # classes as the report does and lies within ~1-30 % of every printed value (e.g. 18.33 vs 18.82,
 # 10.66 vs 10.50, 14.08 vs 13.95), but the report prints DI = 7.517 for a class with TP = FP = 0,
 # which no function of the confusion matrix alone gives: the report most likely averaged predicted
-# probabilities (:func:`disparate_impact_soft`), which its text does not show. See docs/bias.md.
+# probabilities (:func:`disparate_impact_soft`), which its text does not show. See docs/papers/bias.md.
 
 def disparate_impact(cm):
     """One-vs-rest disparate impact per class (K,): DI_c = P(yhat = c | y = c) / P(yhat = c | y != c).
@@ -438,7 +438,7 @@ def disparate_impact_soft(y_true, probs, num_classes: int):
     """DI with predicted probabilities in place of hard predictions (K,):
     DI_c = mean_{i: y_i = c} p_ic / mean_{i: y_i != c} p_ic (0 when undefined).
 
-    Our reading of 004's class-wise DI (it prints DI > 0 for a class never predicted); y_true (N,),
+    Our reading of Sharma's (n.d.) class-wise DI (it prints DI > 0 for a class never predicted); y_true (N,),
     probs (N, K) rows summing to 1.
     """
     onehot = jax.nn.one_hot(jnp.asarray(y_true), num_classes)
@@ -469,7 +469,7 @@ def _averaged_arrays(y_true, logits, num_classes: int) -> dict:
 
 def averaged_metrics(y_true, logits, num_classes: int) -> dict:
     """Macro and support-weighted averages of class-wise precision, recall, F1 and one-vs-rest AUROC
-    (004 "Average metrics"; scikit-learn's ``average='macro' | 'weighted'``, ``zero_division=0``),
+    (Sharma n.d., "Average metrics"; scikit-learn's ``average='macro' | 'weighted'``, ``zero_division=0``),
     plus class-wise DI (hard and soft). These are the fields ``diagnosis.json`` gains.
 
     y_true (N,) int, logits (N, K). AUROC averages run over the classes present in ``y_true`` (the
@@ -480,7 +480,7 @@ def averaged_metrics(y_true, logits, num_classes: int) -> dict:
 
 
 def bias_summary(y_true, logits, num_classes: int) -> dict:
-    """Every number of 004's tables for one prediction set (one compiled call): accuracy, DOB,
+    """Every number of Sharma's (n.d.) tables for one prediction set (one compiled call): accuracy, DOB,
     precision std, the :func:`averaged_metrics` averages, the confusion matrix and ``per_class``
     precision, recall, F1, AUROC, DI and soft DI (numpy). y_true (N,) int, logits (N, K)."""
     arrays, cm, auroc = _averaged_arrays(jnp.asarray(y_true), jnp.asarray(logits), num_classes)
@@ -518,7 +518,7 @@ def roc_curve(y, scores, drop_intermediate: bool = True) -> dict:
 
 
 def roc_curves_ovr(y_true, scores, num_classes: int, drop_intermediate: bool = True) -> list[dict]:
-    """One-vs-rest ROC curve of each class (004 "Roc_curves"): ``[roc_curve(y == k, scores[:, k])]``."""
+    """One-vs-rest ROC curve of each class (Sharma n.d., "Roc_curves"): ``[roc_curve(y == k, scores[:, k])]``."""
     y_true = np.asarray(y_true)
     scores = np.asarray(scores)
     return [roc_curve(y_true == k, scores[:, k], drop_intermediate) for k in range(num_classes)]

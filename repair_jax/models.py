@@ -3,7 +3,7 @@
 ``features`` are the penultimate activations (used by w-dbr and concept carving). BatchNorm
 statistics live in the ``batch_stats`` collection. Every BatchNorm layer here is
 :class:`BatchNorm`, which accepts optional per-example weights for its batch statistics: with
-``sample_weight=None`` it is ordinary BatchNorm; w-bn (000 Sec. 3.3) passes weights instead of
+``sample_weight=None`` it is ordinary BatchNorm; w-bn (Zhong et al. 2022, Sec. 3.3) passes weights instead of
 forking the model code.
 """
 
@@ -55,7 +55,7 @@ class BatchNorm(nn.Module):
 
 
 class MLP(nn.Module):
-    """Fully connected ReLU network (001 Sec. 5: 2 hidden layers of 256)."""
+    """Fully connected ReLU network (Henriksen et al. 2022, Sec. 5: 2 hidden layers of 256)."""
 
     num_classes: int
     hidden: Sequence[int] = (256, 256)
@@ -74,7 +74,7 @@ class SmallCNN(nn.Module):
     num_classes: int
     width: int = 32
     dense: int = 128
-    padain_p: float = 0.0  # Permuted AdaIN after each conv (004 Que-2); 0 = off
+    padain_p: float = 0.0  # Permuted AdaIN after each conv (Sharma n.d., Que-2); 0 = off
 
     @nn.compact
     def __call__(self, x, train: bool = False, sample_weight=None):
@@ -93,7 +93,7 @@ class SmallCNN(nn.Module):
 class BasicBlock(nn.Module):
     filters: int
     stride: int = 1
-    padain_p: float = 0.0  # Permuted AdaIN after each main-path conv (004 Que-2); 0 = off
+    padain_p: float = 0.0  # Permuted AdaIN after each main-path conv (Sharma n.d., Que-2); 0 = off
 
     @nn.compact
     def __call__(self, x, train, sample_weight):
@@ -108,14 +108,14 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """CIFAR-variant ResNet (3x3 stem, no max-pool; 003 Sec. 3 "Base Networks") with basic blocks
+    """CIFAR-variant ResNet (3x3 stem, no max-pool; Pradhan et al. 2020, Sec. 3 "Base Networks") with basic blocks
     (ResNet-18/34) or, with ``bottleneck=True``, bottleneck blocks (ResNet-50: stages 3, 4, 6, 3).
     Strides of 2 open stages 2-4 while the map is larger than 1x1."""
 
     num_classes: int
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     width: int = 64
-    padain_p: float = 0.0  # Permuted AdaIN after each main-path conv (004 Que-2); 0 = off
+    padain_p: float = 0.0  # Permuted AdaIN after each main-path conv (Sharma n.d., Que-2); 0 = off
     bottleneck: bool = False
 
     def block(self, features: int, stride: int) -> nn.Module:
@@ -206,7 +206,7 @@ class MobileNetV2(nn.Module):
 
 
 
-# ----------------------------------------------------------------------------- robustness (003) models
+# ----------------------------------------------------------------------------- robustness (Pradhan et al. 2020) models
 
 class Fire(nn.Module):
     """SqueezeNet fire module (Iandola et al. 2016): 1x1 squeeze, then 1x1 and 3x3 expands concatenated."""
@@ -223,7 +223,7 @@ class Fire(nn.Module):
 
 
 class SqueezeNet(nn.Module):
-    """SqueezeNet 1.1 for small inputs (003 Sec. 3 "Base Networks"): a 3x3 stride-1 stem, eight fire
+    """SqueezeNet 1.1 for small inputs (Pradhan et al. 2020, Sec. 3 "Base Networks"): a 3x3 stride-1 stem, eight fire
     modules in three stages with 2x2 max-pools (skipped once the map is 1x1), BatchNorm after every
     conv (the w-bn hook) and no dropout. The 1x1 classifier conv followed by global average pooling
     is written as pooling then a dense layer (the same linear map), so ``features`` are the pooled
@@ -321,8 +321,8 @@ def has_batch_norm(variables: dict) -> bool:
 
 
 # ----------------------------------------------------------------------------- bias-report backbones
-# 004_9347ff94c01a7b9b.txt: ShuffleNet (Que-1) and additive PyramidNet (Que-2) backbones, small-input
-# (28x28 / 32x32) variants, each with Permuted AdaIN (004 Que-2) after every main-path convolution
+# Sharma n.d.: ShuffleNet (Que-1) and additive PyramidNet (Que-2) backbones, small-input
+# (28x28 / 32x32) variants, each with Permuted AdaIN (Sharma n.d., Que-2) after every main-path convolution
 # that feeds a BatchNorm when ``padain_p`` > 0.
 
 def padain_before_bn(h, padain_p: float, train: bool):
@@ -418,7 +418,7 @@ class PyramidBlock(nn.Module):
 
 
 class PyramidNet(nn.Module):
-    """Additive PyramidNet (Han et al. 2017; 004 Que-2), small-input (CIFAR) variant with basic units:
+    """Additive PyramidNet (Han et al. 2017; Sharma n.d., Que-2), small-input (CIFAR) variant with basic units:
     (depth - 2) / 6 units per stage, the width growing by alpha / #units after every unit from 16
     (rounded down), 3x3 stem, stride 2 at the second and third stages, BN-ReLU and global average pooling."""
 
@@ -453,9 +453,9 @@ def _multi_head(k, backbone: str = "cnn", head_widths: Sequence[int] = (0, 0, 0)
 _FACTORIES.update({
     "shufflenet_v2": lambda k, **kw: ShuffleNetV2(k, **kw),
     "pyramidnet": lambda k, **kw: PyramidNet(k, **kw),
-    # multi-task heads over any backbone (004 Que-2), output = the heads' logit average; so that a
+    # multi-task heads over any backbone (Sharma n.d., Que-2), output = the heads' logit average; so that a
     # run trained with repair_jax.bias.mtl_objective can be reloaded from run.json
     "multi_head": _multi_head,
 })
-BIAS_MODELS = ("shufflenet_v2", "pyramidnet", "multi_head")  # 004's backbones and multi-task heads
+BIAS_MODELS = ("shufflenet_v2", "pyramidnet", "multi_head")  # Sharma's (n.d.) backbones and multi-task heads
 MODELS = tuple(_FACTORIES)

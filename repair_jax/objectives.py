@@ -57,7 +57,7 @@ def forward(state: TrainState, params, x, train: bool, sample_weight=None):
 
 def erm_objective(params, state: TrainState, batch: dict, *, multilabel: bool = False,
                   l2: float = 0.0):
-    """Mean loss over the batch + l2 * 0.5 ||params||^2 (000 Sec. 3.1, Loss_orig)."""
+    """Mean loss over the batch + l2 * 0.5 ||params||^2 (Zhong et al. 2022, Sec. 3.1, Loss_orig)."""
     logits, _, batch_stats = forward(state, params, batch["x"], train=True)
     loss = jnp.mean(per_example_loss(logits, batch["y"], multilabel)) + l2 * l2_penalty(params)
     return loss, (batch_stats, {"loss": loss})
@@ -65,7 +65,7 @@ def erm_objective(params, state: TrainState, batch: dict, *, multilabel: bool = 
 
 def group_dro_objective(params, state: TrainState, batch: dict, *, num_groups: int, eta: float = 1.0,
                         l2: float = 0.0):
-    """Group DRO (Sagawa et al. 2019, cited in 002 Sec. 5.3): sum_g q_g * mean loss of group g, with
+    """Group DRO (Sagawa et al. 2019, cited in Adebayo 2022, Sec. 5.3): sum_g q_g * mean loss of group g, with
     q = softmax(eta * stop_gradient(group losses)) over the groups present in the batch.
 
     A stateless per-batch form of Sagawa et al.'s exponentiated-gradient group weights (eta -> inf

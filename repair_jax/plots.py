@@ -51,7 +51,7 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str 
 
 def plot_accuracy_drop(groups: dict, path: str | Path, xlabel: str = "|R|",
                        title: str = "Accuracy drop after repair") -> None:
-    """Mean accuracy drop with 95% CI per x value, one line per method (001 Fig. 1a).
+    """Mean accuracy drop with 95% CI per x value, one line per method (Henriksen et al. 2022, Fig. 1a).
 
     ``groups``: method label -> list of (x, mean, half_width).
     """

@@ -1,9 +1,9 @@
 """The one statistics module: ranks and rank sums, the Wilcoxon rank-sum test, Vargha-Delaney A12,
 t-tests and mean confidence intervals, each a thin, documented layer over scipy.
 
-* :func:`rank_sum` - 000_92ecc981581ec3ed.txt Sec. 4.3.1: rank by accuracy (high first) and by error
+* :func:`rank_sum` - Zhong et al. 2022, Sec. 4.3.1: rank by accuracy (high first) and by error
   (low first), sum the ranks.
-* :func:`wilcoxon_rank_sum` - 000 Sec. 4.3.2: ``scipy.stats.ranksums`` (normal approximation,
+* :func:`wilcoxon_rank_sum` - Zhong et al. 2022, Sec. 4.3.2: ``scipy.stats.ranksums`` (normal approximation,
   two-sided; with 5 vs 5 fully separated samples it gives p = 0.0090, the "0.009" of the paper's
   tables). :func:`min_rank_sum_p` is the smallest p it can give for given sample sizes (2 vs 2:
   0.121, so no difference can be significant at 0.05).
@@ -12,9 +12,9 @@ t-tests and mean confidence intervals, each a thin, documented layer over scipy.
   runs' spread shrinks, for any n >= 2 (the signed-rank alternative cannot go below 2 / 2^n,
   0.0625 for 5 seeds, so it could never call a deterministic method significant at 5 seeds).
 * :func:`vargha_delaney_a12` and :func:`a12_magnitude` - the effect size and its label.
-* :func:`t_test_p` and :func:`mean_ci` - 001_67555029b287879f.txt Sec. 5 (RQ i): independent
+* :func:`t_test_p` and :func:`mean_ci` - Henriksen et al. 2022, Sec. 5 (RQ i): independent
   two-sample t-test and the Student-t interval of a mean.
-* :func:`paired_t_test_p` - the paired t-test, for runs matched by seed (003 Table 1 analogue).
+* :func:`paired_t_test_p` - the paired t-test, for runs matched by seed (Pradhan et al. 2020, Table 1 analogue).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as _stats
 
-# |2 A12 - 1| (Cliff's delta) thresholds of Romano et al.; they reproduce every label of 000's Table 2
+# |2 A12 - 1| (Cliff's delta) thresholds of Romano et al.; they reproduce every label of Zhong et al.'s (2022) Table 2
 # (e.g. 0.28 -> medium, 0.36 -> small, 0.24 -> large).
 A12_THRESHOLDS = (0.147, 0.33, 0.474)
 
@@ -42,7 +42,7 @@ def ranks(values: Sequence[float], descending: bool, decimals: int = 4) -> list[
 
 
 def rank_sum(accuracies: Sequence[float], errors: Sequence[float]) -> tuple[list[int], list[int], list[int]]:
-    """(accuracy ranks, error ranks, rank sums) of 000 Sec. 4.3.1 for the models given (means)."""
+    """(accuracy ranks, error ranks, rank sums) of Zhong et al. 2022, Sec. 4.3.1 for the models given (means)."""
     ra = ranks(accuracies, descending=True)
     re = ranks(errors, descending=False)
     return ra, re, [a + e for a, e in zip(ra, re)]
@@ -102,7 +102,7 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float]:
 
 
 def t_test_p(a, b) -> float:
-    """Independent two-sample t-test p-value (001 Sec. 5 RQ i); NaN with fewer than 2 values."""
+    """Independent two-sample t-test p-value (Henriksen et al. 2022, Sec. 5 RQ i); NaN with fewer than 2 values."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if len(a) < 2 or len(b) < 2:
         return float("nan")
@@ -115,7 +115,7 @@ def t_test_p(a, b) -> float:
 
 def paired_t_test_p(a, b) -> float:
     """Paired two-sided t-test p-value of ``a`` against ``b`` (``scipy.stats.ttest_rel``), for runs
-    matched by seed (003 Table 1 analogue: a method and plain training share each seed's data subset and
+    matched by seed (Pradhan et al. 2020, Table 1 analogue: a method and plain training share each seed's data subset and
     initialisation). NaN with fewer than 2 pairs; with constant differences, 1 if they are 0, else 0."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:

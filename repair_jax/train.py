@@ -111,7 +111,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | sgd
     lr: float = 1e-3
     momentum: float = 0.9
-    schedule: str = "cosine"  # cosine | constant | step (x0.1 at 50% and 75%, 000 Sec. 4.1)
+    schedule: str = "cosine"  # cosine | constant | step (x0.1 at 50% and 75%, Zhong et al. 2022, Sec. 4.1)
     l2: float = 0.0
     seed: int = 0
     data_dir: str | None = None

@@ -1,4 +1,4 @@
-"""Bias-report metrics (004): class-wise DI, macro/weighted averages, ROC points, compare_runs."""
+"""Bias-report metrics (Sharma n.d.): class-wise DI, macro/weighted averages, ROC points, compare_runs."""
 
 import dataclasses
 

@@ -1,4 +1,4 @@
-"""Multi-task heads (004 Que-2): per-head losses, the weighted sum, the ensemble, per-head accuracy."""
+"""Multi-task heads (Sharma n.d., Que-2): per-head losses, the weighted sum, the ensemble, per-head accuracy."""
 
 import jax
 import jax.numpy as jnp

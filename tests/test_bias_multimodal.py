@@ -1,4 +1,4 @@
-"""Synthetic captions on real images and the LSTM-CNN fusion of 004 Que-1 (L_Fus, L_MML)."""
+"""Synthetic captions on real images and the LSTM-CNN fusion of Sharma n.d., Que-1 (L_Fus, L_MML)."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Permuted AdaIN (004 Que-2) and the bias-report backbones (ShuffleNetV2, PyramidNet)."""
+"""Permuted AdaIN (Sharma n.d., Que-2) and the bias-report backbones (ShuffleNetV2, PyramidNet)."""
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ from repair_jax.models import create_model, init_variables
 
 
 def _hand_padain(x, perm, eps=1e-5):
-    """004 Que-2 written out with numpy loops over examples and channels (NHWC)."""
+    """Sharma n.d., Que-2 written out with numpy loops over examples and channels (NHWC)."""
     out = np.empty_like(x)
     for i in range(x.shape[0]):
         for c in range(x.shape[-1]):

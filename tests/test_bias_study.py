@@ -1,5 +1,5 @@
-"""The 004 Que-2 analogue study: config loading, a smoke-size run on digits, resume, DOB test, and the
-WR rows (000 w-os / w-loss on the plain model's most confused pair)."""
+"""The Sharma n.d., Que-2 analogue study: config loading, a smoke-size run on digits, resume, DOB test, and the
+WR rows (w-os / w-loss of Zhong et al. 2022 on the plain model's most confused pair)."""
 
 import dataclasses
 
@@ -103,7 +103,7 @@ def plain_digits():
 
 
 def _most_confused_pair(state, split) -> tuple:
-    """Reference: the pair of largest type1conf = mean(P(a|b), P(b|a)) (000 Sec. 2.2.1), via sklearn."""
+    """Reference: the pair of largest type1conf = mean(P(a|b), P(b|a)) (Zhong et al. 2022, Sec. 2.2.1), via sklearn."""
     from repair_jax.train import predict
 
     p = confusion_matrix(split.y, predict(state, split.x)[0].argmax(1), labels=range(10), normalize="true")
@@ -117,7 +117,7 @@ def test_wr_w_os_row_scales_only_the_pair(plain_digits):
     m, (a, b) = _most_confused_pair(plain[0], ds.val)
     assert m[tuple(row["repaired_pair"])] == m[a, b]
     a, b = row["repaired_pair"]
-    probs = np.array(jax.nn.softmax(plain[1]))  # w-os by hand (000 Sec. 3.4.1): rho on A, B where predicted A or B
+    probs = np.array(jax.nn.softmax(plain[1]))  # w-os by hand (Zhong et al. 2022, Sec. 3.4.1): rho on A, B where predicted A or B
     hit = np.isin(probs.argmax(1), [a, b])
     probs[np.ix_(hit, [a, b])] *= 0.1
     want = evaluate_predictions("wr_w-os", ds.test.y, np.log(probs), ds.num_classes, curves=False)
@@ -183,7 +183,7 @@ def test_que1_config_at_smoke_size_on_digits_captions(tmp_path):
     ("MultimodalBiasStudy(variants=('resnet18+foo',))", "unknown variant 'resnet18\\+foo'"),
 ])
 def test_bad_bias_configs_exit_2_with_one_line_before_loading(tmp_path, capsys, config, message):
-    """Bad options in a config (004 acceptance: alpha < 0, p outside [0, 1], a multimodal model on an
+    """Bad options in a config (the acceptance criteria of the Sharma n.d. study: alpha < 0, p outside [0, 1], a multimodal model on an
     image-only data set) through the driver: one line, exit 2, nothing written."""
     import re
 

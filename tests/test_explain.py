@@ -219,7 +219,7 @@ def test_lrp_epsilon_conserves_relevance_on_a_bias_free_conv_net():
         r = _run(lrp_epsilon, f, p, x, t, epsilon=1e-9)
         assert r.shape == x.shape
         np.testing.assert_allclose(float(jnp.sum(r)), logit, rtol=1e-4, atol=1e-6)
-        # LRP-0 on a bias-free ReLU net is Input x Gradient (Kindermans et al. 2016, 002 Sec. 3.2)
+        # LRP-0 on a bias-free ReLU net is Input x Gradient (Kindermans et al. 2016, Adebayo 2022, Sec. 3.2)
         np.testing.assert_allclose(r, _run(input_x_gradient, f, p, x, t), atol=1e-5)
         big = _run(lrp_epsilon, f, p, x, t, epsilon=10.0)  # epsilon absorbs relevance
         assert abs(float(jnp.sum(big))) < abs(logit)

@@ -1,4 +1,4 @@
-"""Cascading parameter randomisation (002 Sec. 4.4) as a config: the smoke size through the driver."""
+"""Cascading parameter randomisation (Adebayo 2022, Sec. 4.4) as a config: the smoke size through the driver."""
 
 import dataclasses
 

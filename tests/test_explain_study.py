@@ -25,7 +25,7 @@ def test_spurious_attribution_study_smoke_runs_and_resumes(tmp_path):
 
 def test_spurious_condition_explains_both_models_on_both_inputs():
     """spurious_condition: x_spu and masks are add_signal(x_norm); each measure is its SSIM of the returned
-    explanations (002 Sec. 4.2.1); the spurious model is trained on the contaminated data (it differs)."""
+    explanations (Adebayo 2022, Sec. 4.2.1); the spurious model is trained on the contaminated data (it differs)."""
     import dataclasses
 
     import numpy as np

@@ -71,7 +71,7 @@ def test_ranking_metrics_by_hand():
 
 
 def test_training_point_ranking_matches_a_closed_form_hessian(trained_digits_mlp):
-    """-grad l(z_t)^T (H + damping I)^{-1} grad l(z_i) (002 Eq. 3.1) of the last dense layer in numpy: for
+    """-grad l(z_t)^T (H + damping I)^{-1} grad l(z_i) (Adebayo 2022, Eq. 3.1) of the last dense layer in numpy: for
     softmax regression on features h (with a 1 for the bias), grad l = h (p - e_y)^T and
     H = mean_i (h_i h_i^T) kron (diag(p_i) - p_i p_i^T)."""
     from repair_jax.explain import eval_apply_fn

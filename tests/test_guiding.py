@@ -1,4 +1,4 @@
-"""Model guiding (002 Ch. 5): hypergradients vs finite differences and unrolling, simplex, carving,
+"""Model guiding (Adebayo 2022, Ch. 5): hypergradients vs finite differences and unrolling, simplex, carving,
 file validation, Algorithm 1, group DRO."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-example gradients, inverse-HVP solvers, influence functions (002 Ch. 3.4, 6.4), the group
+"""Per-example gradients, inverse-HVP solvers, influence functions (Adebayo 2022, Ch. 3.4, 6.4), the group
 disparity metrics and the influence CLI, each against a reference: vmap(grad), explicit Hessians,
 leave-one-out retraining, scikit-learn, finite differences."""
 
@@ -217,7 +217,7 @@ def test_group_metrics_against_sklearn_and_formulas(rng):
     pj, yj, mj = jnp.asarray(probs, jnp.float32), jnp.asarray(y), jnp.asarray(mask)
     ps, ys = probs[mask], y[mask]
     pred = ps.argmax(1)
-    # ECE: the binned formula of 002 App. B.1.3, computed by a loop
+    # ECE: the binned formula of Adebayo 2022, App. B.1.3, computed by a loop
     conf = ps.max(1)
     ece = 0.0
     for mbin in range(10):

@@ -1,4 +1,4 @@
-"""Influence on group confusion (soft type1conf / cd, 000 Sec. 2.2; Eq. 6.4 of 002): the soft metrics
+"""Influence on group confusion (soft type1conf / cd, Zhong et al. 2022, Sec. 2.2; Eq. 6.4 of Adebayo 2022): the soft metrics
 against the hard ones, the quantity's gradient against finite differences and the influence against an
 explicit Hessian and against retraining without the most harmful points; the CLI's --pair / --triplet."""
 

@@ -1,5 +1,5 @@
 """Fit once, attribute many (repair_jax.influence.fitted): the fitted scores of M test points against
-influence_up_loss per test point (same solver options) and against the explicit formula of 002 Eq. 3.1
+influence_up_loss per test point (same solver options) and against the explicit formula of Adebayo 2022, Eq. 3.1
 with a dense ``jax.hessian``."""
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""I-REPAIR (001_67555029b287879f.txt): Algorithm 1-2, Observations 1-2, masking, baselines, MM LP."""
+"""I-REPAIR (Henriksen et al. 2022): Algorithm 1-2, Observations 1-2, masking, baselines, MM LP."""
 
 import json
 

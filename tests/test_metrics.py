@@ -123,7 +123,7 @@ def test_undefined_auroc_is_half_not_nan():
     np.testing.assert_allclose(au, 0.5)
 
 
-# Confusion matrices of 004_9347ff94c01a7b9b.txt ("Class wise AUROC, DI, and confusion matrix"), in
+# Confusion matrices of Sharma n.d. ("Class wise AUROC, DI, and confusion matrix"), in
 # the order of its average-metrics table rows they reproduce: DOB and precision std as printed there.
 CM_004 = {
     "LSTMCNN + ResNet": ([[172, 2, 4, 38, 0], [6, 539, 0, 3, 24], [5, 2, 56, 10, 0], [26, 1, 4, 141, 4],

@@ -1,4 +1,4 @@
-"""Weighted Regularization (000_92ecc981581ec3ed.txt Sec. 3-4): each method pinned to its formula on
+"""Weighted Regularization (Zhong et al. 2022, Sec. 3-4): each method pinned to its formula on
 hand-computed tiny cases, the Sec. 4.3-4.4 statistics against scipy / the paper's tables, and a tiny
 resumable study through the Python API and the CLI."""
 

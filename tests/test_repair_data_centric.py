@@ -1,4 +1,4 @@
-"""The data-centric repair i-drop (issue 17 Part 4): the targets' influence against 002 Eq. 6.4 computed
+"""The data-centric repair i-drop (issue 17 Part 4): the targets' influence against Adebayo 2022, Eq. 6.4 computed
 with the explicit Hessian, the dropped set by hand, and i-drop through the WR sweep."""
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def test_notebook_executes_at_smoke_size(tmp_path, run_notebook):
 
 def test_repaired_verdict_absolute_and_relative_lambda2():
     """'repaired' = error -lambda1 or more vs orig-ft, accuracy loss within lambda2 (points, or a
-    fraction of orig-ft's accuracy: 000 Sec. 2.2.3), error p < 0.05."""
+    fraction of orig-ft's accuracy: Zhong et al. 2022, Sec. 2.2.3), error p < 0.05."""
     from types import SimpleNamespace
 
     from repair_jax.repair import format_table, summarize_study

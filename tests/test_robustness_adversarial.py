@@ -1,4 +1,4 @@
-"""Universal perturbations and the adversarial defences (003 Sec. 3 "Robustness Enhancement Techniques")."""
+"""Universal perturbations and the adversarial defences (Pradhan et al. 2020, Sec. 3 "Robustness Enhancement Techniques")."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""AugMix (003 Sec. 3, Hendrycks et al. 2020): ops against PIL, the JS consistency loss against its
+"""AugMix (Pradhan et al. 2020, Sec. 3, Hendrycks et al. 2020): ops against PIL, the JS consistency loss against its
 entropy form, and the objective inside a jitted step."""
 
 import functools

@@ -1,4 +1,4 @@
-"""Imbalance builders (003 Sec. 3 "Datasets"), the cyclical learning rate and the standard augmentation."""
+"""Imbalance builders (Pradhan et al. 2020, Sec. 3 "Datasets"), the cyclical learning rate and the standard augmentation."""
 
 import jax
 import jax.numpy as jnp
@@ -129,7 +129,7 @@ def test_deepaugment_hook():
 
 
 def test_cifar100_lt_through_tfds_on_mock_data():
-    """CIFAR-100-LT (003's data set) loads through TFDS like any other: on TFDS's mock CIFAR-100 (random
+    """CIFAR-100-LT (Pradhan et al.'s (2020) data set) loads through TFDS like any other: on TFDS's mock CIFAR-100 (random
     32x32x3 images, 3,000 per split), the long-tailed training split has Cui et al.'s class counts and the
     test split is untouched. The ratio is 5, not 100: the mock data has ~25 images per class."""
     from repair_jax.repair.experiments import data_source

@@ -1,4 +1,4 @@
-"""SqueezeNet (small input) and ResNet-50 (CIFAR stem) of 003 Sec. 3 "Base Networks"."""
+"""SqueezeNet (small input) and ResNet-50 (CIFAR stem) of Pradhan et al. 2020, Sec. 3 "Base Networks"."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""The Table 1 driver of 003 (repair_jax.robustness.study) on its smoke config."""
+"""The Table 1 driver of Pradhan et al. 2020 (repair_jax.robustness.study) on its smoke config."""
 
 import json
 
@@ -24,7 +24,7 @@ def test_smoke_config_runs_every_method(tmp_path):
     # balanced accuracy is the mean of the per-class recalls on the (balanced) test split
     np.testing.assert_allclose(lt["balanced_accuracy"], np.mean(lt["recall"]), rtol=1e-6)
     assert "balanced_accuracy" in (tmp_path / "tables.md").read_text()
-    # the most confused pairs (000 Sec. 2.2): type1conf sums, over all pairs, to the summed per-class error
+    # the most confused pairs (Zhong et al. 2022, Sec. 2.2): type1conf sums, over all pairs, to the summed per-class error
     t1 = np.asarray(lt["type1conf"])
     np.testing.assert_allclose(t1.sum(), np.sum(1 - np.asarray(lt["recall"])), atol=1e-5)
     same = [r for r in records if (r["level"], r["method"], r["model"]) == (lt["level"], lt["method"], lt["model"])]
@@ -130,7 +130,7 @@ def test_the_driver_gives_a_bad_norm_bound_one_line_exit_2_and_writes_nothing(tm
 
 @pytest.mark.parametrize("method", ["plain", "uat", "ant"])
 def test_every_method_trains_on_003s_standard_augmentation(method):
-    """003 "Training Routine": flips and rotations for every method. One step of each METHODS entry
+    """Pradhan et al. 2020, "Training Routine": flips and rotations for every method. One step of each METHODS entry
     equals the method's bare step on the batch augmented with the step key's draws."""
     import jax
     import jax.numpy as jnp

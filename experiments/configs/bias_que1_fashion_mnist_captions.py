@@ -1,4 +1,4 @@
-"""004_9347ff94c01a7b9b.txt Que-1 analogue: LSTM-CNN with ResNet and ShuffleNetV2 image backbones, with
+"""Sharma n.d., Que-1 analogue: LSTM-CNN with ResNet and ShuffleNetV2 image backbones, with
 and without MTL (L_MML = L_Fus + L_CNN + L_LSTM), on fashion_mnist_captions (real Fashion-MNIST
 images, synthetic captions: 20 % ambiguous, 10 % naming a confusable class); 3 seeds.
 

@@ -1,4 +1,4 @@
-"""The 004_9347ff94c01a7b9b.txt Que-1 analogue of ``bias_que1_fashion_mnist_captions`` sized for a 2-core CPU
+"""The Sharma n.d., Que-1 analogue of ``bias_que1_fashion_mnist_captions`` sized for a 2-core CPU
 (the committed results, experiments/results/bias_que1_fashion_mnist_captions_cpu): the same variants
 (LSTM-CNN with ResNet-18 and ShuffleNetV2 backbones, with and without MTL), captions and 3 seeds, on
 1000 real Fashion-MNIST training images (stratified; the full 10k test split) with their synthetic

@@ -1,9 +1,9 @@
-"""004_9347ff94c01a7b9b.txt Que-2 analogue: additive PyramidNet alone, + augmentation (flip, rotation),
+"""Sharma n.d., Que-2 analogue: additive PyramidNet alone, + augmentation (flip, rotation),
 + PAdaIN + augmentation, + multi-task heads (CE / KL / L2) + augmentation on Fashion-MNIST, 3 seeds;
-and the WR repairs of 000_92ecc981581ec3ed.txt applied to the plain model of each seed on its most
-confused pair (validation split): w-os with rho 0.1 (the smallest value of 000's grid: confident
+and the WR repairs of Zhong et al. 2022 applied to the plain model of each seed on its most
+confused pair (validation split): w-os with rho 0.1 (the smallest value of Zhong et al.'s (2022) grid: confident
 models need a small w-os rho, Sec. 4.4) and w-loss with rho 0.5, fine-tuned 5 epochs with Adam at
-1e-4 (the WR study's defaults). rho is fixed here, not selected per method by 000's sweep.
+1e-4 (the WR study's defaults). rho is fixed here, not selected per method by Zhong et al.'s (2022) sweep.
 Mean +- std of the average metrics, DOB t-tests against the plain model, class-wise tables.
 Smoke size: the same code path on the digits.
 

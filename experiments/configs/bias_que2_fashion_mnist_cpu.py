@@ -1,4 +1,4 @@
-"""The 004_9347ff94c01a7b9b.txt Que-2 analogue of ``bias_que2_fashion_mnist`` sized for a 2-core CPU (the
+"""The Sharma n.d., Que-2 analogue of ``bias_que2_fashion_mnist`` sized for a 2-core CPU (the
 committed results, experiments/results/bias_que2_fashion_mnist_cpu): the same variants, WR rows,
 optimizer and PAdaIN p, and 3 seeds (so the DOB t-test has samples), on 1000 real Fashion-MNIST
 training images (stratified; the full 10k test split), a PyramidNet of depth 8 and alpha 8, 3 epochs,

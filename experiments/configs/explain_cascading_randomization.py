@@ -1,4 +1,4 @@
-"""002_97a11baaf249c571.txt Sec. 4.4 / Fig. 4-7 analogue (after Adebayo et al. 2018b): cascading parameter
+"""Adebayo 2022, Sec. 4.4 / Fig. 4-7 analogue (after Adebayo et al. 2018b): cascading parameter
 randomisation, top layer down; SSIM (heat maps) and Spearman rank correlation (|attributions|) of each
 method's maps against the trained model's, per randomised layer.
 

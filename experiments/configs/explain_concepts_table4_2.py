@@ -1,4 +1,4 @@
-"""002_97a11baaf249c571.txt Table 4.2 analogue on Fashion-MNIST: KS tests of TCAV concept scores (K-SSD,
+"""Adebayo 2022, Table 4.2 analogue on Fashion-MNIST: KS tests of TCAV concept scores (K-SSD,
 CCM, FAM) for normal vs spurious models (Tag, Stripe and the non-visible background texture), at the
 last convolution, for the aligned class T-shirt/top (see repair_jax.explain.tables for the pairs compared).
 

@@ -1,4 +1,4 @@
-"""002_97a11baaf249c571.txt Sec. 4.3 analogue (noisy training labels, App. A.2.1): a CNN trained on
+"""Adebayo 2022, Sec. 4.3 analogue (noisy training labels, App. A.2.1): a CNN trained on
 Fashion-MNIST and the same recipe trained with 10 % of the training labels flipped (synthetic variant of
 the real data); 190 flipped training inputs explained by both models (true label / flipped label), SSIM
 of the heat maps and Spearman rank correlation of |attributions|, mean and SEM per method.

@@ -1,4 +1,4 @@
-"""002_97a11baaf249c571.txt Table 4.4 analogue (Sec. 4.5): Fashion-MNIST test inputs explained by a
+"""Adebayo 2022, Table 4.4 analogue (Sec. 4.5): Fashion-MNIST test inputs explained by a
 Fashion-MNIST model and by a digits model (scikit-learn's 8x8 digits resized bilinearly to 28x28: a
 synthetic variant of real digits standing in for MNIST), SSIM of the heat maps and Spearman rank
 correlation of |attributions|, mean and SEM per method.

@@ -1,4 +1,4 @@
-"""002_97a11baaf249c571.txt Table 4.1 analogue on Fashion-MNIST: K-SSD, CCM, FAM, FAM-GT (SSIM, with SEM)
+"""Adebayo 2022, Table 4.1 analogue on Fashion-MNIST: K-SSD, CCM, FAM, FAM-GT (SSIM, with SEM)
 of Grad, SmoothGrad, IG and Guided Backprop for Tag, Stripe and a non-visible background texture.
 
 Thesis direction (Sec. 4.2.2): GBP best on K-SSD; FAM above CCM; attributions fail on the non-visible

@@ -1,4 +1,4 @@
-"""002_97a11baaf249c571.txt Table 4.3 analogue on Fashion-MNIST: KS tests of the identical class metric
+"""Adebayo 2022, Table 4.3 analogue on Fashion-MNIST: KS tests of the identical class metric
 (ICM, top 10) of influence-based training-point rankings (last dense layer) for normal vs spurious models
 (Tag, Stripe and the non-visible background texture), aligned class T-shirt/top (see
 repair_jax.explain.tables for the pairs compared).

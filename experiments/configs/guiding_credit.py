@@ -1,4 +1,4 @@
-"""The regression path of model guiding (002_97a11baaf249c571.txt Sec. 5.2, the lending example) on
+"""The regression path of model guiding (Adebayo 2022, Sec. 5.2, the lending example) on
 the synthetic credit-limit table, 3 seeds (experiments/results/guiding_credit)."""
 
 import dataclasses

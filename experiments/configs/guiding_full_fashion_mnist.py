@@ -1,4 +1,4 @@
-"""Model guiding at full scale (002_97a11baaf249c571.txt Sec. 5.2, Algorithm 1): all 60,000
+"""Model guiding at full scale (Adebayo 2022, Sec. 5.2, Algorithm 1): all 60,000
 Fashion-MNIST training images, 20% of their labels flipped, through the width-32 CNN of the
 fashion_mnist_cnn run; meant for a GPU (experiments/results/guiding_full_fashion_mnist).
 Smoke: a tiny digits MLP trained on the spot."""

@@ -1,4 +1,4 @@
-"""Tables 5.1-5.2 analogues of 002_97a11baaf249c571.txt Sec. 5.3 (noisy training labels): 20% of the
+"""Tables 5.1-5.2 analogues of Adebayo 2022, Sec. 5.3 (noisy training labels): 20% of the
 training labels flipped on digits and a 3000-image Fashion-MNIST subset, MLPs, 3 seeds; model
 guiding vs influence functions vs DUTI vs the training loss (experiments/results/guiding_noisy_labels)."""
 

@@ -1,4 +1,4 @@
-"""Ablation of Tables 5.1-5.2 (002_97a11baaf249c571.txt Sec. 5.3): the noisy-labels study on digits
+"""Ablation of Tables 5.1-5.2 (Adebayo 2022, Sec. 5.3): the noisy-labels study on digits
 without the feature-importance term (fi_weight = 0) (experiments/results/guiding_noisy_labels_fi0)."""
 
 from repair_jax.guiding.bilevel import BilevelConfig

@@ -1,4 +1,4 @@
-"""Tables 5.3-5.4 analogues of 002_97a11baaf249c571.txt Sec. 5.3 (spurious correlation): a synthetic
+"""Tables 5.3-5.4 analogues of Adebayo 2022, Sec. 5.3 (spurious correlation): a synthetic
 4x4 tag on 95% of one class's real training images (Fashion-MNIST Shirt, digits 8), MLPs, 3 seeds;
 model guiding vs Errors-ERM and group DRO (experiments/results/guiding_spurious)."""
 

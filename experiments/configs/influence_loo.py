@@ -1,4 +1,4 @@
-"""The leave-one-out check of influence functions (Koh & Liang 2017; 002_97a11baaf249c571.txt
+"""The leave-one-out check of influence functions (Koh & Liang 2017; Adebayo 2022,
 Sec. 3.4, Eq. 3.1/6.2) on digits: softmax regression (3 test points) and a damped MLP (one hidden
 layer of 16, 400 training points, 1 test point), k = 20 removals each
 (experiments/results/influence_loo)."""

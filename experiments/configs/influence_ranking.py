@@ -1,4 +1,4 @@
-"""Ranking mislabelled training points by influence on group calibration (002_97a11baaf249c571.txt
+"""Ranking mislabelled training points by influence on group calibration (Adebayo 2022,
 Sec. 6.5, Fig. 6-3 analogue): 10% of the digits training labels flipped, softmax regression, the
 fraction of flipped points among the top 50 of four rankings, 5 seeds
 (experiments/results/influence_ranking)."""

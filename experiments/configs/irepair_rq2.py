@@ -1,4 +1,4 @@
-"""RQ ii of 001_67555029b287879f.txt Sec. 5 (experiments/results/irepair_rq2): influence locking against
+"""RQ ii of Henriksen et al. 2022, Sec. 5 (experiments/results/irepair_rq2): influence locking against
 random locking with p in {0.1, 0.3, 0.5, 0.7, 0.9} at |R| = 8 (Fig. 1b), and the correct-set influence
 loss, output magnitude against cross-entropy, at |R| in {1, 2, 4, 8}. FC 2x256 on Fashion-MNIST, gamma 1,
 |C| = 40, RMSprop lr 1e-4, ub 5000, 3 seeds.

@@ -1,4 +1,4 @@
-"""RQ iii of 001_67555029b287879f.txt Sec. 5 (experiments/results/irepair_rq3): the margin stopping rule
+"""RQ iii of Henriksen et al. 2022, Sec. 5 (experiments/results/irepair_rq3): the margin stopping rule
 (Fig. 1c), I-REPAIR and retraining with softmax margins 0 and 0.3 at |R| in {4, 8}. FC 2x256 on
 Fashion-MNIST, gamma 1, |C| = 40, RMSprop lr 1e-4, ub 5000, 2 seeds.
 """

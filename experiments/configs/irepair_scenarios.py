@@ -1,4 +1,4 @@
-"""RQ i of 001_67555029b287879f.txt Sec. 5, I-REPAIR (gamma 1) against retraining
+"""RQ i of Henriksen et al. 2022, Sec. 5, I-REPAIR (gamma 1) against retraining
 (experiments/results/irepair_scenarios): scenario 1 (Fig. 1a), single-class repair sets of K in {16, 32}
 for every class; scenario 2 (Fig. 1d), repair sets over 1, 2, 5 and 10 classes with K in {1, 2, 4} per
 class. FC 2x256 on Fashion-MNIST, |C| = 40, RMSprop lr 1e-4, ub 5000, 3 seeds.

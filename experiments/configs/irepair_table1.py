@@ -1,4 +1,4 @@
-"""RQ iv / Table 1 of 001_67555029b287879f.txt Sec. 5 (experiments/results/irepair_table1): single-class
+"""RQ iv / Table 1 of Henriksen et al. 2022, Sec. 5 (experiments/results/irepair_table1): single-class
 repair on the FC 2x256 network, retraining vs I-REPAIR (gamma in {0.01, 0.05, 0.1, 0.5, 1}) vs MM repair
 (L-inf 1 and 5), |R| in {1, 2, 4, 8}, |C| = 40, RMSprop lr 1e-4, ub 5000, every class, 3 seeds (the paper
 uses 20); accuracy drop on the test split with 95% CIs and t-test p-values against retraining.

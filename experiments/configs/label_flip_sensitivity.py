@@ -1,4 +1,4 @@
-"""Sensitivity of group calibration error to label error (002_97a11baaf249c571.txt Sec. 6.3,
+"""Sensitivity of group calibration error to label error (Adebayo 2022, Sec. 6.3,
 Fig. 6-1 and 6-2 analogues): 0-30% of the digits test labels (fixed model) or training labels
 (refit) flipped; % change of the heavy-ink and light-ink groups' ECE for softmax regression and an
 MLP, 3 seeds (experiments/results/label_flip_sensitivity)."""

@@ -1,4 +1,4 @@
-"""003_6c8075a951dacb8e.txt Table 1 on its own data set, CIFAR-100 (Cui et al. 2019 long tail): the
+"""Pradhan et al. 2020, Table 1 on its own data set, CIFAR-100 (Cui et al. 2019 long tail): the
 vanilla CNN, ResNet-50 (CIFAR stem) and SqueezeNet x {plain, AugMix, ANT, UAT, SAT} x {balanced,
 linear(10), longtail(100)}, 3 seeds, 30 epochs. GPU-sized; needs CIFAR-100 in the TFDS data directory
 (``tfds build cifar100`` where a network is). On a GPU:

@@ -1,4 +1,4 @@
-"""003_6c8075a951dacb8e.txt Table 1 analogue on Fashion-MNIST: CNN and SqueezeNet x {plain, AugMix,
+"""Pradhan et al. 2020, Table 1 analogue on Fashion-MNIST: CNN and SqueezeNet x {plain, AugMix,
 ANT, UAT, SAT} x {balanced, linear(10), longtail(100)}, 3 seeds; balanced accuracy and F1 tables."""
 
 from repair_jax.robustness.study import RobustnessStudy

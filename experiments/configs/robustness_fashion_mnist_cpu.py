@@ -1,4 +1,4 @@
-"""003_6c8075a951dacb8e.txt Table 1 analogue at CPU size, the committed run: the grid of
+"""Pradhan et al. 2020, Table 1 analogue at CPU size, the committed run: the grid of
 ``robustness_fashion_mnist`` (CNN and SqueezeNet x {plain, AugMix, ANT, UAT, SAT} x {balanced,
 linear(10), longtail(100)}, 3 seeds) on a stratified 2,000-image subset of the real Fashion-MNIST
 training split (the imbalance levels are cut from it: about 1,100 images at linear(10), 500 at

@@ -1,4 +1,4 @@
-"""Table 1 of 000_92ecc981581ec3ed.txt (single-label settings), GPU-sized, through TFDS; one setting per
+"""Zhong et al. 2022, Table 1 (single-label settings), GPU-sized, through TFDS; one setting per
 data set and model, each in OUT/<setting> (no committed results: no GPU and no CIFAR copy here).
 
 Training (Sec. 4.1): SGD 0.1, Nesterov 0.9, x0.1 at 50% and 75% of 300 epochs, L2 5e-4, batch 128.

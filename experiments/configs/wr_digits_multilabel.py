@@ -1,4 +1,4 @@
-"""000 Sec. 4.3-4.4 multi-label: BCE, type2conf (and cd over it) and mAP on digits_multilabel, the
+"""Zhong et al. 2022, Sec. 4.3-4.4 multi-label: BCE, type2conf (and cd over it) and mAP on digits_multilabel, the
 synthetic composites of real digits (2-3 per 16x16 canvas), CPU (experiments/results/wr_digits_multilabel).
 
 A SmallCNN (width 8, BatchNorm) trained 15 epochs (Adam 3e-3, cosine, batch 64); diagnosed pair and

@@ -1,4 +1,4 @@
-"""000 Sec. 4.3-4.4 on the full width-32 CNN of fashion_mnist_cnn (GPU; the README's "schedule 1" tables,
+"""Zhong et al. 2022, Sec. 4.3-4.4 on the full width-32 CNN of fashion_mnist_cnn (GPU; the README's "schedule 1" tables,
 experiments/results/wr_fashion_mnist_full).
 
 The run experiments/results/fashion_mnist_cnn/run (SmallCNN width 32, 6 epochs on all 50,000 images);

@@ -1,4 +1,4 @@
-"""000 Sec. 4.3-4.4 on the full width-32 CNN of fashion_mnist_cnn with the second fine-tuning schedule (GPU;
+"""Zhong et al. 2022, Sec. 4.3-4.4 on the full width-32 CNN of fashion_mnist_cnn with the second fine-tuning schedule (GPU;
 the README's "schedule 2" tables, experiments/results/wr_fashion_mnist_full_cosine).
 
 As wr_fashion_mnist_full, with fine-tuning 4 epochs, Adam 2e-4 on a cosine schedule, batch 256.

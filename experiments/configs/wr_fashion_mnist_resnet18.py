@@ -1,7 +1,7 @@
-"""000 Sec. 4.3-4.4 on a ResNet-18 (width 32) trained on all of Fashion-MNIST with Table 1's recipe,
+"""Zhong et al. 2022, Sec. 4.3-4.4 on a ResNet-18 (width 32) trained on all of Fashion-MNIST with Table 1's recipe,
 shortened (GPU; experiments/results/wr_fashion_mnist_resnet18, whose checkpoint is not committed).
 
-Training: 20 epochs of SGD 0.1 (Nesterov 0.9, x0.1 at 50% and 75%), L2 5e-4, batch 128 (000 Sec. 4.1);
+Training: 20 epochs of SGD 0.1 (Nesterov 0.9, x0.1 at 50% and 75%), L2 5e-4, batch 128 (Zhong et al. 2022, Sec. 4.1);
 fine-tuning: 4 epochs of SGD 0.01 on the same step schedule, batch 128, the run's L2; same targets rule
 as wr_fashion_mnist; w-os's trade-off over 61 rhos on both targets and on every pair.
 """

@@ -1,10 +1,10 @@
-"""Bias measurement and mitigation of the Dependable AI report (004_9347ff94c01a7b9b.txt).
+"""Bias measurement and mitigation of the Dependable AI report (Sharma n.d.).
 
 Metrics live in :mod:`repair_jax.metrics` (class-wise disparate impact, macro/weighted averages,
 ROC curves, :func:`repair_jax.metrics.bias_summary`); this package holds the comparison of runs and
 its figures, and the report's mitigations: Permuted AdaIN (the ``padain_p`` option of the conv
 models), multi-task heads, and the LSTM-CNN multimodal fusion on synthetic captions of real images.
-See docs/bias.md.
+See docs/papers/bias.md.
 """
 
 from repair_jax.bias.captions import (

@@ -1,4 +1,4 @@
-"""On-device data augmentation for the bias study (004_9347ff94c01a7b9b.txt Que-2 "Data techniques for
+"""On-device data augmentation for the bias study (Sharma n.d., Que-2 "Data techniques for
 bias mitigation": RandomHorizontalFlip and RandomRotation), as a wrapper over any objective."""
 
 from __future__ import annotations

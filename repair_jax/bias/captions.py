@@ -1,4 +1,4 @@
-"""Synthetic captions on real images for the multimodal case of 004_9347ff94c01a7b9b.txt Que-1.
+"""Synthetic captions on real images for the multimodal case of Sharma n.d., Que-1.
 
 No real image+text set is available offline, so ``fashion_mnist_captions`` (and the small
 ``digits_captions``) pair each *real* image with a short caption generated from per-class

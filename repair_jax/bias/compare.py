@@ -1,4 +1,4 @@
-"""Several runs side by side (004_9347ff94c01a7b9b.txt "Average metrics", "class wise Precision,
+"""Several runs side by side (Sharma n.d., "Average metrics", "class wise Precision,
 Recall, Fscore", "Class wise AUROC, DI"): one JSON record, one markdown report, one figure, and each
 run's one-vs-rest ROC curves.
 

@@ -1,4 +1,4 @@
-"""Multi-task heads on a shared backbone (004_9347ff94c01a7b9b.txt Que-2 "Model and Loss techniques
+"""Multi-task heads on a shared backbone (Sharma n.d., Que-2 "Model and Loss techniques
 for bias mitigation" and "Accuracy of multiple heads"; the same loss shape as Que-1's L_MML).
 
 Each head h has its own width (hidden Dense layer of ``head_widths[h]`` units, 0 = linear head) and
@@ -26,7 +26,7 @@ HEAD_LOSSES = ("ce", "kl", "l2")
 
 
 def kl_to_one_hot(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """KL(onehot(y) || softmax(z)) per example (N,), with 0 log 0 = 0 (004 Que-2, L_2 "KL Divergence").
+    """KL(onehot(y) || softmax(z)) per example (N,), with 0 log 0 = 0 (Sharma n.d., Que-2, L_2 "KL Divergence").
 
     For an exact one-hot target this equals the cross-entropy -log p_y (same value, same gradient);
     the head differs from a CE head by its width and initialisation only.
@@ -36,7 +36,7 @@ def kl_to_one_hot(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def l2_to_one_hot(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """||softmax(z) - onehot(y)||^2 per example (N,) (004 Que-2, L_3 "L2Loss"; the multi-class Brier score)."""
+    """||softmax(z) - onehot(y)||^2 per example (N,) (Sharma n.d., Que-2, L_3 "L2Loss"; the multi-class Brier score)."""
     onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
     return jnp.sum(jnp.square(jax.nn.softmax(logits) - onehot), axis=-1)
 
@@ -63,7 +63,7 @@ def check_heads(losses: Sequence[str], alphas: Sequence[float], widths: Sequence
 
 
 def mtl_loss(head_logits: jax.Array, labels: jax.Array, losses: Sequence[str], alphas: Sequence[float]):
-    """L_MTL = sum_h alpha_h mean_n L_h(z_nh, y_n) (004 Que-2; Que-1's L_MML with losses all ``ce``).
+    """L_MTL = sum_h alpha_h mean_n L_h(z_nh, y_n) (Sharma n.d., Que-2; Que-1's L_MML with losses all ``ce``).
 
     head_logits (N, H, K), labels (N,) -> (loss scalar, per-head mean losses (H,)).
     """
@@ -72,7 +72,7 @@ def mtl_loss(head_logits: jax.Array, labels: jax.Array, losses: Sequence[str], a
 
 
 def ensemble_logits(head_logits: jax.Array) -> jax.Array:
-    """The heads' logit average (004 "we take the ensemble by taking the average of the logits"):
+    """The heads' logit average (Sharma n.d., "we take the ensemble by taking the average of the logits"):
     (N, H, K) -> (N, K)."""
     return jnp.mean(head_logits, axis=1)
 

@@ -1,4 +1,4 @@
-"""LSTM-CNN multimodal classifier of 004_9347ff94c01a7b9b.txt Que-1 ("Network Architecture (LSTM-CNN)"
+"""LSTM-CNN multimodal classifier of Sharma n.d., Que-1 ("Network Architecture (LSTM-CNN)"
 and "(LSTM-CNN + MTL)"): an LSTM text encoder and a CNN image encoder whose embeddings are
 concatenated into a fusion classifier (Z_Fus); the MTL variant adds a classifier on each embedding
 (Z_CNN, Z_LSTM) and trains L_MML = L_Fus + alpha_1 L_CNN + alpha_2 L_LSTM (all cross-entropy).
@@ -83,7 +83,7 @@ def lstm_cnn_model(backbone: str, num_classes: int, vocab_size: int, embed: int 
 
 
 def mml_objective(alpha_cnn: float = 1.0, alpha_lstm: float = 1.0, l2: float = 0.0):
-    """L_MML = L_Fus + alpha_1 L_CNN + alpha_2 L_LSTM (004 Que-1) as a training objective over batches
+    """L_MML = L_Fus + alpha_1 L_CNN + alpha_2 L_LSTM (Sharma n.d., Que-1) as a training objective over batches
     with ``x``, ``text``, ``y``; ``alpha_cnn = alpha_lstm = 0`` gives the single-head L_Fus."""
     check_heads(("ce",) * 3, (1.0, alpha_cnn, alpha_lstm))
     return mtl_objective(("ce", "ce", "ce"), (1.0, alpha_cnn, alpha_lstm), l2=l2, inputs=("x", "text"))

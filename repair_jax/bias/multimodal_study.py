@@ -1,4 +1,4 @@
-"""The Que-1 analogue of 004_9347ff94c01a7b9b.txt as a config and its runner: LSTM-CNN with each image
+"""The Que-1 analogue of Sharma (n.d.) as a config and its runner: LSTM-CNN with each image
 backbone (ResNet, ShuffleNetV2), with and without MTL (L_Fus vs L_MML), on synthetic captions of real
 images; the average-metrics table (fusion output), the "Accuracy of multiple heads" row (fusion,
 CNN, LSTM, ensemble) and the class-wise tables (incl. DI). Config files:
@@ -98,4 +98,4 @@ def run_multimodal_study(config: MultimodalBiasStudy, out: Path, *, force: bool,
     load = functools.lru_cache(None)(lambda s: load_captions(config.captions, s, config.train_limit))
     return sweep(config, out, lambda v, s: run_multimodal_variant(config, v, s, load(s)),
                  lambda: load(config.seeds[0]).images.class_names, force=force, progress=progress,
-                 title="LSTM-CNN bias study (004 Que-1 analogue)")
+                 title="LSTM-CNN bias study (Sharma n.d., Que-1 analogue)")

@@ -1,10 +1,10 @@
-"""Permuted AdaIN (Nuriel, Benaim & Wolf, CVPR 2021), as written in 004_9347ff94c01a7b9b.txt Que-2
+"""Permuted AdaIN (Nuriel, Benaim & Wolf, CVPR 2021), as written in Sharma n.d., Que-2
 "Chossing paper for Bias Mitigation": swap the instance statistics (per-example, per-channel mean and
 standard deviation over the spatial positions) of each example with those of another example of the
 batch, to reduce a classifier's reliance on global image statistics (texture bias).
 
 Placed after a convolution and before its BatchNorm, in training only; the conv models of
-:mod:`repair_jax.models` take it as the option ``padain_p``. Feature maps are NHWC here (004 writes NCHW).
+:mod:`repair_jax.models` take it as the option ``padain_p``. Feature maps are NHWC here (Sharma (n.d.) writes NCHW).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def check_padain_p(p) -> None:
 
 
 def instance_stats(x: jax.Array, eps: float = PADAIN_EPSILON) -> tuple[jax.Array, jax.Array]:
-    """mu(x) = (1/HW) sum_{h,w} x and sigma(x) = sqrt((1/HW) sum_{h,w} (x - mu)^2 + eps) (004 Que-2).
+    """mu(x) = (1/HW) sum_{h,w} x and sigma(x) = sqrt((1/HW) sum_{h,w} (x - mu)^2 + eps) (Sharma n.d., Que-2).
 
     x (N, H, W, C) -> mu, sigma each (N, 1, 1, C).
     """
@@ -37,14 +37,14 @@ def instance_stats(x: jax.Array, eps: float = PADAIN_EPSILON) -> tuple[jax.Array
 
 
 def adain(a: jax.Array, b: jax.Array, eps: float = PADAIN_EPSILON) -> jax.Array:
-    """AdaIN(a, b) = sigma(b) (a - mu(a)) / sigma(a) + mu(b) (004 Que-2), per example; a, b (N, H, W, C)."""
+    """AdaIN(a, b) = sigma(b) (a - mu(a)) / sigma(a) + mu(b) (Sharma n.d., Que-2), per example; a, b (N, H, W, C)."""
     mu_a, sigma_a = instance_stats(a, eps)
     mu_b, sigma_b = instance_stats(b, eps)
     return sigma_b * (a - mu_a) / sigma_a + mu_b
 
 
 def permuted_adain(x: jax.Array, perm: jax.Array, eps: float = PADAIN_EPSILON) -> jax.Array:
-    """PAdaIN(x) = (AdaIN(x_1, x_pi(1)), ..., AdaIN(x_N, x_pi(N))) (004 Que-2); x (N, H, W, C), perm (N,)."""
+    """PAdaIN(x) = (AdaIN(x_1, x_pi(1)), ..., AdaIN(x_N, x_pi(N))) (Sharma n.d., Que-2); x (N, H, W, C), perm (N,)."""
     return adain(x, x[perm], eps)
 
 

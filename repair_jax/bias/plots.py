@@ -1,4 +1,4 @@
-"""Figures of the bias report (004_9347ff94c01a7b9b.txt "Roc_curves", "Average metrics"):
+"""Figures of the bias report (Sharma n.d., "Roc_curves", "Average metrics"):
 one-vs-rest ROC curves of one model and the side-by-side comparison of several runs."""
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
-"""The Que-2 analogue of 004_9347ff94c01a7b9b.txt as a config and its runner: a backbone alone, with
+"""The Que-2 analogue of Sharma (n.d.) as a config and its runner: a backbone alone, with
 augmentation, with PAdaIN + augmentation and with multi-task heads + augmentation, several seeds;
 the average-metrics table (mean and std over seeds), the per-head accuracies, the class-wise tables
 and a Welch t-test of each variant's DOB against the plain model's.
 
-WR rows (000_92ecc981581ec3ed.txt Sec. 3; variants ``wr_<method>``, e.g. ``wr_w-os``, ``wr_w-loss``)
+WR rows (Zhong et al. 2022, Sec. 3; variants ``wr_<method>``, e.g. ``wr_w-os``, ``wr_w-loss``)
 put the WR repairs on the same scale: each takes the *plain* model of the same seed (trained once per
 seed and run; a resumed run that still lacks a WR row retrains it, same seed, same model), diagnoses
 its most confused pair on the validation split (top pair by type1conf, as :mod:`repair_jax.diagnosis`
 ranks them), applies the method through the WR library (:func:`repair_jax.repair.make_method`,
 :func:`repair_jax.repair.fine_tune` with Adam, constant ``wr_lr``, ``wr_epochs`` epochs) at the one
 rho of ``wr_rhos``, and scores the repaired test predictions with :func:`evaluate_predictions`.
-There is no per-rho selection sweep (000 Sec. 4.4) here: rho is fixed by the config. w-os is
+There is no per-rho selection sweep (Zhong et al. 2022, Sec. 4.4) here: rho is fixed by the config. w-os is
 deterministic given the plain model, but the plain model differs per seed, so the seeds are the
 samples of the DOB t-test for WR rows too. w-os scales probabilities; they enter
 :func:`evaluate_predictions` as log-probabilities (its softmax renormalises them; the argmax, hence
@@ -43,7 +43,7 @@ WR_VARIANTS = ("wr_w-os", "wr_w-loss")
 
 @dataclasses.dataclass(frozen=True)
 class BiasMitigationStudy:
-    """One table of 004 Que-2: ``variants`` (of :data:`VARIANTS`, or ``wr_<method>`` of a WR method
+    """One table of Sharma n.d., Que-2: ``variants`` (of :data:`VARIANTS`, or ``wr_<method>`` of a WR method
     with a rho) x ``seeds`` on ``dataset``; ``wr_rhos`` gives each WR method its rho in (0, 1),
     ``wr_epochs`` / ``wr_lr`` the fine-tuning of the methods that fine-tune."""
 
@@ -228,7 +228,7 @@ def summarize_study(rows: list[dict], variants) -> list[dict]:
     return table
 
 
-def format_study(table: list[dict], class_names, title: str = "Bias mitigation study (004 Que-2 analogue)") -> str:
+def format_study(table: list[dict], class_names, title: str = "Bias mitigation study (Sharma n.d., Que-2 analogue)") -> str:
     """Markdown: mean +- std table with the DOB test, the per-head table, the WR rows' footnote and
     class-wise tables."""
     from repair_jax.bias.compare import format_comparison
@@ -256,7 +256,7 @@ def _wr_notes(table: list[dict]) -> list[str]:
     wr = [e for e in table if "wr_method" in e]
     if not wr:
         return []
-    lines = ["", "WR rows: the WR method at a fixed rho (no per-rho selection sweep, unlike 000 Sec. 4.4) "
+    lines = ["", "WR rows: the WR method at a fixed rho (no per-rho selection sweep, unlike Zhong et al. 2022, Sec. 4.4) "
              "applied to the plain model of each seed, on the pair it confuses most on the validation split; "
              "w-os is deterministic given the plain model, but the plain model differs per seed, so the seeds "
              "are the t-test's samples. Pair type1conf on the test split, plain -> repaired (mean over seeds):", ""]
@@ -284,7 +284,7 @@ def run_bias_study(config: BiasMitigationStudy, out: Path, *, force: bool, progr
         return (plain(seed) if variant == "plain" else trained_variant(config, variant, seed, load(seed)))[2]
 
     return sweep(config, out, run_one, lambda: load(config.seeds[0]).class_names, force=force,
-                 progress=progress, title="Bias mitigation study (004 Que-2 analogue)")
+                 progress=progress, title="Bias mitigation study (Sharma n.d., Que-2 analogue)")
 
 
 def sweep(config, out: Path, run_one, class_names, *, force: bool, progress: bool, title: str) -> dict:

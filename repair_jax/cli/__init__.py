@@ -22,7 +22,7 @@ SUBCOMMANDS = {
     "import": ("repair_jax.cli.import_model", "your own trained model (NNX or linen) and checkpoint as a run directory"),
     "diagnose": ("repair_jax.cli.diagnose", "diagnose the group-level errors of a trained run"),
     "quickstart": ("repair_jax.cli.quickstart", "the main job on the embedded digits: train, diagnose, repair"),
-    "irepair": ("repair_jax.cli.irepair", "repair individual misclassifications (I-REPAIR, 001)"),
+    "irepair": ("repair_jax.cli.irepair", "repair individual misclassifications (I-REPAIR, Henriksen et al. 2022)"),
     "guide": ("repair_jax.cli.guide", "model guiding: flag mislabelled / spurious points, update the model"),
     "influence": ("repair_jax.cli.influence", "rank training points by influence on a test loss or group metric"),
     "repair": ("repair_jax.cli.repair", "repair a confused pair / biased triplet with Weighted Regularization"),

@@ -1,4 +1,4 @@
-"""``repair-jax compare RUN1 RUN2 [RUN...] --out DIR``: several runs side by side (004 "Average metrics" and
+"""``repair-jax compare RUN1 RUN2 [RUN...] --out DIR``: several runs side by side (Sharma n.d., "Average metrics" and
 class-wise tables). A subcommand module: ``configure(parser)`` / ``run(args) -> int``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``repair-jax explain``: attributions of one example of a trained run (002 Ch. 3.2; 004 GradCAM).
+"""``repair-jax explain``: attributions of one example of a trained run (Adebayo 2022, Ch. 3.2; Sharma n.d., GradCAM).
 
 ``repair-jax explain --run RUN --index I [--split test] [--methods all|grad,ig,...] --out DIR``
 writes ``DIR/attributions.npz``, ``DIR/summary.json`` and ``DIR/attributions.png``.

@@ -1,4 +1,4 @@
-"""``repair-jax guide``: model guiding (002_97a11baaf249c571.txt Algorithm 1) on a trained run.
+"""``repair-jax guide``: model guiding (Adebayo 2022, Algorithm 1) on a trained run.
 
 Writes ``OUT/guide.json`` (F_nl and F_spu with scores and suggested labels, concept fits, accuracy
 of the original / carved / guided model before and after, the bilevel trace's summary, warnings),

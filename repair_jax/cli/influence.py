@@ -1,8 +1,8 @@
 """``repair-jax influence``: rank the training points of a run by their influence on one test
-point's loss (002 Eq. 3.1/6.2), on each of several test points' losses (``--test-index 3,17,42`` or
+point's loss (Adebayo 2022, Eq. 3.1/6.2), on each of several test points' losses (``--test-index 3,17,42`` or
 ``--test-index all``: one fitted Hessian, one block solve; scores.npy (M, N)), on a group disparity
 metric of the test set (Eq. 6.4), or on the soft confusion of a class pair (``--pair A,B``: type1conf)
-or triplet (``--triplet A,B,C``: cd), 000 Sec. 2.2.
+or triplet (``--triplet A,B,C``: cd), Zhong et al. 2022, Sec. 2.2.
 
 A thin layer over :func:`repair_jax.influence.workflow.influence_run` (which documents the files
 written, the damping rule and the float32 underflow check): parse, validate, call, print. Exit
@@ -43,10 +43,10 @@ def configure(p) -> None:
                    help="positive class (index or name); required by --metric fpr/fnr, used by brier on binary data")
     p.add_argument("--pair", default=None,
                    help="target the soft type1conf of classes A,B (indices or names) on the split instead of one "
-                        "test loss (000 Sec. 2.2.1)")
+                        "test loss (Zhong et al. 2022, Sec. 2.2.1)")
     p.add_argument("--triplet", default=None,
                    help="target the soft confusion disparity cd(A, B, C) = |type1conf(A,C) - type1conf(B,C)| "
-                        "of classes A,B,C on the split (000 Sec. 2.2.2)")
+                        "of classes A,B,C on the split (Zhong et al. 2022, Sec. 2.2.2)")
     p.add_argument("--damping", type=float, default=None,
                    help="absolute damping added to the Hessian (H + damping I); default: relative, see "
                         "--relative-damping")

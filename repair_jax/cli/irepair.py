@@ -1,5 +1,5 @@
 """``repair-jax irepair``: I-REPAIR and its baselines on repair problems drawn from a run's pool
-(001_67555029b287879f.txt Sec. 5). Writes DIR/irepair.json (``{"runs": [...]}``) and
+(Henriksen et al. 2022, Sec. 5). Writes DIR/irepair.json (``{"runs": [...]}``) and
 DIR/summary.md atomically."""
 
 from __future__ import annotations

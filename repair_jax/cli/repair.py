@@ -1,4 +1,4 @@
-"""``repair-jax repair``: the Weighted Regularization study of one run (000_92ecc981581ec3ed.txt Sec. 3-4)."""
+"""``repair-jax repair``: the Weighted Regularization study of one run (Zhong et al. 2022, Sec. 3-4)."""
 
 from __future__ import annotations
 
@@ -15,22 +15,22 @@ def configure(p) -> None:
     g.add_argument("--triplets", default=None, help="several triplets A,B,C;D,E,F")
     add_out(p, "output directory (a re-run with the same configuration resumes it)", kind="resumable")
     p.add_argument("--methods", default="all",
-                   help="all (000's WR methods), or a comma-separated subset of orig,orig-ft,w-aug,w-bn,w-os,w-loss,"
+                   help="all (Zhong et al.'s (2022) WR methods), or a comma-separated subset of orig,orig-ft,w-aug,w-bn,w-os,w-loss,"
                         "w-dbr,i-drop (i-drop: fine-tune without the training points most harmful to the targets, "
                         "by influence; orig and orig-ft are always run: they are the baselines)")
     p.add_argument("--seeds", type=int, default=5, help="seeds for the selected settings")
     p.add_argument("--epochs", type=int, default=None,
-                   help="fine-tuning epochs (default: 1/5 of the run's training epochs, at least 1; 000 Sec. 4.1 "
+                   help="fine-tuning epochs (default: 1/5 of the run's training epochs, at least 1; Zhong et al. 2022, Sec. 4.1 "
                         "fine-tunes 60 of 300)")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: 0.1 x the run's)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's")
-    p.add_argument("--rhos", default="0.1,0.3,0.5,0.7,0.9", help="the rho grid (000 Sec. 4.4)")
+    p.add_argument("--rhos", default="0.1,0.3,0.5,0.7,0.9", help="the rho grid (Zhong et al. 2022, Sec. 4.4)")
     p.add_argument("--lambda1", type=float, default=0.25, help="error reduction that counts as repaired")
     p.add_argument("--lambda2", type=float, default=0.01,
                    help="accuracy loss allowed: absolute (0.01 = 1 point), or with --lambda2-relative a fraction "
                         "of orig-ft's accuracy")
     p.add_argument("--lambda2-relative", action="store_true",
-                   help="read --lambda2 as a fraction of orig-ft's accuracy (000 Sec. 2.2.3: 1%% of it)")
+                   help="read --lambda2 as a fraction of orig-ft's accuracy (Zhong et al. 2022, Sec. 2.2.3: 1%% of it)")
     p.add_argument("--select-split", default="val", choices=["val", "pool", "test"],
                    help="split on which rho is selected (numbers are reported on test)")
 

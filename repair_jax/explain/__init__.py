@@ -1,4 +1,4 @@
-"""Explanations of a trained classifier's predictions (002_97a11baaf249c571.txt Ch. 3; 004 GradCAM).
+"""Explanations of a trained classifier's predictions (Adebayo 2022, Ch. 3; Sharma n.d., GradCAM).
 
 Attributions are pure functions ``method(apply_fn, params, x, target, **options)`` of one example
 (see :mod:`repair_jax.explain.gradients`, :mod:`~repair_jax.explain.backprop`,

@@ -1,4 +1,4 @@
-"""Testing with Concept Activation Vectors (002_97a11baaf249c571.txt Sec. 3.3 and App. A.1; Kim et al. 2018).
+"""Testing with Concept Activation Vectors (Adebayo 2022, Sec. 3.3 and App. A.1; Kim et al. 2018).
 
 * CAV: the unit weight vector of an L2 logistic regression separating a layer's activations of
   concept examples from those of random examples (the concept probe of :mod:`repair_jax.guiding.carving`).
@@ -72,7 +72,7 @@ def layer_gradients(apply_fn: ApplyFn, params, x, target: int, layer: str) -> np
 
 @takes_explained_model
 def conceptual_sensitivity(apply_fn: ApplyFn, params, x, target: int, layer: str, cav) -> np.ndarray:
-    """``S(x) = grad_{h_l} f_target(x)`` · ``v_C`` for a batch ``x`` (N, H, W, C) -> (N,) (002 Sec. 3.3)."""
+    """``S(x) = grad_{h_l} f_target(x)`` · ``v_C`` for a batch ``x`` (N, H, W, C) -> (N,) (Adebayo 2022, Sec. 3.3)."""
     return layer_gradients(apply_fn, params, x, target, layer) @ np.asarray(cav, np.float32)
 
 

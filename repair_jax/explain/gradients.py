@@ -1,4 +1,4 @@
-"""Gradient-family feature attributions (002_97a11baaf249c571.txt Sec. 3.2).
+"""Gradient-family feature attributions (Adebayo 2022, Sec. 3.2).
 
 Each method is a pure function ``method(apply_fn, params, x, target, **options) -> attribution``
 for ONE example ``x`` (H, W, C) and an integer class ``target``; the attribution has ``x``'s shape.
@@ -23,13 +23,13 @@ NOISE_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
 def gradient(apply_fn: ApplyFn, params, x, target) -> jax.Array:
-    """Gradient / saliency (002 Sec. 3.2, Baehrens et al. 2010; Simonyan et al. 2014):
+    """Gradient / saliency (Adebayo 2022, Sec. 3.2, Baehrens et al. 2010; Simonyan et al. 2014):
     ``grad_x f_{theta,target}(x)``; the thesis's M_grad is its absolute value. (H, W, C)."""
     return input_gradient(apply_fn, params, x, target)
 
 
 def input_x_gradient(apply_fn: ApplyFn, params, x, target) -> jax.Array:
-    """Input-Grad (002 Sec. 3.2, Shrikumar et al. 2016): ``x * grad_x f_{theta,target}(x)``. (H, W, C)."""
+    """Input-Grad (Adebayo 2022, Sec. 3.2, Shrikumar et al. 2016): ``x * grad_x f_{theta,target}(x)``. (H, W, C)."""
     return x * input_gradient(apply_fn, params, x, target)
 
 
@@ -57,7 +57,7 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 def integrated_gradients(apply_fn: ApplyFn, params, x, target, *, baseline=None, steps: int = 50,
                          rule: str = "gauss_legendre") -> jax.Array:
-    """Integrated Gradients (002 Sec. 3.2, Sundararajan et al. 2017):
+    """Integrated Gradients (Adebayo 2022, Sec. 3.2, Sundararajan et al. 2017):
     ``(x - xbar) * int_0^1 grad f(xbar + alpha (x - xbar)) d alpha`` by the quadrature ``rule``
     with ``steps`` nodes. ``baseline`` xbar: x's shape (default zeros, the black image). (H, W, C)."""
     baseline = jnp.zeros_like(x) if baseline is None else jnp.broadcast_to(baseline, x.shape)
@@ -69,7 +69,7 @@ def integrated_gradients(apply_fn: ApplyFn, params, x, target, *, baseline=None,
 
 def expected_gradients(apply_fn: ApplyFn, params, x, target, *, references, samples: int = 50,
                        key=None) -> jax.Array:
-    """Expected Gradients (002 Sec. 3.2, Erion et al. 2019): IG with the baseline drawn from the data,
+    """Expected Gradients (Adebayo 2022, Sec. 3.2, Erion et al. 2019): IG with the baseline drawn from the data,
     estimated by ``mean_s (x - x'_s) * grad f(x'_s + alpha_s (x - x'_s))`` with ``x'_s`` drawn
     uniformly from ``references`` (M, H, W, C) and ``alpha_s ~ U(0, 1)``; ``samples`` draws. (H, W, C)."""
     key = jax.random.PRNGKey(0) if key is None else key
@@ -82,7 +82,7 @@ def expected_gradients(apply_fn: ApplyFn, params, x, target, *, references, samp
 
 
 def noise_tunnel(method: Callable, kind: str = "smoothgrad") -> Callable:
-    """A smoothing wrapper over any attribution ``method`` (Captum's NoiseTunnel, 002 Sec. 3.2).
+    """A smoothing wrapper over any attribution ``method`` (Captum's NoiseTunnel, Adebayo 2022, Sec. 3.2).
 
     The returned function has ``method``'s signature plus ``samples`` (N), ``stdev`` (sigma of the
     Gaussian noise n_i, in input units) and ``key``; it evaluates ``method`` at ``x + n_i`` and returns

@@ -99,7 +99,7 @@ def refuse_opaque(apply_fn: ApplyFn, params, method: str, needs: str) -> None:
 
 
 def target_logit(apply_fn: ApplyFn, params, x: jax.Array, target) -> jax.Array:
-    """The scalar logit ``f_{theta,target}(x)`` of one example ``x`` (H, W, C) (002 Sec. 3.2 notation)."""
+    """The scalar logit ``f_{theta,target}(x)`` of one example ``x`` (H, W, C) (Adebayo 2022, Sec. 3.2 notation)."""
     return apply_fn(params, x[None])[0, target]
 
 

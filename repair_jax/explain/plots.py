@@ -12,7 +12,7 @@ from repair_jax.plots import plt, save_figure
 
 def heat_map(attribution: np.ndarray) -> np.ndarray:
     """(H, W, C) attribution -> (H, W) map in [0, 1]: absolute value summed over channels, divided by
-    its maximum (the thesis shows |M| per pixel, 002 Sec. 3.2; an all-zero map stays zero)."""
+    its maximum (the thesis shows |M| per pixel, Adebayo 2022, Sec. 3.2; an all-zero map stays zero)."""
     m = np.abs(np.asarray(attribution, np.float64)).sum(-1)
     top = m.max()
     return m / top if top > 0 else m

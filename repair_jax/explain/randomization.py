@@ -1,4 +1,4 @@
-"""Parameter contamination: cascading randomisation, top layer down (002_97a11baaf249c571.txt Sec. 4.4,
+"""Parameter contamination: cascading randomisation, top layer down (Adebayo 2022, Sec. 4.4,
 after Adebayo et al. 2018b), and the rank correlation the thesis reports next to SSIM (Sec. 4.4-4.5)."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _spearman(p: np.ndarray, q: np.ndarray) -> float:
 
 def rank_correlation(maps_a, maps_b) -> tuple[float, float]:
     """Mean and SEM over examples of Spearman's rank correlation between paired attributions
-    (N, ...) (002 Table 4.4 "RK"), each flattened; the thesis ranks input dimensions by attribution.
+    (N, ...) (Adebayo 2022, Table 4.4 "RK"), each flattened; the thesis ranks input dimensions by attribution.
     A pair with a constant map (e.g. an all-zero GradCAM) has no ranking and is left out; (NaN, NaN)
     when every pair is."""
     a, b = np.asarray(maps_a, np.float64), np.asarray(maps_b, np.float64)

@@ -1,4 +1,4 @@
-"""Thesis Sec. 4.4 as a config: cascading parameter randomisation, top layer down (002_97a11baaf249c571.txt
+"""Thesis Sec. 4.4 as a config: cascading parameter randomisation, top layer down (Adebayo 2022,
 Sec. 4.4, Fig. 4-7, after Adebayo et al. 2018b "Sanity checks for saliency maps").
 
 One model is trained; ``explain_examples`` test inputs are explained with each method, first with the
@@ -6,8 +6,8 @@ trained parameters (step 0) and then after each step of :func:`cascading_randomi
 re-initialises the top k parameterised layers (a fresh ``init`` of the same model, seed ``random_seed``).
 Every step explains the trained model's predicted class, so each step's maps answer the same question.
 Per method and step: mean and SEM over the inputs of the SSIM between heat maps (|attribution| summed
-over channels, scaled to [0, 1], as :func:`explanation_ssim` does, 002 Sec. 4.2.1) and of Spearman's rank
-correlation of the absolute attributions (002 Table 4.4 "RK"; absolute values, as Adebayo et al.'s
+over channels, scaled to [0, 1], as :func:`explanation_ssim` does, Adebayo 2022, Sec. 4.2.1) and of Spearman's rank
+correlation of the absolute attributions (Adebayo 2022, Table 4.4 "RK"; absolute values, as Adebayo et al.'s
 Fig. 2 ranks), each against step 0. The thesis's finding: gradient-family maps lose their similarity as
 layers are re-initialised, modified back-propagation (Guided Backprop) stays similar.
 Writes ``results.json``, ``results.md``, ``cascading.png`` (similarity vs randomised layer, one line per
@@ -124,7 +124,7 @@ def plot_maps(image: np.ndarray, maps: dict, layers: list[str], path: Path) -> N
 
 def results_markdown(curves: dict, layers: list[str], config) -> str:
     """One table per measure: method rows, randomisation-step columns, ``mean ± SEM``."""
-    lines = [f"# Cascading randomisation (002 Sec. 4.4): {config.dataset}, {config.model} "
+    lines = [f"# Cascading randomisation (Adebayo 2022, Sec. 4.4): {config.dataset}, {config.model} "
              f"{config.model_kwargs}, {config.explain_examples} test inputs", ""]
     for measure in MEASURES:
         lines += [f"## {measure} vs the trained model's maps (columns: re-initialised down to)", "",

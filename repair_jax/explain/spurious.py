@@ -1,4 +1,4 @@
-"""Does an explanation find a spurious signal? 002_97a11baaf249c571.txt Sec. 4.2.1.
+"""Does an explanation find a spurious signal? Adebayo 2022, Sec. 4.2.1.
 
 Spurious contamination functions (SCF) paste a signal onto images (N, H, W, C) in [0, 1] and return the
 ground-truth explanation mask (N, H, W) (1 where the signal is):
@@ -46,7 +46,7 @@ def signal_mask(signal: str, images: np.ndarray) -> np.ndarray:
 
 
 def add_signal(signal: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SCF on every image: ``(contaminated images, masks)`` (002 Sec. 4.2.1)."""
+    """SCF on every image: ``(contaminated images, masks)`` (Adebayo 2022, Sec. 4.2.1)."""
     images = np.asarray(images, np.float32)
     mask = signal_mask(signal, images)[..., None]
     if signal == "texture":
@@ -76,7 +76,7 @@ def spurious_score(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, s
 
 
 def explanation_ssim(maps_a: np.ndarray, maps_b: np.ndarray) -> tuple[float, float]:
-    """Mean and standard error of the SSIM between paired explanations (N, H, W[, C]) (002 Sec. 4.2.1,
+    """Mean and standard error of the SSIM between paired explanations (N, H, W[, C]) (Adebayo 2022, Sec. 4.2.1,
     "Metrics for Feature Attribution"): each map (an attribution (H, W, C) or a mask (H, W)) is first
     turned into a heat map in [0, 1]."""
     from skimage.metrics import structural_similarity
@@ -92,28 +92,28 @@ def explanation_ssim(maps_a: np.ndarray, maps_b: np.ndarray) -> tuple[float, flo
 
 def k_ssd(spurious_model_on_spurious: np.ndarray, masks: np.ndarray) -> tuple[float, float]:
     """K-SSD = S_d(E_{f_spu}(x_spu), x_gt): spurious model's explanations of spurious inputs vs the
-    ground-truth masks (002 Sec. 4.2.1). Returns (mean, SEM)."""
+    ground-truth masks (Adebayo 2022, Sec. 4.2.1). Returns (mean, SEM)."""
     return explanation_ssim(spurious_model_on_spurious, masks)
 
 
 def ccm(spurious_model_on_normal: np.ndarray, normal_model_on_normal: np.ndarray) -> tuple[float, float]:
-    """CCM = S_d(E_{f_spu}(x_norm), E_{f_norm}(x_norm)) (002 Sec. 4.2.1). Returns (mean, SEM)."""
+    """CCM = S_d(E_{f_spu}(x_norm), E_{f_norm}(x_norm)) (Adebayo 2022, Sec. 4.2.1). Returns (mean, SEM)."""
     return explanation_ssim(spurious_model_on_normal, normal_model_on_normal)
 
 
 def fam(normal_model_on_spurious: np.ndarray, spurious_model_on_spurious: np.ndarray) -> tuple[float, float]:
-    """FAM = S_d(E_{f_norm}(x_spu), E_{f_spu}(x_spu)) (002 Sec. 4.2.1). Returns (mean, SEM)."""
+    """FAM = S_d(E_{f_norm}(x_spu), E_{f_spu}(x_spu)) (Adebayo 2022, Sec. 4.2.1). Returns (mean, SEM)."""
     return explanation_ssim(normal_model_on_spurious, spurious_model_on_spurious)
 
 
 def fam_gt(normal_model_on_spurious: np.ndarray, masks: np.ndarray) -> tuple[float, float]:
-    """FAM-GT = S_d(E_{f_norm}(x_spu), x_gt) (002 Sec. 4.2.1). Returns (mean, SEM)."""
+    """FAM-GT = S_d(E_{f_norm}(x_spu), x_gt) (Adebayo 2022, Sec. 4.2.1). Returns (mean, SEM)."""
     return explanation_ssim(normal_model_on_spurious, masks)
 
 
 def distributions_differ(a, b, alpha: float = 0.05) -> tuple[float, float, bool]:
     """Kolmogorov-Smirnov two-sample test of two score distributions (TCAV concept rankings, ICM values),
-    002 Sec. 4.2.1 "Metrics for Concept Activation" / "Training Point Ranking": null = identical
+    Adebayo 2022, Sec. 4.2.1 "Metrics for Concept Activation" / "Training Point Ranking": null = identical
     distributions, significance ``alpha`` (0.05 in the thesis). Returns (statistic, p, rejected)."""
     from scipy import stats
 
@@ -125,7 +125,7 @@ def distributions_differ(a, b, alpha: float = 0.05) -> tuple[float, float, bool]
 
 
 def identical_class_metric(ranking: np.ndarray, train_labels: np.ndarray, test_label: int, top: int) -> float:
-    """ICM (Hanawa et al. 2020; 002 Sec. 4.2.1): the fraction of the ``top`` highest-ranked training
+    """ICM (Hanawa et al. 2020; Adebayo 2022, Sec. 4.2.1): the fraction of the ``top`` highest-ranked training
     points (``ranking``: training indices, most influential first) whose label is ``test_label``."""
     ranking = np.asarray(ranking)
     if not 0 < top <= len(ranking):

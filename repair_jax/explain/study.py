@@ -1,4 +1,4 @@
-"""Thesis Table 4.1 analogue as a config: do attributions find a spurious signal? (002 Sec. 4.2.1-4.2.2).
+"""Thesis Table 4.1 analogue as a config: do attributions find a spurious signal? (Adebayo 2022, Sec. 4.2.1-4.2.2).
 
 Per seed: a normal model on clean data and, per signal (Tag, Stripe, texture), a spurious model trained
 on data whose spurious-aligned class carries the signal (:func:`repair_jax.explain.spurious.contaminate`).
@@ -26,7 +26,7 @@ from repair_jax.explain.spurious import SIGNALS, add_signal, ccm, contaminate, f
 from repair_jax.io import ResumableJsonl, write_json
 from repair_jax.progress import progress as progress_bar
 
-SPURIOUS_THRESHOLD, NORMAL_THRESHOLD = 0.85, 0.1  # 002 Sec. 4.2.1, "Model Conditions"
+SPURIOUS_THRESHOLD, NORMAL_THRESHOLD = 0.85, 0.1  # Adebayo 2022, Sec. 4.2.1, "Model Conditions"
 MEASURES = ("k_ssd", "ccm", "fam", "fam_gt")
 
 
@@ -57,7 +57,7 @@ class StudyModel(NamedTuple):
 
 
 class SpuriousCondition(NamedTuple):
-    """One signal of one seed (002 Sec. 4.2.1): the spurious model, its spurious score (Def. 4.2.1),
+    """One signal of one seed (Adebayo 2022, Sec. 4.2.1): the spurious model, its spurious score (Def. 4.2.1),
     the explained inputs x_norm, x_spu (N, H, W, C) and ground-truth masks (N, H, W), the explanations
     ``{"spu_spu", "spu_norm", "norm_norm", "norm_spu"} -> method -> (N, H, W, C)`` (model on inputs;
     each explains the model's predicted class) and ``method -> measure -> (mean, SEM)``."""
@@ -82,7 +82,7 @@ def train_study_model(config: SpuriousAttributionStudy, dataset, seed: int) -> S
 
 
 def train_spurious_model(config: SpuriousAttributionStudy, dataset, signal: str, seed: int):
-    """The spurious model for ``signal`` (aligned class ``config.aligned_class``, 002 Sec. 4.2.1):
+    """The spurious model for ``signal`` (aligned class ``config.aligned_class``, Adebayo 2022, Sec. 4.2.1):
     ``(model, its contaminated data set, its spurious score on the test split)``."""
     xc, _ = contaminate(signal, dataset.train.x, dataset.train.y, config.aligned_class)
     contaminated = dataclasses.replace(dataset, train=Split(xc, dataset.train.y))
@@ -104,7 +104,7 @@ def spurious_condition(config: SpuriousAttributionStudy, dataset, normal: StudyM
                        seed: int) -> SpuriousCondition:
     """Trains the spurious model for ``signal`` (aligned class ``config.aligned_class``), scores it on
     the test split and explains the first ``config.explain_examples`` test inputs with both models:
-    K-SSD, CCM, FAM, FAM-GT per method (002 Sec. 4.2.1)."""
+    K-SSD, CCM, FAM, FAM-GT per method (Adebayo 2022, Sec. 4.2.1)."""
     spurious, _, score = train_spurious_model(config, dataset, signal, seed)
     x_norm = dataset.test.x[:config.explain_examples]
     x_spu, masks = add_signal(signal, x_norm)
@@ -118,7 +118,7 @@ def spurious_condition(config: SpuriousAttributionStudy, dataset, normal: StudyM
 
 
 def condition_fields(seed: int, signal: str, score: float, normal_scores: dict) -> dict:
-    """The model-condition part of a record (002 Sec. 4.2.1 thresholds), the same in every Ch. 4 study."""
+    """The model-condition part of a record (Adebayo 2022, Sec. 4.2.1 thresholds), the same in every Ch. 4 study."""
     return {"seed": seed, "signal": signal, "spurious_score": score, "spurious_ok": score > SPURIOUS_THRESHOLD,
             "normal_max_score": max(normal_scores.values()), "normal_ok": max(normal_scores.values()) < NORMAL_THRESHOLD}
 

@@ -1,5 +1,5 @@
 """Model-agnostic attributions by local surrogate models on segments: LIME and KernelSHAP
-(002_97a11baaf249c571.txt Sec. 3.2, the methods "that approximate a model around a single input with
+(Adebayo 2022, Sec. 3.2, the methods "that approximate a model around a single input with
 linear models": LIME, Ribeiro et al. 2016; SHAP, Lundberg and Lee 2017).
 
 The interpretable features are the M segments of the image (:func:`segment_image`: a grid of patches
@@ -153,7 +153,7 @@ def lime_kernel(masks, kernel_width: float, distance: str = "cosine") -> np.ndar
 def lime(apply_fn: ApplyFn, params, x, target, *, segments="patches", n_segments: int = 16,
          samples: int = 1000, kernel_width: float | None = None, distance: str = "cosine",
          ridge: float = 1.0, baseline=None, seed: int = 0) -> jax.Array:
-    """LIME (002 Sec. 3.2; Ribeiro et al. 2016): ``argmin_g L(f, g, pert(x)) + Omega(g)`` with g linear
+    """LIME (Adebayo 2022, Sec. 3.2; Ribeiro et al. 2016): ``argmin_g L(f, g, pert(x)) + Omega(g)`` with g linear
     in the segment indicators z: ``samples`` coalitions drawn uniformly from {0, 1}^M by
     ``numpy.random.default_rng(seed)`` (the first is 1_M, x itself), the squared loss weighted by
     :func:`lime_kernel`, ``Omega(g) = ridge ||w||^2`` (scikit-learn ``Ridge`` with an intercept).
@@ -201,7 +201,7 @@ def _import_shap():
 
 def kernel_shap(apply_fn: ApplyFn, params, x, target, *, segments="patches", n_segments: int = 16,
                 samples: int = 2048, baseline=None, seed: int = 0) -> jax.Array:
-    """KernelSHAP (002 Sec. 3.2; Lundberg and Lee 2017, Theorem 2): the Shapley values phi_j of the
+    """KernelSHAP (Adebayo 2022, Sec. 3.2; Lundberg and Lee 2017, Theorem 2): the Shapley values phi_j of the
     segments in the game ``v(S) = f_target(x with the segments outside S at the baseline)``, by
     ``shap.KernelExplainer``'s Shapley-kernel weighted regression on ``samples`` coalitions (all
     2^M - 2 of them, hence exact, when ``samples >= 2^M - 2``), without L1 feature selection;

@@ -1,4 +1,4 @@
-"""Thesis Tables 4.2-4.4 analogues as configs (002_97a11baaf249c571.txt Sec. 4.2.3, 4.2.4 and 4.5).
+"""Thesis Tables 4.2-4.4 analogues as configs (Adebayo 2022, Sec. 4.2.3, 4.2.4 and 4.5).
 
 The spurious-signal studies (Tables 4.2 and 4.3) reuse Table 4.1's set-up by composition: their ``models``
 field is a :class:`~repair_jax.explain.study.SpuriousAttributionStudy` that says how the normal and
@@ -18,7 +18,7 @@ between the two explanation distributions it compares; the thesis gives no more 
   the classes in ``concepts``) on normal inputs, spurious vs normal model; FAM: as K-SSD for the normal
   model (a rejection is a false alarm). The thesis (Tag): K-SSD ✗, CCM ✓, FAM ✓.
 * Table 4.3 (training-point ranking, Sec. 4.2.4): each model ranks its own training set for each of
-  ``explain_examples`` test inputs by influence (002 Eq. 3.1, through the last dense layer, on the model's
+  ``explain_examples`` test inputs by influence (Adebayo 2022, Eq. 3.1, through the last dense layer, on the model's
   predicted label: the most helpful points first) and the identical class metric (ICM, top ``top``) is
   the distribution compared. K-SSD: spurious model, spurious vs normal inputs; CCM: normal inputs,
   spurious vs normal model; FAM: normal model, spurious vs normal inputs. Also recorded: the fraction of
@@ -58,7 +58,7 @@ from repair_jax.influence.gradients import last_layer_loss  # re-exported: the l
 
 KS_MEASURES = ("k_ssd", "ccm", "fam")
 KS_NAMES = {"k_ssd": "K-SSD", "ccm": "CCM", "fam": "FAM"}
-THESIS_REJECTS = {"k_ssd": True, "ccm": False, "fam": False}  # 002 Tables 4.2 and 4.3 (Tag): ✗, ✓, ✓
+THESIS_REJECTS = {"k_ssd": True, "ccm": False, "fam": False}  # Adebayo 2022, Tables 4.2 and 4.3 (Tag): ✗, ✓, ✓
 
 
 def _spurious_models() -> SpuriousAttributionStudy:
@@ -155,7 +155,7 @@ def _concept_record(config: SpuriousConceptStudy, ds: Dataset, seed, signal, nor
 
 def training_point_ranking(model: StudyModel, train: Split, x, damping: float) -> np.ndarray:
     """Training indices (M, N), most helpful first, for the M inputs ``x``: influence ``I_up,loss``
-    (002 Eq. 3.1, :func:`repair_jax.influence.fit_influence`) of each training point on the loss of the
+    (Adebayo 2022, Eq. 3.1, :func:`repair_jax.influence.fit_influence`) of each training point on the loss of the
     model's predicted label, through the last dense layer (penultimate features fixed: the convex
     last-layer model of Koh & Liang 2017), with ``damping`` added to the Hessian. The most negative
     ``I_up,loss`` (up-weighting lowers the test loss most) ranks first."""
@@ -173,7 +173,7 @@ def training_point_ranking(model: StudyModel, train: Split, x, damping: float) -
 
 
 def ranking_metrics(ranking: np.ndarray, train_y, test_y, aligned_class: int, top: int) -> dict:
-    """Per input: ICM (the top-``top`` fraction with the input's true class, 002 Sec. 4.2.1) and the
+    """Per input: ICM (the top-``top`` fraction with the input's true class, Adebayo 2022, Sec. 4.2.1) and the
     top-``top`` fraction from the aligned class; lists of floats."""
     return {"icm": [identical_class_metric(r, train_y, int(t), top) for r, t in zip(ranking, test_y)],
             "aligned": [identical_class_metric(r, train_y, aligned_class, top) for r in ranking]}
@@ -372,7 +372,7 @@ def run_ood_explanation_study(config: OODExplanationStudy, out: Path, *, force: 
 
 @dataclasses.dataclass(frozen=True)
 class MislabelledExplanationStudy:
-    """Sec. 4.3 analogue (002_97a11baaf249c571.txt Sec. 4.3 "Challenges with Debugging Noisy Training
+    """Sec. 4.3 analogue (Adebayo 2022, Sec. 4.3 "Challenges with Debugging Noisy Training
     Labels", App. A.2.1): a model trained on ``dataset`` and the same recipe and seed trained with
     ``flip_fraction`` of the training labels flipped to another class (a synthetic variant of the real
     data, named so in the results; the thesis flips 10 %). ``explain_examples`` flipped training inputs are

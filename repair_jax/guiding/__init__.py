@@ -1,4 +1,4 @@
-"""Model guiding (002_97a11baaf249c571.txt Ch. 5): concept library + audit set, carving, the bilevel
+"""Model guiding (Adebayo 2022, Ch. 5): concept library + audit set, carving, the bilevel
 update with implicit differentiation, Algorithm 1."""
 
 from repair_jax.guiding.algorithm import (

@@ -1,4 +1,4 @@
-"""Algorithm 1 "Model Guiding" (002_97a11baaf249c571.txt Sec. 5.2.4): carving, bilevel update,
+"""Algorithm 1 "Model Guiding" (Adebayo 2022, Sec. 5.2.4): carving, bilevel update,
 the flagged sets F_nl and F_spu cut to the inspection budget b, suggested labels, and a report.
 """
 

@@ -1,4 +1,4 @@
-"""Baselines of the model-guiding evaluation (002_97a11baaf249c571.txt Sec. 5.3): influence functions
+"""Baselines of the model-guiding evaluation (Adebayo 2022, Sec. 5.3): influence functions
 (Koh & Liang 2017) on the linear carved model, computed with :mod:`repair_jax.influence` (the
 project's influence engine, Ch. 6), the training-loss score, and Errors-ERM (Creager et al. 2021).
 DUTI (Zhang et al. 2018) is :func:`bilevel_update` on a linear model of the embeddings with

@@ -1,4 +1,4 @@
-"""The bilevel update of model guiding (002_97a11baaf249c571.txt Sec. 5.2.2-5.2.4).
+"""The bilevel update of model guiding (Adebayo 2022, Sec. 5.2.2-5.2.4).
 
 Upper level, over the label perturbations delta (the model follows as theta*(delta))::
 
@@ -50,7 +50,7 @@ class LowerLevelNotConverged(RuntimeWarning):
 
 @dataclasses.dataclass(frozen=True)
 class BilevelConfig:
-    """Hyper-parameters of the bilevel update (gamma, eta as in 002 Sec. 5.2.2)."""
+    """Hyper-parameters of the bilevel update (gamma, eta as in Adebayo 2022, Sec. 5.2.2)."""
 
     gamma: float = 1.0           # weight of the label-perturbation size
     fi_weight: float = 1.0       # eta: weight of the feature-importance match term
@@ -129,7 +129,7 @@ def concept_attribution(theta: dict, z, y, task: str):
 
 
 def importance_mismatch(theta: dict, z_audit, y_audit, a_audit, s_audit, task: str):
-    """1/m sum_j || theta (.) z~_j - a~_j (.) s~_j ||_1 (002 Sec. 5.2.2, last upper-level term)."""
+    """1/m sum_j || theta (.) z~_j - a~_j (.) s~_j ||_1 (Adebayo 2022, Sec. 5.2.2, last upper-level term)."""
     att = concept_attribution(theta, z_audit, y_audit, task)
     return jnp.mean(jnp.sum(jnp.abs(att - a_audit * s_audit), axis=-1))
 
@@ -142,7 +142,7 @@ def audit_loss(theta: dict, z_audit, y_audit, c_audit, task: str, num_classes: i
 
 def upper_objective(delta, theta: dict, problem: dict, config: BilevelConfig, task: str,
                     num_classes: int, include_l1: bool = True):
-    """The upper-level objective of 002 Sec. 5.2.2 at (delta, theta). ``problem`` holds arrays
+    """The upper-level objective of Adebayo 2022, Sec. 5.2.2 at (delta, theta). ``problem`` holds arrays
     z (n, d), y (n,), z_audit (m, d), y_audit (m,), a_audit, s_audit (m, d), c_audit (m,)."""
     y = problem["y"]
     n = y.shape[0]
@@ -182,7 +182,7 @@ def solve_lower_level(theta0: dict, delta, z, y, config: BilevelConfig, task: st
 
 def unrolled_lower_solution(theta0: dict, delta, z, y, l2: float, task: str, steps: int, lr: float):
     """``steps`` plain gradient-descent steps on the lower level; differentiating this back-propagates
-    through every step (the "unrolling" route of 002 Sec. 5.2.3; memory grows with ``steps``)."""
+    through every step (the "unrolling" route of Adebayo 2022, Sec. 5.2.3; memory grows with ``steps``)."""
     g = jax.grad(lower_objective)
 
     def body(theta, _):
@@ -268,7 +268,7 @@ def _as_problem(problem: dict, task: str) -> dict:
 
 def bilevel_update(problem: dict, config: BilevelConfig, task: str, num_classes: int = 1,
                    theta_init: dict | None = None, progress: bool = False) -> BilevelResult:
-    """Runs the outer optax loop on delta from "no perturbation" (002 Sec. 5.2.4 BilevelUpdate).
+    """Runs the outer optax loop on delta from "no perturbation" (Adebayo 2022, Sec. 5.2.4 BilevelUpdate).
 
     Warns with :class:`LowerLevelNotConverged` when any lower-level solve ends with its gradient norm
     above ``inner_tol``; a non-finite objective is a :class:`UserError`.

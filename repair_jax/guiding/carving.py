@@ -1,4 +1,4 @@
-"""Model carving: a post-hoc concept bottleneck on a trained network (002_97a11baaf249c571.txt
+"""Model carving: a post-hoc concept bottleneck on a trained network (Adebayo 2022,
 Sec. 5.2.1 "Model Carving", after Yuksekgonul et al. 2022).
 
 1. for each concept i of the library, a linear classifier (binary concept, L2 logistic regression)

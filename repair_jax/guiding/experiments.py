@@ -1,4 +1,4 @@
-"""Model-guiding experiments as configs (002_97a11baaf249c571.txt Ch. 5): one frozen dataclass per
+"""Model-guiding experiments as configs (Adebayo 2022, Ch. 5): one frozen dataclass per
 paper table and its runner (registered with :func:`repair_jax.experiment.runner`).
 
 - :class:`NoisyLabelsStudy` (Tables 5.1-5.2 analogues, Sec. 5.3 "Detecting & Fixing Noisy Training
@@ -99,7 +99,7 @@ def _check_fraction(name: str, value: float) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class NoisyLabelsStudy:
-    """Tables 5.1-5.2 analogues (002 Sec. 5.3): see the module docstring."""
+    """Tables 5.1-5.2 analogues (Adebayo 2022, Sec. 5.3): see the module docstring."""
 
     datasets: tuple[GuidingData, ...]
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -115,7 +115,7 @@ class NoisyLabelsStudy:
 
 @dataclasses.dataclass(frozen=True)
 class SpuriousStudy:
-    """Tables 5.3-5.4 analogues (002 Sec. 5.3): see the module docstring."""
+    """Tables 5.3-5.4 analogues (Adebayo 2022, Sec. 5.3): see the module docstring."""
 
     datasets: tuple[GuidingData, ...]
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -138,7 +138,7 @@ class SpuriousStudy:
 
 @dataclasses.dataclass(frozen=True)
 class CreditStudy:
-    """The regression path on the synthetic credit-limit table (002 Sec. 5.2): see the module docstring."""
+    """The regression path on the synthetic credit-limit table (Adebayo 2022, Sec. 5.2): see the module docstring."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     n: int = 2000

@@ -1,4 +1,4 @@
-"""The concept library and the annotated audit set (002_97a11baaf249c571.txt Sec. 5.2.1).
+"""The concept library and the annotated audit set (Adebayo 2022, Sec. 5.2.1).
 
 Concept library: ``concepts.json``::
 
@@ -68,7 +68,7 @@ class ConceptLibrary:
 
 @dataclasses.dataclass(frozen=True)
 class AuditSet:
-    """D_a = {x~_i, y~_i, a~_i, s~_i, c_i}_{i=1}^m (002 Sec. 5.2.1 "Audit Data Annotation")."""
+    """D_a = {x~_i, y~_i, a~_i, s~_i, c_i}_{i=1}^m (Adebayo 2022, Sec. 5.2.1 "Audit Data Annotation")."""
 
     x: np.ndarray   # (m, ...) inputs
     y: np.ndarray   # (m,) int32 class or float32 target

@@ -1,4 +1,4 @@
-"""Model guiding on a trained network end to end (002_97a11baaf249c571.txt Algorithm 1): embed,
+"""Model guiding on a trained network end to end (Adebayo 2022, Algorithm 1): embed,
 carve, run the bilevel update, fold the guided concept head back into the network, and report."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Synthetic variants built on real data for the model-guiding evaluation (002_97a11baaf249c571.txt
+"""Synthetic variants built on real data for the model-guiding evaluation (Adebayo 2022,
 Sec. 5.3), each named as such:
 
 - :func:`flip_labels`: 20% of training labels switched to another class ("Detecting & Fixing Noisy

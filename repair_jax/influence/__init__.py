@@ -1,6 +1,6 @@
 """Per-example gradients, Hessian-vector products and influence functions.
 
-Source: 002_97a11baaf249c571.txt Ch. 3.4 (Eq. 3.1-3.3) and Ch. 6.4 (Eq. 6.1-6.5); K-FAC / EK-FAC
+Source: Adebayo 2022, Ch. 3.4 (Eq. 3.1-3.3) and Ch. 6.4 (Eq. 6.1-6.5); K-FAC / EK-FAC
 curvature: :mod:`repair_jax.influence.kfac`.
 """
 

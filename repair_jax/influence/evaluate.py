@@ -2,7 +2,7 @@
 leave-one-out correlation and noisy-label detection.
 
 Sources: Park et al. 2023 (TRAK), Sec. 2 (the LDS) and dattri's benchmark (Deng et al. 2024), both
-cited in issue 17; the leave-one-out check of Koh & Liang 2017 (002_97a11baaf249c571.txt Ch. 3.4).
+cited in issue 17; the leave-one-out check of Koh & Liang 2017 (Adebayo 2022, Ch. 3.4).
 
 * **LDS.** Draw M random training subsets S_j of ``round(alpha * N)`` points (:func:`draw_subsets`),
   retrain a model on each (:func:`retrain_on_subsets`: full-batch L-BFGS of the 0/1-weighted objective
@@ -211,7 +211,7 @@ def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, 
                        l2: float = 0.0, damping: float = 0.0, tol: float | None = None,
                        max_iter: int | None = None, chunk_size: int | None = None,
                        projection_dim: int = TRAK_DIM) -> np.ndarray:
-    """(T, N) scores ``tau(z_t)_i`` in the ``I_up,loss`` convention (002 Eq. 3.1) for ``method`` of
+    """(T, N) scores ``tau(z_t)_i`` in the ``I_up,loss`` convention (Adebayo 2022, Eq. 3.1) for ``method`` of
     :data:`LDS_METHODS`: explicit / cg / lissa / ekfac solve for all T test gradients in one block
     (:func:`repair_jax.influence.fit_influence`; LiSSA see :func:`_block_solver`), tracin is
     ``-grad l(z_t) . grad l(z_i)`` at ``params`` (TracInCP with one checkpoint and learning rate 1), trak

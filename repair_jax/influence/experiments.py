@@ -1,23 +1,23 @@
-"""Influence-function experiments as configs (002_97a11baaf249c571.txt Sec. 3.4 and Ch. 6 on real
+"""Influence-function experiments as configs (Adebayo 2022, Sec. 3.4 and Ch. 6 on real
 digits): one frozen dataclass per result and its runner (registered with
 :func:`repair_jax.experiment.runner`).
 
-- :class:`InfluenceLooStudy`: the leave-one-out check of influence functions (Koh & Liang 2017; 002
+- :class:`InfluenceLooStudy`: the leave-one-out check of influence functions (Koh & Liang 2017; Adebayo 2022,
   Sec. 3.4, Eq. 3.1/6.2). Fit to convergence (full-batch L-BFGS, float64), pick the test points with
   the highest loss, predict the change of each one's loss from removing each of its ``k`` most
   influential training points (-I_up,loss / n), retrain without the point (warm start) and report the
   Pearson correlation of predicted and actual changes. A non-convex model (the damped MLP) gets the
   damping in its Hessian only, and retraining reaches a nearby stationary point at best.
-- :class:`LabelFlipSensitivityStudy` (002 Sec. 6.3, Fig. 6-1 / 6-2 analogues): the % change of each
+- :class:`LabelFlipSensitivityStudy` (Adebayo 2022, Sec. 6.3, Fig. 6-1 / 6-2 analogues): the % change of each
   group's ECE when 0-30% of the *test* labels (fixed model) or of the *training* labels (refit) are
   flipped uniformly at random.
-- :class:`InfluenceRankingStudy` (002 Sec. 6.5, Fig. 6-3 analogue): flip ``fraction`` of the training
+- :class:`InfluenceRankingStudy` (Adebayo 2022, Sec. 6.5, Fig. 6-3 analogue): flip ``fraction`` of the training
   labels, fit a softmax regression, rank the training points by IF-Calib (I_up,disparity, Eq. 6.4, on
   the ECE of the heavy-ink test group), IF-Calib-Label (Eq. 6.5), the training loss and IF-Norm
   (I_up,loss, Eq. 6.2 on the mean test loss); report the fraction of flipped points in the top ``top``.
 
 - :class:`ConfusionRemovalStudy` (issue 17 Sec. 4): influence on group confusion (soft type1conf,
-  000_92ecc981581ec3ed.txt Sec. 2.2, through 002 Eq. 6.4) checked against retraining: for the most
+  Zhong et al. 2022, Sec. 2.2, through Adebayo 2022, Eq. 6.4) checked against retraining: for the most
   confused test pairs, remove the k training points that most increase the pair's soft type1conf,
   retrain to convergence (warm start) and compare the actual change with sum -I_up / n (Pearson and
   Spearman over all (pair, k)).
@@ -492,7 +492,7 @@ def run_influence_ranking(config: InfluenceRankingStudy, out: Path, *, force: bo
 
 def _repair_stats(loss, base_params, retrained, test: dict, pair, lambda1: float, lambda2: float) -> list[dict]:
     """Test accuracy and hard type1conf of each retrained model against the model fit on all points, with
-    the WR study's thresholds (000 Sec. 2.2.3; deterministic fits: no significance test)."""
+    the WR study's thresholds (Zhong et al. 2022, Sec. 2.2.3; deterministic fits: no significance test)."""
     from repair_jax.repair.evaluation import evaluate_outputs
     from repair_jax.repair.verdict import within_thresholds
     from repair_jax.repair.weighted import Targets

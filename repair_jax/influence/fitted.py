@@ -1,6 +1,6 @@
 """Fit once, attribute many: influence of every training point on many test points.
 
-Source: 002_97a11baaf249c571.txt Ch. 3.4, Eq. 3.1: ``I_up,loss(z_i, z_t) = -grad l(z_t)^T H^{-1} grad l(z_i)``.
+Source: Adebayo 2022, Ch. 3.4, Eq. 3.1: ``I_up,loss(z_i, z_t) = -grad l(z_t)^T H^{-1} grad l(z_i)``.
 :func:`repair_jax.influence.influence_up_loss` re-forms the curvature for every test point (the dense
 Hessian, or the power iterations of the relative damping) and solves for one right-hand side.
 :func:`fit_influence` computes what does not depend on the test point once, the way dattri, TRAK and
@@ -171,7 +171,7 @@ class InfluenceFit:
         return self.upweight_scores(r.x), r
 
     def self_influence(self, batch: dict | None = None) -> jax.Array:
-        """``g_i^T (H + damping I)^{-1} g_i`` (minus the self-influence I_up(z_i, z_i), 002 Eq. 3.1) of the
+        """``g_i^T (H + damping I)^{-1} g_i`` (minus the self-influence I_up(z_i, z_i), Adebayo 2022, Eq. 3.1) of the
         points of ``batch`` (default: the training batch), (N,), one block solve per chunk of ``chunk_size``."""
         batch = self.train_batch if batch is None else batch
         n = batch_size_of(batch)
@@ -281,7 +281,7 @@ def fit_influence(loss_fn: LossFn, params, train_batch: dict, *, method: str = "
                   tol: float | None = None, max_iter: int | None = None, store_gradients: bool | None = None,
                   max_gradient_bytes: int = MAX_GRADIENT_BYTES, scale: float | None = None,
                   fisher: str | None = None, seed: int = 0) -> InfluenceFit:
-    """Fits the reusable part of Eq. 3.1 (002 Ch. 3.4) for the training objective
+    """Fits the reusable part of Eq. 3.1 (Adebayo 2022, Ch. 3.4) for the training objective
     ``mean_i l(z_i) + l2/2 ||theta||^2`` (see the module docstring): damping, for ``explicit`` the dense
     ``H + damping I`` (P <= 20,000) and its factorisation, for ``lissa`` its scale (default 1.1 x the
     largest eigenvalue of ``H + damping I``, 30 power iterations), and G (N x P, memory ``N * P`` floats)

@@ -1,6 +1,6 @@
 """Influence functions on losses and on group disparity metrics, and TracIn.
 
-Source: 002_97a11baaf249c571.txt Ch. 3.4 (Eq. 3.1-3.3) and Ch. 6.4 (Eq. 6.1-6.5).
+Source: Adebayo 2022, Ch. 3.4 (Eq. 3.1-3.3) and Ch. 6.4 (Eq. 6.1-6.5).
 
 Every estimate has the form ``-grad_theta q(theta)^T H^{-1} D l(z_i)`` for a test quantity q (a test
 loss, or a group disparity metric GD(S_t, theta)) and a derivative D of the training loss. We
@@ -155,7 +155,7 @@ def influence_pert_disparity_y(loss_fn: LossFn, params, train_batch: dict, dispa
 def label_flip_scores(pert_y: jax.Array, labels: jax.Array) -> jax.Array:
     """Largest first-order decrease of the target quantity from moving z_j's label mass to another
     class: ``max_k (I[j, y_j] - I[j, k])`` for an (N, K) label influence ``I`` (Eq. 6.3/6.5); the
-    IF-Calib-Label ranking score (002 Sec. 6.5). High: relabelling z_j lowers the quantity most."""
+    IF-Calib-Label ranking score (Adebayo 2022, Sec. 6.5). High: relabelling z_j lowers the quantity most."""
     labels = jnp.asarray(labels)
     own = jnp.take_along_axis(pert_y, labels[:, None], axis=1)
     gain = own - pert_y
@@ -168,7 +168,7 @@ def label_flip_scores(pert_y: jax.Array, labels: jax.Array) -> jax.Array:
 def tracin(loss_fn: LossFn, checkpoints: Sequence[Any], learning_rates: Sequence[float], train_batch: dict,
            quantity_fn: Callable[[Any, Any], jax.Array] | None = None, test_batch: dict | None = None, *,
            chunk_size: int | None = None) -> jax.Array:
-    """TracInCP (Pruthi et al. 2020, cited in 002 Ch. 3.4): for each training point
+    """TracInCP (Pruthi et al. 2020, cited in Adebayo 2022, Ch. 3.4): for each training point
     ``sum_c lr_c grad l(z_i, theta_c) . grad q(theta_c)``, (N,), over saved checkpoints theta_c.
 
     q is the mean loss of ``test_batch`` or ``quantity_fn(params)`` (e.g. a group disparity metric).
@@ -256,8 +256,8 @@ def group_disparity_quantity(loss_fn, test_batch: dict, metric: str, mask=None, 
 def confusion_quantity(loss_fn, test_batch: dict, pair: Sequence[int] | None = None,
                        triplet: Sequence[int] | None = None) -> Callable[[Any], jax.Array]:
     """q(theta) = soft type1conf(a, b) of ``pair`` or soft cd(a, b, c) of ``triplet`` on ``test_batch``
-    (:func:`repair_jax.metrics.soft_type1conf`, :func:`repair_jax.metrics.soft_cd`; 000_92ecc981581ec3ed.txt
-    Sec. 2.2) as a function of the parameters: its influence is Eq. 6.4 of 002 with this q in place of GD
+    (:func:`repair_jax.metrics.soft_type1conf`, :func:`repair_jax.metrics.soft_cd`; Zhong et al. 2022,
+    Sec. 2.2) as a function of the parameters: its influence is Eq. 6.4 of Adebayo 2022 with this q in place of GD
     (:func:`s_test`, :func:`influence_up`). ``loss_fn`` must expose ``logits(params, x)``."""
     from repair_jax.metrics import soft_cd, soft_type1conf
 

@@ -1,6 +1,6 @@
 """Per-example gradients and directional per-example derivatives.
 
-Source: 002_97a11baaf249c571.txt Ch. 3.4 and Ch. 6.4 (every influence estimate needs the
+Source: Adebayo 2022, Ch. 3.4 and Ch. 6.4 (every influence estimate needs the
 per-example gradients grad_theta l(z_i, theta) of the training points).
 
 Conventions. A *per-example loss function* is ``loss_fn(params, batch) -> (N,)``: the losses of the
@@ -377,7 +377,7 @@ def per_example_grad_dot(loss_fn: LossFn, params, batch: dict, v, *, chunk_size:
     """The N numbers ``grad_theta l(z_i, theta)`` · ``v`` (``v`` a pytree like ``params``) in one
     forward-mode pass (``jax.jvp`` of the per-example loss vector) over chunks of ``chunk_size``
     rows (default :data:`DOT_CHUNK`) inside one jitted program; no gradient is materialized.
-    Source: 002 Ch. 6.4 (the inner products of Eq. 6.2/6.4 for all training points).
+    Source: Adebayo 2022, Ch. 6.4 (the inner products of Eq. 6.2/6.4 for all training points).
     """
     n = batch_size_of(batch)
     if n == 0:
@@ -404,7 +404,7 @@ class ClassifierLoss:
     :meth:`from_classifier` from any model (NNX, linen, a plain function).
 
     ``y`` may be integer labels (N,), soft targets / one-hot rows (N, K) (softmax cross-entropy
-    against a distribution, needed for label-perturbation influence, 002 Eq. 6.3/6.5), or multi-hot
+    against a distribution, needed for label-perturbation influence, Adebayo 2022, Eq. 6.3/6.5), or multi-hot
     (N, K) with ``multilabel=True`` (summed sigmoid BCE). Hashed by identity, so it can be a static
     argument of jitted functions; BatchNorm running statistics are held as constants.
     """

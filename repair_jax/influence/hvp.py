@@ -1,6 +1,6 @@
 """Hessian-vector products of the training objective and inverse-HVP solvers.
 
-Source: 002_97a11baaf249c571.txt Ch. 3.4 and Ch. 6.4: every influence estimate needs
+Source: Adebayo 2022, Ch. 3.4 and Ch. 6.4: every influence estimate needs
 ``H^{-1} v`` with ``H`` the Hessian of the training objective at the trained parameters. Our
 training objective is the one the model was fit with (``repair_jax.train.erm_objective``):
 
@@ -82,7 +82,7 @@ class IHVPResult:
 # ----------------------------------------------------------------------------- objective and HVP
 
 def training_objective(loss_fn: LossFn, params, batch: dict, l2: float = 0.0) -> jax.Array:
-    """R(theta) = mean_i l(z_i, theta) + l2 * 0.5 ||theta||^2 (the ERM objective, 002 Sec. 6.2)."""
+    """R(theta) = mean_i l(z_i, theta) + l2 * 0.5 ||theta||^2 (the ERM objective, Adebayo 2022, Sec. 6.2)."""
     return jnp.mean(loss_fn(params, batch)) + l2 * l2_penalty(params)
 
 

@@ -9,7 +9,7 @@ natural gradient descent in a Kronecker-factored eigenbasis" (EK-FAC, Sec. 3: ke
 ``Q_A (x) Q_S`` and refit the eigenvalues as the second moments of the gradients in it); Grosse et al.
 2023 / Kronfluence (EK-FAC as the inverse-HVP of influence functions).
 
-What is approximated. Influence (002_97a11baaf249c571.txt Ch. 3.4, Eq. 3.1) needs ``(H + damping I)^{-1} v``
+What is approximated. Influence (Adebayo 2022, Ch. 3.4, Eq. 3.1) needs ``(H + damping I)^{-1} v``
 with H the Hessian of ``mean_i l(z_i) + l2/2 ||theta||^2``. Here H is replaced by ``F + l2 I`` with F the
 Fisher of the per-example loss (the Gauss-Newton matrix of a softmax cross-entropy: equal to H for a
 linear model, PSD always), and F by

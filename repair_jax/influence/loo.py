@@ -1,4 +1,4 @@
-"""Leave-one-out validation of influence estimates (Koh & Liang 2017, as cited in 002 Ch. 3.4).
+"""Leave-one-out validation of influence estimates (Koh & Liang 2017, as cited in Adebayo 2022, Ch. 3.4).
 
 For each of k training points: remove it, retrain to convergence (warm start from the trained
 parameters, full-batch L-BFGS on :func:`repair_jax.influence.training_objective`), and compare the

@@ -26,7 +26,7 @@ models ("ensembling").
 What this is, precisely: a projected influence of the *loss* with the empirical Fisher ``G^T G / N``
 (outer products of the per-example loss gradients, a Gauss-Newton-type approximation) in place of the
 Hessian. With R square and invertible and no damping the scores equal ``-g_t^T (G^T G)^{-1} g_i``, i.e.
-``1/N`` times ``I_up,loss`` (002 Eq. 3.1) with the Hessian of the mean training loss replaced by
+``1/N`` times ``I_up,loss`` (Adebayo 2022, Eq. 3.1) with the Hessian of the mean training loss replaced by
 ``G^T G / N``. What of TRAK is *not* reproduced: (1) its model output function, the margin
 ``log(p / (1 - p))`` of the correct class: we project the gradient of the per-example loss instead;
 (2) hence its ``Q = diag(1 - p_i)`` reweighting of the training points in
@@ -168,7 +168,7 @@ class ProjectedFit:
 
     def scores(self, test_batch: dict) -> jax.Array:
         """(M, N) ``-phi_t^T (Phi^T Phi + damping I)^{-1} phi_i`` averaged over the models (TRAK Sec. 3,
-        Algorithm 1 without Q; the sign of ``I_up,loss``, 002 Eq. 3.1)."""
+        Algorithm 1 without Q; the sign of ``I_up,loss``, Adebayo 2022, Eq. 3.1)."""
         feats = self.test_features(test_batch)
         return sum(_kernel_scores(c, phi, f) for c, phi, f in zip(self.factors, self.phis, feats)) / len(feats)
 

@@ -1,6 +1,6 @@
-"""Influence of a run's training points on one test point's loss (002_97a11baaf249c571.txt Eq. 3.1/6.2)
+"""Influence of a run's training points on one test point's loss (Adebayo 2022, Eq. 3.1/6.2)
 or on a group disparity metric of a split (Eq. 6.4), or on the soft type1conf of a class pair / cd of a
-triplet (000_92ecc981581ec3ed.txt Sec. 2.2, :func:`repair_jax.influence.confusion_quantity`, the same
+triplet (Zhong et al. 2022, Sec. 2.2, :func:`repair_jax.influence.confusion_quantity`, the same
 Eq. 6.4 with that quantity): the library side of ``repair-jax influence``.
 
 :func:`influence_run` writes into ``out``:
@@ -266,7 +266,7 @@ def _group_target(loss_fn, params, state, ds, target_split, metric, group, posit
 
 def _confusion_target(loss_fn, params, state, ds, target_split, confusion, dtype):
     """(quantity maker, target record, warnings) for the soft type1conf of a pair or cd of a triplet
-    (000 Sec. 2.2) on ``target_split``; ``reported_value`` is the hard metric of the argmax predictions."""
+    (Zhong et al. 2022, Sec. 2.2) on ``target_split``; ``reported_value`` is the hard metric of the argmax predictions."""
     import jax.numpy as jnp
 
     from repair_jax.data import parse_class_tuple
@@ -310,7 +310,7 @@ def _tracin_scores(run, state, train, make_q, dtype, chunk_size, test_batch=None
 
 
 def _solve_scores(loss_fn, params, train, q, l2, method, solver_opts, chunk_size):
-    """(I_up scores, solver record) by an inverse-HVP solve (002 Eq. 3.1/6.2/6.4); K-FAC / EK-FAC by the
+    """(I_up scores, solver record) by an inverse-HVP solve (Adebayo 2022, Eq. 3.1/6.2/6.4); K-FAC / EK-FAC by the
     solve of their :func:`repair_jax.influence.fit_influence`."""
     from repair_jax.influence.functions import influence_up, quantity_gradient, s_test
 
@@ -330,7 +330,7 @@ def _solve_scores(loss_fn, params, train, q, l2, method, solver_opts, chunk_size
 
 def _fitted_scores(loss_fn, params, train, test_batch, indices, l2, method, solver_opts, chunk_size):
     """((M, N) I_up,loss scores, solver record with one ``columns`` entry per test point) from one
-    :func:`repair_jax.influence.fit_influence` and one block solve (002 Eq. 3.1). The (N, P) training
+    :func:`repair_jax.influence.fit_influence` and one block solve (Adebayo 2022, Eq. 3.1). The (N, P) training
     gradients are kept only for several test points (one forward-mode pass is cheaper for one)."""
     from repair_jax.influence.fitted import fit_influence
 

@@ -1,4 +1,4 @@
-"""Repair methods: I-REPAIR and MM repair (001) and Weighted Regularization (000 Sec. 3-4).
+"""Repair methods: I-REPAIR and MM repair (Henriksen et al. 2022) and Weighted Regularization (Zhong et al. 2022, Sec. 3-4).
 
 WR methods are values (:mod:`.methods`: ``METHODS[name](targets, rho)`` -> :class:`RepairMethod`);
 the study is :mod:`.config` (:class:`RepairConfig`), :mod:`.sweep` (:func:`run_study`) and

@@ -1,4 +1,4 @@
-"""The WR study's configuration (000_92ecc981581ec3ed.txt Sec. 4.1-4.4) and the target specification."""
+"""The WR study's configuration (Zhong et al. 2022, Sec. 4.1-4.4) and the target specification."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ class RepairConfig:
     seeds: int = 5
     methods: tuple[str, ...] = WR_METHODS
     rhos: tuple[float, ...] = RHO_GRID
-    lambda1: float = 0.25   # error reduction that counts as a repair (000 Sec. 2.2.3)
+    lambda1: float = 0.25   # error reduction that counts as a repair (Zhong et al. 2022, Sec. 2.2.3)
     lambda2: float = 0.01   # accuracy loss allowed for the "repaired" verdict: absolute (1 point) ...
-    lambda2_relative: bool = False  # ... or, if True, a fraction of orig-ft's accuracy (000 Sec. 2.2.3)
+    lambda2_relative: bool = False  # ... or, if True, a fraction of orig-ft's accuracy (Zhong et al. 2022, Sec. 2.2.3)
     select_split: str = "val"
     eval_split: str = "test"
 

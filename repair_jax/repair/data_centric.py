@@ -2,9 +2,9 @@
 that most increase the targets' soft error, then fine-tune without them.
 
 The targets' error as a function of the parameters is the soft type1conf of each pair, or the soft cd of
-each triplet (000_92ecc981581ec3ed.txt Sec. 2.2; :func:`repair_jax.influence.functions.confusion_quantity`),
+each triplet (Zhong et al. 2022, Sec. 2.2; :func:`repair_jax.influence.functions.confusion_quantity`),
 summed over the target groups, on the *selection* split (the study never looks at the test split to choose
-its data). Its influence on every training point is 002_97a11baaf249c571.txt Eq. 6.4 with this quantity in
+its data). Its influence on every training point is Adebayo 2022, Eq. 6.4 with this quantity in
 place of the group disparity: ``I_up(z_i) = -grad q^T H^{-1} grad l(z_i)``, through the model's last dense
 layer with the penultimate features fixed (:func:`target_influence`), with damping 0.01 x the largest
 eigenvalue of H (the default of ``repair-jax influence``). ``I_up(z_i) > 0``: up-weighting z_i raises the targets' error, so removing it
@@ -12,7 +12,7 @@ lowers it (to first order by ``I_up(z_i) / N``): z_i is *harmful*.
 
 :func:`dropped_examples` turns the scores into the set the method ``i-drop``
 (:func:`repair_jax.repair.methods.i_drop`) leaves out of fine-tuning: the ``rho`` fraction of the harmful
-points, most harmful first. The rho grid and its selection are those of every WR method (000 Sec. 4.4), so
+points, most harmful first. The rho grid and its selection are those of every WR method (Zhong et al. 2022, Sec. 4.4), so
 the method sits in the same table with the same statistics and thresholds.
 """
 

@@ -1,4 +1,4 @@
-"""Evaluation of one prediction set against a target (000_92ecc981581ec3ed.txt Sec. 2.2): accuracy (mAP
+"""Evaluation of one prediction set against a target (Zhong et al. 2022, Sec. 2.2): accuracy (mAP
 for multi-label), the target error (type1conf / type2conf of the pairs, cd of the triplets) and the
 confusion matrix; and the w-os trade-off curve over rho (Sec. 3.4, Fig. 10)."""
 
@@ -19,7 +19,7 @@ def error_kind(targets: Targets, multilabel: bool) -> str:
 
 
 def target_error(err_matrix, targets: Targets) -> float:
-    """Mean over the pairs of their confusion, or mean over the triplets of their cd (000 Sec. 2.2)."""
+    """Mean over the pairs of their confusion, or mean over the triplets of their cd (Zhong et al. 2022, Sec. 2.2)."""
     err = np.asarray(err_matrix)
     vals = [err[g[0], g[1]] if len(g) == 2 else float(metrics.confusion_disparity(err, *g))
             for g in targets.groups]
@@ -52,7 +52,7 @@ def output_probabilities(logits: np.ndarray, multilabel: bool) -> np.ndarray:
 
 
 def w_os_tradeoff(probs: np.ndarray, y: np.ndarray, targets: Targets, rhos, multilabel: bool = False) -> list[dict]:
-    """w-os (000 Sec. 3.4) over any set of rhos on one prediction set: ``[{rho, accuracy, target_error}]``.
+    """w-os (Zhong et al. 2022, Sec. 3.4) over any set of rhos on one prediction set: ``[{rho, accuracy, target_error}]``.
 
     w-os needs no training, so its whole trade-off curve (Fig. 10) costs one forward pass. A diagnostic:
     picking rho from the curve of the split one reports on is tuning on that split.

@@ -2,14 +2,14 @@
 
 * :class:`TrainAndDiagnose` - train a model into ``OUT/run`` and diagnose it (``OUT/diagnosis``,
   ``OUT/summary.json``): the original models the studies repair.
-* :class:`WRStudy` - Weighted Regularization studies of one original model (000_92ecc981581ec3ed.txt
+* :class:`WRStudy` - Weighted Regularization studies of one original model (Zhong et al. 2022,
   Sec. 4.3-4.4): train it (cached in ``OUT/run``) or take an existing run, pick the targets (fixed class
   groups, or diagnosed on the validation split), run :func:`repair_jax.repair.run_study` per target into
   ``OUT/<study>`` and, optionally, w-os's whole trade-off (:mod:`repair_jax.repair.frontier`).
-* :class:`Sweep` - several named configs run one after another into ``OUT/<name>`` (Table 1 of 000:
+* :class:`Sweep` - several named configs run one after another into ``OUT/<name>`` (Table 1 of Zhong et al. 2022:
   one setting per data set and model).
 * :class:`FrontierComparison` - finished all-pairs frontiers side by side (``OUT/compare.md``).
-* :class:`IRepairStudy` - tables of 001_67555029b287879f.txt Sec. 5 (:class:`IRepairTable1`,
+* :class:`IRepairStudy` - tables of Henriksen et al. 2022, Sec. 5 (:class:`IRepairTable1`,
   :class:`IRepairScenario`, :class:`IRepairRQ`) over one trained run (:class:`IRepairProtocol`);
   each table writes ``OUT/<name>.{jsonl,json,md,png}``.
 
@@ -34,7 +34,7 @@ from repair_jax.repair import IRepairConfig, RepairConfig
 from repair_jax.train import TrainConfig
 
 DIAGNOSED = ("pair", "triplet")
-# the original model's recipes: the CPU-sized CNN, and 000 Sec. 4.1's recipe for the ResNets
+# the original model's recipes: the CPU-sized CNN, and the recipe of Zhong et al. 2022, Sec. 4.1 for the ResNets
 # (SGD 0.1, Nesterov momentum 0.9, x0.1 at 50% and 75% of the epochs, L2 5e-4, batch 128)
 RECIPES = {"cnn": dict(optimizer="adam", lr=3e-3, schedule="cosine", l2=0.0, batch_size=64),
            "sgd_step": dict(optimizer="sgd", lr=0.1, schedule="step", l2=5e-4, batch_size=128)}
@@ -128,7 +128,7 @@ def run_train_and_diagnose(config: TrainAndDiagnose, out: Path, *, force: bool, 
 class TargetRule:
     """One study of a :class:`WRStudy`: its output subdirectory and its targets - fixed ``groups`` (all
     pairs (A, B) or all triplets (A, B, C), class indices) or ``diagnosed`` on the validation split:
-    ``pair`` the most confused pair, ``triplet`` that pair with the anchor C of largest cd (000 Sec. 4.1
+    ``pair`` the most confused pair, ``triplet`` that pair with the anchor C of largest cd (Zhong et al. 2022, Sec. 4.1
     keeps the confused pair and picks a C with cd > 0; we take the largest)."""
 
     name: str
@@ -144,7 +144,7 @@ class TargetRule:
 
 @dataclasses.dataclass(frozen=True)
 class WRStudy:
-    """Weighted Regularization studies of one original model (000 Sec. 4.3-4.4).
+    """Weighted Regularization studies of one original model (Zhong et al. 2022, Sec. 4.3-4.4).
 
     ``train``: the original model, trained into OUT/run (cached); or ``run``: an existing run directory.
     ``repair``: fine-tuning schedule, rho grid, seeds and methods of every study; its L2 must be the run's
@@ -317,11 +317,11 @@ def run_frontier_comparison(config: FrontierComparison, out: Path, *, force: boo
     return {"report": table}
 
 
-# ----------------------------------------------------------------------------- I-REPAIR (001 Sec. 5)
+# ----------------------------------------------------------------------------- I-REPAIR (Henriksen et al. 2022, Sec. 5)
 
 @dataclasses.dataclass(frozen=True)
 class IRepairProtocol:
-    """The repair problems of 001 Sec. 5 over one trained run: ``run`` (trained there with ``train`` when
+    """The repair problems of Henriksen et al. 2022, Sec. 5 over one trained run: ``run`` (trained there with ``train`` when
     missing; None: OUT/run), ``seeds`` per problem, the ``classes`` (None: every class with a
     misclassified pool input; at most ``max_classes`` of them), |C| = ``correct_size``, RMSprop ``lr`` and
     the iteration bound ``ub``. ``model_label`` names the model in the tables' headers."""
@@ -349,7 +349,7 @@ class IRepairProtocol:
 
     @classmethod
     def fashion_mnist_mlp(cls, run: str, **fields) -> "IRepairProtocol":
-        """001 Sec. 5's FC 2x256 network on Fashion-MNIST (10 epochs of Adam 1e-3, cosine, batch 128),
+        """The FC 2x256 network of Henriksen et al. 2022, Sec. 5 on Fashion-MNIST (10 epochs of Adam 1e-3, cosine, batch 128),
         cached in ``run``."""
         train = TrainConfig(dataset="fashion_mnist", model="mlp", epochs=10, batch_size=128, lr=1e-3)
         return cls(train=train, run=run, **fields)
@@ -536,7 +536,7 @@ class IRepairRQ:
 
 @dataclasses.dataclass(frozen=True)
 class IRepairStudy:
-    """Tables of 001 Sec. 5 (:class:`IRepairTable1`, :class:`IRepairScenario`, :class:`IRepairRQ`) over
+    """Tables of Henriksen et al. 2022, Sec. 5 (:class:`IRepairTable1`, :class:`IRepairScenario`, :class:`IRepairRQ`) over
     one :class:`IRepairProtocol`; each writes OUT/<name>.jsonl (one record per run, resumable),
     <name>.json, <name>.md and, where it plots, <name>.png."""
 

@@ -1,4 +1,4 @@
-"""w-os's whole accuracy/error trade-off against a finished WR study (a diagnostic; 000_92ecc981581ec3ed.txt
+"""w-os's whole accuracy/error trade-off against a finished WR study (a diagnostic; Zhong et al. 2022,
 Sec. 3.4 and 4.4).
 
 w-os needs no training, so its curve over a fine rho grid costs one forward pass. :func:`frontier`
@@ -37,7 +37,7 @@ def frontier_rhos(num: int) -> np.ndarray:
 
 def frontier(rows: list[dict], base_acc: float, base_err: float, lambda1: float, allowed_loss: float) -> dict:
     """Adds the changes vs orig-ft (``base_acc``, ``base_err``: its means) and the thresholds verdict
-    (000 Sec. 2.2.3) to each ``{rho, accuracy, target_error}`` row; returns the rows, the best row within
+    (Zhong et al. 2022, Sec. 2.2.3) to each ``{rho, accuracy, target_error}`` row; returns the rows, the best row within
     the accuracy budget (largest error cut, then accuracy) and whether any row meets both thresholds."""
     for r in rows:
         r["error_reduction_vs_orig_ft"] = (base_err - r["target_error"]) / base_err if base_err > 0 else 0.0

@@ -1,6 +1,6 @@
-"""I-REPAIR: influence-masked back-propagation on a small repair set (001_67555029b287879f.txt).
+"""I-REPAIR: influence-masked back-propagation on a small repair set (Henriksen et al. 2022).
 
-The repair problem (001 Sec. 3): a trained network N, a *repair set* R of inputs that N
+The repair problem (Henriksen et al. 2022, Sec. 3): a trained network N, a *repair set* R of inputs that N
 misclassifies and a *correct set* C of inputs that N classifies correctly (Definition 2); a repair
 operation changes weights only (Definition 1) and is judged by the accuracy drop it induces
 (Definitions 5-7), measured here on a held-out test split, never on C.
@@ -48,10 +48,10 @@ BACKPROP_SETS = ("repair_perp", "repair_and_correct")
 
 def repair_set(labels: np.ndarray, predictions: np.ndarray, classes, size: int,
                rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
-    """Indices of a repair set R (001 Definition 2): ``size`` misclassified inputs of each class.
+    """Indices of a repair set R (Henriksen et al. 2022, Definition 2): ``size`` misclassified inputs of each class.
 
     ``labels``/``predictions`` (N,) ints over the repair pool. A class with fewer than ``size``
-    misclassified inputs contributes all it has (as 001 Sec. 5 does); each such case gives a note.
+    misclassified inputs contributes all it has (as Henriksen et al. 2022, Sec. 5 does); each such case gives a note.
     Returns (sorted indices, notes). A class with no misclassified input is a UserError.
     """
     if size <= 0:
@@ -70,8 +70,8 @@ def repair_set(labels: np.ndarray, predictions: np.ndarray, classes, size: int,
 
 def correct_set(labels: np.ndarray, predictions: np.ndarray, size: int, num_classes: int,
                 rng: np.random.Generator, exclude: np.ndarray | None = None) -> np.ndarray:
-    """Indices of a correct set C (001 Definition 2): ``size`` correctly classified inputs, uniform
-    over classes (001 Sec. 5: |C| = 40 spread over all classes; a class with too few correct inputs
+    """Indices of a correct set C (Henriksen et al. 2022, Definition 2): ``size`` correctly classified inputs, uniform
+    over classes (Henriksen et al. 2022, Sec. 5: |C| = 40 spread over all classes; a class with too few correct inputs
     gives all it has and the others fill in); ``exclude`` indices are never used."""
     if size <= 0:
         raise UserError(f"correct set size must be positive, got {size}")
@@ -99,7 +99,7 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def output_magnitude_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example ``sum_i |N(x)_i|`` over the logits (001 Sec. 5 RQ ii, the correct-set loss).
+    """Per-example ``sum_i |N(x)_i|`` over the logits (Henriksen et al. 2022, Sec. 5 RQ ii, the correct-set loss).
 
     The network outputs before softmax are used: the softmax outputs sum to one, so their
     magnitude would have zero gradient. ``labels`` is unused.
@@ -127,7 +127,7 @@ def per_example_gradients(apply_fn, loss, params, x, y):
 
 
 def estimate_influence(apply_fn, loss, params, x, y, weights, variant: str = "mean"):
-    """Algorithm 1 of 001 Sec. 4: the influence of every parameter on a set of inputs.
+    """Algorithm 1 of Henriksen et al. 2022, Sec. 4: the influence of every parameter on a set of inputs.
 
     ``variant="mean"`` is the paper's ``I = sum_(x,l) grad L(N, x, l) / |X|`` (signed gradients
     averaged); ``variant="mean_abs"`` averages per-example *absolute* gradients, so gradients of
@@ -153,7 +153,7 @@ def influence_scores(i_repair, i_correct, gamma, epsilon):
 
 def is_repaired(logits: jax.Array, labels: jax.Array, margin) -> jax.Array:
     """(N,) bool: the true class wins, and with ``margin`` delta > 0 its softmax score exceeds every
-    other by more than delta (001 Sec. 5 RQ iii, ``N(x)_c - N(x)_i > delta`` on softmax outputs)."""
+    other by more than delta (Henriksen et al. 2022, Sec. 5 RQ iii, ``N(x)_c - N(x)_i > delta`` on softmax outputs)."""
     k = logits.shape[-1]
     onehot = jax.nn.one_hot(labels, k, dtype=bool)
     correct = jnp.argmax(logits, -1) == labels
@@ -169,8 +169,8 @@ def is_repaired(logits: jax.Array, labels: jax.Array, margin) -> jax.Array:
 class IRepairConfig:
     """Hyper-parameters of Algorithm 2 and its baselines.
 
-    gamma >= 0 (001 uses 2 for the ResNet, {0.01..1} for Table 1); epsilon of l. 9; ub the bound on
-    iterations; RMSprop with learning rate ``lr`` (001 Sec. 5: 1e-5 ResNet, 1e-4 FC network);
+    gamma >= 0 (Henriksen et al. 2022 use 2 for the ResNet, {0.01..1} for Table 1); epsilon of l. 9; ub the bound on
+    iterations; RMSprop with learning rate ``lr`` (Henriksen et al. 2022, Sec. 5: 1e-5 ResNet, 1e-4 FC network);
     ``margin`` delta of RQ iii; ``correct_loss`` the influence loss for C ("magnitude", the default,
     or "cross_entropy"); ``influence`` the Algorithm 1 variant ("mean" or "mean_abs").
     """
@@ -267,7 +267,7 @@ class InfluenceLocking(NamedTuple):
 
 
 def fixed_locking(s: LockingInputs):
-    """The mask given to the loop, the same at every iteration (random locking, 001 Sec. 5 RQ ii)."""
+    """The mask given to the loop, the same at every iteration (random locking, Henriksen et al. 2022, Sec. 5 RQ ii)."""
     return s.fixed_mask
 
 
@@ -373,11 +373,11 @@ def _num_classes(model, *labels) -> int:
 @takes_model
 def i_repair(model: Classifier, repair_x, repair_y, correct_x, correct_y,
              config: IRepairConfig = IRepairConfig()) -> IRepairResult:
-    """Algorithm 2 of 001 Sec. 4 (I-REPAIR) on ``model`` (a :class:`~repair_jax.classifier.Classifier`,
+    """Algorithm 2 of Henriksen et al. 2022, Sec. 4 (I-REPAIR) on ``model`` (a :class:`~repair_jax.classifier.Classifier`,
     or the pair ``module, variables``).
 
     repair_x (|R|, ...) / repair_y (|R|,) the repair set, correct_x / correct_y the correct set
-    (001 Definition 2). Returns :class:`IRepairResult`.
+    (Henriksen et al. 2022, Definition 2). Returns :class:`IRepairResult`.
     """
     return repair_loop(model, repair_x, repair_y, correct_x, correct_y, config,
                        locking=InfluenceLocking(config.correct_loss, config.influence))
@@ -386,14 +386,14 @@ def i_repair(model: Classifier, repair_x, repair_y, correct_x, correct_y,
 @takes_model
 def retrain(model: Classifier, repair_x, repair_y, correct_x, correct_y,
             config: IRepairConfig = IRepairConfig()) -> IRepairResult:
-    """Retraining baseline (001 Sec. 5): back-propagation on the available data R ∪ C with the same
+    """Retraining baseline (Henriksen et al. 2022, Sec. 5): back-propagation on the available data R ∪ C with the same
     optimizer, learning rate and stopping rule (all of R repaired, or ``ub`` steps); nothing locked."""
     return repair_loop(model, repair_x, repair_y, correct_x, correct_y, config,
                        locking=no_locking, backprop_on="repair_and_correct")
 
 
 def random_locking_mask(params, p: float, key: jax.Array):
-    """Freezes each parameter independently with probability ``p`` (001 Sec. 5 RQ ii): a pytree of
+    """Freezes each parameter independently with probability ``p`` (Henriksen et al. 2022, Sec. 5 RQ ii): a pytree of
     bools, True where the parameter may move."""
     if not 0 <= p <= 1:
         raise UserError(f"locking probability must be in [0, 1], got {p}")
@@ -406,7 +406,7 @@ def random_locking_mask(params, p: float, key: jax.Array):
 @takes_model
 def random_locking_repair(model: Classifier, repair_x, repair_y, correct_x, correct_y, p: float,
                           seed: int = 0, config: IRepairConfig = IRepairConfig()) -> IRepairResult:
-    """Randomised repair (001 Sec. 5 RQ ii): Algorithm 2 with the influence mask replaced by a random
+    """Randomised repair (Henriksen et al. 2022, Sec. 5 RQ ii): Algorithm 2 with the influence mask replaced by a random
     one drawn once (each parameter frozen with probability ``p``); back-propagation on R⊥."""
     mask = random_locking_mask(model.params, p, jax.random.PRNGKey(seed))
     return repair_loop(model, repair_x, repair_y, correct_x, correct_y, config,

@@ -1,4 +1,4 @@
-"""Repair methods as values (000_92ecc981581ec3ed.txt Sec. 3): one constructor per method, one registry.
+"""Repair methods as values (Zhong et al. 2022, Sec. 3): one constructor per method, one registry.
 
 A :class:`RepairMethod` is a small named tuple of pure pieces that the sweep composes without ever
 asking which method it holds:
@@ -71,17 +71,17 @@ def _erm(multilabel: bool, num_classes: int, l2: float):
 
 
 def orig() -> RepairMethod:
-    """The trained model, unchanged (000 Sec. 3.1)."""
+    """The trained model, unchanged (Zhong et al. 2022, Sec. 3.1)."""
     return RepairMethod("orig", None, None, None, _identity_outputs, deterministic=True)
 
 
 def orig_ft() -> RepairMethod:
-    """Fine-tuned with Loss_orig on the schedule every WR method uses (000 Sec. 3.1)."""
+    """Fine-tuned with Loss_orig on the schedule every WR method uses (Zhong et al. 2022, Sec. 3.1)."""
     return RepairMethod("orig-ft", None, _erm, _shuffled, _identity_outputs, deterministic=False)
 
 
 def w_aug(targets: Targets, rho: float) -> RepairMethod:
-    """w-aug (000 Sec. 3.2): Loss_orig on batches where non-target classes have sampling weight rho."""
+    """w-aug (Zhong et al. 2022, Sec. 3.2): Loss_orig on batches where non-target classes have sampling weight rho."""
     rho = check_rho(rho)
 
     def batches(train: Split, batch_size: int, num_batches: int, num_classes: int, multilabel: bool):
@@ -92,7 +92,7 @@ def w_aug(targets: Targets, rho: float) -> RepairMethod:
 
 
 def w_bn(targets: Targets, rho: float) -> RepairMethod:
-    """w-bn (000 Sec. 3.3): BatchNorm statistics weighted between the batch and a target-class batch."""
+    """w-bn (Zhong et al. 2022, Sec. 3.3): BatchNorm statistics weighted between the batch and a target-class batch."""
     rho = check_rho(rho)
 
     def objective(multilabel: bool, num_classes: int, l2: float):
@@ -114,7 +114,7 @@ def w_bn(targets: Targets, rho: float) -> RepairMethod:
 
 
 def w_os(targets: Targets, rho: float) -> RepairMethod:
-    """w-os (000 Sec. 3.4): the target classes' output probabilities scaled by rho; no training."""
+    """w-os (Zhong et al. 2022, Sec. 3.4): the target classes' output probabilities scaled by rho; no training."""
     rho = check_rho(rho)
     transform = lambda probs, multilabel=False: np.asarray(
         weighted_output_smoothing(probs, targets, rho, multilabel))
@@ -122,7 +122,7 @@ def w_os(targets: Targets, rho: float) -> RepairMethod:
 
 
 def w_loss(targets: Targets, rho: float) -> RepairMethod:
-    """w-loss (000 Sec. 3.5): rho Loss_orig + (1 - rho) the loss over the confused subsets."""
+    """w-loss (Zhong et al. 2022, Sec. 3.5): rho Loss_orig + (1 - rho) the loss over the confused subsets."""
     rho = check_rho(rho)
 
     def objective(multilabel: bool, num_classes: int, l2: float):
@@ -132,7 +132,7 @@ def w_loss(targets: Targets, rho: float) -> RepairMethod:
 
 
 def w_dbr(targets: Targets, rho: float) -> RepairMethod:
-    """w-dbr (000 Sec. 3.6): rho Loss_orig + (1 - rho) the distance-based regulariser."""
+    """w-dbr (Zhong et al. 2022, Sec. 3.6): rho Loss_orig + (1 - rho) the distance-based regulariser."""
     rho = check_rho(rho)
 
     def objective(multilabel: bool, num_classes: int, l2: float):
@@ -168,9 +168,9 @@ METHODS: dict[str, Callable[..., RepairMethod]] = {
     "orig": orig, "orig-ft": orig_ft, "w-aug": w_aug, "w-bn": w_bn, "w-os": w_os, "w-loss": w_loss,
     "w-dbr": w_dbr, "i-drop": i_drop,
 }
-#: 000's methods (Sec. 3), the default of every study; i-drop is opt-in.
+#: Zhong et al.'s (2022) methods (Sec. 3), the default of every study; i-drop is opt-in.
 WR_METHODS = ("orig", "orig-ft", "w-aug", "w-bn", "w-os", "w-loss", "w-dbr")
-BASELINES = ("orig", "orig-ft")  # the study's reference points (000 Sec. 4.3-4.4): no rho
+BASELINES = ("orig", "orig-ft")  # the study's reference points (Zhong et al. 2022, Sec. 4.3-4.4): no rho
 
 
 def takes_rho(name: str) -> bool:

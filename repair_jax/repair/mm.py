@@ -1,4 +1,4 @@
-"""MM repair: minimal last-layer modification (Goldberger et al., as used in 001_67555029b287879f.txt
+"""MM repair: minimal last-layer modification (Goldberger et al., as used in Henriksen et al. 2022,
 Sec. 5 RQ iv and Definition 4 with d the L-infinity distance between weights).
 
 Only the last layer (kernel W (d, K), bias b (K,)) changes; the penultimate features h(x) of the

@@ -1,4 +1,4 @@
-"""The evaluation protocol of 001_67555029b287879f.txt Sec. 5, shared by the CLI and experiments/.
+"""The evaluation protocol of Henriksen et al. 2022, Sec. 5, shared by the CLI and experiments/.
 
 A *repair problem* is drawn from the repair-pool split of a trained run: a repair set R of
 misclassified pool inputs of the chosen classes (``repair_size`` per class, all available when a
@@ -166,7 +166,7 @@ def _table_row(group, label: str, rs: list[dict], base: list[dict] | None, is_ba
 def summary_table(runs: list[dict], baseline: str | None = "retrain") -> str:
     """Markdown: per group (requested |R|, or the job's ``group``) and method label, runs, the
     repair-set size actually used, all-repaired fraction, mean accuracy drop (in percentage points)
-    with 95% CI and standard deviation (001 Table 1's d and s), mean iterations, unlocked fraction,
+    with 95% CI and standard deviation (d and s of Henriksen et al. 2022, Table 1), mean iterations, unlocked fraction,
     independent two-sample t-test p-value against ``baseline``. Cells that do not apply are '—'."""
     groups: dict = {}
     for r in runs:

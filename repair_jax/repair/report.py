@@ -1,4 +1,4 @@
-"""The WR study's summary (000_92ecc981581ec3ed.txt Sec. 4.3), its Table 2-like table and its plots.
+"""The WR study's summary (Zhong et al. 2022, Sec. 4.3), its Table 2-like table and its plots.
 
 Statistics are honest about deterministic methods and small seed counts:
 
@@ -134,7 +134,7 @@ def _footnotes(summary: dict) -> list[str]:
     notes = ["W: Wilcoxon rank-sum p vs orig-ft (scipy.stats.ranksums); for a deterministic method (one run, "
              "marked (t)) the p of a one-sample t-test of orig-ft's runs against its value (scipy.stats."
              "ttest_1samp; — = orig-ft's runs allow no test); VD: Vargha-Delaney A12 = P(method > orig-ft) "
-             "with n/s/m/l magnitude; tests in the order of 000 Sec. 4.3.2 (blank = not applied). repaired: "
+             "with n/s/m/l magnitude; tests in the order of Zhong et al. 2022, Sec. 4.3.2 (blank = not applied). repaired: "
              f"error -{100 * c['lambda1']:g}% or more, accuracy loss <= {_loss_text(summary)}, error p < 0.05."]
     if sig and not sig["rank_sum_attainable"]:
         notes.append(f"With {sig['seeds']} seed(s) the rank-sum test cannot reach p < {sig['alpha']} (smallest "

@@ -1,4 +1,4 @@
-"""The comparison against orig-ft (000_92ecc981581ec3ed.txt Sec. 4.3.2) and the selection of rho (Sec. 4.4).
+"""The comparison against orig-ft (Zhong et al. 2022, Sec. 4.3.2) and the selection of rho (Sec. 4.4).
 
 The statistics themselves live in :mod:`repair_jax.stats`; this module fixes the order in which the
 study applies them and how a deterministic method (one value, no seeds: orig, w-os) is compared: its
@@ -26,7 +26,7 @@ def _test(x, base, deterministic: bool) -> tuple[float | None, float]:
 
 def compare_to_baseline(acc: Sequence[float], err: Sequence[float], base_acc: Sequence[float],
                         base_err: Sequence[float], gate: float = 0.10, deterministic: bool = False) -> dict:
-    """The tests of 000 Sec. 4.3.2 against orig-ft, in its order.
+    """The tests of Zhong et al. 2022, Sec. 4.3.2 against orig-ft, in its order.
 
     Error tests only if the mean error is below the baseline's; accuracy tests only if the error is
     lower at level ``gate`` (0.10). A12 is P(method > orig-ft) (0 = always lower). Keys absent = not
@@ -49,7 +49,7 @@ def compare_to_baseline(acc: Sequence[float], err: Sequence[float], base_acc: Se
 
 
 def select_rhos(rows: Sequence[dict], orig_acc: float, orig_err: float, lambda1: float = 0.25) -> list[float]:
-    """The rho values selected for one method by the rules of 000 Sec. 4.4 (verbatim).
+    """The rho values selected for one method by the rules of Zhong et al. 2022, Sec. 4.4 (verbatim).
 
     ``rows``: one ``{"rho", "accuracy", "target_error"}`` per grid value. Returns the selected rho
     first, then (possibly) the additionally selected one:

@@ -1,4 +1,4 @@
-"""The repair study of 000_92ecc981581ec3ed.txt Sec. 4.3-4.4 over one trained model and one target.
+"""The repair study of Zhong et al. 2022, Sec. 4.3-4.4 over one trained model and one target.
 
 Phases (every run is one line of ``results.jsonl``, keyed by (method, rho, seed); re-running skips
 finished keys, so a kill loses at most the run in progress):
@@ -48,7 +48,7 @@ from repair_jax.train import create_train_state, fit, make_optimizer, predict
 
 def _check_batch_norm(method: RepairMethod, model: Classifier) -> None:
     if method.needs_batch_norm and not model.has_batch_norm:
-        raise UserError(f"{method.name} needs a model with BatchNorm layers (000 Sec. 3.3.3); this model has "
+        raise UserError(f"{method.name} needs a model with BatchNorm layers (Zhong et al. 2022, Sec. 3.3.3); this model has "
                         f"none - drop {method.name} from --methods or use a BatchNorm model (e.g. cnn)")
 
 
@@ -213,7 +213,7 @@ def run_study(model: Classifier, dataset: Dataset, targets: Targets, out: str | 
                    for n, s in (("eval", cfg.eval_split), ("select", cfg.select_split))}
     harm = _harm(model, dataset, targets, cfg, out)
     make = lambda name, rho: make_method(name, targets, rho, harm=harm)
-    tuned = [m for m in cfg.methods if m not in BASELINES]  # fine-tuned ones first, as in 000's tables
+    tuned = [m for m in cfg.methods if m not in BASELINES]  # fine-tuned ones first, as in Zhong et al.'s (2022) tables
     tuned.sort(key=lambda m: not make(m, cfg.rhos[0]).fine_tunes)
     bar = progress_reporter(2 + len(tuned) * len(cfg.rhos), "repair runs", progress)
     get = _Runner(log, bar, model, dataset, targets, cfg, base_logits)

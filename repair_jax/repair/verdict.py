@@ -1,4 +1,4 @@
-"""The one "repaired" verdict of 000_92ecc981581ec3ed.txt Sec. 2.2.3, used by the study and every analysis.
+"""The one "repaired" verdict of Zhong et al. 2022, Sec. 2.2.3, used by the study and every analysis.
 
 A method repairs a target against the orig-ft baseline when it cuts the target error by at least
 lambda1 (relative), loses at most ``allowed_loss`` accuracy (absolute; see
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 def accuracy_loss_allowed(lambda2: float, orig_ft_accuracy: float, relative: bool = False) -> float:
     """lambda2 as an accuracy difference: absolute (default, 1 point = 0.01) or, with ``relative``, a
-    fraction of orig-ft's mean accuracy (000 Sec. 2.2.3: "1% of the original accuracy")."""
+    fraction of orig-ft's mean accuracy (Zhong et al. 2022, Sec. 2.2.3: "1% of the original accuracy")."""
     return lambda2 * orig_ft_accuracy if relative else lambda2
 
 
 def within_thresholds(error_reduction: float, accuracy_change: float, lambda1: float,
                       allowed_loss: float) -> bool:
-    """Error cut by >= lambda1 (relative to orig-ft) and accuracy change >= -allowed_loss (000 Sec. 2.2.3)."""
+    """Error cut by >= lambda1 (relative to orig-ft) and accuracy change >= -allowed_loss (Zhong et al. 2022, Sec. 2.2.3)."""
     return bool(error_reduction >= lambda1 and accuracy_change >= -allowed_loss)
 
 

@@ -1,5 +1,5 @@
 """Weighted Regularization (WR): the five repair methods and the two baselines of
-000_92ecc981581ec3ed.txt Sec. 3, as pure functions composed with :func:`repair_jax.train.make_train_step`.
+Zhong et al. 2022, Sec. 3, as pure functions composed with :func:`repair_jax.train.make_train_step`.
 
 Targets are a :class:`Targets`: one or more pairs (confusion, Sec. 3.x.1) or one or more triplets
 ``(A, B, C)`` (bias, Sec. 3.x.2; A positive, B negative, C anchor, Sec. 2.2.2). Several pairs /
@@ -35,7 +35,7 @@ W_OS_EXTRA_RHOS = (0.01, 0.001, 0.0001)
 
 @dataclasses.dataclass(frozen=True)
 class Targets:
-    """Target pairs ``((A, B), ...)`` or target triplets ``((A, B, C), ...)`` (000 Sec. 2.2)."""
+    """Target pairs ``((A, B), ...)`` or target triplets ``((A, B, C), ...)`` (Zhong et al. 2022, Sec. 2.2)."""
 
     groups: tuple[tuple[int, ...], ...]
 
@@ -87,7 +87,7 @@ def _mask(classes: Sequence[int], num_classes: int) -> jnp.ndarray:
 # ----------------------------------------------------------------------------- w-aug (Sec. 3.2)
 
 def weighted_augmentation_class_weights(targets: Targets, num_classes: int, rho: float) -> np.ndarray:
-    """pdf'(x, y) = pdf(x, y) if y in Y_target else rho * pdf(x, y) (000 Sec. 3.2), as class weights (K,).
+    """pdf'(x, y) = pdf(x, y) if y in Y_target else rho * pdf(x, y) (Zhong et al. 2022, Sec. 3.2), as class weights (K,).
 
     Batches are then drawn with :func:`repair_jax.data.weighted_batches` (multi-label: an example
     weighs as its heaviest class, so any example containing a target class has weight 1).
@@ -101,7 +101,7 @@ def weighted_augmentation_class_weights(targets: Targets, num_classes: int, rho:
 # ----------------------------------------------------------------------------- w-bn (Sec. 3.3)
 
 def weighted_batch_norm_weights(n_regular: int, n_target: int, rho) -> jnp.ndarray:
-    """Per-example BatchNorm weights for ``concat([x, x_target])`` (000 Sec. 3.3, Fig. 6b), shape (n+m,).
+    """Per-example BatchNorm weights for ``concat([x, x_target])`` (Zhong et al. 2022, Sec. 3.3, Fig. 6b), shape (n+m,).
 
     Regular examples weigh ``rho / n``, target-class examples ``(1 - rho) / m``: the batch mean is
     ``E_w = rho * E[x] + (1 - rho) * E[x_target]`` and the variance the same mixture of squared
@@ -114,7 +114,7 @@ def weighted_batch_norm_weights(n_regular: int, n_target: int, rho) -> jnp.ndarr
 
 def weighted_batch_norm_objective(params, state, batch: dict, *, rho, multilabel: bool = False,
                                   l2: float = 0.0):
-    """w-bn loss (000 Sec. 3.3): one forward pass over ``concat([x, x_target])`` in train mode where
+    """w-bn loss (Zhong et al. 2022, Sec. 3.3): one forward pass over ``concat([x, x_target])`` in train mode where
     every BatchNorm layer uses the rho-weighted batch statistics of
     :func:`weighted_batch_norm_weights`; only the regular batch's loss is back-propagated.
 
@@ -134,7 +134,7 @@ def weighted_batch_norm_objective(params, state, batch: dict, *, rho, multilabel
 # ----------------------------------------------------------------------------- w-os (Sec. 3.4)
 
 def weighted_output_smoothing(probs, targets: Targets, rho, multilabel: bool = False):
-    """w-os (000 Sec. 3.4): multiplies the target classes' output probabilities by rho, (N, K) -> (N, K).
+    """w-os (Zhong et al. 2022, Sec. 3.4): multiplies the target classes' output probabilities by rho, (N, K) -> (N, K).
 
     Single-label (Sec. 3.4.1-3.4.2): for inputs whose predicted class (argmax) is any target class.
     Multi-label (sigmoid probabilities, predicted = p > 0.5): pairs (A, B) - inputs predicted to
@@ -164,7 +164,7 @@ def weighted_output_smoothing(probs, targets: Targets, rho, multilabel: bool = F
 # ----------------------------------------------------------------------------- w-loss (Sec. 3.5)
 
 def confused_subset_mask(logits, y, pair: tuple[int, int], multilabel: bool = False):
-    """Indicator (N,) of D(Y_target) for the pair Y_target = {A, B} (000 Sec. 3.5.1).
+    """Indicator (N,) of D(Y_target) for the pair Y_target = {A, B} (Zhong et al. 2022, Sec. 3.5.1).
 
     Single-label: y in Y_target, f(x) != y and f(x) in Y_target (A predicted as B or B as A).
     Multi-label (type2conf's error event, Sec. 2.2.1): labelled exactly one of A, B and predicted
@@ -193,7 +193,7 @@ def target_pairs(targets: Targets) -> list[list[tuple[int, int]]]:
 def weighted_loss(logits, y, targets: Targets, rho, multilabel: bool = False):
     """Loss_rl = rho E_D L + (1 - rho) * (1/G) sum_groups sum_{pairs of group} E_{D(pair)} L.
 
-    000 Sec. 3.5.1 (pair: one term), 3.5.2 (triplet: Y_target+ = {A, C} and Y_target- = {B, C}),
+    Zhong et al. 2022, Sec. 3.5.1 (pair: one term), 3.5.2 (triplet: Y_target+ = {A, C} and Y_target- = {B, C}),
     3.5.4 (G pairs/triplets: one/two terms each, the second half divided by G). Expectations are
     batch means; the confused subsets use the current predictions (no gradient through them).
     """
@@ -209,7 +209,7 @@ def weighted_loss(logits, y, targets: Targets, rho, multilabel: bool = False):
 
 def weighted_loss_objective(params, state, batch: dict, *, targets: Targets, rho, multilabel: bool = False,
                             l2: float = 0.0):
-    """w-loss objective (000 Sec. 3.5): :func:`weighted_loss` of the batch ``x`` (n, ...), ``y``."""
+    """w-loss objective (Zhong et al. 2022, Sec. 3.5): :func:`weighted_loss` of the batch ``x`` (n, ...), ``y``."""
     logits, _, batch_stats = forward(state, params, batch["x"], train=True)
     loss = weighted_loss(logits, batch["y"], targets, jnp.float32(rho), multilabel) + l2 * l2_penalty(params)
     return loss, (batch_stats, {"loss": loss})
@@ -218,7 +218,7 @@ def weighted_loss_objective(params, state, batch: dict, *, targets: Targets, rho
 # ----------------------------------------------------------------------------- w-dbr (Sec. 3.6)
 
 def class_representations(features, y, num_classes: int, multilabel: bool = False):
-    """P_new(c) = S(n_1..n_t) / N: the mean penultimate feature over the N inputs of class c (000 Sec. 3.6).
+    """P_new(c) = S(n_1..n_t) / N: the mean penultimate feature over the N inputs of class c (Zhong et al. 2022, Sec. 3.6).
 
     features (N, T), y (N,) labels or (N, K) multi-hot -> (reps (K, T), counts (K,)); a class
     absent from the batch has representation 0 and count 0.
@@ -230,13 +230,13 @@ def class_representations(features, y, num_classes: int, multilabel: bool = Fals
 
 
 def class_distance(reps, counts, a: int, b: int):
-    """(D_new(A, B), defined) with D_new(A, B) = ||P_new(A) - P_new(B)||_2 (000 Sec. 3.6)."""
+    """(D_new(A, B), defined) with D_new(A, B) = ||P_new(A) - P_new(B)||_2 (Zhong et al. 2022, Sec. 3.6)."""
     d = jnp.sqrt(jnp.sum(jnp.square(reps[a] - reps[b])) + 1e-12)
     return d, (counts[a] > 0) & (counts[b] > 0)
 
 
 def distance_regularizer(features, y, targets: Targets, num_classes: int, multilabel: bool = False):
-    """The second half of w-dbr, averaged over the G pairs/triplets (000 Sec. 3.6.1, 3.6.2, 3.6.4):
+    """The second half of w-dbr, averaged over the G pairs/triplets (Zhong et al. 2022, Sec. 3.6.1, 3.6.2, 3.6.4):
     pair: -D_new(A, B); triplet: |D_new(A, C) - D_new(B, C)|. A term whose classes are missing from
     the batch is 0.
     """
@@ -256,7 +256,7 @@ def distance_regularizer(features, y, targets: Targets, num_classes: int, multil
 
 def weighted_dbr_objective(params, state, batch: dict, *, targets: Targets, rho, num_classes: int,
                            multilabel: bool = False, l2: float = 0.0):
-    """w-dbr objective: rho * Loss_orig + (1 - rho) * :func:`distance_regularizer` (000 Sec. 3.6)."""
+    """w-dbr objective: rho * Loss_orig + (1 - rho) * :func:`distance_regularizer` (Zhong et al. 2022, Sec. 3.6)."""
     logits, feats, batch_stats = forward(state, params, batch["x"], train=True)
     orig = jnp.mean(per_example_loss(logits, batch["y"], multilabel))
     reg = distance_regularizer(feats, batch["y"], targets, num_classes, multilabel)

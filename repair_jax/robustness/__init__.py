@@ -1,9 +1,9 @@
-"""repair_jax.robustness: robustness training meets dataset bias (003_6c8075a951dacb8e.txt).
+"""repair_jax.robustness: robustness training meets dataset bias (Pradhan et al. 2020).
 
-Imbalance levels of a training split (balanced / linear / long-tailed), 003's training routine
+Imbalance levels of a training split (balanced / linear / long-tailed), Pradhan et al.'s (2020) training routine
 (standard augmentation, triangular cyclical learning rate), AugMix, universal adversarial
 perturbations and their defences (universal and shared adversarial training), and adversarial
-noise training. See docs/robustness.md.
+noise training. See docs/papers/robustness.md.
 """
 
 from repair_jax.robustness.adversarial import (

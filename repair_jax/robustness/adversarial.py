@@ -1,4 +1,4 @@
-"""Defences against universal perturbations and corruptions (003_6c8075a951dacb8e.txt Sec. 3
+"""Defences against universal perturbations and corruptions (Pradhan et al. 2020, Sec. 3
 "Robustness Enhancement Techniques"): universal adversarial training (Shafahi et al. 2020), shared
 adversarial training (Mummadi et al. 2019) and adversarial noise training (Rusak et al. 2020).
 

@@ -1,5 +1,5 @@
-"""On-device, per-example random transforms: 003's standard augmentation (random horizontal and
-vertical flips, random rotation; 003_6c8075a951dacb8e.txt Sec. 3 "Training Routine") and the
+"""On-device, per-example random transforms: Pradhan et al.'s (2020) standard augmentation (random horizontal and
+vertical flips, random rotation; Pradhan et al. 2020, Sec. 3 "Training Routine") and the
 wrapper that puts any batch transform in front of an objective inside the jitted step.
 
 Images are float32 NHWC. Randomness comes from a key; inside a training step the key is
@@ -43,7 +43,7 @@ def random_rotation(key: jax.Array, x: jax.Array, max_degrees: float = 15.0) -> 
 
 
 def standard_augment(max_degrees: float = 15.0, horizontal: bool = True, vertical: bool = True) -> Augment:
-    """003's standard augmentation: random flips, then a random rotation."""
+    """Pradhan et al.'s (2020) standard augmentation: random flips, then a random rotation."""
     if max_degrees < 0:
         raise UserError(f"max rotation must be >= 0 degrees, got {max_degrees:g}")
 
@@ -79,7 +79,7 @@ def augmented_step(step, augment: Augment, seed: int = 0):
 
 
 def deepaugment(distort: Augment, p: float = 0.5) -> Augment:
-    """The DeepAugment hook (Hendrycks et al. 2020a, cited in 003 Sec. 3, 1. Common Corruption): each
+    """The DeepAugment hook (Hendrycks et al. 2020a, cited in Pradhan et al. 2020, Sec. 3, 1. Common Corruption): each
     image is replaced by ``distort(key, x)`` with probability ``p``. DeepAugment's distortions come
     from pretrained image-to-image networks (EDSR, a CAE) whose weights and activations are perturbed;
     those networks cannot be fetched here, so ``distort`` is the user's: a jittable

@@ -1,4 +1,4 @@
-"""AugMix (Hendrycks et al. 2020; 003_6c8075a951dacb8e.txt Sec. 3 "Robustness Enhancement
+"""AugMix (Hendrycks et al. 2020; Pradhan et al. 2020, Sec. 3 "Robustness Enhancement
 Techniques", 1. Common Corruption): chains of operations from a pool, mixed with Dirichlet weights,
 skip-connected to the clean image with a Beta weight, trained with a Jensen-Shannon consistency loss.
 

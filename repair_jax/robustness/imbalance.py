@@ -1,6 +1,6 @@
 """Imbalance builders for a training split: balanced, linear and long-tailed class counts.
 
-003_6c8075a951dacb8e.txt Sec. 3 "Datasets" (Fig. 1): three levels of distribution bias (Balanced,
+Pradhan et al. 2020, Sec. 3 "Datasets" (Fig. 1): three levels of distribution bias (Balanced,
 Linear Imbalance, Long-Tailed), the long tail built as in Cui et al. (2019), ``n_i = n_max * lambda^i``.
 Only the training split is reduced; validation, repair pool and test stay as loaded (balanced).
 
@@ -98,14 +98,14 @@ def parse_imbalance(spec: str | ImbalanceSpec) -> ImbalanceSpec:
 
 
 def longtail_counts(n_max: int, num_classes: int, ratio: float) -> np.ndarray:
-    """Cui et al. (2019), cited in 003 Sec. 3 "Datasets": ``n_i = floor(n_max * lambda^i)``,
+    """Cui et al. (2019), cited in Pradhan et al. 2020, Sec. 3 "Datasets": ``n_i = floor(n_max * lambda^i)``,
     ``lambda = ratio^(-1 / (K - 1))`` so that n_{K-1} = n_max / ratio. (K,) int64."""
     lam = ratio ** (-1.0 / max(num_classes - 1, 1))
     return np.floor(n_max * lam ** np.arange(num_classes) + 1e-9).astype(np.int64)
 
 
 def linear_counts(n_max: int, num_classes: int, ratio: float) -> np.ndarray:
-    """003 Fig. 1 "Linear Imbalance": counts fall linearly from ``n_max`` (head, class 0) to
+    """Pradhan et al. 2020, Fig. 1 "Linear Imbalance": counts fall linearly from ``n_max`` (head, class 0) to
     ``n_max / ratio`` (tail, class K-1). (K,) int64."""
     steps = np.arange(num_classes) / max(num_classes - 1, 1)
     return np.floor(n_max - steps * (n_max - n_max / ratio) + 1e-9).astype(np.int64)

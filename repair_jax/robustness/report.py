@@ -1,7 +1,7 @@
-"""What 003's Table 1 analogue says: does a robustness method lower balanced accuracy or F1 on the
+"""What Pradhan et al.'s (2020) Table 1 analogue says: does a robustness method lower balanced accuracy or F1 on the
 imbalanced levels, and do the tail classes carry the loss?
 
-003_6c8075a951dacb8e.txt Sec. 3 "Result" reads Table 1 by eye. Here every (model, method, level) cell
+Pradhan et al. 2020, Sec. 3 "Result" reads Table 1 by eye. Here every (model, method, level) cell
 is compared with plain training on the same seeds, which share the imbalanced subset and the
 initialisation, so the tests are paired (:func:`repair_jax.stats.paired_t_test_p`):
 

@@ -1,4 +1,4 @@
-"""The cyclical learning rate of 003's training routine (003_6c8075a951dacb8e.txt Sec. 3 "Training Routine")."""
+"""The cyclical learning rate of Pradhan et al.'s (2020) training routine (Pradhan et al. 2020, Sec. 3 "Training Routine")."""
 
 from __future__ import annotations
 

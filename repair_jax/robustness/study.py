@@ -1,8 +1,8 @@
-"""003's Table 1 as an experiment: model x robustness method x imbalance level, over seeds.
+"""Pradhan et al.'s (2020) Table 1 as an experiment: model x robustness method x imbalance level, over seeds.
 
-003_6c8075a951dacb8e.txt Sec. 3 "Result" / Table 1: balanced accuracy and F1 per (model, method)
+Pradhan et al. 2020, Sec. 3 "Result" / Table 1: balanced accuracy and F1 per (model, method)
 row and level-of-bias column; here also accuracy, DOB, per-class recall and the fooling rate of a
-UAP (Shafahi et al. SGD variant) computed against each trained model. Training follows 003's
+UAP (Shafahi et al. SGD variant) computed against each trained model. Training follows Pradhan et al.'s (2020)
 routine: Adam, cross-entropy, the triangular cyclical learning rate, standard augmentation.
 
 A method is a value, :class:`RobustMethod` (its state initialiser and its training step), looked up by
@@ -167,7 +167,7 @@ def aggregate(records: list[dict]) -> list[dict]:
 
 
 def confused_pairs_markdown(rows: list[dict]) -> str:
-    """The three most confused pairs (type1conf of the test predictions, mean over seeds; 000 Sec. 2.2) of
+    """The three most confused pairs (type1conf of the test predictions, mean over seeds; Zhong et al. 2022, Sec. 2.2) of
     each (model, method, level) as Markdown, the entry point to ``repair-jax diagnose`` / ``repair``; empty
     when the records predate the field."""
     from repair_jax.tables import markdown_table
@@ -181,7 +181,7 @@ def confused_pairs_markdown(rows: list[dict]) -> str:
 
 
 def table_markdown(rows: list[dict], levels, metric: str) -> str:
-    """003 Table 1 layout: rows (model, method), columns the levels of bias; ``mean ± std``."""
+    """Pradhan et al. 2020, Table 1 layout: rows (model, method), columns the levels of bias; ``mean ± std``."""
     head = f"| {metric} | " + " | ".join(levels) + " |\n|---|" + "---|" * len(levels) + "\n"
     by = {(r["model"], r["method"], r["level"]): r[metric] for r in rows}
     keys = sorted({(r["model"], r["method"]) for r in rows})
@@ -194,7 +194,7 @@ def table_markdown(rows: list[dict], levels, metric: str) -> str:
 @runner(RobustnessStudy)
 def run_robustness_study(config: RobustnessStudy, out: Path, *, force: bool, progress: bool) -> dict:
     """Runs (resumably) every cell of ``config`` into ``out``: results.jsonl, summary.json, tables.md
-    (003's two tables, then the paired tests of :mod:`repair_jax.robustness.report`), significance.json and
+    (Pradhan et al.'s (2020) two tables, then the paired tests of :mod:`repair_jax.robustness.report`), significance.json and
     recall_vs_class_size.png."""
     check_study(config)
     log = ResumableJsonl(out / "results.jsonl", dataclasses.asdict(config),

@@ -1,4 +1,4 @@
-"""Universal adversarial perturbations (003_6c8075a951dacb8e.txt Sec. 3 "Robustness Enhancement
+"""Universal adversarial perturbations (Pradhan et al. 2020, Sec. 3 "Robustness Enhancement
 Techniques", 2. Adversarial Corruption) and the fooling rate, overall and per class.
 
 One perturbation ``v`` (H, W, C) for all inputs, kept in the ball ``||v||_p <= eps`` (p = 2 or inf):
