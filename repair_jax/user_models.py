@@ -37,6 +37,8 @@ def build_user_model(spec: str, kwargs: dict, input_shape, num_classes: int, see
         model = factory(**kwargs)
     except Exception as e:
         raise UserError(f"the model factory {spec} failed: {type(e).__name__}: {_first_line(e)}") from None
+    if isinstance(model, Classifier):  # e.g. from_apply_fn(fn, params_like): a plain function model
+        return model, None
     if isinstance(model, nn.Module):
         try:
             variables = model.init(jax.random.PRNGKey(seed), jnp.zeros((2, *input_shape), jnp.float32))
@@ -49,7 +51,7 @@ def build_user_model(spec: str, kwargs: dict, input_shape, num_classes: int, see
     if isinstance(model, nnx.Module):
         return model, None
     raise UserError(f"the model factory {spec} returned a {type(model).__name__}; it must return a "
-                    "flax.nnx.Module or a flax.linen.Module")
+                    "flax.nnx.Module, a flax.linen.Module or a repair_jax Classifier (from_apply_fn)")
 
 
 def _first_line(e: Exception) -> str:
@@ -75,7 +77,10 @@ def _import_factory(spec: str):
 
 
 def classifier_of(model, variables, input_shape, num_classes: int, features: str | None = "auto") -> Classifier:
-    """The checked :class:`Classifier` of a linen module with ``variables`` or of an NNX model."""
+    """The checked :class:`Classifier` of a linen module with ``variables``, of an NNX model, or a
+    factory's own Classifier (a plain function with parameters shaped like the checkpoint's)."""
+    if isinstance(model, Classifier):
+        return check_classifier(model, input_shape, num_classes)
     if isinstance(model, nn.Module):
         return from_linen(model, variables, input_shape=input_shape, num_classes=num_classes, features=features)
     return from_nnx(model, input_shape=input_shape, num_classes=num_classes, features=features)
@@ -109,6 +114,8 @@ def _template(clf: Classifier) -> dict:
         from flax import nnx
 
         return nnx.to_pure_dict(nnx.state(clf.export()))
+    if clf.kind == "function":  # a plain function's checkpoint holds its params
+        return clf.params
     return {"params": clf.params, **({"batch_stats": clf.state} if clf.state else {})}
 
 
@@ -121,6 +128,8 @@ def _split_weights(clf: Classifier, restored: dict):
         fresh = from_nnx(model, input_shape=clf.input_shape, num_classes=clf.num_classes,
                          features=clf.apply.features)
         return fresh.params, fresh.state
+    if clf.kind == "function":
+        return restored, clf.state
     return restored["params"], restored.get("batch_stats", {})
 
 

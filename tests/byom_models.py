@@ -51,6 +51,14 @@ def softmax_regression(params, x):
     return x.reshape(x.shape[0], -1) @ params["w"] + params["b"]
 
 
+def function_model(num_classes: int = 10, features: int = 64):
+    """The plain function model for `repair-jax import`: a factory returns it with parameters shaped
+    like its checkpoint's (from_apply_fn is the one repair_jax line)."""
+    import repair_jax as rj
+
+    return rj.from_apply_fn(softmax_regression, {"w": jnp.zeros((features, num_classes)), "b": jnp.zeros((num_classes,))})
+
+
 def _batches(n, bs, rng):
     order = rng.permutation(n)
     return [order[i:i + bs] for i in range(0, n - bs + 1, bs)]

@@ -239,24 +239,28 @@ def _cli(*args, cwd):
 
 @pytest.mark.slow
 def test_cli_import_then_every_step(models, tmp_path):
-    """`repair-jax import` of an NNX model (orbax checkpoint) and a linen model (msgpack), then
-    diagnose, explain, influence and irepair on the runs, and one-line errors for bad models."""
+    """`repair-jax import` of an NNX model (orbax checkpoint), a linen model and a plain function
+    (msgpack), then diagnose and explain on each run, influence and irepair on the NNX run, and
+    one-line errors for bad models."""
     import orbax.checkpoint as ocp
 
     shutil.copy(Path(__file__).parent / "byom_models.py", tmp_path / "byom_models.py")
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save((tmp_path / "nnx_ckpt").resolve(), nnx.state(models["nnx"].export()))
     (tmp_path / "linen.msgpack").write_bytes(flax.serialization.to_bytes(models["linen"].export()))
+    (tmp_path / "fn.msgpack").write_bytes(flax.serialization.to_bytes(models["function"].export()))
     pool = rj.load_dataset("digits").pool
-    for name, spec, ckpt in (("nnx", "byom_models:nnx_cnn", "nnx_ckpt"), ("linen", "byom_models:linen_cnn", "linen.msgpack")):
+    for name, spec, ckpt in (("nnx", "byom_models:nnx_cnn", "nnx_ckpt"), ("linen", "byom_models:linen_cnn", "linen.msgpack"),
+                             ("function", "byom_models:function_model", "fn.msgpack")):
         wrong = pool.y[np.asarray(models[name].logits(pool.x)).argmax(-1) != pool.y]  # classes I-REPAIR can take
         r = _cli("import", "--model", spec, "--checkpoint", ckpt, "--out", f"run_{name}", cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         acc = json.loads((tmp_path / f"run_{name}" / "run.json").read_text())["test_accuracy"]
         assert acc == pytest.approx(float(np.mean(np.asarray(models[name].logits(rj.load_dataset("digits").test.x)).argmax(-1)
                                                   == rj.load_dataset("digits").test.y)), abs=1e-6)
+        methods = "grad,ig" if name == "function" else "grad,gradcam"  # a function has no layers for GradCAM
         steps = [["diagnose", "--run", f"run_{name}", "--out", f"diag_{name}"],
-                 ["explain", "--run", f"run_{name}", "--index", "0", "--methods", "grad,gradcam", "--out", f"ex_{name}"]]
+                 ["explain", "--run", f"run_{name}", "--index", "0", "--methods", methods, "--out", f"ex_{name}"]]
         if name == "nnx":  # the NNX run also through influence and I-REPAIR (the linen run shares their code path)
             steps += [["influence", "--run", f"run_{name}", "--test-index", "0", "--method", "cg",
                        "--damping", "3", "--out", f"inf_{name}"],
@@ -264,6 +268,8 @@ def test_cli_import_then_every_step(models, tmp_path):
         for args in steps:
             r = _cli(*args, "--no-progress", cwd=tmp_path)
             assert r.returncode == 0, (args, r.stderr[-2000:])
+    r = _cli("explain", "--run", "run_function", "--index", "0", "--methods", "gradcam", "--out", "ex_bad", cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "ex_bad").exists(), r.stderr
     bad = [("byom_models:nope", "linen.msgpack", "has no function 'nope'"),
            ("nomodule:f", "linen.msgpack", "cannot import 'nomodule'"),
            ("byom_models:linen_cnn", "nnx_ckpt", "checkpoint"),

@@ -17,7 +17,9 @@ from repair_jax.errors import UserError
 def configure(p) -> None:
     from repair_jax.data import DATASETS
 
-    p.add_argument("--model", required=True, help="the model's factory, pkg.module:function (returns an NNX or linen module)")
+    p.add_argument("--model", required=True,
+                   help="the model's factory, pkg.module:function (returns an NNX or linen module, or a "
+                        "repair_jax Classifier such as from_apply_fn(fn, params))")
     p.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments of the factory")
     p.add_argument("--checkpoint", required=True, help="the trained weights: an orbax checkpoint directory or a flax msgpack file")
     p.add_argument("--dataset", default="digits", help=f"the data the model classifies: one of {', '.join(DATASETS)}")

@@ -194,8 +194,9 @@ def find_layers(loss_fn: LossFn, params, batch: dict) -> tuple[KfacLayer, ...]:
     missing = ["/".join(_names(path)) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]
                if _names(path) not in covered]
     if missing:
-        raise UserError(f"K-FAC / EK-FAC covers Dense, Conv and eval-mode BatchNorm layers only; these parameters "
-                        f"lie in none: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+        raise UserError(f"K-FAC / EK-FAC covers flax.linen Dense, Conv and eval-mode BatchNorm layers only (found by "
+                        f"linen interception: an NNX or plain-function model has none; use explicit, cg or lissa); "
+                        f"these parameters lie in none: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
     return tuple(layers)
 
 

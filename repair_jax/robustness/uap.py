@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from repair_jax.errors import UserError
-from repair_jax.objectives import TrainState, forward, softmax_cross_entropy
+from repair_jax.objectives import softmax_cross_entropy
 
 NORMS = ("l2", "linf")
 
@@ -37,9 +37,13 @@ def project(v: jax.Array, eps: float, norm: str) -> jax.Array:
     return v * jnp.minimum(1.0, eps / jnp.maximum(n, 1e-12))
 
 
-def eval_logits_fn(state: TrainState):
-    """``x (N, ...) -> logits (N, K)`` of ``state``'s model in eval mode (running BatchNorm stats)."""
-    return lambda x: forward(state, state.params, x, train=False)[0]
+def eval_logits_fn(model):
+    """``x (N, ...) -> logits (N, K)`` of ``model`` (a TrainState, a Classifier, an NNX model, a run:
+    anything :func:`repair_jax.classifier.as_classifier` takes) in eval mode (running BatchNorm stats)."""
+    from repair_jax.classifier import as_classifier
+
+    clf = as_classifier(model)
+    return lambda x: clf.apply(clf.params, clf.state, x, train=False)[0]
 
 
 def random_perturbation(key: jax.Array, shape, eps: float, norm: str) -> jax.Array:
