@@ -27,6 +27,9 @@ from repair_jax.errors import UserError
 
 SPLITS = ("train", "val", "pool", "test")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# The system directory searched last for IDX files (Debian's dataset-fashion-mnist by default); set
+# to an empty string to search none (the test suite does: no test reads data installed on the machine).
+SYSTEM_DATA_ENV = "REPAIR_JAX_SYSTEM_DATA"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -237,10 +240,12 @@ def _find_idx(directory: Path, stem: str) -> Path | None:
 
 
 def find_fashion_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
-    """``data_dir``, else ``$REPAIR_JAX_DATA``, else Debian's directory; also tries a
-    ``fashion-mnist`` subdirectory of each. Returns the first holding all four IDX files."""
+    """``data_dir``, else ``$REPAIR_JAX_DATA``, else the system directory (``$REPAIR_JAX_SYSTEM_DATA``
+    if set, an empty value meaning none; by default Debian's directory); also tries a ``fashion-mnist``
+    subdirectory of each. Returns the first holding all four IDX files."""
     candidates = []
-    for base in (data_dir, os.environ.get("REPAIR_JAX_DATA"), DEBIAN_FASHION_MNIST):
+    system = os.environ.get(SYSTEM_DATA_ENV, str(DEBIAN_FASHION_MNIST))
+    for base in (data_dir, os.environ.get("REPAIR_JAX_DATA"), system):
         if base:
             candidates += [Path(base), Path(base) / "fashion-mnist"]
     for d in candidates:
