@@ -296,12 +296,28 @@ def load_tfds_arrays(name: str, split: str, data_dir: str | None = None,
 
 # ----------------------------------------------------------------------------- loaders
 
-def _load_digits(seed: int) -> Dataset:
-    from sklearn.datasets import load_digits
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images (1797, 8, 8) float64 in [0, 16], labels (1797,)): the file
+    ``sklearn/datasets/data/digits.csv.gz`` that ``sklearn.datasets.load_digits`` reads, read the same
+    way (64 pixel columns, then the label) without importing scikit-learn (which imports SciPy: about
+    2 s of a command's start); ``load_digits`` itself when the file is not where scikit-learn keeps it."""
+    import importlib.util
 
-    d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[..., None]
-    y = d.target.astype(np.int32)
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(next(iter(spec.submodule_search_locations or ())), "datasets", "data", "digits.csv.gz") if spec else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.images, d.target
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+
+
+def _load_digits(seed: int) -> Dataset:
+    images, target = digits_arrays()
+    x = (images.astype(np.float32) / 16.0)[..., None]
+    y = target.astype(np.int32)
     tr, va, po, te = four_way_split(x, y, seed)
     return Dataset("digits", tuple(str(i) for i in range(10)), tr, va, po, te)
 
@@ -406,10 +422,11 @@ def load_dataset(name: str, seed: int = 0, data_dir: str | None = None,
     ``BASE:LEVEL`` (e.g. ``fashion_mnist:longtail(100)``) is BASE with its training split reduced
     to an imbalance level of 003 (:func:`repair_jax.robustness.make_imbalanced`).
     """
-    # imported here: the imbalance builders import this module
-    from repair_jax.robustness.imbalance import make_imbalanced, split_imbalance_name
+    base, level = name, None
+    if ":" in name:  # BASE:LEVEL (or npz:PATH); imported here: the imbalance builders import this module
+        from repair_jax.robustness.imbalance import make_imbalanced, split_imbalance_name
 
-    base, level = split_imbalance_name(name)
+        base, level = split_imbalance_name(name)
     if level is not None:
         return make_imbalanced(load_dataset(base, seed, data_dir, train_limit), level, seed)
     if name == "digits":

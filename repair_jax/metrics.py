@@ -235,24 +235,18 @@ def mean_average_precision(y_true, scores):
 
 
 def summarize(y_true, logits, num_classes: int) -> dict:
-    """All single-label diagnosis numbers for one prediction set, as plain Python/numpy values."""
-    y_true = jnp.asarray(y_true)
-    logits = jnp.asarray(logits)
-    y_pred = jnp.argmax(logits, axis=-1)
-    cm = confusion_matrix(y_true, y_pred, num_classes)
-    precision, recall, f1 = precision_recall_f1(cm)
+    """All single-label diagnosis numbers for one prediction set, as plain Python/numpy values (one
+    compiled program, :func:`_single_label_arrays`)."""
+    a = _single_label_arrays(jnp.asarray(y_true), jnp.asarray(logits), num_classes)
     return {
-        "accuracy": float(accuracy(cm)),
-        "balanced_accuracy": float(balanced_accuracy(cm)),
-        "macro_f1": float(macro_f1(cm)),
-        "dob": float(degree_of_bias(cm)),
-        "precision_std": float(precision_std(cm)),
-        "confusion_matrix": np.asarray(cm),
-        "type1conf": np.asarray(type1conf_matrix(cm)),
-        "per_class": {
-            "precision": np.asarray(precision), "recall": np.asarray(recall), "f1": np.asarray(f1),
-            "auroc": np.asarray(auroc_ovr(y_true, jax.nn.softmax(logits), num_classes)),
-        },
+        "accuracy": float(a["accuracy"]),
+        "balanced_accuracy": float(a["balanced_accuracy"]),
+        "macro_f1": float(a["macro_f1"]),
+        "dob": float(a["dob"]),
+        "precision_std": float(a["precision_std"]),
+        "confusion_matrix": np.asarray(a["confusion_matrix"]),
+        "type1conf": np.asarray(a["type1conf"]),
+        "per_class": {k: np.asarray(a[k]) for k in ("precision", "recall", "f1", "auroc")},
     }
 
 
@@ -449,22 +443,33 @@ def disparate_impact_soft(y_true, probs, num_classes: int):
 
 
 @functools.partial(jax.jit, static_argnames="num_classes")
-def _averaged_arrays(y_true, logits, num_classes: int) -> dict:
+def _single_label_arrays(y_true, logits, num_classes: int) -> dict:
+    """Every number of :func:`summarize`, :func:`averaged_metrics` and :func:`bias_summary` in one
+    compiled program (the formulas are the functions above; the command line compiled each of them
+    separately before, ~100 small programs for one diagnosis)."""
     probs = jax.nn.softmax(logits.astype(jnp.float32))
-    cm = confusion_matrix(y_true, jnp.argmax(probs, -1), num_classes)
+    cm = confusion_matrix(y_true, jnp.argmax(logits, -1), num_classes)
     support = cm.sum(axis=1).astype(jnp.float32)
     weights = support / jnp.maximum(support.sum(), 1)
     present = class_present(cm)
     auroc = auroc_ovr(y_true, probs, num_classes)
-    out = {}
-    for name, values in zip(("precision", "recall", "f1"), precision_recall_f1(cm)):
+    precision, recall, f1 = precision_recall_f1(cm)
+    out = {"confusion_matrix": cm, "accuracy": accuracy(cm), "balanced_accuracy": balanced_accuracy(cm),
+           "macro_f1": macro_f1(cm), "dob": degree_of_bias(cm), "precision_std": precision_std(cm),
+           "type1conf": type1conf_matrix(cm), "precision": precision, "recall": recall, "f1": f1,
+           "auroc": auroc, "probs": probs}
+    for name, values in zip(("precision", "recall", "f1"), (precision, recall, f1)):
         out[f"{name}_macro"] = jnp.mean(values)
         out[f"{name}_weighted"] = jnp.sum(weights * values)
     out["auroc_macro"] = _safe_div(jnp.sum(jnp.where(present, auroc, 0.0)), present.sum())
     out["auroc_weighted"] = jnp.sum(weights * auroc)
     out["disparate_impact"] = disparate_impact(cm)
     out["disparate_impact_soft"] = disparate_impact_soft(y_true, probs, num_classes)
-    return out, cm, auroc
+    return out
+
+
+AVERAGED_KEYS = tuple(f"{name}_{how}" for name in ("precision", "recall", "f1", "auroc")
+                      for how in ("macro", "weighted"))
 
 
 def averaged_metrics(y_true, logits, num_classes: int) -> dict:
@@ -475,22 +480,22 @@ def averaged_metrics(y_true, logits, num_classes: int) -> dict:
     y_true (N,) int, logits (N, K). AUROC averages run over the classes present in ``y_true`` (the
     others have no defined AUROC); precision/recall/F1 macro averages over all K classes.
     """
-    arrays, _, _ = _averaged_arrays(jnp.asarray(y_true), jnp.asarray(logits), num_classes)
-    return {k: (np.asarray(v) if np.ndim(v) else float(v)) for k, v in arrays.items()}
+    a = _single_label_arrays(jnp.asarray(y_true), jnp.asarray(logits), num_classes)
+    out = {k: float(a[k]) for k in AVERAGED_KEYS}
+    out.update({k: np.asarray(a[k]) for k in ("disparate_impact", "disparate_impact_soft")})
+    return out
 
 
 def bias_summary(y_true, logits, num_classes: int) -> dict:
     """Every number of 004's tables for one prediction set (one compiled call): accuracy, DOB,
     precision std, the :func:`averaged_metrics` averages, the confusion matrix and ``per_class``
     precision, recall, F1, AUROC, DI and soft DI (numpy). y_true (N,) int, logits (N, K)."""
-    arrays, cm, auroc = _averaged_arrays(jnp.asarray(y_true), jnp.asarray(logits), num_classes)
-    precision, recall, f1 = precision_recall_f1(cm)
-    out = {"accuracy": float(accuracy(cm)), "dob": float(degree_of_bias(cm)),
-           "precision_std": float(precision_std(cm)), "confusion_matrix": np.asarray(cm)}
-    out.update({k: float(v) for k, v in arrays.items() if not np.ndim(v)})
-    out["per_class"] = {"precision": np.asarray(precision), "recall": np.asarray(recall), "f1": np.asarray(f1),
-                        "auroc": np.asarray(auroc), "disparate_impact": np.asarray(arrays["disparate_impact"]),
-                        "disparate_impact_soft": np.asarray(arrays["disparate_impact_soft"])}
+    a = _single_label_arrays(jnp.asarray(y_true), jnp.asarray(logits), num_classes)
+    out = {"accuracy": float(a["accuracy"]), "dob": float(a["dob"]),
+           "precision_std": float(a["precision_std"]), "confusion_matrix": np.asarray(a["confusion_matrix"])}
+    out.update({k: float(a[k]) for k in AVERAGED_KEYS})
+    out["per_class"] = {k: np.asarray(a[k]) for k in ("precision", "recall", "f1", "auroc", "disparate_impact",
+                                                       "disparate_impact_soft")}
     return out
 
 

@@ -216,3 +216,16 @@ def test_unprepared_tfds_data_is_one_clear_line(tmp_path):
         load_dataset("mnist", data_dir=str(tmp_path))
     msg = str(e.value)
     assert "not prepared" in msg and "tfds build mnist" in msg and "KeyError" not in msg and "\n" not in msg
+
+
+def test_digits_read_without_scikit_learn_are_scikit_learns():
+    """data.digits_arrays reads scikit-learn's digits file itself (a command's start does not import
+    scikit-learn); the arrays are load_digits' own."""
+    from sklearn.datasets import load_digits
+
+    from repair_jax.data import digits_arrays
+
+    images, target = digits_arrays()
+    d = load_digits()
+    np.testing.assert_array_equal(images, d.images)
+    np.testing.assert_array_equal(target, d.target)
