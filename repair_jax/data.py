@@ -444,6 +444,12 @@ def load_dataset(name: str, seed: int = 0, data_dir: str | None = None,
     for s in SPLITS:
         sp = ds.split(s)
         check_arrays(sp.x, sp.y, ds.num_classes, ds.multilabel, f"{ds.name} {s} split")
+    total = sum(len(ds.split(s)) for s in SPLITS)
+    for s in ("train", "val", "test"):  # training validates on val and reports on test (the pool may be empty)
+        if len(ds.split(s)) == 0:
+            raise UserError(f"{ds.name}: the {s} split is empty ({total} examples of {ds.num_classes} classes, split "
+                            f"{', '.join(f'{t} {len(ds.split(t))}' for t in SPLITS)} by seed {seed}); give more "
+                            "examples per class")
     if train_limit is not None and train_limit < ds.num_classes:
         raise UserError(f"train limit {train_limit} is smaller than the {ds.num_classes} classes of {ds.name}: "
                         "a stratified subset needs at least one example per class")

@@ -229,6 +229,13 @@ def _read_only_dir(tmp_path):
     (["repair", "--run", "{tmp}/missing", "--pair", "1,2", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["repair", "--run", "{run}", "--pairs", "1,2;3,4;2,1"], "given twice"),
     (["irepair", "--run", "{tmp}/missing", "--class", "1", "--repair-size", "2", "--ub", "0"], "--ub must be >= 1"),
+    # issue 26: a class named twice, a split left empty, a run given twice, a bad index with a nested --out
+    (["irepair", "--run", "{run}", "--classes", "1", "1", "--repair-size", "2"], "names class 1 more than once"),
+    (["train", "--dataset", "npz:{tmp}/small.npz", "--epochs", "1"], "the val split is empty"),
+    (["compare", "{run}", "{run}/"], "is given twice"),
+    (["explain", "--run", "{run}", "--index", "100000", "--methods", "grad", "--out", "{tmp}/a/b/c"],
+     "--index 100000 is out of range"),
+    (["diagnose", "--run", "{tmp}/corrupt_ckpt", "--out", "{tmp}/a/b"], "corrupt"),
 ])
 def test_every_bad_input_is_one_line_exit_2_before_any_work(run_dir, tmp_path, args, message):
     """Point 5: one line, exit 2, no traceback, nothing written; flags are checked before a run is loaded
@@ -238,6 +245,10 @@ def test_every_bad_input_is_one_line_exit_2_before_any_work(run_dir, tmp_path, a
     np.savez(tmp_path / "empty.npz", x=np.zeros((0, 3, 3), np.float32), y=np.zeros(0, np.int64))
     x = np.random.default_rng(0).random((40, 3, 3)).astype(np.float32)
     np.savez(tmp_path / "float.npz", x=x, y=np.repeat(np.arange(4), 10) + 0.5)
+    np.savez(tmp_path / "small.npz", x=x[:12], y=np.repeat(np.arange(4), 3))  # 3 per class: no validation example
+    import shutil
+    shutil.copytree(run_dir, tmp_path / "corrupt_ckpt")
+    (tmp_path / "corrupt_ckpt" / "checkpoint.msgpack").write_bytes(b"\x00" * 8)
     subst = {"{tmp}": str(tmp_path), "{run}": str(run_dir), "{ro}": _read_only_dir(tmp_path)}
     args = [functools.reduce(lambda a, kv: a.replace(*kv), subst.items(), a) for a in args]
     if "--out" not in args:
@@ -245,7 +256,7 @@ def test_every_bad_input_is_one_line_exit_2_before_any_work(run_dir, tmp_path, a
     rc, err = _main_err([*args, "--no-progress"])
     assert rc == 2 and len(err) == 1 and message in err[0], err
     assert err[0].startswith(f"repair-jax {args[0]}: error:")
-    assert not (tmp_path / "a").exists() and (tmp_path / "file.txt").read_text() == "not a directory"
+    assert not (tmp_path / "a").exists() and (tmp_path / "file.txt").read_text() == "not a directory"  # nor a/b
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
 
 
