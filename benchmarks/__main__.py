@@ -29,6 +29,7 @@ BENCHMARKS = {
     "explain": "benchmarks.explain",
     "robustness": "benchmarks.robustness",
     "bias": "benchmarks.bias",
+    "cli_latency": "benchmarks.cli_latency",
 }
 
 
