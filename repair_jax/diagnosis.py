@@ -6,12 +6,12 @@ import numpy as np
 
 from repair_jax import metrics
 from repair_jax.data import Dataset
-from repair_jax.errors import require_at_least
-from repair_jax.train import TrainState, predict
+from repair_jax.errors import UserError, require_at_least
 
 
-def diagnose(state: TrainState, dataset: Dataset, split: str = "test", top_k: int = 5) -> dict:
-    """The diagnosis.json record for ``split``.
+def diagnose(model, dataset: Dataset, split: str = "test", top_k: int = 5) -> dict:
+    """The diagnosis.json record of ``model`` (a :class:`~repair_jax.classifier.Classifier`, or what
+    :func:`~repair_jax.classifier.as_classifier` takes: a TrainState, a run) on ``split``.
 
     Single-label: accuracy, balanced accuracy, macro-F1, DOB, precision std, the confusion matrix
     (counts, rows = true), the ``top_k`` most confused pairs by type1conf and most biased triplets by
@@ -20,26 +20,54 @@ def diagnose(state: TrainState, dataset: Dataset, split: str = "test", top_k: in
     ROC curves (``roc_curves``: per class ``fpr``, ``tpr``, ``thresholds``; 004). Multi-label: mAP, subset accuracy,
     pairs by type2conf and triplets by cd over type2conf.
     """
+    from repair_jax.classifier import as_classifier, check_classifier, predict_logits
+
+    clf = check_classifier(as_classifier(model), dataset.input_shape, dataset.num_classes)
     sp = dataset.split(split)
-    logits, _ = predict(state, sp.x)
-    out: dict = {"dataset": dataset.name, "split": split, "num_examples": len(sp),
-                 "class_names": list(dataset.class_names), "multilabel": dataset.multilabel}
-    if dataset.multilabel:
-        s = metrics.summarize_multilabel(sp.y, logits)
+    if not len(sp):
+        raise UserError(f"the {split} split is empty: nothing to diagnose")
+    return diagnose_arrays(sp.y, predict_logits(clf, sp.x), dataset.class_names, multilabel=dataset.multilabel,
+                           top_k=top_k, dataset=dataset.name, split=split)
+
+
+def diagnose_arrays(labels, logits, class_names, *, multilabel: bool = False, top_k: int = 5,
+                    dataset: str = "arrays", split: str = "test") -> dict:
+    """The diagnosis.json record of predictions computed elsewhere: ``labels`` (N,) integers (or
+    (N, K) multi-hot with ``multilabel``) and ``logits`` (N, K) of any model, any framework."""
+    labels, logits = np.asarray(labels), np.asarray(logits)
+    k = len(class_names)
+    if logits.ndim != 2 or logits.shape[1] != k:
+        raise UserError(f"logits must have shape (N, {k}) for {k} class names, got {logits.shape}")
+    if labels.shape[0] != logits.shape[0] or labels.ndim != (2 if multilabel else 1):
+        raise UserError(f"labels of shape {labels.shape} do not match logits of shape {logits.shape}")
+    if not np.all(np.isfinite(logits)):
+        raise UserError("the logits hold non-finite values (NaN or inf)")
+    if not multilabel and (labels.min(initial=0) < 0 or labels.max(initial=0) >= k):
+        raise UserError(f"labels must lie in [0, {k - 1}]")
+    names = [str(n) for n in class_names]
+    return _record(labels, logits, names, multilabel, top_k, dataset, split)
+
+
+def _record(y, logits, class_names, multilabel, top_k, dataset_name, split) -> dict:
+    num_classes = len(class_names)
+    out: dict = {"dataset": dataset_name, "split": split, "num_examples": int(len(y)),
+                 "class_names": list(class_names), "multilabel": multilabel}
+    if multilabel:
+        s = metrics.summarize_multilabel(y, logits)
         err, kind = s.pop("type2conf"), "type2conf"
         out.update(s)
     else:
-        s = metrics.summarize(sp.y, logits, dataset.num_classes)
+        s = metrics.summarize(y, logits, num_classes)
         err, kind = s.pop("type1conf"), "type1conf"
         out.update(s)
-        averages = metrics.averaged_metrics(sp.y, logits, dataset.num_classes)  # 004 "Average metrics", DI
+        averages = metrics.averaged_metrics(y, logits, num_classes)  # 004 "Average metrics", DI
         for key in ("disparate_impact", "disparate_impact_soft"):
             out["per_class"][key] = averages.pop(key)
         out.update(averages)
         z = np.asarray(logits, np.float32)
         z = np.exp(z - z.max(axis=-1, keepdims=True))  # softmax on the host: nothing to compile
         probs = z / z.sum(axis=-1, keepdims=True)
-        out["roc_curves"] = metrics.roc_curves_ovr(sp.y, probs, dataset.num_classes)
+        out["roc_curves"] = metrics.roc_curves_ovr(y, probs, num_classes)
     out["error_kind"] = kind
     out["top_pairs"] = [{"classes": p["classes"], kind: p["value"]} for p in metrics.top_pairs(err, top_k)]
     out["top_triplets"] = [{"classes": t["classes"], "cd": t["value"]}

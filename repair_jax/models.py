@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from repair_jax.batchnorm import weighted_batch_statistics
 from repair_jax.errors import UserError
 
 
@@ -44,13 +45,7 @@ class BatchNorm(nn.Module):
                 mean = jnp.mean(x, axes)
                 var = jnp.mean(jnp.square(x - mean), axes)
             else:
-                w = sample_weight / jnp.sum(sample_weight)
-                spatial = tuple(range(1, x.ndim - 1))
-                per_ex_mean = jnp.mean(x, spatial) if spatial else x  # (N, C)
-                mean = jnp.einsum("n,nc->c", w, per_ex_mean)
-                sq = jnp.square(x - mean)
-                per_ex_sq = jnp.mean(sq, spatial) if spatial else sq
-                var = jnp.einsum("n,nc->c", w, per_ex_sq)
+                mean, var = weighted_batch_statistics(x, sample_weight)
             if not self.is_initializing():
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var

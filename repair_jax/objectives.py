@@ -8,6 +8,7 @@ training loop.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -17,9 +18,11 @@ from flax.training import train_state
 
 
 class TrainState(train_state.TrainState):
-    """optax/flax train state plus the BatchNorm running statistics collection."""
+    """optax/flax train state of a :class:`repair_jax.classifier.Classifier`: ``apply_fn`` is the
+    classifier's ``apply``, ``params`` its parameters and ``batch_stats`` its non-trainable state
+    (BatchNorm statistics; ``{}`` when it has none). Built by :func:`repair_jax.train.create_train_state`."""
 
-    batch_stats: Any = None
+    batch_stats: Any = dataclasses.field(default_factory=dict)
 
 
 Objective = Callable[[Any, TrainState, dict], tuple[jax.Array, tuple[Any, dict]]]
@@ -47,14 +50,9 @@ def l2_penalty(params) -> jax.Array:
 
 
 def forward(state: TrainState, params, x, train: bool, sample_weight=None):
-    """(logits, features, new_batch_stats); in eval mode batch_stats are returned unchanged."""
-    variables = {"params": params, "batch_stats": state.batch_stats}
-    if train:
-        (logits, feats), mutated = state.apply_fn(variables, x, train=True, sample_weight=sample_weight,
-                                                  mutable=["batch_stats"])
-        return logits, feats, mutated.get("batch_stats", state.batch_stats)
-    logits, feats = state.apply_fn(variables, x, train=False)
-    return logits, feats, state.batch_stats
+    """(logits, features, new_batch_stats) of the classifier protocol (:mod:`repair_jax.classifier`);
+    in eval mode batch_stats are returned unchanged; ``features`` is None for a model without them."""
+    return state.apply_fn(params, state.batch_stats, x, train=train, sample_weight=sample_weight)
 
 
 def erm_objective(params, state: TrainState, batch: dict, *, multilabel: bool = False,

@@ -77,10 +77,16 @@ class Run:
         """The run's data set with the same split (same seed, data dir and train limit)."""
         return self.config.load_dataset()
 
+    def classifier(self):
+        """The run's model and weights as a :class:`~repair_jax.classifier.Classifier`."""
+        from repair_jax.classifier import from_linen
+        return from_linen(self.model, self.variables, input_shape=self.info["input_shape"],
+                          num_classes=len(self.info["class_names"]))
+
     def state(self, tx: optax.GradientTransformation | None = None):
         """A TrainState of the stored weights (``tx`` defaults to a no-op optimizer)."""
         from repair_jax.train import create_train_state
-        return create_train_state(self.model, self.variables, tx or optax.identity())
+        return create_train_state(self.classifier(), tx or optax.identity())
 
     def epoch_checkpoints(self) -> list[tuple[dict, dict]]:
         """``[(record, variables)]`` of the checkpoints kept during training, oldest first; record:

@@ -185,9 +185,26 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
     return optimizer(config.optimizer, learning_rate_schedule(config, total_steps), config.momentum)
 
 
-def create_train_state(model, variables: dict, tx: optax.GradientTransformation) -> TrainState:
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                             batch_stats=variables.get("batch_stats", {}))
+def create_train_state(model, variables_or_tx, tx: optax.GradientTransformation | None = None) -> TrainState:
+    """The train state of a model under an optimizer: ``create_train_state(classifier, tx)`` for a
+    :class:`~repair_jax.classifier.Classifier` (or anything :func:`~repair_jax.classifier.as_classifier`
+    takes), ``create_train_state(module, variables, tx)`` for a linen module and its variables."""
+    from repair_jax.classifier import as_classifier
+
+    if tx is None:
+        clf, tx = as_classifier(model), variables_or_tx
+    else:
+        clf = as_classifier(model, variables_or_tx)
+    return TrainState.create(apply_fn=clf.apply, params=clf.params, tx=tx, batch_stats=clf.state)
+
+
+def classifier_of(state: TrainState, like=None):
+    """The :class:`~repair_jax.classifier.Classifier` with the weights of ``state`` (``like`` gives its
+    input shape and class count)."""
+    from repair_jax.classifier import Classifier
+
+    shape, k = (like.input_shape, like.num_classes) if like is not None else ((), 0)
+    return Classifier(state.params, state.batch_stats, state.apply_fn, k, shape)
 
 
 # ----------------------------------------------------------------------------- data parallelism
@@ -335,9 +352,12 @@ def train_model(config: TrainConfig, dataset: Dataset | None = None, progress: b
     config.validate()
     if dataset is None:
         dataset = config.load_dataset()
+    from repair_jax.classifier import from_linen
+
     model = create_model(config.model, dataset.num_classes, **config.model_kwargs)
     variables = init_variables(model, jax.random.PRNGKey(config.seed_for("init")), dataset.input_shape)
+    clf = from_linen(model, variables, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
     steps = config.epochs * steps_per_epoch(config, len(dataset.train))
-    state = create_train_state(model, variables, make_optimizer(config, steps))
+    state = create_train_state(clf, make_optimizer(config, steps))
     state, history = fit(state, dataset, config, mesh=mesh, progress=progress, on_epoch_end=on_epoch_end)
     return model, state, history, dataset

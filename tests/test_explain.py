@@ -304,5 +304,5 @@ def test_eval_apply_fn_uses_batchnorm_running_statistics():
     logit = lambda z: model.apply({"params": p, "batch_stats": stats}, z[None], train=False)[0][0, 1]
     by_hand = jax.jit(jax.grad(logit))(x)
     np.testing.assert_allclose(attribute("grad", f, p, x[None], np.array([1]))[0], by_hand, atol=1e-6)
-    with pytest.raises(UserError, match="Run or a TrainState"):
+    with pytest.raises(UserError, match="needs its variables"):
         eval_apply_fn(model)

@@ -502,9 +502,9 @@ def test_float32_underflow_is_detected_and_x64_computes_in_float64(relu_run, tmp
 
     # a confident point: logit margin 20 over 9 classes; float32 cross-entropy is exactly 0
     z = jnp.zeros((1, 10), jnp.float32).at[0, 3].set(20.0)
-    l32 = float(ClassifierLoss(lambda v, x, train: (x, None))({}, {"x": z, "y": jnp.array([3])})[0])
+    l32 = float(ClassifierLoss(lambda p, s, x, train: (x, None, s))({}, {"x": z, "y": jnp.array([3])})[0])
     with jax.enable_x64(True):
-        l64 = float(ClassifierLoss(lambda v, x, train: (x, None))(
+        l64 = float(ClassifierLoss(lambda p, s, x, train: (x, None, s))(
             {}, {"x": jnp.asarray(z, jnp.float64), "y": jnp.array([3])})[0])
     assert l32 == 0.0 and l64 > 0
     assert float32_loss_underflow(z[0], 3, l32) == pytest.approx(l64, rel=1e-10)

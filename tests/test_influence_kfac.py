@@ -84,7 +84,7 @@ def test_conv_factors_equal_an_explicit_im2col(digits):
         model = _ConvNet()
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
                                         model.init(jax.random.PRNGKey(0), x)["params"])
-        loss = ClassifierLoss(lambda v, x, train: model.apply({"params": v["params"]}, x))
+        loss = ClassifierLoss(lambda p, s, x, train: (*model.apply({"params": p}, x), s))
         batch = {"x": x, "y": jnp.asarray([0, 2, 3])}
         a, s = kronecker_curvature(loss, params, batch, method="kfac", fisher="empirical")["factors"]["Conv_0"]
         patches = _im2col(np.asarray(x), 2)  # (3, 12, 8)
@@ -92,8 +92,8 @@ def test_conv_factors_equal_an_explicit_im2col(digits):
         np.testing.assert_allclose(a, np.einsum("nti,ntj->ij", patches, patches) / 3, rtol=1e-10)
         # S: the output gradients by autodiff of the loss w.r.t. the conv output
         def head(h, y):
-            return jnp.sum(ClassifierLoss(lambda v, x, train: (nn.Dense(4).apply({"params": params["Dense_0"]},
-                                                                                 x.reshape(3, -1)), x))
+            return jnp.sum(ClassifierLoss(lambda p, s, x, train: (nn.Dense(4).apply({"params": params["Dense_0"]},
+                                                                                    x.reshape(3, -1)), x, s))
                            (None, {"x": h, "y": y}))
         h = nn.Conv(3, (2, 2), padding="SAME").apply({"params": params["Conv_0"]}, x)
         g = np.asarray(jax.grad(head)(h, batch["y"])).reshape(3, 12, 3)

@@ -115,11 +115,12 @@ def heads_forward(state, params, inputs: dict, train: bool):
     the model's keyword inputs besides ``x`` (e.g. ``text``), ``x`` included."""
     variables = {"params": params, "batch_stats": state.batch_stats}
     kw = {k: v for k, v in inputs.items() if k != "x"}
+    module = state.apply_fn.module  # the multi-head models are repair_jax's own linen modules
     if train:
-        (z, _), mutated = state.apply_fn(variables, inputs["x"], train=True, mutable=["batch_stats"],
-                                         method="heads", **kw)
+        (z, _), mutated = module.apply(variables, inputs["x"], train=True, mutable=["batch_stats"],
+                                       method="heads", **kw)
         return z, mutated.get("batch_stats", state.batch_stats)
-    z, _ = state.apply_fn(variables, inputs["x"], train=False, method="heads", **kw)
+    z, _ = module.apply(variables, inputs["x"], train=False, method="heads", **kw)
     return z, state.batch_stats
 
 

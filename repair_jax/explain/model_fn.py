@@ -17,24 +17,16 @@ ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def eval_apply_fn(source) -> tuple[ApplyFn, Any]:
-    """``(apply_fn, params)`` of a :class:`repair_jax.runs.Run` or a :class:`repair_jax.objectives.TrainState`.
+    """``(apply_fn, params)`` of any model :func:`repair_jax.classifier.as_classifier` takes (a
+    Classifier, an NNX model, a run, a TrainState).
 
     ``apply_fn(params, x)`` returns the logits (N, K) of the model in eval mode (BatchNorm running
-    statistics of the run/state, held fixed).
+    statistics held fixed).
     """
-    if hasattr(source, "model") and hasattr(source, "variables"):  # a Run
-        module_apply, params = source.model.apply, source.variables["params"]
-        batch_stats = source.variables.get("batch_stats", {})
-    elif hasattr(source, "apply_fn") and hasattr(source, "params"):  # a TrainState
-        module_apply, params, batch_stats = source.apply_fn, source.params, source.batch_stats or {}
-    else:
-        raise UserError(f"cannot explain a {type(source).__name__}: pass a Run or a TrainState")
+    from repair_jax.classifier import as_classifier
 
-    def apply_fn(p, x):
-        logits, _ = module_apply({"params": p, "batch_stats": batch_stats}, x, train=False)
-        return logits
-
-    return apply_fn, params
+    clf = as_classifier(source)
+    return clf.eval_fn(), clf.params
 
 
 def target_logit(apply_fn: ApplyFn, params, x: jax.Array, target) -> jax.Array:

@@ -183,13 +183,14 @@ def fit_full_batch(model: FullBatchModel, ds, y_train: np.ndarray, seed: int, *,
     """(loss_fn, params, gradient norm) of ``model`` fit with L-BFGS on the first ``train_limit``
     points of (train.x, y_train); ``dtype`` casts the initial parameters and data (float64 for the
     leave-one-out check)."""
+    from repair_jax.classifier import from_linen
     from repair_jax.influence import ClassifierLoss
     from repair_jax.influence.loo import minimize_objective
     from repair_jax.models import create_model, init_variables
 
     m = create_model("mlp", ds.num_classes, hidden=tuple(model.hidden))
     params = init_variables(m, jax.random.PRNGKey(seed), ds.input_shape)["params"]
-    loss = ClassifierLoss(m.apply)
+    loss = ClassifierLoss.from_classifier(from_linen(m, {"params": params}))
     n = len(y_train) if train_limit is None else min(train_limit, len(y_train))
     batch = {"x": jnp.asarray(ds.train.x[:n], dtype), "y": jnp.asarray(y_train[:n])}
     if dtype is not None:

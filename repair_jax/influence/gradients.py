@@ -396,7 +396,12 @@ def batch_gradient(loss_fn: LossFn, params, batch: dict):
 # ----------------------------------------------------------------------------- classifier losses
 
 class ClassifierLoss:
-    """Per-example loss of a flax classifier in eval mode: ``loss(params, {"x", "y"}) -> (N,)``.
+    """Per-example loss of a classifier in eval mode: ``loss(params, {"x", "y"}) -> (N,)``.
+
+    ``apply_fn`` is a classifier's protocol function ``apply(params, state, x, train)``
+    (:class:`repair_jax.classifier.Classifier`) or a linen module's ``module.apply``, ``batch_stats``
+    its state; build it with
+    :meth:`from_classifier` from any model (NNX, linen, a plain function).
 
     ``y`` may be integer labels (N,), soft targets / one-hot rows (N, K) (softmax cross-entropy
     against a distribution, needed for label-perturbation influence, 002 Eq. 6.3/6.5), or multi-hot
@@ -405,13 +410,14 @@ class ClassifierLoss:
     """
 
     def __init__(self, apply_fn, batch_stats=None, multilabel: bool = False):
-        self.apply_fn = apply_fn
+        from repair_jax.classifier import protocol_apply
+
+        self.apply_fn = protocol_apply(apply_fn)  # a linen module's ``module.apply`` is taken too
         self.batch_stats = batch_stats if batch_stats is not None else {}
         self.multilabel = multilabel
 
     def logits(self, params, x):
-        logits, _ = self.apply_fn({"params": params, "batch_stats": self.batch_stats}, x, train=False)
-        return logits
+        return self.apply_fn(params, self.batch_stats, x, train=False)[0]
 
     def __call__(self, params, batch: dict) -> jax.Array:
         import optax
@@ -426,6 +432,15 @@ class ClassifierLoss:
     @classmethod
     def from_state(cls, state, multilabel: bool = False) -> "ClassifierLoss":
         return cls(state.apply_fn, state.batch_stats, multilabel)
+
+    @classmethod
+    def from_classifier(cls, model, multilabel: bool = False) -> "ClassifierLoss":
+        """The loss of any model :func:`~repair_jax.classifier.as_classifier` takes (a Classifier, an
+        NNX model, a run); its parameters are ``as_classifier(model).params``."""
+        from repair_jax.classifier import as_classifier
+
+        clf = as_classifier(model)
+        return cls(clf.apply, clf.state, multilabel)
 
 
 class LastLayerLoss:

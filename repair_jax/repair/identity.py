@@ -23,14 +23,15 @@ def array_sha256(*arrays) -> str:
     return h.hexdigest()
 
 
-def model_identity(model, variables: dict) -> dict:
-    """``{"module", "variables_sha256"}``: the module's class name and every weight's name, shape and bytes.
+def model_identity(model) -> dict:
+    """``{"module", "variables_sha256"}`` of a :class:`~repair_jax.classifier.Classifier`: the model's
+    class name and every weight's name, shape and bytes.
 
     (The module's repr is not used: it may hold function addresses that differ between processes.)
     """
-    leaves = jax.tree_util.tree_leaves_with_path(variables)
+    leaves = jax.tree_util.tree_leaves_with_path(model.variables)
     names = "".join(jax.tree_util.keystr(p) for p, _ in leaves)
-    return {"module": type(model).__name__,
+    return {"module": model.apply.name,
             "variables_sha256": hashlib.sha256(names.encode() + array_sha256(*[v for _, v in leaves]).encode())
             .hexdigest()}
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from repair_jax.classifier import Classifier, check_classifier, takes_model
 from repair_jax.errors import UserError
 from repair_jax.influence import layerwise_per_example_grads
 from repair_jax.train import optimizer as make_tx
@@ -216,6 +217,7 @@ class IRepairResult:
     repaired: np.ndarray
     iterations: int
     unlocked_fraction: float
+    classifier: Any = None  # the repaired model (its export() gives the user's own kind of object)
 
     @property
     def unrepaired(self) -> np.ndarray:
@@ -281,8 +283,7 @@ def _repair_loop(params, batch_stats, xr, yr, valid_r, xc, yc, fixed_mask, gamma
                  margin, ub, *, model, locking: Callable, backprop_on: str, optimizer: str):
     """Algorithm 2 as one ``while_loop``: carry (params, opt_state, it, active, unlocked_sum)."""
     def apply_fn(p, x):
-        variables = {"params": p, "batch_stats": batch_stats} if batch_stats else {"params": p}
-        return model.apply(variables, x, train=False)[0]
+        return model(p, batch_stats, x, train=False)[0]
 
     tx = make_tx(optimizer, lr)
     n_params = sum(a.size for a in jax.tree_util.tree_leaves(params))
@@ -318,26 +319,7 @@ def _repair_loop(params, batch_stats, xr, yr, valid_r, xc, yc, fixed_mask, gamma
     return p, valid_r & ~active, it, unlocked_sum / jnp.maximum(it, 1)
 
 
-class _StaticModel:
-    """A Flax module as a jit static argument, hashed by its repr (its attributes may be lists)."""
-
-    def __init__(self, module):
-        self.module = module
-        self._key = repr(module)
-
-    def __hash__(self):
-        return hash(self._key)
-
-    def __eq__(self, other):
-        return isinstance(other, _StaticModel) and self._key == other._key
-
-    def apply(self, *args, **kwargs):
-        return self.module.apply(*args, **kwargs)
-
-
-def _check_sets(variables, repair_x, repair_y, correct_x, correct_y):
-    if "params" not in variables:
-        raise UserError("variables must hold a 'params' collection")
+def _check_sets(repair_x, repair_y, correct_x, correct_y):
     repair_x, correct_x = np.asarray(repair_x, np.float32), np.asarray(correct_x, np.float32)
     repair_y, correct_y = np.asarray(repair_y, np.int32), np.asarray(correct_y, np.int32)
     if len(repair_x) == 0:
@@ -351,7 +333,8 @@ def _check_sets(variables, repair_x, repair_y, correct_x, correct_y):
     return repair_x, repair_y, correct_x, correct_y
 
 
-def repair_loop(model, variables, repair_x, repair_y, correct_x, correct_y, config: IRepairConfig, *,
+@takes_model
+def repair_loop(model: Classifier, repair_x, repair_y, correct_x, correct_y, config: IRepairConfig, *,
                 locking: Callable = InfluenceLocking(), backprop_on: str = "repair_perp",
                 fixed_mask=None) -> IRepairResult:
     """The one loop of Algorithm 2 with a locking rule ``locking(LockingInputs) -> mask`` (a pytree of
@@ -363,9 +346,9 @@ def repair_loop(model, variables, repair_x, repair_y, correct_x, correct_y, conf
     config.validate()
     if backprop_on not in BACKPROP_SETS:
         raise UserError(f"backprop_on must be one of {', '.join(BACKPROP_SETS)}, got {backprop_on!r}")
-    repair_x, repair_y, correct_x, correct_y = _check_sets(variables, repair_x, repair_y, correct_x, correct_y)
-    params = variables["params"]
-    batch_stats = variables.get("batch_stats", {}) or {}
+    repair_x, repair_y, correct_x, correct_y = _check_sets(repair_x, repair_y, correct_x, correct_y)
+    clf = check_classifier(model, repair_x.shape[1:], _num_classes(model, repair_y, correct_y))
+    params, batch_stats = clf.params, clf.state
     if fixed_mask is None:
         fixed_mask = jax.tree_util.tree_map(lambda a: jnp.ones(a.shape, bool), params)
     valid = np.ones(len(repair_y), bool)
@@ -373,31 +356,39 @@ def repair_loop(model, variables, repair_x, repair_y, correct_x, correct_y, conf
         p, repaired, it, unlocked = _repair_loop(
             params, batch_stats, repair_x, repair_y, valid, correct_x, correct_y, fixed_mask,
             jnp.float32(config.gamma), jnp.float32(config.epsilon), jnp.float32(config.lr),
-            jnp.float32(config.margin), jnp.int32(config.ub), model=_StaticModel(model), locking=locking,
+            jnp.float32(config.margin), jnp.int32(config.ub), model=clf.apply, locking=locking,
             backprop_on=backprop_on, optimizer=config.optimizer)
     except (TypeError, ValueError) as e:
         raise UserError(f"the model does not accept these inputs: {str(e).splitlines()[0]}") from None
-    new_vars = dict(variables)
-    new_vars["params"] = p
-    return IRepairResult(new_vars, np.asarray(repaired), int(it), float(unlocked))
+    repaired_clf = clf.replace(params=p)
+    return IRepairResult(repaired_clf.variables, np.asarray(repaired), int(it), float(unlocked), repaired_clf)
 
 
-def i_repair(model, variables, repair_x, repair_y, correct_x, correct_y,
+def _num_classes(model, *labels) -> int:
+    """The model's class count where it declares one, else one more than the largest label."""
+    k = getattr(model, "num_classes", 0)
+    return int(k) if k else int(max(int(np.max(y)) for y in labels)) + 1
+
+
+@takes_model
+def i_repair(model: Classifier, repair_x, repair_y, correct_x, correct_y,
              config: IRepairConfig = IRepairConfig()) -> IRepairResult:
-    """Algorithm 2 of 001 Sec. 4 (I-REPAIR) on a Flax ``model`` with ``variables``.
+    """Algorithm 2 of 001 Sec. 4 (I-REPAIR) on ``model`` (a :class:`~repair_jax.classifier.Classifier`,
+    or the pair ``module, variables``).
 
     repair_x (|R|, ...) / repair_y (|R|,) the repair set, correct_x / correct_y the correct set
     (001 Definition 2). Returns :class:`IRepairResult`.
     """
-    return repair_loop(model, variables, repair_x, repair_y, correct_x, correct_y, config,
+    return repair_loop(model, repair_x, repair_y, correct_x, correct_y, config,
                        locking=InfluenceLocking(config.correct_loss, config.influence))
 
 
-def retrain(model, variables, repair_x, repair_y, correct_x, correct_y,
+@takes_model
+def retrain(model: Classifier, repair_x, repair_y, correct_x, correct_y,
             config: IRepairConfig = IRepairConfig()) -> IRepairResult:
     """Retraining baseline (001 Sec. 5): back-propagation on the available data R ∪ C with the same
     optimizer, learning rate and stopping rule (all of R repaired, or ``ub`` steps); nothing locked."""
-    return repair_loop(model, variables, repair_x, repair_y, correct_x, correct_y, config,
+    return repair_loop(model, repair_x, repair_y, correct_x, correct_y, config,
                        locking=no_locking, backprop_on="repair_and_correct")
 
 
@@ -412,10 +403,11 @@ def random_locking_mask(params, p: float, key: jax.Array):
         treedef, [jax.random.uniform(k, a.shape) >= p for k, a in zip(keys, leaves)])
 
 
-def random_locking_repair(model, variables, repair_x, repair_y, correct_x, correct_y, p: float,
+@takes_model
+def random_locking_repair(model: Classifier, repair_x, repair_y, correct_x, correct_y, p: float,
                           seed: int = 0, config: IRepairConfig = IRepairConfig()) -> IRepairResult:
     """Randomised repair (001 Sec. 5 RQ ii): Algorithm 2 with the influence mask replaced by a random
     one drawn once (each parameter frozen with probability ``p``); back-propagation on R⊥."""
-    mask = random_locking_mask(variables["params"], p, jax.random.PRNGKey(seed))
-    return repair_loop(model, variables, repair_x, repair_y, correct_x, correct_y, config,
+    mask = random_locking_mask(model.params, p, jax.random.PRNGKey(seed))
+    return repair_loop(model, repair_x, repair_y, correct_x, correct_y, config,
                        locking=fixed_locking, fixed_mask=mask)

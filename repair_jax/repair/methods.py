@@ -11,7 +11,8 @@ asking which method it holds:
 * ``transform_outputs(probs, multilabel)`` -> the probabilities the method predicts with (identity but
   for w-os);
 * ``deterministic`` - the method has no seed (one run stands for it); ``extra_rhos`` - values tried in
-  turn after the grid while none reduces the error by lambda1 (w-os, Sec. 4.4); ``needs_batch_norm``.
+  turn after the grid while none reduces the error by lambda1 (w-os, Sec. 4.4); ``needs_batch_norm``,
+  ``needs_features``: what the model must have (a method that cannot work on a model refuses it).
 
 ``rho`` is an argument of the constructor, closed over by the pieces. Adding a method is one
 constructor plus one entry of :data:`METHODS`.
@@ -45,6 +46,7 @@ class RepairMethod(NamedTuple):
     deterministic: bool
     extra_rhos: tuple[float, ...] = ()
     needs_batch_norm: bool = False
+    needs_features: bool = False  # the model must expose penultimate features (Classifier.has_features)
 
     @property
     def fine_tunes(self) -> bool:
@@ -137,7 +139,8 @@ def w_dbr(targets: Targets, rho: float) -> RepairMethod:
         return functools.partial(weighted_dbr_objective, targets=targets, rho=rho, num_classes=num_classes,
                                  multilabel=multilabel, l2=l2)
 
-    return RepairMethod("w-dbr", rho, objective, _shuffled, _identity_outputs, deterministic=False)
+    return RepairMethod("w-dbr", rho, objective, _shuffled, _identity_outputs, deterministic=False,
+                        needs_features=True)
 
 
 def i_drop(targets: Targets, rho: float, harm: np.ndarray | None = None) -> RepairMethod:

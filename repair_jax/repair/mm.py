@@ -16,6 +16,8 @@ infeasible, which is reported (``status="infeasible"``), not raised.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dataclasses
 import time
 
@@ -24,6 +26,7 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
 
+from repair_jax.classifier import Classifier, check_classifier, predict_outputs, takes_model
 from repair_jax.errors import UserError
 
 
@@ -38,6 +41,7 @@ class MMResult:
     max_change: float | None
     layer: tuple[str, ...] | None
     wall_time: float
+    classifier: Any = None  # the repaired model (its export() gives the user's own kind of object)
 
     @property
     def feasible(self) -> bool:
@@ -129,16 +133,15 @@ def last_dense_layer(params, features: np.ndarray, logits: np.ndarray) -> dict:
     return {"kernel": node["kernel"], "bias": node["bias"]}
 
 
-def mm_repair(model, variables, repair_x, repair_y, margin: float = 1e-3,
+@takes_model
+def mm_repair(model: Classifier, repair_x, repair_y, margin: float = 1e-3,
               epsilon: float | None = None) -> MMResult:
-    """MM repair of the last layer of a Flax ``model`` on the repair set (repair_x, repair_y).
+    """MM repair of the last layer of ``model`` (a :class:`~repair_jax.classifier.Classifier` with
+    features, or the pair ``module, variables``) on the repair set (repair_x, repair_y).
 
     ``margin`` is in logits (the true class must beat every other by at least it); ``epsilon`` the
     neighbourhood bound on the L-inf change (None: unbounded). Infeasible -> ``status="infeasible"``.
     """
-    from repair_jax.train import create_train_state, predict
-    import optax
-
     repair_x = np.asarray(repair_x, np.float32)
     repair_y = np.asarray(repair_y, np.int64)
     if len(repair_x) == 0:
@@ -147,8 +150,12 @@ def mm_repair(model, variables, repair_x, repair_y, margin: float = 1e-3,
         raise UserError(f"margin must be >= 0, got {margin}")
     if epsilon is not None and not epsilon > 0:
         raise UserError(f"epsilon must be > 0, got {epsilon}")
-    state = create_train_state(model, variables, optax.identity())
-    logits, feats = predict(state, repair_x)
+    model = check_classifier(model, repair_x.shape[1:], model.num_classes or int(repair_y.max()) + 1)
+    if not model.has_features:
+        raise UserError("MM repair changes the last dense layer on the penultimate features, and this model "
+                        "exposes none: build it with features= naming the layer before the logits")
+    logits, feats = predict_outputs(model, repair_x)
+    variables = model.variables
     layer = find_last_layer(variables["params"], feats, logits)
     node = variables["params"]
     for key in layer:
@@ -158,12 +165,12 @@ def mm_repair(model, variables, repair_x, repair_y, margin: float = 1e-3,
                                                   np.asarray(node["bias"]), margin, epsilon)
     wall = time.perf_counter() - t0
     if status != "optimal":
-        return MMResult(status, variables, None, layer, wall)
+        return MMResult(status, variables, None, layer, wall, model)
     new_params = jax.tree_util.tree_map(lambda a: a, variables["params"])  # shallow copy of the tree
     new_params = _replace(new_params, layer, {
         **dict(node), "kernel": (np.asarray(node["kernel"], np.float64) + dw).astype(np.float32),
         "bias": (np.asarray(node["bias"], np.float64) + db).astype(np.float32)})
-    return MMResult(status, {**variables, "params": new_params}, t, layer, wall)
+    return MMResult(status, {**variables, "params": new_params}, t, layer, wall, model.replace(params=new_params))
 
 
 def _replace(tree, path, value):

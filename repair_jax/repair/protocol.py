@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import optax
 
+from repair_jax.classifier import as_classifier
 from repair_jax.errors import UserError
 from repair_jax.io import ResumableJsonl, first_difference, to_jsonable
 from repair_jax.progress import track
@@ -47,7 +48,7 @@ class RepairContext:
             raise UserError("I-REPAIR needs a single-label data set")
         if len(ds.pool) == 0:
             raise UserError("the run's data set has an empty repair pool")
-        return cls.from_model(run.model, run.variables, ds)
+        return cls.from_model(run.classifier(), run.variables, ds)
 
     @classmethod
     def from_model(cls, model, variables, ds) -> "RepairContext":
@@ -201,7 +202,7 @@ def run_jobs(ctx: RepairContext, jobs: list[dict], out_jsonl, progress: bool = T
     everything else in it is the same (else a :class:`UserError` names the differing field);
     ``force=True`` restarts the log.
     """
-    header = {"model": model_identity(ctx.model, ctx.variables), "dataset": dataset_identity(ctx.dataset)}
+    header = {"model": model_identity(as_classifier(ctx.model, ctx.variables)), "dataset": dataset_identity(ctx.dataset)}
     log = ResumableJsonl(out_jsonl, header, key=lambda r: r["key"], force=force)
     problems: dict = {}
     for job in track(jobs, "repair jobs", progress):

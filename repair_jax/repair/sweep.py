@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from repair_jax.classifier import Classifier, check_classifier, takes_model
 from repair_jax.data import Dataset
 from repair_jax.errors import UserError
 from repair_jax.io import RESUMABLE_HEADER, ResumableJsonl, read_jsonl, write_json, write_text
-from repair_jax.models import has_batch_norm
 from repair_jax.progress import progress as progress_reporter
 from repair_jax.repair.config import RepairConfig
 from repair_jax.repair.evaluation import evaluate_outputs, output_probabilities
@@ -46,25 +46,29 @@ from repair_jax.repair.weighted import Targets
 from repair_jax.train import create_train_state, fit, make_optimizer, predict
 
 
-def _check_batch_norm(method: RepairMethod, variables: dict) -> None:
-    if method.needs_batch_norm and not has_batch_norm(variables):
+def _check_batch_norm(method: RepairMethod, model: Classifier) -> None:
+    if method.needs_batch_norm and not model.has_batch_norm:
         raise UserError(f"{method.name} needs a model with BatchNorm layers (000 Sec. 3.3.3); this model has "
                         f"none - drop {method.name} from --methods or use a BatchNorm model (e.g. cnn)")
 
 
-def fine_tune(method: RepairMethod, seed: int, model, variables: dict, dataset: Dataset, cfg: RepairConfig,
+def fine_tune(method: RepairMethod, seed: int, model: Classifier, dataset: Dataset, cfg: RepairConfig,
               progress: bool = False):
     """Fine-tunes the base ``variables`` with ``method`` (its objective and batches); returns the state."""
     if not method.fine_tunes:
         raise UserError(f"{method.name} does not fine-tune")
-    _check_batch_norm(method, variables)
+    _check_batch_norm(method, model)
+    if method.needs_features and not model.has_features:
+        raise UserError(f"{method.name} needs the model's penultimate features and this model exposes none: "
+                        "build it with features= naming the layer before the logits")
     tc = cfg.train_config(seed)
     train = dataset.train
     bs = min(cfg.batch_size, len(train))
     n_batches = max(1, len(train) // bs)
     tx = make_optimizer(tc, cfg.epochs * n_batches)
     # a copy: the jitted step donates its input state, and the base weights serve every run
-    state = create_train_state(model, jax.tree_util.tree_map(jnp.array, variables), tx)
+    state = create_train_state(model.replace(params=jax.tree_util.tree_map(jnp.array, model.params),
+                                             state=jax.tree_util.tree_map(jnp.array, model.state)), tx)
     ml, k = dataset.multilabel, dataset.num_classes
     batch_indices, make_batch = method.batches(train, bs, n_batches, k, ml)
     state, _ = fit(state, dataset, tc, objective=method.objective(ml, k, cfg.l2), progress=progress,
@@ -80,7 +84,7 @@ def _record(method: RepairMethod, seed, evals: dict, wall: float, targets: Targe
             "select_target_error": sel["target_error"], "wall_time": wall, "targets": targets.to_json()}
 
 
-def run_one(method: RepairMethod, seed: int, model, variables: dict, dataset: Dataset, targets: Targets,
+def run_one(method: RepairMethod, seed: int, model: Classifier, dataset: Dataset, targets: Targets,
             cfg: RepairConfig, base_logits: dict | None = None) -> dict:
     """One run -> its results.jsonl record (test numbers, plus ``select_*`` on the selection split).
 
@@ -90,9 +94,9 @@ def run_one(method: RepairMethod, seed: int, model, variables: dict, dataset: Da
     ml = dataset.multilabel
     splits = {"eval": dataset.split(cfg.eval_split), "select": dataset.split(cfg.select_split)}
     if method.fine_tunes:
-        state = fine_tune(method, seed, model, variables, dataset, cfg)
+        state = fine_tune(method, seed, model, dataset, cfg)
     else:
-        state = create_train_state(model, variables, optax.identity())
+        state = create_train_state(model, optax.identity())
     evals = {}
     for name, sp in splits.items():
         if base_logits is not None and not method.fine_tunes:
@@ -111,9 +115,9 @@ def _key(record: dict) -> tuple:
     return record["method"], None if rho is None else round(float(rho), 6), int(record["seed"])
 
 
-def log_config(model, variables: dict, dataset: Dataset, targets: Targets, cfg: RepairConfig) -> dict:
+def log_config(model: Classifier, dataset: Dataset, targets: Targets, cfg: RepairConfig) -> dict:
     """The configuration a study's ``results.jsonl`` is bound to (see the module docstring)."""
-    return {"model": model_identity(model, variables), "dataset": dataset_identity(dataset),
+    return {"model": model_identity(model), "dataset": dataset_identity(dataset),
             "targets": targets.to_json(), "repair": cfg.run_fields()}
 
 
@@ -126,9 +130,9 @@ class _Runner:
     """Runs (or takes from the log) one (method, rho, seed) and counts it on the progress reporter, once:
     the final phase asks again for the seed-0 runs of the grid, which are not counted twice."""
 
-    def __init__(self, log: ResumableJsonl, bar, model, variables, dataset, targets, cfg, base_logits):
+    def __init__(self, log: ResumableJsonl, bar, model, dataset, targets, cfg, base_logits):
         self.log, self.bar, self.counted = log, bar, set()
-        self.args = (model, variables, dataset, targets, cfg, base_logits)
+        self.args = (model, dataset, targets, cfg, base_logits)
 
     def __call__(self, method: RepairMethod, seed: int) -> dict:
         key = _key({"method": method.name, "rho": method.rho, "seed": seed})
@@ -157,14 +161,14 @@ def _grid(get: _Runner, bar, names: list[str], make, cfg: RepairConfig, ft0: dic
     return grid
 
 
-def _harm(model, variables: dict, dataset: Dataset, targets: Targets, cfg: RepairConfig, out: Path):
+def _harm(model: Classifier, dataset: Dataset, targets: Targets, cfg: RepairConfig, out: Path):
     """The training points' influence on the targets (:func:`repair_jax.repair.data_centric.target_influence`)
     when a method of the study needs it, else None; the scores and the solve go to ``influence.json``."""
     if not any(needs_harm(m) for m in cfg.methods):
         return None
     from repair_jax.repair.data_centric import target_influence
 
-    state = create_train_state(model, variables, optax.identity())
+    state = create_train_state(model, optax.identity())
     scores, solver = target_influence(state, dataset.train, dataset.split(cfg.select_split), targets, l2=cfg.l2)
     write_json(out / "influence.json", {"quantity": f"soft {targets.kind} error of {targets.label()} on the "
                                         f"{cfg.select_split} split", "solver": solver,
@@ -183,33 +187,40 @@ def _select(grid: dict, orig: dict, lambda1: float) -> dict[str, list[float]]:
     return selected
 
 
-def run_study(model, variables: dict, dataset: Dataset, targets: Targets, out: str | Path,
+@takes_model
+def run_study(model: Classifier, dataset: Dataset, targets: Targets, out: str | Path,
               cfg: RepairConfig | None = None, progress: bool = True, plots: bool = True,
               force: bool = False) -> dict:
-    """Runs (or resumes) the whole study into ``out``; returns the summary (also ``summary.json``).
+    """Runs (or resumes) the whole study of ``model`` (a :class:`~repair_jax.classifier.Classifier`, or
+    the pair ``module, variables``) into ``out``; returns the summary (also ``summary.json``).
 
     ``force=True`` discards a ``results.jsonl`` already in ``out`` instead of resuming it.
     """
     cfg = cfg or RepairConfig()
     cfg.validate()
     targets.validate(dataset.num_classes)
+    model = check_classifier(model, dataset.input_shape, dataset.num_classes)
     for name in cfg.methods:
-        _check_batch_norm(make_method(name, targets, cfg.rhos[0] if takes_rho(name) else None), variables)
+        method = make_method(name, targets, cfg.rhos[0] if takes_rho(name) else None)
+        _check_batch_norm(method, model)
+        if method.needs_features and not model.has_features:
+            raise UserError(f"{name} needs the model's penultimate features and this model exposes none: "
+                            "build it with features= naming the layer before the logits, or drop it from the methods")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"output path exists and is not a directory: {out}")
     out.mkdir(parents=True, exist_ok=True)
-    log = ResumableJsonl(out / "results.jsonl", log_config(model, variables, dataset, targets, cfg), key=_key,
+    log = ResumableJsonl(out / "results.jsonl", log_config(model, dataset, targets, cfg), key=_key,
                          force=force)
-    base_state = create_train_state(model, variables, optax.identity())
+    base_state = create_train_state(model, optax.identity())
     base_logits = {n: predict(base_state, dataset.split(s).x)[0]
                    for n, s in (("eval", cfg.eval_split), ("select", cfg.select_split))}
-    harm = _harm(model, variables, dataset, targets, cfg, out)
+    harm = _harm(model, dataset, targets, cfg, out)
     make = lambda name, rho: make_method(name, targets, rho, harm=harm)
     tuned = [m for m in cfg.methods if m not in BASELINES]  # fine-tuned ones first, as in 000's tables
     tuned.sort(key=lambda m: not make(m, cfg.rhos[0]).fine_tunes)
     bar = progress_reporter(2 + len(tuned) * len(cfg.rhos), "repair runs", progress)
-    get = _Runner(log, bar, model, variables, dataset, targets, cfg, base_logits)
+    get = _Runner(log, bar, model, dataset, targets, cfg, base_logits)
     orig, ft0 = get(make_method("orig"), 0), get(make_method("orig-ft"), 0)
     grid = _grid(get, bar, tuned, make, cfg, ft0)
     selected = _select(grid, orig, cfg.lambda1)
