@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test venv bench gpu gpu-rehearse docs screenshots clean
+.PHONY: quickstart test test-real-data venv bench gpu gpu-rehearse docs screenshots clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,11 @@ quickstart: $(STAMP)
 JOBS ?= $(shell $(PY) -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal
+
+# An extra step, not part of `make test`: the checks of the real Fashion-MNIST installed on the machine
+# (Debian's dataset-fashion-mnist, or IDX files under $$REPAIR_JAX_DATA); fails when they are missing
+test-real-data: $(STAMP)
+	REPAIR_JAX_REAL_DATA=1 $(BIN)/python -m pytest -p no:xdist
 
 $(VENV)/.docs-installed: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[test,docs]' -c constraints.txt

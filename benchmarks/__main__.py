@@ -31,6 +31,7 @@ BENCHMARKS = {
     "explain": "benchmarks.explain",
     "robustness": "benchmarks.robustness",
     "bias": "benchmarks.bias",
+    "cli_latency": "benchmarks.cli_latency",
 }
 
 

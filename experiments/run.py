@@ -12,11 +12,13 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from repair_jax.cli.common import Parser
     from repair_jax.experiment import config_paths
 
     names = ", ".join(p.stem for p in config_paths()) or "none found"
-    p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # Parser: a bad flag is one line on stderr and exit code 2, as in repair-jax
+    p = Parser(prog="python -m experiments.run", description=__doc__.splitlines()[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("config", help=f"a config name ({names}) or a config file")
     p.add_argument("--smoke", action="store_true", help="the config at smoke size (seconds to minutes, digits)")
     # "%(default).0s" prints nothing; it stops the formatter from adding "(default: None)"
@@ -33,6 +35,9 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     command = " ".join(["python -m experiments.run", *(sys.argv[1:] if argv is None else argv)])
+    from repair_jax.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()  # a repeated or resumed run reuses the programs compiled before
     try:
         summary = run_config(args.config, smoke=args.smoke, out=args.out, force=args.force,
                              progress=not args.no_progress, command=command)

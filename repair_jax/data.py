@@ -27,6 +27,9 @@ from repair_jax.errors import UserError
 
 SPLITS = ("train", "val", "pool", "test")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# The system directory searched last for IDX files (Debian's dataset-fashion-mnist by default); set
+# to an empty string to search none (the test suite does: no test reads data installed on the machine).
+SYSTEM_DATA_ENV = "REPAIR_JAX_SYSTEM_DATA"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -268,10 +271,12 @@ def _find_idx(directory: Path, stem: str) -> Path | None:
 
 
 def find_fashion_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
-    """``data_dir``, else ``$REPAIR_JAX_DATA``, else Debian's directory; also tries a
-    ``fashion-mnist`` subdirectory of each. Returns the first holding all four IDX files."""
+    """``data_dir``, else ``$REPAIR_JAX_DATA``, else the system directory (``$REPAIR_JAX_SYSTEM_DATA``
+    if set, an empty value meaning none; by default Debian's directory); also tries a ``fashion-mnist``
+    subdirectory of each. Returns the first holding all four IDX files."""
     candidates = []
-    for base in (data_dir, os.environ.get("REPAIR_JAX_DATA"), DEBIAN_FASHION_MNIST):
+    system = os.environ.get(SYSTEM_DATA_ENV, str(DEBIAN_FASHION_MNIST))
+    for base in (data_dir, os.environ.get("REPAIR_JAX_DATA"), system):
         if base:
             candidates += [Path(base), Path(base) / "fashion-mnist"]
     for d in candidates:
@@ -322,12 +327,28 @@ def load_tfds_arrays(name: str, split: str, data_dir: str | None = None,
 
 # ----------------------------------------------------------------------------- loaders
 
-def _load_digits(seed: int) -> Dataset:
-    from sklearn.datasets import load_digits
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images (1797, 8, 8) float64 in [0, 16], labels (1797,)): the file
+    ``sklearn/datasets/data/digits.csv.gz`` that ``sklearn.datasets.load_digits`` reads, read the same
+    way (64 pixel columns, then the label) without importing scikit-learn (which imports SciPy: about
+    2 s of a command's start); ``load_digits`` itself when the file is not where scikit-learn keeps it."""
+    import importlib.util
 
-    d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[..., None]
-    y = d.target.astype(np.int32)
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(next(iter(spec.submodule_search_locations or ())), "datasets", "data", "digits.csv.gz") if spec else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.images, d.target
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+
+
+def _load_digits(seed: int) -> Dataset:
+    images, target = digits_arrays()
+    x = (images.astype(np.float32) / 16.0)[..., None]
+    y = target.astype(np.int32)
     tr, va, po, te = four_way_split(x, y, seed)
     return Dataset("digits", tuple(str(i) for i in range(10)), tr, va, po, te)
 
@@ -432,10 +453,11 @@ def load_dataset(name: str, seed: int = 0, data_dir: str | None = None,
     ``BASE:LEVEL`` (e.g. ``fashion_mnist:longtail(100)``) is BASE with its training split reduced
     to an imbalance level of Pradhan et al. 2020 (:func:`repair_jax.robustness.make_imbalanced`).
     """
-    # imported here: the imbalance builders import this module
-    from repair_jax.robustness.imbalance import make_imbalanced, split_imbalance_name
+    base, level = name, None
+    if ":" in name:  # BASE:LEVEL (or npz:PATH); imported here: the imbalance builders import this module
+        from repair_jax.robustness.imbalance import make_imbalanced, split_imbalance_name
 
-    base, level = split_imbalance_name(name)
+        base, level = split_imbalance_name(name)
     if level is not None:
         return make_imbalanced(load_dataset(base, seed, data_dir, train_limit), level, seed)
     if name == "digits":
@@ -453,6 +475,12 @@ def load_dataset(name: str, seed: int = 0, data_dir: str | None = None,
     for s in SPLITS:
         sp = ds.split(s)
         check_arrays(sp.x, sp.y, ds.num_classes, ds.multilabel, f"{ds.name} {s} split")
+    total = sum(len(ds.split(s)) for s in SPLITS)
+    for s in ("train", "val", "test"):  # training validates on val and reports on test (the pool may be empty)
+        if len(ds.split(s)) == 0:
+            raise UserError(f"{ds.name}: the {s} split is empty ({total} examples of {ds.num_classes} classes, split "
+                            f"{', '.join(f'{t} {len(ds.split(t))}' for t in SPLITS)} by seed {seed}); give more "
+                            "examples per class")
     if train_limit is not None and train_limit < ds.num_classes:
         raise UserError(f"train limit {train_limit} is smaller than the {ds.num_classes} classes of {ds.name}: "
                         "a stratified subset needs at least one example per class")

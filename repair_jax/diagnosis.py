@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from repair_jax import metrics
@@ -66,7 +64,9 @@ def _record(y, logits, class_names, multilabel, top_k, dataset_name, split) -> d
         for key in ("disparate_impact", "disparate_impact_soft"):
             out["per_class"][key] = averages.pop(key)
         out.update(averages)
-        probs = np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1))
+        z = np.asarray(logits, np.float32)
+        z = np.exp(z - z.max(axis=-1, keepdims=True))  # softmax on the host: nothing to compile
+        probs = z / z.sum(axis=-1, keepdims=True)
         out["roc_curves"] = metrics.roc_curves_ovr(y, probs, num_classes)
     out["error_kind"] = kind
     out["top_pairs"] = [{"classes": p["classes"], kind: p["value"]} for p in metrics.top_pairs(err, top_k)]
@@ -113,7 +113,7 @@ def diagnose_run(run_path, out, split: str = "test", top_k: int = 5, force: bool
         d = diagnose(run.state(), ds, split=split, top_k=top_k)
         write_json(tmp / "diagnosis.json", d)
         if not ds.multilabel:
-            from repair_jax.bias import plot_roc_curves
+            from repair_jax.bias.plots import plot_roc_curves
 
             plot_confusion_matrix(d["confusion_matrix"], ds.class_names, tmp / "confusion_matrix.png",
                                   title=f"{ds.name} {run.info['config']['model']} ({split})")

@@ -68,10 +68,20 @@ def load_config(spec: str, smoke: bool = False, configs_dir: str | Path = CONFIG
     path = resolve_config(spec, configs_dir)
     module_spec = importlib.util.spec_from_file_location(f"repair_jax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise UserError(f"{path}:{e.lineno}: the config file is not valid Python ({e.msg})") from None
+    except Exception as e:  # the config file's own code failed (a bad import, a NameError, ...)
+        raise UserError(f"{path}: the config file failed to load: {type(e).__name__}: {e}") from None
     if not hasattr(module, "get_config"):
         raise UserError(f"{path} defines no get_config(smoke=False)")
-    config = module.get_config(smoke=smoke)
+    try:
+        config = module.get_config(smoke=smoke)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path}: get_config(smoke={smoke}) failed: {type(e).__name__}: {e}") from None
     if not dataclasses.is_dataclass(config) or type(config) not in _RUNNERS:
         raise UserError(f"{path}: get_config returned {type(config).__name__}, which no runner is registered for")
     return config
@@ -91,8 +101,11 @@ def machine_record() -> dict:
 
 
 def _check_out(out: Path, record: dict, force: bool) -> None:
+    from repair_jax.cli.common import check_out
+
     if out.exists() and not out.is_dir():
         raise UserError(f"output path exists and is not a directory: {out}")
+    check_out(out, force, kind="resumable")  # not under a file, and a place this user can create files in
     path = out / EXPERIMENT_JSON
     if force or not path.exists():
         if out.exists() and any(out.iterdir()) and not path.exists() and not force:

@@ -144,20 +144,24 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     """Yields a temporary sibling directory that is renamed to ``path`` only if the block succeeds.
 
     Without ``overwrite`` an existing non-empty ``path`` is an error; with it, the old directory is
-    replaced only after the new one is complete.
+    replaced only after the new one is complete. Parent directories it creates are removed again when
+    the block fails (a refused input leaves no empty directory behind).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"output path exists and is not a directory: {path}")
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise UserError(f"output directory exists and is not empty: {path} (pass --force to replace it)")
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, umask_mode(directory=True))  # mkdtemp creates 0700
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, umask_mode(directory=True))  # mkdtemp creates 0700
         yield tmp
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if "tmp" in locals():
+            shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty_dirs(created)
         raise
     if path.exists():
         old = path.with_name(f".{path.name}.old.tmp")
@@ -167,6 +171,15 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
+
+
+def remove_empty_dirs(dirs) -> None:
+    """Removes each of ``dirs`` (deepest first) that is empty; stops at the first that is not."""
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
 
 
 # ----------------------------------------------------------------------------- resumable logs

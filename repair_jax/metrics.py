@@ -1,6 +1,9 @@
 """Diagnosis metrics: confusion, bias (confusion disparity), class-wise and imbalance metrics.
 
-All array functions are pure JAX and jittable (``num_classes`` static). Conventions for
+All array functions are pure JAX and jittable (``num_classes`` static). The functions of counts and
+scores below ``_xp`` (confusion matrices, class-wise rates, AUROC, DI) also take NumPy arrays, and then
+compute in NumPy (float64) on the host: a diagnosis compiles nothing for its metrics, while JAX arrays
+and tracers (a soft metric being differentiated) take the JAX path. Conventions for
 undefined cases (no NaN is ever returned):
 
 * a conditional rate with an empty conditioning set (e.g. P(A|B) when class B has no samples)
@@ -26,16 +29,42 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def _xp(*arrays):
+    """The array module of the inputs: ``jax.numpy`` when any is a JAX array or tracer, else NumPy."""
+    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+def _float(a, xp):
+    """``a`` as floats: float32 at least in JAX (float64 stays), float64 in NumPy."""
+    a = xp.asarray(a)
+    return a.astype(jnp.promote_types(a.dtype, jnp.float32)) if xp is jnp else a.astype(np.float64)
+
+
 def _safe_div(num, den):
-    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1), 0.0)
+    xp = _xp(num, den)
+    return xp.where(den > 0, num / xp.where(den > 0, den, 1), 0.0)
+
+
+def _one_hot(y, k: int, xp, dtype=None):
+    if xp is jnp:
+        return jax.nn.one_hot(y, k, dtype=dtype or jnp.float32)
+    return np.eye(k, dtype=dtype or np.float64)[np.asarray(y)]
 
 
 @functools.partial(jax.jit, static_argnames="num_classes")
-def confusion_matrix(y_true, y_pred, num_classes: int):
-    """Counts (K, K), rows = true class, columns = predicted class."""
+def _confusion_matrix_jax(y_true, y_pred, num_classes: int):
     t = jax.nn.one_hot(y_true, num_classes, dtype=jnp.int32)
     p = jax.nn.one_hot(y_pred, num_classes, dtype=jnp.int32)
     return t.T @ p
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int):
+    """Counts (K, K), rows = true class, columns = predicted class (NumPy int64 for NumPy inputs)."""
+    if _xp(y_true, y_pred) is jnp:
+        return _confusion_matrix_jax(y_true, y_pred, num_classes)
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
+    return cm
 
 
 def conditional_confusion(cm):
@@ -43,8 +72,7 @@ def conditional_confusion(cm):
 
     ``cm`` may hold counts or expected counts (:func:`soft_confusion_matrix`); float64 stays float64.
     """
-    cm = jnp.asarray(cm)
-    cm = cm.astype(jnp.promote_types(cm.dtype, jnp.float32))
+    cm = _float(cm, _xp(cm))
     return _safe_div(cm, cm.sum(axis=1, keepdims=True))
 
 
@@ -53,9 +81,10 @@ def type1conf_matrix(cm):
 
     P(a|b) is the share of class-b samples predicted a, i.e. ``conditional_confusion(cm)[b, a]``.
     """
+    xp = _xp(cm)
     p = conditional_confusion(cm)
     m = 0.5 * (p + p.T)
-    return m * (1 - jnp.eye(m.shape[0]))
+    return m * (1 - xp.eye(m.shape[0]))
 
 
 def type1conf(cm, a: int, b: int):
@@ -146,13 +175,14 @@ def top_triplets(err, k: int = 5) -> list[dict]:
 # ----------------------------------------------------------------------------- class-wise
 
 def class_present(cm):
-    return jnp.asarray(cm).sum(axis=1) > 0
+    return _xp(cm).asarray(cm).sum(axis=1) > 0
 
 
 def precision_recall_f1(cm):
     """Class-wise precision, recall and F1 (each (K,)) from a confusion matrix; zero_division=0."""
-    cm = jnp.asarray(cm, jnp.float32)
-    tp = jnp.diag(cm)
+    xp = _xp(cm)
+    cm = _float(cm, xp)
+    tp = xp.diag(cm)
     precision = _safe_div(tp, cm.sum(axis=0))
     recall = _safe_div(tp, cm.sum(axis=1))
     f1 = _safe_div(2 * precision * recall, precision + recall)
@@ -160,51 +190,57 @@ def precision_recall_f1(cm):
 
 
 def accuracy(cm):
-    cm = jnp.asarray(cm, jnp.float32)
-    return _safe_div(jnp.trace(cm), cm.sum())
+    xp = _xp(cm)
+    cm = _float(cm, xp)
+    return _safe_div(xp.trace(cm), cm.sum())
 
 
 def balanced_accuracy(cm):
     """Mean recall over the classes present in y_true."""
+    xp = _xp(cm)
     _, recall, _ = precision_recall_f1(cm)
     present = class_present(cm)
-    return _safe_div(jnp.sum(jnp.where(present, recall, 0.0)), present.sum())
+    return _safe_div(xp.sum(xp.where(present, recall, 0.0)), present.sum())
 
 
 def macro_f1(cm):
-    return jnp.mean(precision_recall_f1(cm)[2])
+    return _xp(cm).mean(precision_recall_f1(cm)[2])
 
 
 def degree_of_bias(cm):
     """DOB: population standard deviation of the class-wise recalls over present classes (Sharma n.d.)."""
+    xp = _xp(cm)
     _, recall, _ = precision_recall_f1(cm)
     present = class_present(cm)
-    n = jnp.maximum(present.sum(), 1)
-    mean = jnp.sum(jnp.where(present, recall, 0.0)) / n
-    return jnp.sqrt(jnp.sum(jnp.where(present, jnp.square(recall - mean), 0.0)) / n)
+    n = xp.maximum(present.sum(), 1)
+    mean = xp.sum(xp.where(present, recall, 0.0)) / n
+    return xp.sqrt(xp.sum(xp.where(present, xp.square(recall - mean), 0.0)) / n)
 
 
 def precision_std(cm):
     """Population standard deviation of the class-wise precisions over all classes (Sharma n.d.)."""
-    return jnp.std(precision_recall_f1(cm)[0])
+    return _xp(cm).std(precision_recall_f1(cm)[0])
 
 
 def _avg_ranks(scores):
     """1-based average ranks (ties share their mean rank), (N,) -> (N,)."""
-    s = jnp.sort(scores)
-    lo = jnp.searchsorted(s, scores, side="left")
-    hi = jnp.searchsorted(s, scores, side="right")
+    xp = _xp(scores)
+    s = xp.sort(scores)
+    lo = xp.searchsorted(s, scores, side="left")
+    hi = xp.searchsorted(s, scores, side="right")
     return (lo + hi + 1) / 2.0
 
 
 def binary_auroc(y, scores):
     """ROC AUC of scores for binary y (N,) via the Mann-Whitney statistic; 0.5 if undefined."""
-    y = jnp.asarray(y, jnp.float32)
+    xp = _xp(y, scores)
+    y = _float(y, xp)
     npos = y.sum()
     nneg = y.shape[0] - npos
-    ranks = _avg_ranks(jnp.asarray(scores, jnp.float32))
-    u = jnp.sum(ranks * y) - npos * (npos + 1) / 2
-    return jnp.where((npos > 0) & (nneg > 0), u / jnp.maximum(npos * nneg, 1), 0.5)
+    # the scores in float32 on both paths: ties (which average ranks) are those of the float32 scores
+    ranks = _avg_ranks(xp.asarray(scores, np.float32))
+    u = xp.sum(ranks * y) - npos * (npos + 1) / 2
+    return xp.where((npos > 0) & (nneg > 0), u / xp.maximum(npos * nneg, 1), 0.5)
 
 
 def binary_average_precision(y, scores):
@@ -225,7 +261,11 @@ def binary_average_precision(y, scores):
 
 def auroc_ovr(y_true, scores, num_classes: int):
     """One-vs-rest AUROC per class (K,), single-label y_true (N,), scores (N, K)."""
-    onehot = jax.nn.one_hot(y_true, num_classes)
+    xp = _xp(y_true, scores)
+    onehot = _one_hot(y_true, num_classes, xp)
+    if xp is np:
+        scores = np.asarray(scores)
+        return np.array([binary_auroc(onehot[:, k], scores[:, k]) for k in range(num_classes)])
     return jax.vmap(binary_auroc, in_axes=(1, 1))(onehot, scores)
 
 
@@ -235,24 +275,18 @@ def mean_average_precision(y_true, scores):
 
 
 def summarize(y_true, logits, num_classes: int) -> dict:
-    """All single-label diagnosis numbers for one prediction set, as plain Python/numpy values."""
-    y_true = jnp.asarray(y_true)
-    logits = jnp.asarray(logits)
-    y_pred = jnp.argmax(logits, axis=-1)
-    cm = confusion_matrix(y_true, y_pred, num_classes)
-    precision, recall, f1 = precision_recall_f1(cm)
+    """All single-label diagnosis numbers for one prediction set, as plain Python/numpy values
+    (:func:`_single_label_arrays`: NumPy for NumPy inputs, one compiled program for JAX arrays)."""
+    a = _single_label_arrays(y_true, logits, num_classes)
     return {
-        "accuracy": float(accuracy(cm)),
-        "balanced_accuracy": float(balanced_accuracy(cm)),
-        "macro_f1": float(macro_f1(cm)),
-        "dob": float(degree_of_bias(cm)),
-        "precision_std": float(precision_std(cm)),
-        "confusion_matrix": np.asarray(cm),
-        "type1conf": np.asarray(type1conf_matrix(cm)),
-        "per_class": {
-            "precision": np.asarray(precision), "recall": np.asarray(recall), "f1": np.asarray(f1),
-            "auroc": np.asarray(auroc_ovr(y_true, jax.nn.softmax(logits), num_classes)),
-        },
+        "accuracy": float(a["accuracy"]),
+        "balanced_accuracy": float(a["balanced_accuracy"]),
+        "macro_f1": float(a["macro_f1"]),
+        "dob": float(a["dob"]),
+        "precision_std": float(a["precision_std"]),
+        "confusion_matrix": np.asarray(a["confusion_matrix"]),
+        "type1conf": np.asarray(a["type1conf"]),
+        "per_class": {k: np.asarray(a[k]) for k in ("precision", "recall", "f1", "auroc")},
     }
 
 
@@ -426,8 +460,9 @@ def disparate_impact(cm):
     TPR_c / FPR_c (the positive likelihood ratio); higher = the model singles out class c more
     sharply. 0 when undefined (no example of c, or FPR_c = 0). cm: (K, K) counts, rows = true.
     """
-    cm = jnp.asarray(cm, jnp.float32)
-    tp = jnp.diag(cm)
+    xp = _xp(cm)
+    cm = _float(cm, xp)
+    tp = xp.diag(cm)
     pos = cm.sum(axis=1)
     fp = cm.sum(axis=0) - tp
     neg = cm.sum() - pos
@@ -441,30 +476,58 @@ def disparate_impact_soft(y_true, probs, num_classes: int):
     Our reading of Sharma's (n.d.) class-wise DI (it prints DI > 0 for a class never predicted); y_true (N,),
     probs (N, K) rows summing to 1.
     """
-    onehot = jax.nn.one_hot(jnp.asarray(y_true), num_classes)
-    probs = jnp.asarray(probs, jnp.float32)
+    xp = _xp(y_true, probs)
+    onehot = _one_hot(y_true, num_classes, xp)
+    probs = _float(probs, xp)
     in_c = _safe_div((onehot * probs).sum(0), onehot.sum(0))
     out_c = _safe_div(((1 - onehot) * probs).sum(0), (1 - onehot).sum(0))
     return _safe_div(in_c, out_c)
 
 
-@functools.partial(jax.jit, static_argnames="num_classes")
-def _averaged_arrays(y_true, logits, num_classes: int) -> dict:
-    probs = jax.nn.softmax(logits.astype(jnp.float32))
-    cm = confusion_matrix(y_true, jnp.argmax(probs, -1), num_classes)
-    support = cm.sum(axis=1).astype(jnp.float32)
-    weights = support / jnp.maximum(support.sum(), 1)
+def _single_label_arrays(y_true, logits, num_classes: int) -> dict:
+    """Every number of :func:`summarize`, :func:`averaged_metrics` and :func:`bias_summary` (the formulas
+    are the functions above): in NumPy for NumPy inputs (nothing compiled), else in one compiled program
+    (the command line compiled each metric separately before, ~100 small programs for one diagnosis)."""
+    if _xp(y_true, logits) is jnp:
+        return _single_label_arrays_jax(y_true, logits, num_classes)
+    return _single_label_numbers(np.asarray(y_true), np.asarray(logits), num_classes, np)
+
+
+def _softmax(z, xp):
+    z = _float(z, xp)
+    e = xp.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _single_label_numbers(y_true, logits, num_classes: int, xp) -> dict:
+    probs = _softmax(xp.asarray(logits, np.float32), xp)
+    cm = confusion_matrix(y_true, xp.argmax(logits, -1), num_classes)
+    support = _float(cm.sum(axis=1), xp)
+    weights = support / xp.maximum(support.sum(), 1)
     present = class_present(cm)
     auroc = auroc_ovr(y_true, probs, num_classes)
-    out = {}
-    for name, values in zip(("precision", "recall", "f1"), precision_recall_f1(cm)):
-        out[f"{name}_macro"] = jnp.mean(values)
-        out[f"{name}_weighted"] = jnp.sum(weights * values)
-    out["auroc_macro"] = _safe_div(jnp.sum(jnp.where(present, auroc, 0.0)), present.sum())
-    out["auroc_weighted"] = jnp.sum(weights * auroc)
+    precision, recall, f1 = precision_recall_f1(cm)
+    out = {"confusion_matrix": cm, "accuracy": accuracy(cm), "balanced_accuracy": balanced_accuracy(cm),
+           "macro_f1": macro_f1(cm), "dob": degree_of_bias(cm), "precision_std": precision_std(cm),
+           "type1conf": type1conf_matrix(cm), "precision": precision, "recall": recall, "f1": f1,
+           "auroc": auroc, "probs": probs}
+    for name, values in zip(("precision", "recall", "f1"), (precision, recall, f1)):
+        out[f"{name}_macro"] = xp.mean(values)
+        out[f"{name}_weighted"] = xp.sum(weights * values)
+    out["auroc_macro"] = _safe_div(xp.sum(xp.where(present, auroc, 0.0)), present.sum())
+    out["auroc_weighted"] = xp.sum(weights * auroc)
     out["disparate_impact"] = disparate_impact(cm)
     out["disparate_impact_soft"] = disparate_impact_soft(y_true, probs, num_classes)
-    return out, cm, auroc
+    return out
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def _single_label_arrays_jax(y_true, logits, num_classes: int) -> dict:
+    return _single_label_numbers(y_true, logits, num_classes, jnp)
+
+
+AVERAGED_KEYS = tuple(f"{name}_{how}" for name in ("precision", "recall", "f1", "auroc")
+                      for how in ("macro", "weighted"))
 
 
 def averaged_metrics(y_true, logits, num_classes: int) -> dict:
@@ -475,22 +538,22 @@ def averaged_metrics(y_true, logits, num_classes: int) -> dict:
     y_true (N,) int, logits (N, K). AUROC averages run over the classes present in ``y_true`` (the
     others have no defined AUROC); precision/recall/F1 macro averages over all K classes.
     """
-    arrays, _, _ = _averaged_arrays(jnp.asarray(y_true), jnp.asarray(logits), num_classes)
-    return {k: (np.asarray(v) if np.ndim(v) else float(v)) for k, v in arrays.items()}
+    a = _single_label_arrays(y_true, logits, num_classes)
+    out = {k: float(a[k]) for k in AVERAGED_KEYS}
+    out.update({k: np.asarray(a[k]) for k in ("disparate_impact", "disparate_impact_soft")})
+    return out
 
 
 def bias_summary(y_true, logits, num_classes: int) -> dict:
     """Every number of Sharma's (n.d.) tables for one prediction set (one compiled call): accuracy, DOB,
     precision std, the :func:`averaged_metrics` averages, the confusion matrix and ``per_class``
     precision, recall, F1, AUROC, DI and soft DI (numpy). y_true (N,) int, logits (N, K)."""
-    arrays, cm, auroc = _averaged_arrays(jnp.asarray(y_true), jnp.asarray(logits), num_classes)
-    precision, recall, f1 = precision_recall_f1(cm)
-    out = {"accuracy": float(accuracy(cm)), "dob": float(degree_of_bias(cm)),
-           "precision_std": float(precision_std(cm)), "confusion_matrix": np.asarray(cm)}
-    out.update({k: float(v) for k, v in arrays.items() if not np.ndim(v)})
-    out["per_class"] = {"precision": np.asarray(precision), "recall": np.asarray(recall), "f1": np.asarray(f1),
-                        "auroc": np.asarray(auroc), "disparate_impact": np.asarray(arrays["disparate_impact"]),
-                        "disparate_impact_soft": np.asarray(arrays["disparate_impact_soft"])}
+    a = _single_label_arrays(y_true, logits, num_classes)
+    out = {"accuracy": float(a["accuracy"]), "dob": float(a["dob"]),
+           "precision_std": float(a["precision_std"]), "confusion_matrix": np.asarray(a["confusion_matrix"])}
+    out.update({k: float(a[k]) for k in AVERAGED_KEYS})
+    out["per_class"] = {k: np.asarray(a[k]) for k in ("precision", "recall", "f1", "auroc", "disparate_impact",
+                                                       "disparate_impact_soft")}
     return out
 
 

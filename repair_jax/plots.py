@@ -6,19 +6,39 @@ import io as _io
 from pathlib import Path
 from typing import Sequence
 
+import sys
+
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from repair_jax.io import write_bytes_atomic  # noqa: E402
+
+
+def __getattr__(name: str):
+    """``plt`` (``matplotlib.pyplot``), imported on first use: the figures of this module and
+    :mod:`repair_jax.bias.plots` need no pyplot (its import is a third of a second of ``diagnose``)."""
+    if name == "plt":
+        import matplotlib.pyplot as plt
+
+        return plt
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def subplots(*args, figsize=None, **kwargs):
+    """``(fig, axes)`` as ``plt.subplots``, on a figure pyplot does not track (saved by :func:`save_figure`,
+    then garbage)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    if "matplotlib.pyplot" in sys.modules:  # a pyplot figure: release it (a no-op for subplots' figures)
+        sys.modules["matplotlib.pyplot"].close(fig)
     write_bytes_atomic(path, buf.getvalue())
 
 
@@ -32,7 +52,7 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str 
     # 47-inch figure took seconds to draw
     size = min(max(4.0, 0.45 * k + 2), 14.0)
     ticks = 8 if k <= 30 else 4
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = subplots(figsize=(size, size))
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     ax.set_xticks(range(k), class_names, rotation=60 if k <= 30 else 90, ha="right" if k <= 30 else "center",
                   fontsize=ticks)
@@ -55,7 +75,7 @@ def plot_accuracy_drop(groups: dict, path: str | Path, xlabel: str = "|R|",
 
     ``groups``: method label -> list of (x, mean, half_width).
     """
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = subplots(figsize=(5.5, 3.6))
     for label, pts in groups.items():
         pts = sorted(pts)
         xs = np.arange(len(pts))

@@ -144,7 +144,8 @@ def load_run(path: str | Path) -> Run:
         model = create_model(cfg["model"], len(info["class_names"]), **cfg.get("model_kwargs", {}))
     except KeyError as e:
         raise UserError(f"run.json config in {path} lacks {e}") from None
-    template = init_variables(model, jax.random.PRNGKey(0), info["input_shape"])
+    # shapes only (no initialisation is computed, nothing is compiled): the checkpoint gives the values
+    template = jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0), info["input_shape"]))
     variables = restore_checkpoint(path / info.get("checkpoint", CHECKPOINT), template,
                                    info.get("checkpoint_sha256"))
     return Run(path, info, model, variables)

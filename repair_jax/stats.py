@@ -23,7 +23,6 @@ import warnings
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as _stats
 
 # |2 A12 - 1| (Cliff's delta) thresholds of Romano et al.; they reproduce every label of Zhong et al.'s (2022) Table 2
 # (e.g. 0.28 -> medium, 0.36 -> small, 0.24 -> large).
@@ -56,7 +55,7 @@ def wilcoxon_rank_sum(x: Sequence[float], y: Sequence[float]) -> float:
     x, y = np.asarray(x, float), np.asarray(y, float)
     if np.all(x == x[0]) and np.all(y == x[0]):
         return 1.0
-    return float(_stats.ranksums(x, y).pvalue)
+    return float(_scipy_stats().ranksums(x, y).pvalue)
 
 
 def min_rank_sum_p(n: int, m: int) -> float:
@@ -74,7 +73,7 @@ def one_sample_p(runs: Sequence[float], value: float) -> float | None:
     runs = np.asarray(runs, np.float64)
     if len(runs) < 2 or np.all(runs == runs[0]):
         return None
-    return float(_stats.ttest_1samp(runs, float(value)).pvalue)
+    return float(_scipy_stats().ttest_1samp(runs, float(value)).pvalue)
 
 
 def vargha_delaney_a12(x: Sequence[float], y: Sequence[float]) -> float:
@@ -97,7 +96,7 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float]:
     v = np.asarray(values, np.float64)
     if len(v) < 2:
         return float(v.mean()) if len(v) else float("nan"), 0.0
-    half = _stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    half = _scipy_stats().t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
     return float(v.mean()), float(half)
 
 
@@ -110,7 +109,7 @@ def t_test_p(a, b) -> float:
         return 1.0 if np.isclose(a[0], b[0]) else 0.0
     with warnings.catch_warnings():  # nearly constant samples: scipy warns, the p-value stands
         warnings.simplefilter("ignore", RuntimeWarning)
-        return float(_stats.ttest_ind(a, b).pvalue)
+        return float(_scipy_stats().ttest_ind(a, b).pvalue)
 
 
 def paired_t_test_p(a, b) -> float:
@@ -125,4 +124,11 @@ def paired_t_test_p(a, b) -> float:
     d = a - b
     if np.allclose(d, d[0]):
         return 1.0 if np.isclose(d[0], 0.0) else 0.0
-    return float(_stats.ttest_rel(a, b).pvalue)
+    return float(_scipy_stats().ttest_rel(a, b).pvalue)
+
+
+def _scipy_stats():
+    """``scipy.stats``, imported on first use (its import takes about a second)."""
+    from scipy import stats
+
+    return stats

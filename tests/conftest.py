@@ -4,6 +4,14 @@ import shutil
 import tempfile
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+# No test reads data installed on the machine (Debian's dataset-fashion-mnist under /usr/share/datasets):
+# `make test` passes on a fresh clone with PyPI access only. Tests of Fashion-MNIST code paths use the
+# small IDX files of the `fashion_mnist_idx` fixture. The checks of the real files are marked
+# `real_data` and run only by `make test-real-data` (REPAIR_JAX_REAL_DATA=1), which searches the system.
+REAL_DATA = os.environ.get("REPAIR_JAX_REAL_DATA") == "1"
+if not REAL_DATA:
+    os.environ["REPAIR_JAX_SYSTEM_DATA"] = ""
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 # XLA's persistent compilation cache, fresh for each session (removed at exit) and inherited by the
@@ -31,6 +39,53 @@ if os.environ.get("REPAIR_JAX_TEST_XLA_OPT") != "1" and "xla_backend_optimizatio
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """``real_data`` tests (the real Fashion-MNIST files) are deselected unless REPAIR_JAX_REAL_DATA=1
+    (``make test-real-data``), and then they are the only ones run."""
+    keep, drop = [], []
+    for item in items:
+        (keep if (item.get_closest_marker("real_data") is not None) == REAL_DATA else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def write_idx(path, arr) -> None:
+    """Writes ``arr`` (uint8) as an IDX file, the format of the MNIST / Fashion-MNIST files
+    (gzipped when ``path`` ends in .gz), for :func:`repair_jax.data.read_idx` to read back."""
+    import gzip
+    import struct
+
+    arr = np.asarray(arr, np.uint8)
+    header = bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as f:
+        f.write(header + arr.tobytes())
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_idx_dir(tmp_path_factory):
+    """A small Fashion-MNIST-shaped data set written as the four IDX files (gzipped, the names of the
+    real ones): 1,200 training and 200 test 28x28 images, 10 classes, each class a fixed random
+    template plus noise (learnable, so smoke runs train a model that is better than chance)."""
+    d = tmp_path_factory.mktemp("fashion_mnist_idx")
+    rng = np.random.default_rng(0)
+    templates = rng.uniform(0, 1, (10, 7, 7)).repeat(4, axis=1).repeat(4, axis=2)  # blocky 28x28 patterns
+    for prefix, n in (("train", 1200), ("t10k", 200)):
+        y = rng.permutation(np.arange(n) % 10)
+        x = np.clip(templates[y] * 200 + rng.normal(0, 40, (n, 28, 28)), 0, 255).astype(np.uint8)
+        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return d
+
+
+@pytest.fixture
+def fashion_mnist_idx(fashion_mnist_idx_dir, monkeypatch):
+    """``load_dataset("fashion_mnist")`` in this test reads :func:`fashion_mnist_idx_dir`'s IDX files
+    (through the real IDX loader, found by ``$REPAIR_JAX_DATA``)."""
+    monkeypatch.setenv("REPAIR_JAX_DATA", str(fashion_mnist_idx_dir))
+    return fashion_mnist_idx_dir
 
 
 @pytest.fixture(scope="session")

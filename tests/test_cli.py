@@ -229,6 +229,13 @@ def _read_only_dir(tmp_path):
     (["repair", "--run", "{tmp}/missing", "--pair", "1,2", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["repair", "--run", "{run}", "--pairs", "1,2;3,4;2,1"], "given twice"),
     (["irepair", "--run", "{tmp}/missing", "--class", "1", "--repair-size", "2", "--ub", "0"], "--ub must be >= 1"),
+    # issue 26: a class named twice, a split left empty, a run given twice, a bad index with a nested --out
+    (["irepair", "--run", "{run}", "--classes", "1", "1", "--repair-size", "2"], "names class 1 more than once"),
+    (["train", "--dataset", "npz:{tmp}/small.npz", "--epochs", "1"], "the val split is empty"),
+    (["compare", "{run}", "{run}/"], "is given twice"),
+    (["explain", "--run", "{run}", "--index", "100000", "--methods", "grad", "--out", "{tmp}/a/b/c"],
+     "--index 100000 is out of range"),
+    (["diagnose", "--run", "{tmp}/corrupt_ckpt", "--out", "{tmp}/a/b"], "corrupt"),
 ])
 def test_every_bad_input_is_one_line_exit_2_before_any_work(run_dir, tmp_path, args, message):
     """Point 5: one line, exit 2, no traceback, nothing written; flags are checked before a run is loaded
@@ -238,6 +245,10 @@ def test_every_bad_input_is_one_line_exit_2_before_any_work(run_dir, tmp_path, a
     np.savez(tmp_path / "empty.npz", x=np.zeros((0, 3, 3), np.float32), y=np.zeros(0, np.int64))
     x = np.random.default_rng(0).random((40, 3, 3)).astype(np.float32)
     np.savez(tmp_path / "float.npz", x=x, y=np.repeat(np.arange(4), 10) + 0.5)
+    np.savez(tmp_path / "small.npz", x=x[:12], y=np.repeat(np.arange(4), 3))  # 3 per class: no validation example
+    import shutil
+    shutil.copytree(run_dir, tmp_path / "corrupt_ckpt")
+    (tmp_path / "corrupt_ckpt" / "checkpoint.msgpack").write_bytes(b"\x00" * 8)
     subst = {"{tmp}": str(tmp_path), "{run}": str(run_dir), "{ro}": _read_only_dir(tmp_path)}
     args = [functools.reduce(lambda a, kv: a.replace(*kv), subst.items(), a) for a in args]
     if "--out" not in args:
@@ -245,7 +256,7 @@ def test_every_bad_input_is_one_line_exit_2_before_any_work(run_dir, tmp_path, a
     rc, err = _main_err([*args, "--no-progress"])
     assert rc == 2 and len(err) == 1 and message in err[0], err
     assert err[0].startswith(f"repair-jax {args[0]}: error:")
-    assert not (tmp_path / "a").exists() and (tmp_path / "file.txt").read_text() == "not a directory"
+    assert not (tmp_path / "a").exists() and (tmp_path / "file.txt").read_text() == "not a directory"  # nor a/b
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
 
 
@@ -299,3 +310,53 @@ def test_library_imports_neither_benchmarks_nor_experiments():
                 assert name.split(".")[0] not in ("benchmarks", "experiments"), (path, name)
     find = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     assert find["include"] == ["repair_jax*"]
+
+
+def _env_without_jax_cache(**extra):
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE", "REPAIR_JAX_COMPILATION_CACHE"))}
+    env.update(extra)
+    return env
+
+
+def test_a_subcommand_imports_only_its_own_stack(run_dir, tmp_path):
+    """Issue 26 part 2: `diagnose` builds the parser of its own flags only: the explanation stack (1.8 s
+    to import) is not imported, nor scikit-learn or scipy.stats (digits are read from scikit-learn's file)."""
+    code = ("import sys; from repair_jax.cli import main; "
+            f"rc = main(['diagnose', '--run', {str(run_dir)!r}, '--out', {str(tmp_path / 'd')!r}, '--no-progress']); "
+            "print(rc, sorted(m for m in ('repair_jax.explain', 'sklearn', 'scipy.stats') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=_env_without_jax_cache(REPAIR_JAX_COMPILATION_CACHE="off"))
+    assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
+
+
+def test_the_compilation_cache_is_on_by_default_and_can_be_moved_or_disabled(run_dir, tmp_path, monkeypatch):
+    """The CLI keeps compiled programs in the user cache directory (XDG_CACHE_HOME/repair_jax/xla), in
+    REPAIR_JAX_COMPILATION_CACHE when set, nowhere with `off`; an unusable directory is one note, not an error."""
+    from repair_jax.compilation_cache import cache_dir_setting
+
+    monkeypatch.delenv("REPAIR_JAX_COMPILATION_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir_setting() == tmp_path / "xdg" / "repair_jax" / "xla"
+    for off in ("off", "0", ""):
+        monkeypatch.setenv("REPAIR_JAX_COMPILATION_CACHE", off)
+        assert cache_dir_setting() is None
+    diagnose = [sys.executable, "-m", "repair_jax", "diagnose", "--run", str(run_dir), "--no-progress", "--out"]
+    for name, extra, cache in (("default", {}, tmp_path / "xdg" / "repair_jax" / "xla"),
+                               ("moved", {"REPAIR_JAX_COMPILATION_CACHE": str(tmp_path / "c")}, tmp_path / "c")):
+        env = _env_without_jax_cache(XDG_CACHE_HOME=str(tmp_path / "xdg"), **extra)
+        r = subprocess.run([*diagnose, str(tmp_path / name)], capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr
+        assert any(cache.iterdir()), name  # compiled programs were written
+    import shutil
+
+    shutil.rmtree(tmp_path / "xdg")
+    env = _env_without_jax_cache(XDG_CACHE_HOME=str(tmp_path / "xdg"), REPAIR_JAX_COMPILATION_CACHE="off")
+    r = subprocess.run([*diagnose, str(tmp_path / "off")], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and not (tmp_path / "xdg" / "repair_jax").exists()  # (matplotlib keeps its own there)
+    env = _env_without_jax_cache(REPAIR_JAX_COMPILATION_CACHE=str(tmp_path / "file.txt" / "c"))
+    (tmp_path / "file.txt").write_text("a file")
+    r = subprocess.run([*diagnose, str(tmp_path / "bad")], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and "note: compilation cache off: cannot use" in r.stderr

@@ -75,6 +75,19 @@ def test_idx_reader_rejects_corrupt_files(tmp_path):
         read_idx(tmp_path / "trunc")
 
 
+def test_system_data_directory_is_searched_last_and_can_be_hidden(tmp_path, monkeypatch, fashion_mnist_idx_dir):
+    monkeypatch.delenv("REPAIR_JAX_DATA", raising=False)
+    monkeypatch.setenv("REPAIR_JAX_SYSTEM_DATA", str(fashion_mnist_idx_dir.parent))  # a base holding the files
+    assert find_fashion_mnist_dir() is None  # neither the base nor base/fashion-mnist holds them
+    monkeypatch.setenv("REPAIR_JAX_SYSTEM_DATA", str(fashion_mnist_idx_dir))
+    assert find_fashion_mnist_dir() == fashion_mnist_idx_dir
+    assert find_fashion_mnist_dir(tmp_path) == fashion_mnist_idx_dir  # tmp_path has no files: falls through
+    monkeypatch.setenv("REPAIR_JAX_SYSTEM_DATA", "")  # none: what the suite runs with
+    assert find_fashion_mnist_dir() is None
+    with pytest.raises(UserError, match="not prepared"):  # then TFDS, which has no prepared data either
+        load_dataset("fashion_mnist", seed=0, data_dir=str(tmp_path))
+
+
 def test_fashion_mnist_from_a_written_idx_directory(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 240), ("t10k", 50)):
@@ -86,10 +99,12 @@ def test_fashion_mnist_from_a_written_idx_directory(tmp_path, monkeypatch):
     assert ds.class_names[0] == "T-shirt/top" and ds.input_shape == (28, 28, 1)
 
 
+@pytest.mark.real_data
 def test_debian_fashion_mnist_files():
-    """The real Fashion-MNIST installed by .ci/run (Debian package dataset-fashion-mnist)."""
-    if find_fashion_mnist_dir() is None:
-        pytest.skip(f"{DEBIAN_FASHION_MNIST} not installed (.ci/run installs it)")
+    """The real Fashion-MNIST (Debian package dataset-fashion-mnist): run by `make test-real-data` only."""
+    assert find_fashion_mnist_dir() is not None, (
+        f"no Fashion-MNIST IDX files in $REPAIR_JAX_DATA or {DEBIAN_FASHION_MNIST}: "
+        "`apt-get install dataset-fashion-mnist` first")
     ds = load_dataset("fashion_mnist", seed=0)
     assert len(ds.test) == 10_000
     assert len(ds.train) + len(ds.val) + len(ds.pool) == 60_000
@@ -201,3 +216,16 @@ def test_unprepared_tfds_data_is_one_clear_line(tmp_path):
         load_dataset("mnist", data_dir=str(tmp_path))
     msg = str(e.value)
     assert "not prepared" in msg and "tfds build mnist" in msg and "KeyError" not in msg and "\n" not in msg
+
+
+def test_digits_read_without_scikit_learn_are_scikit_learns():
+    """data.digits_arrays reads scikit-learn's digits file itself (a command's start does not import
+    scikit-learn); the arrays are load_digits' own."""
+    from sklearn.datasets import load_digits
+
+    from repair_jax.data import digits_arrays
+
+    images, target = digits_arrays()
+    d = load_digits()
+    np.testing.assert_array_equal(images, d.images)
+    np.testing.assert_array_equal(target, d.target)

@@ -329,3 +329,34 @@ def test_an_existing_run_trained_otherwise_is_refused(mlp_study):
         trained_run(run.path, dataclasses.replace(run.config, epochs=3), progress=False)
     with pytest.raises(UserError, match="no run.json there"):
         trained_run(run.path.parent / "none", None, progress=False)
+
+
+@pytest.mark.parametrize("case", ["syntax_error", "raises", "out_under_a_file", "out_unwritable", "unknown_flag"])
+def test_driver_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, capsys):
+    """Issue 26: the experiment driver's bad inputs that gave tracebacks (a config with a syntax error,
+    --out under a file or where nothing can be written) or a multi-line usage (an unknown flag)."""
+    import os
+
+    from experiments.run import main
+
+    good = ROOT / "experiments" / "configs" / "wr_os_frontier.py"
+    (tmp_path / "file.txt").write_text("a file")
+    (tmp_path / "bad_syntax.py").write_text("def get_config(smoke=False):\n    return (\n")
+    (tmp_path / "raises.py").write_text("import no_such_module_xyz\n")
+    out = str(tmp_path / "o")
+    argv = {"syntax_error": [str(tmp_path / "bad_syntax.py"), "--out", out],
+            "raises": [str(tmp_path / "raises.py"), "--out", out],
+            "out_under_a_file": [str(good), "--out", str(tmp_path / "file.txt" / "o")],
+            "out_unwritable": [str(good), "--out", "/sys/o" if os.geteuid() == 0 else "/proc/o"],
+            "unknown_flag": [str(good), "--out", out, "--bogus"]}[case]
+    message = {"syntax_error": "bad_syntax.py:2: the config file is not valid Python",
+               "raises": "ModuleNotFoundError", "out_under_a_file": "which is a file",
+               "out_unwritable": "cannot create files", "unknown_flag": "unrecognized arguments: --bogus"}[case]
+    try:
+        rc = main([*argv, "--no-progress"])
+    except SystemExit as e:  # argparse's error path
+        rc = e.code
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert err[0].startswith("python -m experiments.run: error:" if case == "unknown_flag" else "experiments.run: error:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad_syntax.py", "file.txt", "raises.py"]

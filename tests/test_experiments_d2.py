@@ -77,7 +77,7 @@ def test_noisy_labels_fi0_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_spurious_smoke(tmp_path):
+def test_spurious_smoke(tmp_path, fashion_mnist_idx):  # Fashion-MNIST: the small IDX files of conftest
     _run("guiding_spurious", tmp_path)
     rows = _read(tmp_path / "summary.json")["rows"]
     assert [r["dataset"] for r in rows] == ["fashion_mnist"]  # the smoke sweep: the config's first data set

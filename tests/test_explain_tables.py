@@ -107,7 +107,7 @@ def test_training_point_ranking_matches_a_closed_form_hessian(trained_digits_mlp
 
 
 @pytest.mark.slow  # a smoke run of a whole config, as in tests/test_experiments.py
-def test_ood_study_smoke_and_resized_digits(tmp_path):
+def test_ood_study_smoke_and_resized_digits(tmp_path, fashion_mnist_idx):  # the IDX files of conftest
     from repair_jax.data import Split, load_dataset
     from repair_jax.explain.tables import resized_dataset
 
@@ -151,7 +151,7 @@ def test_module_outputs_traces_a_model_once():
 
 
 @pytest.mark.slow  # a smoke run of a whole config, as in tests/test_experiments.py
-def test_mislabelled_study_smoke_explains_flipped_points_with_both_labels(tmp_path):
+def test_mislabelled_study_smoke_explains_flipped_points_with_both_labels(tmp_path, fashion_mnist_idx):
     from repair_jax.explain.tables import MislabelledExplanationStudy
 
     config = load_config("experiments/configs/explain_mislabelled_sec4_3.py", smoke=True)

@@ -172,8 +172,8 @@ def test_influence_cli_several_test_indices_equal_single_runs(tmp_path, capsys):
 def test_cg_fits_of_one_loss_share_one_compiled_solve(logreg):
     """Two CG fits of the same loss and parameter structure (other parameters, other damping) reuse one
     compiled block solve: the operator's static part compares by value (hvp._BoundHVP), the solve is a
-    module-level jit (fitted._cg_columns)."""
-    from repair_jax.influence.fitted import _cg_columns
+    module-level jit (hvp._cg_segment, whose segment length is an input too)."""
+    from repair_jax.influence.hvp import _cg_segment as _cg_columns
 
     loss, params, train, test, l2, _ = logreg
     test = _first(test, 3)
@@ -188,3 +188,79 @@ def test_cg_fits_of_one_loss_share_one_compiled_solve(logreg):
         # the second fit's scores are its own (not the first fit's operator reused)
         reference, _ = fit_influence(loss, moved, train, method="explicit", l2=l2, damping=0.2).scores(test)
     np.testing.assert_allclose(scores, reference, rtol=1e-5, atol=1e-8)
+
+
+def _symmetric(rng, eigenvalues):
+    """A symmetric matrix with these eigenvalues and a random orthonormal basis (float32)."""
+    q, _ = np.linalg.qr(rng.normal(size=(len(eigenvalues), len(eigenvalues))))
+    return jnp.asarray((q * np.asarray(eigenvalues)) @ q.T, jnp.float32)
+
+
+def test_cg_on_an_indefinite_system_stops_early_and_names_a_damping_that_converges(rng):
+    """Issue 26: CG on a Hessian that is not positive definite (an unregularised CNN) ran its 1000
+    iterations silently; after negative curvature and no progress for `patience` iterations it stops as
+    diverged, and the damping it suggests (from lambda_min = -5 here) converges."""
+    from repair_jax.influence.hvp import damping_advice, solve_cg_block
+
+    a = _symmetric(rng, np.concatenate([np.linspace(-5, -0.5, 300), np.linspace(0.5, 50, 1200)]))
+    b = jnp.asarray(rng.normal(size=(1500, 2)), jnp.float32)
+    _, report = solve_cg_block(lambda v: a @ v, b, 1e-5, 1000, patience=30)
+    assert report.diverged.all() and report.negative_curvature.all() and report.iterations.max() < 1000
+    assert np.all(report.min_curvature < 0) and np.all(report.min_curvature >= -5 - 1e-3)  # Rayleigh quotients
+    advice = damping_advice(report, 0.0, None, lambda v: a @ v, 1500)
+    d = advice["suggested_damping"]
+    assert d > 5 and advice["suggested_relative_damping"] == pytest.approx(d / 50, rel=0.05)
+    x, report = solve_cg_block(lambda v: a @ v + d * v, b, 1e-5, 1000)
+    assert not report.diverged.any() and not report.negative_curvature.any()
+    np.testing.assert_allclose(np.asarray(a @ x + d * x), np.asarray(b), atol=1e-3)
+    assert damping_advice(report, d, None) == {}  # nothing diverged: no advice
+    # an indefinite system CG does solve (a small one: at most P Krylov directions) is not called diverged
+    small = _symmetric(rng, np.linspace(-0.5, 10, 40))
+    x, report = solve_cg_block(lambda v: small @ v, b[:40], 1e-5, 1000)
+    assert report.negative_curvature.all() and not report.diverged.any()
+
+
+def test_cg_stops_on_a_growing_residual_and_reports_progress(rng):
+    """A residual grown tenfold above its best with no new best for `patience` iterations stops the solve
+    (here A = I + skew: p^T A p > 0 always, so no negative curvature warns of it); a solve over
+    `report_after` seconds prints its iterations, residual and an estimate of the time left."""
+    import io
+
+    from repair_jax.influence.hvp import solve_cg_block
+
+    s = rng.normal(size=(40, 40))
+    a = jnp.asarray(np.eye(40) + 3 * (s - s.T), jnp.float32)
+    stream = io.StringIO()
+    _, report = solve_cg_block(lambda v: a @ v, jnp.asarray(rng.normal(size=(40, 2)), jnp.float32), 1e-5, 1000,
+                               patience=20, progress=True, report_after=0, report_every=0, stream=stream)
+    assert report.diverged.all() and not report.negative_curvature.any() and report.iterations.max() < 1000
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("cg solve: iteration ") and "of at most 1000, relative residual" in lines[0]
+    assert "s left" in lines[0] and lines[-1].startswith("cg solve: done after")
+    quiet = io.StringIO()
+    solve_cg_block(lambda v: a @ v, jnp.asarray(rng.normal(size=(40, 1)), jnp.float32), 1e-5, 100,
+                   progress=False, report_after=0, report_every=0, stream=quiet)
+    assert quiet.getvalue() == ""
+
+
+def test_a_diverged_fitted_cg_solve_is_marked_with_the_damping_that_converges(logreg):
+    """The fitted block solve of an indefinite operator (the logistic-regression objective with an L2
+    coefficient below minus its Hessian's smallest eigenvalue): diverged columns, a warning naming the
+    damping, the suggestion in the summary, and a fit at that damping converges."""
+    from repair_jax.influence.hvp import InfluenceWarning
+
+    loss, params, train, test, l2, hess = logreg
+    with jax.enable_x64(True):
+        eigenvalues = np.linalg.eigvalsh(np.asarray(hess))
+        top = float(np.quantile(eigenvalues, 0.9))
+        shifted = l2 - top  # 90 % of the eigenvalues negative, the smallest eigenvalues[0] - top
+        fit = fit_influence(loss, params, train, method="cg", l2=shifted, tol=1e-8, max_iter=300)
+        with pytest.warns(InfluenceWarning, match="should make H \\+ damping I positive definite"):
+            _, r = fit.scores(_first(test, 2))
+        summary = r.summary()
+        assert r.status == "diverged" and summary["suggested_damping"] > top - eigenvalues[0]
+        assert max(c["iterations"] for c in summary["columns"]) < 300
+        fixed = fit_influence(loss, params, train, method="cg", l2=shifted, damping=summary["suggested_damping"],
+                              tol=1e-8, max_iter=300)
+        _, r = fixed.scores(_first(test, 2))
+        assert r.converged and "suggested_damping" not in r.summary()

@@ -23,12 +23,14 @@ def _random_labels(rng, n, k, missing_true=(), missing_pred=()):
 CASES = [dict(), dict(missing_true=(3,)), dict(missing_pred=(1, 4)), dict(missing_true=(0,), missing_pred=(0, 2))]
 
 
+@pytest.mark.parametrize("array", [jnp.asarray, np.asarray], ids=["jax", "numpy"])  # both paths of each metric
 @pytest.mark.parametrize("case", CASES)
-def test_classwise_against_sklearn(case):
+def test_classwise_against_sklearn(case, array):
     rng = np.random.default_rng(1)
     k = 6
     y, p = _random_labels(rng, 300, k, **case)
-    cm = M.confusion_matrix(jnp.asarray(y), jnp.asarray(p), k)
+    cm = M.confusion_matrix(array(y), array(p), k)
+    assert isinstance(cm, jax.Array) == (array is jnp.asarray)  # NumPy in, NumPy out: nothing compiled
     labels = np.arange(k)
     np.testing.assert_array_equal(cm, skm.confusion_matrix(y, p, labels=labels))
     prec, rec, f1 = M.precision_recall_f1(cm)
@@ -108,6 +110,7 @@ def test_auroc_and_average_precision_against_sklearn(ties):
         scores = np.round(scores * 8) / 8
     scores[np.arange(n), y] += 0.25
     au = np.asarray(M.auroc_ovr(jnp.asarray(y), jnp.asarray(scores), k))
+    np.testing.assert_allclose(M.auroc_ovr(y, scores, k), au, atol=1e-6)  # the NumPy path
     for c in range(k):
         assert au[c] == pytest.approx(skm.roc_auc_score(y == c, scores[:, c]), abs=1e-6)
         ap = float(M.binary_average_precision(y == c, scores[:, c]))
@@ -150,3 +153,18 @@ def test_summarize_keys_and_values(rng):
     s = M.summarize(y, logits, 3)
     assert s["accuracy"] == pytest.approx(skm.accuracy_score(y, logits.argmax(1)))
     assert set(s["per_class"]) == {"precision", "recall", "f1", "auroc"}
+
+
+def test_the_numpy_and_jax_paths_of_the_diagnosis_numbers_agree(rng):
+    """Issue 26: NumPy inputs give every diagnosis number in NumPy on the host (no compilation), JAX inputs
+    in one compiled program; the two agree (float64 vs float32)."""
+    y = rng.integers(0, 7, 400)
+    logits = rng.normal(size=(400, 7)).astype(np.float32) + 2 * np.eye(7, dtype=np.float32)[y]
+    host = M._single_label_arrays(y, logits, 7)
+    device = M._single_label_arrays(jnp.asarray(y), jnp.asarray(logits), 7)
+    assert set(host) == set(device)
+    for key in host:
+        assert isinstance(host[key], (np.ndarray, np.generic)), key
+        np.testing.assert_allclose(np.asarray(host[key], np.float64), np.asarray(device[key], np.float64),
+                                   rtol=1e-5, atol=1e-6, err_msg=key)
+    assert M.summarize(y, logits, 7)["accuracy"] == pytest.approx(float(np.mean(logits.argmax(1) == y)))

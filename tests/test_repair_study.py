@@ -219,3 +219,16 @@ def test_study_plot_names_need_no_shell_quoting(tmp_path, digits):
     pngs = sorted(p.name for p in (tmp_path / "s").glob("*.png"))
     assert "confusion_w-os_0.5.png" in pngs
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in pngs)
+
+
+def test_progress_never_counts_past_its_total(tiny_study, tmp_path, capsys):
+    """Issue 26: `make quickstart` printed "repair runs: 34/27"; every run is counted once, and the last
+    line reads total/total."""
+    import re
+
+    model, v, ds, cfg = tiny_study
+    with pytest.warns(InsufficientSeedsWarning):
+        run_study(model, v, ds, Targets(((3, 5),)), tmp_path / "s", cfg, progress=True, plots=False)
+    counts = [tuple(map(int, m)) for m in re.findall(r"repair runs: (\d+)/(\d+)", capsys.readouterr().err)]
+    assert counts and all(done <= total for done, total in counts), counts
+    assert counts[-1][0] == counts[-1][1] and [d for d, _ in counts] == list(range(1, len(counts) + 1))

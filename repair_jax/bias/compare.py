@@ -64,6 +64,7 @@ def compare_rows(run_paths: Sequence[str | Path], split: str = "test") -> tuple[
     """(class names, one :func:`evaluate_predictions` row per run); the runs must share their classes."""
     if len(run_paths) < 1:
         raise UserError("compare needs at least one run directory")
+    check_distinct_runs(run_paths)
     class_names, rows = None, []
     for name, path in zip(_names(run_paths), run_paths):
         names, y, logits = _run_predictions(path, split)
@@ -72,6 +73,16 @@ def compare_rows(run_paths: Sequence[str | Path], split: str = "test") -> tuple[
         class_names = names
         rows.append(evaluate_predictions(name, y, logits, len(names)))
     return list(class_names), rows
+
+
+def check_distinct_runs(run_paths: Sequence[str | Path]) -> None:
+    """A run given twice (the same directory, however spelled) would be two identical rows: refused."""
+    seen: dict[Path, str] = {}
+    for p in run_paths:
+        key = Path(p).resolve()
+        if key in seen:
+            raise UserError(f"run {p} is given twice (as {seen[key]} too); name each run once")
+        seen[key] = str(p)
 
 
 def compare_runs(run_paths: Sequence[str | Path], out: str | Path, split: str = "test",

@@ -8,13 +8,13 @@ from typing import Sequence
 
 import numpy as np
 
-from repair_jax.plots import plt, save_figure
+from repair_jax.plots import save_figure, subplots
 
 
 def plot_roc_curves(curves: Sequence[dict], class_names: Sequence[str], path: str | Path,
                     title: str = "ROC curves (one vs rest)", aurocs: Sequence[float] | None = None) -> None:
     """One line per class from :func:`repair_jax.metrics.roc_curves_ovr` records (``fpr``, ``tpr``)."""
-    fig, ax = plt.subplots(figsize=(5.0, 4.4))
+    fig, ax = subplots(figsize=(5.0, 4.4))
     for k, (curve, name) in enumerate(zip(curves, class_names)):
         label = name if aurocs is None else f"{name} (AUC {aurocs[k]:.3f})"
         ax.plot(curve["fpr"], curve["tpr"], lw=1.2, label=label)
@@ -32,7 +32,7 @@ def plot_comparison(rows: Sequence[dict], columns: Sequence[str], class_metric: 
 
     ``rows``: :func:`repair_jax.bias.compare.compare_runs` rows (``name``, each column, ``per_class``).
     """
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 3.8))
     width = 0.8 / max(len(rows), 1)
     for i, row in enumerate(rows):
         xs = np.arange(len(columns)) + i * width

@@ -29,7 +29,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
 from repair_jax.bias.compare import AVERAGE_COLUMNS, evaluate_predictions
 from repair_jax.errors import UserError
@@ -196,6 +195,8 @@ def dob_test(rows: list[dict], variant: str, baseline: str = "plain") -> dict:
     (None with fewer than 2 seeds each) and whether the variant lowers DOB (lower mean, p < 0.05)."""
     a = [r["dob"] for r in rows if r["variant"] == variant]
     b = [r["dob"] for r in rows if r["variant"] == baseline]
+    from scipy import stats  # here: its import takes about a second of every command that imports repair_jax.bias
+
     p = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if len(a) > 1 and len(b) > 1 else None
     diff = float(np.mean(a) - np.mean(b)) if a and b else None
     lowers = bool(diff is not None and diff < 0 and p is not None and p < 0.05)

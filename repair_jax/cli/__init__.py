@@ -31,19 +31,31 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser() -> Parser:
+def build_parser(commands=None) -> Parser:
+    """The parser; only the subcommands in ``commands`` (default: all) get their flags, so that a run
+    imports the stack of its own subcommand only (the others are still listed by ``--help``)."""
     parser = Parser(prog="repair-jax", description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, (module, help_) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
-        importlib.import_module(module).configure(p)
-        add_common_flags(p)
+        if commands is None or name in commands:
+            importlib.import_module(module).configure(p)
+            add_common_flags(p)
     return parser
 
 
+def _command_of(argv) -> str | None:
+    """The subcommand named in ``argv`` (its first argument that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(commands=(_command_of(argv),)).parse_args(argv)
     try:
+        from repair_jax.compilation_cache import enable_compilation_cache
+
+        enable_compilation_cache()
         check_args(args)
         return importlib.import_module(SUBCOMMANDS[args.command][0]).run(args)
     except UserError as e:

@@ -84,7 +84,8 @@ def run(args) -> int:
     from repair_jax.influence.workflow import influence_run
 
     # x64: influence_run computes inside jax.enable_x64 (scoped: callers of main() in-process keep float32)
-    s = influence_run(args.run, args.out, x64=args.x64, force=args.force, **_options(args))
+    s = influence_run(args.run, args.out, x64=args.x64, force=args.force, progress=not args.no_progress,
+                      **_options(args))
     t, solver = s["target"], s["solver"]
     if t["kind"] == "test_loss":
         what = f"loss of {t['split']} point {t['test_index']}"
@@ -116,8 +117,12 @@ def _not_converged(solver: dict, out) -> str:
     """The one-line error of a solve with a column that did not converge (naming the test points)."""
     bad = [c["test_index"] for c in solver.get("columns", []) if not c["converged"] and "test_index" in c]
     which = f" for test points {bad[:10]}{'...' if len(bad) > 10 else ''}" if len(solver.get("columns", [])) > 1 else ""
+    if "suggested_relative_damping" in solver:
+        fix = f"--relative-damping {solver['suggested_relative_damping']:.3g} should converge"
+    elif "suggested_damping" in solver:
+        fix = f"--damping {solver['suggested_damping']:.3g} should converge"
+    else:
+        fix = "raise --relative-damping" if solver["status"] == "diverged" else "raise --max-iter or --relative-damping"
     return (f"repair-jax influence: error: the {solver['method']} solve {solver['status'].replace('_', ' ')}{which} "
             f"(relative residual {solver['residual']:.3g} > tol {solver['tol']:.3g}); results in {out} are "
-            "marked NOT CONVERGED (" + ("raise --relative-damping" if solver["status"] == "diverged" else
-                                         "raise --max-iter or --relative-damping") +
-            ", or pass --allow-inexact to accept them)")
+            f"marked NOT CONVERGED ({fix}, or pass --allow-inexact to accept them)")

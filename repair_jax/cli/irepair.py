@@ -60,6 +60,9 @@ def run(args) -> int:
     config = check_flags(args)
     names = read_run_info(args.run)["class_names"]
     classes = [parse_class(c, names) for c in (args.classes or [args.class_])]
+    twice = sorted({names[c] for c in classes if classes.count(c) > 1})
+    if twice:  # its misclassified inputs would enter the repair set twice
+        raise UserError(f"--classes names class {', '.join(twice)} more than once")
     ctx = RepairContext.from_run(load_run(args.run))
     methods = ["irepair"] + ([args.baseline] if args.baseline else [])
     runs, notes = [], set()

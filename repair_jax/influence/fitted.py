@@ -29,7 +29,6 @@ at a time. Every block solve reports a relative residual, iterations and a statu
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 from typing import Any
 
@@ -41,8 +40,8 @@ from jax.flatten_util import ravel_pytree
 from repair_jax.errors import UserError
 from repair_jax.influence.gradients import LossFn, batch_size_of, per_example_grad_dot, per_example_grads
 from repair_jax.influence.hvp import (
-    DEFAULT_MAX_ITER, DEFAULT_TOL, InfluenceWarning, _status, damped_operator, hessian_matrix, largest_eigenvalue,
-    solve_cg, solve_lissa,
+    DEFAULT_MAX_ITER, DEFAULT_TOL, InfluenceWarning, _status, advice_text, damped_operator, damping_advice,
+    hessian_matrix, largest_eigenvalue, solve_cg_block, solve_lissa,
 )
 
 FIT_METHODS = ("explicit", "cg", "lissa", "kfac", "ekfac")
@@ -63,6 +62,7 @@ class BlockSolveResult:
     tol: float
     damping: float = 0.0
     largest_eigenvalue: float | None = None
+    advice: dict = dataclasses.field(default_factory=dict)  # the damping that would converge (diverged CG)
 
     @property
     def converged(self) -> bool:
@@ -88,7 +88,7 @@ class BlockSolveResult:
                "damping": float(self.damping), "columns": [self.column(j) for j in range(len(self.statuses))]}
         if self.largest_eigenvalue is not None:
             out["largest_eigenvalue"] = float(self.largest_eigenvalue)
-        return out
+        return {**out, **self.advice}
 
 
 @dataclasses.dataclass
@@ -114,6 +114,7 @@ class InfluenceFit:
     factor: tuple | None = None
     grads: jax.Array | None = None
     scale: float | None = None
+    progress: bool = False  # CG: report a solve running over a few seconds on stderr (solve_cg_block)
 
     def solve(self, b) -> BlockSolveResult:
         """``X = (H + damping I)^{-1} B`` for a (P,) or (P, M) block of flat quantity gradients."""
@@ -123,29 +124,22 @@ class InfluenceFit:
             raise UserError(f"right-hand sides must have shape (P,) or (P, M) with P = {self.size}, got {b.shape}")
         if not bool(jnp.all(jnp.isfinite(b))):
             raise UserError("a right-hand side of the inverse-HVP solve is not finite")
-        x, iters, ax = self._solve_block(b)
-        return _block_result(x, ax, b, iters, self)
+        x, iters, ax, report = self._solve_block(b)
+        return _block_result(x, ax, b, iters, self, report)
 
     def _solve_block(self, b):
-        """(x (P, M), iterations (M,), A x) for a checked (P, M) block."""
+        """(x (P, M), iterations (M,), A x, CG's report or None) for a checked (P, M) block."""
         if self.method == "explicit":
             x = _factor_solve(self.factor, b)
-            return x, np.ones(b.shape[1], int), self.hessian @ x
+            return x, np.ones(b.shape[1], int), self.hessian @ x, None
         if self.method == "lissa":
             # a Partial of the operator: its arrays enter the jitted steps as inputs, and fits of one loss
             # and parameter structure share the compiled steps
             block_mv = jax.tree_util.Partial(_columns, self.matvec)
             x, k, _ = solve_lissa(block_mv, b, self.scale, self.max_iter, self.tol)
-            return x, np.full(b.shape[1], k), block_mv(x)
-        x, k = _block_cg(self._cg_run, b)
-        return x, np.asarray(k), jax.vmap(self.matvec, in_axes=1, out_axes=1)(x)
-
-    @property
-    def _cg_run(self):
-        """:func:`_cg_columns` on this fit's operator (a Partial: it enters as an input, not constants), so
-        every :meth:`solve` / :meth:`scores` call, and every fit of the same loss and parameter structure,
-        reuses one compiled solve."""
-        return functools.partial(_cg_columns, self.matvec, tol=float(self.tol), max_iter=int(self.max_iter))
+            return x, np.full(b.shape[1], k), block_mv(x), None
+        x, report = _block_cg(self, b)
+        return x, report.iterations, jax.vmap(self.matvec, in_axes=1, out_axes=1)(x), report
 
     @property
     def size(self) -> int:
@@ -219,37 +213,43 @@ def _columns(op, v):
     return jax.vmap(op, in_axes=1, out_axes=1)(v)
 
 
-@functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
-def _cg_columns(op, b, tol: float, max_iter: int):
-    """CG (:func:`repair_jax.influence.hvp.solve_cg`) on ``op`` vmapped over the columns of a (P, M) block:
-    (x (P, M), iterations (M,))."""
-    return jax.vmap(lambda col: solve_cg(op, col, tol, max_iter), in_axes=1, out_axes=(1, 0))(b)
+def _block_cg(fit: InfluenceFit, b):
+    """CG (:func:`repair_jax.influence.hvp.solve_cg_block`, the fit's operator: a Partial, so every fit of
+    the same loss and parameter structure reuses one compiled segment) over the M columns of ``b``, in
+    blocks of :data:`CG_COLUMNS` columns: (x (P, M), the merged :class:`~repair_jax.influence.hvp.CGReport`)."""
+    from repair_jax.influence.hvp import CGReport
 
-
-def _block_cg(run, b):
-    """``run`` (:attr:`InfluenceFit._cg_run`) over the M columns of ``b``, in blocks of :data:`CG_COLUMNS`
-    columns (the last one padded with copies of column 0): (x (P, M), iterations (M,))."""
     m = b.shape[1]
-    if m <= CG_COLUMNS:
-        return run(b)
-    xs, ks = [], []
+    xs, reports = [], []
     for start in range(0, m, CG_COLUMNS):
         block = b[:, start:start + CG_COLUMNS]
-        pad = CG_COLUMNS - block.shape[1]
-        x, k = run(jnp.concatenate([block, jnp.repeat(block[:, :1], pad, axis=1)], 1) if pad else block)
-        xs.append(x[:, :CG_COLUMNS - pad])
-        ks.append(k[:CG_COLUMNS - pad])
-    return jnp.concatenate(xs, 1), jnp.concatenate(ks)
+        desc = "cg solve" if m <= CG_COLUMNS else f"cg solve (columns {start}-{start + block.shape[1] - 1} of {m})"
+        x, r = solve_cg_block(fit.matvec, block, float(fit.tol), int(fit.max_iter), progress=fit.progress, desc=desc)
+        xs.append(x)
+        reports.append(r)
+    merged = CGReport(*(np.concatenate([getattr(r, f.name) for r in reports])
+                        for f in dataclasses.fields(CGReport)))
+    return (xs[0] if len(xs) == 1 else jnp.concatenate(xs, 1)), merged
 
 
-def _block_result(x, ax, b, iters, fit: InfluenceFit) -> BlockSolveResult:
-    """Per-column relative residuals and statuses; non-finite raises, non-converged columns warn."""
+def _block_result(x, ax, b, iters, fit: InfluenceFit, report=None) -> BlockSolveResult:
+    """Per-column relative residuals and statuses (a column CG stopped as diverging is ``diverged``);
+    non-finite raises, non-converged columns warn (a diverged CG naming the damping that would converge)."""
     bn = jnp.linalg.norm(b, axis=0)
     res = np.asarray(jnp.linalg.norm(ax - b, axis=0) / jnp.where(bn > 0, bn, 1.0))
+    advice = (damping_advice(report, fit.damping, fit.largest_eigenvalue, fit.matvec, b.shape[0], b.dtype)
+              if report is not None else {})
     if not (np.all(np.isfinite(res)) and bool(jnp.all(jnp.isfinite(x)))):
         raise UserError(f"the {fit.method} inverse-HVP solve diverged to a non-finite value (add damping: "
-                        "the Hessian may not be positive definite)")
-    statuses = [_status(float(r), fit.tol) for r in res]
+                        "the Hessian may not be positive definite" + (f"; {advice_text(advice)}" if advice else "")
+                        + ")")
+    diverged = report.diverged if report is not None else np.zeros(len(res), bool)
+    statuses = ["diverged" if d and r > fit.tol else _status(float(r), fit.tol) for r, d in zip(res, diverged)]
+    if advice and any(s == "diverged" for s in statuses):
+        cause = "negative curvature met" if report.negative_curvature.any() else "a growing residual"
+        warnings.warn(f"{fit.method} inverse-HVP solve diverged ({cause}: H + damping I is not positive definite "
+                      f"enough at damping {fit.damping:.3g}) and was stopped; {advice_text(advice)}",
+                      InfluenceWarning, stacklevel=3)
     bad = [j for j, s in enumerate(statuses) if s != "converged"]
     if bad:
         warnings.warn(f"{fit.method} inverse-HVP solve did not converge for {len(bad)} of {len(statuses)} "
@@ -257,7 +257,8 @@ def _block_result(x, ax, b, iters, fit: InfluenceFit) -> BlockSolveResult:
                       f"residual {res.max():.3g} > tolerance {fit.tol:.3g}); those scores are approximate (add "
                       "damping or raise the iteration limit)", InfluenceWarning, stacklevel=3)
     return BlockSolveResult(x, fit.method, np.asarray(iters), res, statuses, fit.tol, fit.damping,
-                            None if fit.largest_eigenvalue is None else fit.largest_eigenvalue + fit.damping)
+                            None if fit.largest_eigenvalue is None else fit.largest_eigenvalue + fit.damping,
+                            advice if any(s == "diverged" for s in statuses) else {})
 
 
 def training_gradients(loss_fn: LossFn, params, batch: dict, *, store: bool | None = None,
@@ -280,7 +281,7 @@ def fit_influence(loss_fn: LossFn, params, train_batch: dict, *, method: str = "
                   damping: float = 0.0, relative_damping: float | None = None, chunk_size: int | None = 512,
                   tol: float | None = None, max_iter: int | None = None, store_gradients: bool | None = None,
                   max_gradient_bytes: int = MAX_GRADIENT_BYTES, scale: float | None = None,
-                  fisher: str | None = None, seed: int = 0) -> InfluenceFit:
+                  fisher: str | None = None, seed: int = 0, progress: bool = False) -> InfluenceFit:
     """Fits the reusable part of Eq. 3.1 (Adebayo 2022, Ch. 3.4) for the training objective
     ``mean_i l(z_i) + l2/2 ||theta||^2`` (see the module docstring): damping, for ``explicit`` the dense
     ``H + damping I`` (P <= 20,000) and its factorisation, for ``lissa`` its scale (default 1.1 x the
@@ -292,7 +293,12 @@ def fit_influence(loss_fn: LossFn, params, train_batch: dict, *, method: str = "
 
     ``kfac`` / ``ekfac``: Kronecker-factored curvature instead of H (:func:`repair_jax.influence.kfac.fit_kronecker`,
     which takes ``fisher`` (default "true") and ``seed``; ``relative_damping`` is then relative to the
-    approximation's largest eigenvalue; ``max_iter`` and ``scale`` are unused)."""
+    approximation's largest eigenvalue; ``max_iter`` and ``scale`` are unused).
+
+    ``progress``: CG solves running over a few seconds report their progress and an estimate of the time
+    left on stderr. A CG solve that diverges (negative curvature, or a residual grown tenfold for many
+    iterations) stops early, marked ``diverged``, with the damping that would converge in its summary
+    (:func:`repair_jax.influence.hvp.damping_advice`)."""
     if method not in FIT_METHODS:
         raise UserError(f"unknown fitted influence method {method!r}; choose one of {', '.join(FIT_METHODS)}")
     if method in ("kfac", "ekfac"):
@@ -308,7 +314,8 @@ def fit_influence(loss_fn: LossFn, params, train_batch: dict, *, method: str = "
                                                     relative_damping=relative_damping, chunk_size=chunk_size)
     fit = InfluenceFit(loss_fn, params, train_batch, method, float(damping), eig, matvec, unravel,
                        DEFAULT_TOL[method] if tol is None else float(tol),
-                       int(max_iter or DEFAULT_MAX_ITER["lissa" if method == "lissa" else "cg"]), chunk_size)
+                       int(max_iter or DEFAULT_MAX_ITER["lissa" if method == "lissa" else "cg"]), chunk_size,
+                       progress=progress)
     if method == "lissa":
         if scale is not None and not scale > 0:
             raise UserError(f"LiSSA scale must be positive, got {scale}")

@@ -14,13 +14,16 @@ Solvers (each returns an :class:`IHVPResult` with iterations, relative residual
 LiSSA residual that keeps growing); a solve that does not converge emits an :class:`InfluenceWarning`
 saying which, a non-finite one raises :class:`UserError`). ``relative_damping`` sets damping to a
 multiple of H's largest eigenvalue (:func:`largest_eigenvalue`), the scale-free default of
-``repair-jax influence``. :func:`solve_cg` is the project's one conjugate-gradient solver (also the
-linear solve of model guiding's implicit differentiation, through :func:`cg_solve_tree`).
+``repair-jax influence``. :func:`solve_cg` is the project's conjugate-gradient iteration, pure and
+jittable (the linear solve of model guiding's implicit differentiation, through :func:`cg_solve_tree`);
+:func:`solve_cg_block` runs the same iteration from the host in jitted segments for the influence solves,
+so a long solve reports its progress and a diverging one (a residual that grows, or stalls after negative
+curvature) stops early with the damping that would converge (:func:`damping_advice`).
 
 * ``explicit``: the dense Hessian (built from P Hessian-vector products) and a direct solve;
   for small models only (P <= ``MAX_EXPLICIT_PARAMS``).
 * ``cg``: conjugate gradients on HVPs (H must be positive definite: add damping for non-convex
-  models).
+  models; a diverging solve names the damping).
 * ``lissa``: the stochastic recursion of Agarwal et al. used by Koh & Liang,
   ``h_j = b + h_{j-1} - (H + damping I) h_{j-1} / scale``, ``x = h / scale``; it converges when
   ``scale`` exceeds the largest eigenvalue of ``H + damping I``. With ``lissa_batch_size`` each
@@ -203,7 +206,7 @@ def _status(res: float, tol: float, growing: bool = False) -> str:
     return "diverged" if (res > 1.0 or growing) else "not_converged"
 
 
-def _finish(x, matvec, b, method, iterations, tol, unravel, growing=False, **extra) -> IHVPResult:
+def _finish(x, matvec, b, method, iterations, tol, unravel, growing=False, hint=None, **extra) -> IHVPResult:
     bn = float(jnp.linalg.norm(b))
     res = float(jnp.linalg.norm(matvec(x) - b)) / (bn if bn > 0 else 1.0)
     if not (np.isfinite(res) and bool(jnp.all(jnp.isfinite(x)))):
@@ -215,7 +218,7 @@ def _finish(x, matvec, b, method, iterations, tol, unravel, growing=False, **ext
     if status == "diverged":
         cause = ("H + damping I has a negative eigenvalue or the scale is below its largest eigenvalue: "
                  "add damping or raise the scale") if method == "lissa" else \
-            "H + damping I is not positive definite: add damping"
+            "H + damping I is not positive definite: add damping" + (f"; {hint}" if hint else "")
         warnings.warn(f"{method} inverse-HVP solve diverged: relative residual {res:.3g} after {iterations} "
                       "iterations, " + ("growing with the iterations" if growing else "worse than x = 0") +
                       f"; the result is meaningless ({cause})", InfluenceWarning, stacklevel=3)
@@ -263,6 +266,184 @@ def solve_cg(matvec, b: jax.Array, tol: float = 1e-5, max_iter: int = 1000):
 
     x, r, p, rs, k = jax.lax.while_loop(cond, body, (jnp.zeros_like(b), b, b, bn2, 0))
     return x, k
+
+
+# CG driven from the host: the iterations run in jitted segments, so that a long solve reports its progress
+# and an estimate of the time left, and stops when it diverges instead of running to max_iter.
+
+#: A column whose relative residual is this many times its best so far, with no new best for
+#: ``patience`` iterations, has diverged (CG's residual is not monotone, but on a positive definite
+#: system it does not grow tenfold for long).
+CG_GROWTH = 10.0
+
+
+@dataclasses.dataclass
+class CGReport:
+    """What :func:`solve_cg_block` observed besides the solution: per column (M,) the iterations, whether
+    it met negative curvature (``p^T A p < 0``: A is not positive definite), whether it was stopped as
+    diverging (breakdown, or a residual growing or, after negative curvature, stagnating), and the
+    smallest Rayleigh quotient ``p^T A p / p^T p`` of A met (an upper bound on A's smallest eigenvalue)."""
+
+    iterations: np.ndarray
+    negative_curvature: np.ndarray
+    diverged: np.ndarray
+    min_curvature: np.ndarray
+
+
+@jax.jit
+def _cg_segment(op, state, bn2, tol, k_stop):
+    """CG iterations on the columns of a (P, M) block until each column converged (relative residual
+    <= tol), broke down (``p^T A p = 0``) or reached iteration ``k_stop`` (all inputs traced: one compiled
+    program per operator structure, whatever the segment length). Negative curvature does not stop a
+    column (CG can still solve an indefinite system); its smallest Rayleigh quotient is recorded."""
+    def one(x, r, p, rs, k, curv, stop, bn2):
+        def cond(c):
+            return (c[4] < k_stop) & (c[3] > tol * tol * bn2) & ~c[6]
+
+        def body(c):
+            x, r, p, rs, k, curv, stop = c
+            hp = op(p)
+            php = jnp.vdot(p, hp)
+            curv = jnp.minimum(curv, php / jnp.vdot(p, p))  # a Rayleigh quotient of A (< 0: A is indefinite)
+            bad = ~(jnp.abs(php) > 0)  # breakdown (p^T A p = 0 or not finite): no step can be taken
+            alpha = jnp.where(bad, 0.0, rs / jnp.where(bad, 1.0, php))
+            x = x + alpha * p
+            r = r - alpha * hp
+            rs_new = jnp.vdot(r, r)
+            p = r + (rs_new / rs) * p
+            return x, r, p, rs_new, k + 1, curv, bad
+
+        return jax.lax.while_loop(cond, body, (x, r, p, rs, k, curv, stop))
+
+    return jax.vmap(one, in_axes=(1, 1, 1, 0, 0, 0, 0, 0), out_axes=(1, 1, 1, 0, 0, 0, 0))(*state, bn2)
+
+
+def _as_operator(matvec):
+    """A jit argument: the operator itself when it is a pytree (a :class:`jax.tree_util.Partial`), else a
+    Partial of it (the function is then its static part)."""
+    return matvec if isinstance(matvec, jax.tree_util.Partial) else jax.tree_util.Partial(matvec)
+
+
+def solve_cg_block(matvec, b, tol: float, max_iter: int, *, progress: bool = False, desc: str = "cg solve",
+                   patience: int | None = None, report_after: float = 3.0, report_every: float = 10.0,
+                   stream=None):
+    """CG (as :func:`solve_cg`) on each column of the (P, M) block ``b`` from x0 = 0, run from the host in
+    jitted segments of about a second: ``(x (P, M), CGReport)``.
+
+    A column stops when its relative residual reaches ``tol``, at ``max_iter`` iterations, on breakdown
+    (``p^T A p = 0``), or as diverging when ``patience`` iterations (default max(50, max_iter // 10)) have
+    brought no new best residual and the residual has grown to :data:`CG_GROWTH` times its best or the
+    column has met negative curvature (an indefinite system CG is not solving). With
+    ``progress``, a solve running over ``report_after`` seconds prints a line to stderr every
+    ``report_every`` seconds: iterations, the worst relative residual and an estimate of the time left
+    (from the rate at which the residual has fallen so far)."""
+    import sys
+    import time
+
+    stream = stream or sys.stderr
+    patience = max(50, max_iter // 10) if patience is None else patience
+    op = _as_operator(matvec)
+    b = jnp.asarray(b)
+    m = b.shape[1]
+    bn2 = jnp.sum(b * b, axis=0)
+    state = (jnp.zeros_like(b), b, b, bn2, jnp.zeros(m, jnp.int32), jnp.full(m, jnp.inf, b.dtype),
+             jnp.zeros(m, bool))
+    watch = _DivergenceWatch(m, tol, patience, np.asarray(bn2, np.float64))
+    tol_arr = jnp.asarray(tol, b.dtype)
+    t0 = last_report = time.perf_counter()
+    k_done, seg = 0, 5
+    while True:
+        t = time.perf_counter()
+        k_stop = min(max_iter, k_done + seg)
+        state = jax.block_until_ready(_cg_segment(op, state, bn2, tol_arr, jnp.asarray(k_stop, jnp.int32)))
+        dt = time.perf_counter() - t
+        k, res, stopped = np.asarray(state[4]), watch.residuals(state), np.asarray(state[6])
+        growing = watch.update(k, res, stopped, np.asarray(state[5]) < 0)
+        if growing.any():
+            state = state[:6] + (jnp.asarray(stopped | growing),)
+        active = (res > tol) & (k < max_iter) & ~stopped & ~growing
+        k_done = int(k.max())
+        now = time.perf_counter()
+        if progress and now - t0 >= report_after and (now - last_report >= report_every or last_report == t0):
+            last_report = now
+            stream.write(_cg_progress_line(desc, k, res, active, tol, max_iter, now - t0, m) + "\n")
+            stream.flush()
+        if not active.any() or k_done >= max_iter:
+            break
+        seg = int(min(max(1, seg * (1.0 / max(dt, 1e-3))), 500, patience))  # about a second, checked often enough
+    if progress and last_report != t0:
+        stream.write(f"{desc}: done after {k_done} iterations, {time.perf_counter() - t0:.0f} s\n")
+    curv = np.asarray(state[5], np.float64)
+    breakdown = np.asarray(state[6]) & ~watch.growing & (watch.residuals(state) > tol)
+    return state[0], CGReport(np.asarray(state[4]), curv < 0, watch.growing | breakdown, curv)
+
+
+class _DivergenceWatch:
+    """The divergence rule of :func:`solve_cg_block` over its segments: per column the best relative
+    residual and its iteration; ``growing`` marks the columns to stop."""
+
+    def __init__(self, m: int, tol: float, patience: int, bn2: np.ndarray):
+        self.tol, self.patience, self.bn2 = tol, patience, np.where(bn2 > 0, bn2, 1.0)
+        self.best, self.k_best, self.growing = np.full(m, np.inf), np.zeros(m, int), np.zeros(m, bool)
+
+    def residuals(self, state) -> np.ndarray:
+        return np.sqrt(np.asarray(state[3], np.float64) / self.bn2)
+
+    def update(self, k, res, stopped, negative) -> np.ndarray:
+        improved = res < self.best
+        self.best, self.k_best = np.where(improved, res, self.best), np.where(improved, k, self.k_best)
+        self.growing |= (~stopped & (res > self.tol) & (k - self.k_best >= self.patience)
+                         & ((res > CG_GROWTH * self.best) | negative))
+        return self.growing
+
+
+def _cg_progress_line(desc, k, res, active, tol, max_iter, elapsed, m) -> str:
+    """``desc: iteration K of at most MAX, relative residual R (tol T), E s; about S s left``."""
+    cols = active if active.any() else np.ones_like(active)
+    kk, rr = k[cols].max(), res[cols].max()
+    per_iter = elapsed / max(int(k.max()), 1)
+    rate = -np.log(max(rr, 1e-300)) / max(int(kk), 1)  # log-residual fall per iteration (from 1 at k = 0)
+    left = min(max_iter - kk, np.log(rr / tol) / rate) if rate > 0 else max_iter - kk
+    which = f" ({int(active.sum())} of {m} right-hand sides running)" if m > 1 else ""
+    return (f"{desc}: iteration {int(kk)} of at most {max_iter}, relative residual {rr:.3g} (tol {tol:.3g}), "
+            f"{elapsed:.0f} s; about {max(left, 0) * per_iter:.0f} s left{which}")
+
+
+def damping_advice(report: CGReport, damping: float, largest_eigenvalue_h: float | None, matvec=None,
+                   size: int | None = None, dtype=jnp.float32) -> dict:
+    """The damping that would let a diverged CG converge. With negative curvature met, A = H + damping I
+    has an eigenvalue <= lambda_min(A) < 0, estimated as the smaller of the Rayleigh quotients CG met and
+    (given ``matvec`` on ``size`` parameters) ``lambda_max(A) - mu``, mu the largest eigenvalue of
+    ``lambda_max(A) I - A`` by power iteration (50 more HVPs); the suggestion is ``damping - 3 lambda_min(A)``
+    (both estimates approach from above, slowly on a wide spectrum: the factor 3 covers it). With a growing residual only (A
+    barely positive definite, float rounding wins): ten times the damping. ``{}`` when nothing diverged;
+    else ``{"suggested_damping": d}`` plus ``"suggested_relative_damping"`` (d / lambda_max(H)) when H's
+    largest eigenvalue is known or estimated."""
+    if not report.diverged.any():
+        return {}
+    lam_h = largest_eigenvalue_h
+    if report.negative_curvature.any():
+        low = float(np.min(report.min_curvature))
+        if matvec is not None and size:
+            top = (lam_h + damping) if lam_h else largest_eigenvalue(matvec, size, dtype)
+            lam_h = lam_h or top - damping
+            mu = largest_eigenvalue(lambda v: top * v - matvec(v), size, dtype, iters=50)
+            low = min(low, top - mu)
+        suggested = damping - 3.0 * low if low < 0 else 10.0 * max(damping, 1e-12)
+    else:
+        suggested = 10.0 * damping if damping > 0 else 1e-2 * (lam_h or 1.0)
+    out = {"suggested_damping": float(suggested)}
+    if lam_h:
+        out["suggested_relative_damping"] = float(suggested / lam_h)
+    return out
+
+
+def advice_text(advice: dict) -> str:
+    """``--relative-damping X`` (or ``--damping D``) would converge, for a message."""
+    if "suggested_relative_damping" in advice:
+        return (f"--relative-damping {advice['suggested_relative_damping']:.3g} (damping "
+                f"{advice['suggested_damping']:.3g}) should make H + damping I positive definite")
+    return f"--damping {advice['suggested_damping']:.3g} should make H + damping I positive definite"
 
 
 def cg_solve_tree(matvec, b, *, tol: float = 1e-5, maxiter: int = 1000):
@@ -335,13 +516,14 @@ DEFAULT_MAX_ITER = {"cg": 1000, "lissa": 5000}
 def solve_system(matvec, b: jax.Array, *, method: str = "cg", tol: float | None = None,
                  max_iter: int | None = None, scale: float | None = None, hessian: jax.Array | None = None,
                  sample_matvec=None, seed: int = 0, unravel=None, eigenvalue: float | None = None,
-                 damping: float = 0.0) -> IHVPResult:
+                 damping: float = 0.0, progress: bool = False) -> IHVPResult:
     """Solves ``A x = b`` for a symmetric operator ``matvec`` on flat (P,) vectors, reporting the
     relative residual and a status (see :class:`IHVPResult`).
 
     ``explicit`` needs the dense ``hessian`` (A itself). LiSSA's ``scale`` defaults to 1.1 x the largest
     eigenvalue of A (``eigenvalue`` if given, else 30 power iterations). ``unravel`` maps the flat
-    solution back to a pytree; ``damping`` and ``eigenvalue`` are recorded in the result.
+    solution back to a pytree; ``damping`` and ``eigenvalue`` are recorded in the result. CG runs
+    :func:`solve_cg_block` (``progress``: report a long solve on stderr; a diverging solve stops early).
     """
     if method not in SOLVERS:
         raise UserError(f"unknown inverse-HVP solver {method!r}; choose one of {', '.join(SOLVERS)}")
@@ -356,8 +538,13 @@ def solve_system(matvec, b: jax.Array, *, method: str = "cg", tol: float | None 
         x, _ = solve_explicit(hessian, b, tol)
         return _finish(x, matvec, b, method, 1, tol, unravel, **extra)
     if method == "cg":
-        x, k = solve_cg(matvec, b, tol, max_iter or DEFAULT_MAX_ITER["cg"])
-        return _finish(x, matvec, b, method, int(k), tol, unravel, **extra)
+        x, report = solve_cg_block(matvec, b[:, None], tol, max_iter or DEFAULT_MAX_ITER["cg"], progress=progress)
+        advice = damping_advice(report, damping, None if eigenvalue is None else eigenvalue - damping, matvec,
+                                b.shape[0], b.dtype)
+        hint = (f"stopped early ({'negative curvature met' if report.negative_curvature[0] else 'a growing residual'})"
+                f"; {advice_text(advice)}") if advice else None
+        return _finish(x[:, 0], matvec, b, method, int(report.iterations[0]), tol, unravel,
+                       growing=bool(report.diverged[0]), hint=hint, **extra)
     if scale is None:
         if eigenvalue is None:
             eigenvalue = extra["largest_eigenvalue"] = largest_eigenvalue(matvec, b.shape[0], b.dtype)
@@ -385,7 +572,8 @@ def _sampled_hvp(loss_fn, params, batch, l2, damping, unravel, lissa_batch_size)
 def inverse_hvp(loss_fn: LossFn, params, batch: dict, b, *, method: str = "cg", l2: float = 0.0,
                 damping: float = 0.0, relative_damping: float | None = None, tol: float | None = None,
                 max_iter: int | None = None, scale: float | None = None, lissa_batch_size: int | None = None,
-                seed: int = 0, chunk_size: int | None = None, hessian: jax.Array | None = None) -> IHVPResult:
+                seed: int = 0, chunk_size: int | None = None, hessian: jax.Array | None = None,
+                progress: bool = False) -> IHVPResult:
     """Solves ``(H + damping I) x = b`` for the Hessian H of :func:`training_objective`.
 
     ``b`` is a pytree like ``params``. ``method``: explicit | cg | lissa. Defaults: tol 1e-5 (cg),
@@ -407,7 +595,7 @@ def inverse_hvp(loss_fn: LossFn, params, batch: dict, b, *, method: str = "cg", 
               if method == "lissa" and lissa_batch_size else None)
     return solve_system(matvec, bf, method=method, tol=tol, max_iter=max_iter, scale=scale, hessian=hessian,
                         sample_matvec=sample, seed=seed, unravel=unravel,
-                        eigenvalue=None if eig is None else eig + damping, damping=damping)
+                        eigenvalue=None if eig is None else eig + damping, damping=damping, progress=progress)
 
 
 def damped_operator(loss_fn: LossFn, params, batch: dict, *, l2: float = 0.0, damping: float = 0.0,

@@ -314,7 +314,7 @@ class KfacFit(InfluenceFit):
 
     def _solve_block(self, b):
         x, ax = _solve_and_apply(self.layers, self.params, self.curvature, self.l2 + self.damping, b)
-        return x, np.ones(b.shape[1], int), ax
+        return x, np.ones(b.shape[1], int), ax, None  # a direct solve: no CG report
 
     def upweight_scores(self, x) -> jax.Array:
         """``-x_j . grad l(z_i)`` (M, N) for the (P, M) block ``x``: from the stored G, else (G over

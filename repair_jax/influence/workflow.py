@@ -412,7 +412,7 @@ def influence_run(run_path, out, *, test_index: int | list | str | None = None, 
                   positive: str | None = None, damping: float | None = None, relative_damping: float | None = None,
                   tol: float | None = None, max_iter: int | None = None, scale: float | None = None,
                   chunk_size: int = 512, x64: bool = False, force: bool = False, pair: str | None = None,
-                  triplet: str | None = None) -> dict:
+                  triplet: str | None = None, progress: bool = False) -> dict:
     """Ranks the training points of the run at ``run_path`` by their influence on the loss of point
     ``test_index`` of ``split``, or on the disparity ``metric`` of ``group`` there, or on the soft
     type1conf of ``pair`` "A,B" / cd of ``triplet`` "A,B,C" (class indices or names) there, writes ``out``
@@ -425,7 +425,9 @@ def influence_run(run_path, out, *, test_index: int | list | str | None = None, 
     ``damping`` (absolute) or ``relative_damping`` (x the largest eigenvalue of H; the default, 0.01).
     ``tol`` defaults to the solver's (:data:`repair_jax.influence.hvp.DEFAULT_TOL`), except CG in float32:
     1e-4. ``x64``: compute in float64 (parameters, BatchNorm statistics and data are cast). A solve that
-    does not converge still writes its results; ``summary["converged"]`` is False then.
+    does not converge still writes its results; ``summary["converged"]`` is False then. ``progress``: a CG
+    solve over a few seconds reports its progress and the time left on stderr (a diverging one stops early
+    either way, its solver record naming the damping that would converge).
     """
     import contextlib
 
@@ -441,7 +443,7 @@ def influence_run(run_path, out, *, test_index: int | list | str | None = None, 
         relative_damping = DEFAULT_RELATIVE_DAMPING
     if tol is None and method == "cg" and not x64:
         tol = FLOAT32_CG_TOL
-    solver_opts = {"tol": tol, "max_iter": max_iter, "scale": scale,
+    solver_opts = {"tol": tol, "max_iter": max_iter, "scale": scale, "progress": progress,
                    **({"damping": damping} if damping is not None else {"relative_damping": relative_damping})}
     indices = parse_test_indices(test_index)
     if isinstance(indices, list) and len(indices) == 1:

@@ -127,10 +127,11 @@ def read_study_records(out: str | Path) -> list[dict]:
 
 
 class _Runner:
-    """Runs (or takes from the log) one (method, rho, seed) and counts it on the progress reporter."""
+    """Runs (or takes from the log) one (method, rho, seed) and counts it on the progress reporter, once:
+    the final phase asks again for the seed-0 runs of the grid, which are not counted twice."""
 
     def __init__(self, log: ResumableJsonl, bar, model, dataset, targets, cfg, base_logits):
-        self.log, self.bar = log, bar
+        self.log, self.bar, self.counted = log, bar, set()
         self.args = (model, dataset, targets, cfg, base_logits)
 
     def __call__(self, method: RepairMethod, seed: int) -> dict:
@@ -138,7 +139,10 @@ class _Runner:
         if key not in self.log:
             self.log.append(run_one(method, seed, *self.args))
         rec = self.log[key]
-        self.bar.update(1, note=f"{method.label} seed {seed}: acc {rec['accuracy']:.4f} err {rec['target_error']:.4f}")
+        if key not in self.counted:
+            self.counted.add(key)
+            self.bar.update(1, note=f"{method.label} seed {seed}: acc {rec['accuracy']:.4f} "
+                                    f"err {rec['target_error']:.4f}")
         return rec
 
 
