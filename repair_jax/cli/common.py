@@ -79,6 +79,19 @@ def seed_type(flag: str):
     return parse
 
 
+def json_object(flag: str, text: str) -> dict:
+    """A flag's JSON object (``--model-kwargs '{"width": 16}'``), else one clear :class:`UserError`."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{flag} is not valid JSON: {e.msg}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{flag} must be a JSON object")
+    return value
+
+
 def _nearest_existing(path: Path) -> Path:
     for p in (path, *path.parents):
         if p.exists():

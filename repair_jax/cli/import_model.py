@@ -8,10 +8,7 @@ subcommand (diagnose, explain, influence, repair, irepair, ...) then takes it wi
 
 from __future__ import annotations
 
-import json
-
-from repair_jax.cli.common import add_out, seed_type
-from repair_jax.errors import UserError
+from repair_jax.cli.common import add_out, json_object, seed_type
 
 
 def configure(p) -> None:
@@ -33,12 +30,7 @@ def configure(p) -> None:
 def run(args) -> int:
     from repair_jax.user_models import import_run
 
-    try:
-        kwargs = json.loads(args.model_kwargs)
-    except json.JSONDecodeError as e:
-        raise UserError(f"--model-kwargs is not valid JSON: {e.msg}") from None
-    if not isinstance(kwargs, dict):
-        raise UserError("--model-kwargs must be a JSON object")
+    kwargs = json_object("--model-kwargs", args.model_kwargs)
     features = None if args.features == "none" else args.features
     info = import_run(args.model, args.checkpoint, args.out, dataset=args.dataset, model_kwargs=kwargs,
                       data_dir=args.data_dir, seed=args.seed, features=features, force=args.force)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
-from repair_jax.cli.common import add_out, seed_type
-from repair_jax.errors import UserError, require_at_least
+from repair_jax.cli.common import add_out, json_object, seed_type
+from repair_jax.errors import require_at_least
 
 
 def add_train_args(p, defaults) -> None:
@@ -41,12 +39,7 @@ def config_from_args(args):
     """The validated :class:`~repair_jax.train.TrainConfig` of :func:`add_train_args`' flags."""
     from repair_jax.train import TrainConfig
 
-    try:
-        model_kwargs = json.loads(args.model_kwargs)
-    except json.JSONDecodeError as e:
-        raise UserError(f"--model-kwargs is not valid JSON: {e.msg}") from None
-    if not isinstance(model_kwargs, dict):
-        raise UserError("--model-kwargs must be a JSON object")
+    model_kwargs = json_object("--model-kwargs", args.model_kwargs)
     cfg = TrainConfig(dataset=args.dataset, model=args.model, model_kwargs=model_kwargs,
                       epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                       lr=args.lr, schedule=args.schedule, l2=args.l2, seed=args.seed,
