@@ -91,7 +91,7 @@ class Classifier:
     def eval_fn(self) -> Callable[[Any, jax.Array], jax.Array]:
         """``f(params, x) -> logits`` in eval mode with this model's ``state`` held fixed: the form
         the explanation methods and influence losses differentiate."""
-        return _EvalFn(self.apply, self.state)
+        return EvalFn(self.apply, self.state)
 
     def layers(self, conv_only: bool = False) -> dict[str, tuple[str, tuple]]:
         """Layer path -> (layer type, output shape for a batch of 1), in call order; only
@@ -114,7 +114,10 @@ class Classifier:
 
 
 @dataclasses.dataclass(frozen=True)
-class _EvalFn:
+class EvalFn:
+    """``f(params, x) -> logits`` of a classifier in eval mode with its ``state`` held fixed
+    (:meth:`Classifier.eval_fn`); it knows its model, so layer-based explanations can find the layers."""
+
     apply: Any
     state: Any = dataclasses.field(compare=False, hash=False)
 
@@ -123,7 +126,7 @@ class _EvalFn:
 
     # equal by the model's function and the identity of its state (a jit cache key that is cheap)
     def __eq__(self, other):
-        return isinstance(other, _EvalFn) and other.apply == self.apply and other.state is self.state
+        return isinstance(other, EvalFn) and other.apply == self.apply and other.state is self.state
 
     def __hash__(self):
         return hash((self.apply, id(self.state)))

@@ -82,9 +82,9 @@ def model_classifier(apply_fn: ApplyFn, params, input_shape=()):
     """The :class:`~repair_jax.classifier.Classifier` behind an ``apply_fn`` made by
     :meth:`Classifier.eval_fn` (with these ``params``, which may be traced), or ``None`` for any other
     function (the older form: a function of a linen module, whose layers are found by interception)."""
-    from repair_jax.classifier import Classifier, _EvalFn  # the protocol's eval function holds its model
+    from repair_jax.classifier import Classifier, EvalFn  # the protocol's eval function holds its model
 
-    if not isinstance(apply_fn, _EvalFn):
+    if not isinstance(apply_fn, EvalFn):
         return None
     return Classifier(params, apply_fn.state, apply_fn.apply, 0, tuple(input_shape))
 
