@@ -55,8 +55,7 @@ def run(quick: bool) -> dict:
 
     state = create_train_state(model, v, optax.identity())
     x = jnp.asarray(ds.test.x)
-    apply = jax.jit(lambda s, x: jax.nn.softmax(s.apply_fn({"params": s.params, "batch_stats": s.batch_stats},
-                                                           x, train=False)[0], -1))
+    apply = jax.jit(lambda s, x: jax.nn.softmax(s.apply_fn(s.params, s.batch_stats, x, train=False)[0], -1))
     targets = Targets(((3, 5),))
     apply_os = jax.jit(lambda s, x: weighted_output_smoothing(apply(s, x), targets, 0.1))
     t_plain = _time(lambda: jax.block_until_ready(apply(state, x)), n)

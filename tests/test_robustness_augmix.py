@@ -95,7 +95,7 @@ def test_augmix_objective_step():
     blank = augmix_objective(seed=0, ops=("autocontrast",), width=1,  # the DeepAugment hook
                              pre_augment=lambda key, x: jnp.zeros_like(x))
     _, (_, m_blank) = jax.jit(blank)(state.params, state, batch)
-    logits0 = state.apply_fn({"params": state.params}, jnp.zeros_like(batch["x"]))[0]
+    logits0 = state.apply_fn(state.params, state.batch_stats, jnp.zeros_like(batch["x"]))[0]
     np.testing.assert_allclose(m_blank["ce"], jnp.mean(softmax_cross_entropy(logits0, batch["y"])), rtol=1e-5)
     with pytest.raises(UserError):
         augmix_objective(ops=("rotate", "blur"))
