@@ -203,7 +203,8 @@ def test_influence_on_a_pair_confusion_explicit_equals_cg(models, digits, kind):
     damping = max(0.0, 0.05 - smallest)
     s_exp = s_test(loss, clf.params, train, q, method="explicit", l2=1e-2, damping=damping,
                    hessian=h + damping * jnp.eye(h.shape[0]))
-    s_cg = s_test(loss, clf.params, train, q, method="cg", l2=1e-2, damping=damping, tol=1e-5, max_iter=3000)
+    # float32 CG reaches a relative residual of about 1e-5 at best
+    s_cg = s_test(loss, clf.params, train, q, method="cg", l2=1e-2, damping=damping, tol=1e-4, max_iter=3000)
     assert s_cg.converged, s_cg.status
     a = np.asarray(influence_up(loss, clf.params, train, s_exp.x))
     b = np.asarray(influence_up(loss, clf.params, train, s_cg.x))
