@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+from collections.abc import Mapping
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -210,11 +211,11 @@ class LinenApply:
     batch_norm: bool
     kind: str = "linen"
 
-    # hashed and compared by the module's repr: a module's attributes may be lists (from run.json)
     @property
     def name(self) -> str:
         return type(self.module).__name__
 
+    # hashed and compared by the module's repr: a module's attributes may be lists (from run.json)
     def _key(self):
         return (repr(self.module), self.mode_arg, self.native_weights, self.features, self.batch_norm)
 
@@ -294,8 +295,9 @@ def from_linen(module: nn.Module, variables: dict, *, input_shape: Sequence[int]
     module docstring."""
     if not isinstance(module, nn.Module):
         raise UserError(f"from_linen takes a flax.linen Module, got {type(module).__name__}")
-    if not isinstance(variables, dict) or "params" not in variables:
+    if not isinstance(variables, Mapping) or "params" not in variables:
         raise UserError("from_linen takes the module's variables, a dict with a 'params' collection")
+    variables = dict(variables)  # a FrozenDict too
     other = sorted(set(variables) - {"params", "batch_stats"})
     if other:
         raise UserError(f"from_linen supports the collections params and batch_stats; the variables "
@@ -668,7 +670,7 @@ def takes_model(fn):
     @functools.wraps(fn)
     def wrapper(model, *args, **kwargs):
         variables = kwargs.pop("variables", None)
-        if args and (args[0] is None or (isinstance(args[0], dict) and "params" in args[0])):
+        if args and (args[0] is None or (isinstance(args[0], Mapping) and "params" in args[0])):
             variables, args = args[0], args[1:]
         return fn(as_classifier(model, variables), *args, **kwargs)
 
