@@ -484,7 +484,7 @@ def from_nnx(model, *, input_shape: Sequence[int] | None = None, num_classes: in
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     pure_p, pure_s = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
     for a, b in ((params, pure_p), (rest, pure_s)):
-        if [p for p, _ in jax.tree_util.tree_leaves_with_path(a)].__len__() != len(jax.tree_util.tree_leaves(b)):
+        if len(jax.tree_util.tree_leaves(a)) != len(jax.tree_util.tree_leaves(b)):
             raise UserError("from_nnx: the model's state does not flatten to plain arrays")
     modules = _nnx_modules(model)
     if features not in (None, "auto") and _split_path(features) not in {p for p, _ in modules}:

@@ -198,15 +198,6 @@ def create_train_state(model, variables_or_tx, tx: optax.GradientTransformation 
     return TrainState.create(apply_fn=clf.apply, params=clf.params, tx=tx, batch_stats=clf.state)
 
 
-def classifier_of(state: TrainState, like=None):
-    """The :class:`~repair_jax.classifier.Classifier` with the weights of ``state`` (``like`` gives its
-    input shape and class count)."""
-    from repair_jax.classifier import Classifier
-
-    shape, k = (like.input_shape, like.num_classes) if like is not None else ((), 0)
-    return Classifier(state.params, state.batch_stats, state.apply_fn, k, shape)
-
-
 # ----------------------------------------------------------------------------- data parallelism
 
 def data_mesh(devices=None) -> Mesh:
