@@ -40,7 +40,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from repair_jax.influence import evaluate as ev
-from repair_jax.influence.lds_study import LdsStudy, _cell_setup, _noisy_setup
+from repair_jax.studies.influence_lds import LdsStudy, _cell_setup, _noisy_setup
 
 LISSA_STEPS = 500
 TRAK_DIM = 512

@@ -1,7 +1,7 @@
 """Pradhan et al.'s (2020) robustness methods on this machine, ratios taken in one run: the training step time of each
 method over plain training, and the time of a universal adversarial perturbation per 1,000 images.
 
-* ``step_time_ratio_to_plain``: one training step of each :data:`repair_jax.robustness.study.METHODS`
+* ``step_time_ratio_to_plain``: one training step of each :data:`repair_jax.studies.robustness.METHODS`
   entry (its own ``init`` and ``make_step``, the code path of the Table 1 study: standard augmentation,
   Adam) on the small CNN and one batch of 128 real Fashion-MNIST images (digits if it is not
   installed), jitted, compiled before timing, each step from the same initial state; each step time is
@@ -33,7 +33,8 @@ import optax
 from benchmarks import interleaved_times
 from repair_jax.data import find_fashion_mnist_dir, load_dataset
 from repair_jax.models import create_model, init_variables
-from repair_jax.robustness.study import METHODS, RobustnessStudy
+from repair_jax.robustness.methods import METHODS
+from repair_jax.studies.robustness import RobustnessStudy
 from repair_jax.robustness.uap import eval_logits_fn, uap_deepfool, uap_sgd
 from repair_jax.train import create_train_state
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from repair_jax.errors import UserError
-from repair_jax.io import first_difference, read_json, to_jsonable, write_json
+from repair_jax.io import check_output_dir, first_difference, read_json, to_jsonable, write_json
 
 Runner = Callable[..., dict]
 _RUNNERS: dict[type, Runner] = {}
@@ -101,21 +101,51 @@ def machine_record() -> dict:
 
 
 def _check_out(out: Path, record: dict, force: bool) -> None:
-    from repair_jax.cli.common import check_out
-
     if out.exists() and not out.is_dir():
         raise UserError(f"output path exists and is not a directory: {out}")
-    check_out(out, force, kind="resumable")  # not under a file, and a place this user can create files in
+    check_output_dir(out, force, kind="resumable")  # not under a file, and a place this user can create files in
     path = out / EXPERIMENT_JSON
     if force or not path.exists():
         if out.exists() and any(out.iterdir()) and not path.exists() and not force:
             raise UserError(f"{out} is not empty and holds no {EXPERIMENT_JSON}: choose another --out or pass --force")
         return
-    old = read_json(path, "experiment record").get("config", {})
+    old = upgraded_record(read_json(path, "experiment record").get("config", {}), record)
     field = first_difference(old, record)
     if field is not None:
         raise UserError(f"{out} holds another configuration ({field} differs): choose another --out "
                         "or pass --force to restart it")
+
+
+# Config types that moved with the studies (issue 28): a results directory written before names the old module.
+MOVED_MODULES = {
+    "repair_jax.repair.experiments": ("repair_jax.studies.wr", "repair_jax.studies.irepair"),
+    "repair_jax.guiding.experiments": ("repair_jax.studies.guiding",),
+    "repair_jax.influence.experiments": ("repair_jax.studies.influence",),
+    "repair_jax.influence.lds_study": ("repair_jax.studies.influence_lds",),
+    "repair_jax.explain.tables": ("repair_jax.studies.explain_tables",),
+    "repair_jax.explain.study": ("repair_jax.studies.explain_spurious",),
+    "repair_jax.explain.sanity": ("repair_jax.studies.explain_sanity",),
+    "repair_jax.bias.study": ("repair_jax.studies.bias",),
+    "repair_jax.bias.multimodal_study": ("repair_jax.studies.bias_multimodal",),
+    "repair_jax.robustness.study": ("repair_jax.studies.robustness",),
+}
+
+
+def upgraded_record(old: Any, new: Any) -> Any:
+    """An older config record in today's terms, for comparison with ``new``: a config type named by the module
+    it moved from takes its new name, and a field added since with the default ``None`` (which keeps the old
+    behaviour, e.g. ``TrainConfig.init_seed``) is filled in."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return old
+    out = {k: upgraded_record(v, new.get(k)) for k, v in old.items()}
+    if isinstance(out.get("type"), str) and isinstance(new.get("type"), str):
+        module, name = out["type"].rsplit(".", 1)
+        if new["type"] in {f"{m}.{name}" for m in MOVED_MODULES.get(module, ())}:
+            out["type"] = new["type"]
+    for k, v in new.items():
+        if k not in out and v is None:
+            out[k] = None
+    return out
 
 
 def run_experiment(config: Any, out: str | Path, *, force: bool = False, progress: bool = True,

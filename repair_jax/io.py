@@ -287,3 +287,31 @@ class ResumableJsonl:
         append_jsonl(self.path, rec)
         self.records[self.key(rec)] = rec
         return rec
+
+
+def _nearest_existing(path: Path) -> Path:
+    for p in (path, *path.parents):
+        if p.exists():
+            return p
+    return Path(".")
+
+
+def check_output_dir(out: str | os.PathLike, force: bool, kind: str = "dir", inputs=(),
+                     label: str = "output") -> None:
+    """Checks an output directory before any work (``label`` names it in messages): not under a file, not an
+    existing file, not one of (or a directory holding) ``inputs``, an existing non-empty directory of kind
+    ``"dir"`` only with ``force``, and a place where this user can create files."""
+    path = Path(out)
+    base = _nearest_existing(path)
+    if base != path and not base.is_dir():
+        raise UserError(f"{label} {out} is under {base}, which is a file")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{label} {out} exists and is a file; a directory is expected")
+    if kind == "dir" and path.is_dir() and any(path.iterdir()) and not force:
+        raise UserError(f"{label} {out} exists and is not empty; pass --force to replace it")
+    check_keeps_inputs(path, inputs, flag=label)
+    probe_in = base if (kind == "resumable" or base != path) else _nearest_existing(path.parent)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".repair-jax-probe.", dir=probe_in))
+    except OSError as e:
+        raise UserError(f"{label} {out}: cannot create files in {probe_in} ({e.strerror})") from None

@@ -4,7 +4,8 @@ A run directory holds ``run.json`` (config, class names, history, final test met
 checksum) and ``checkpoint.msgpack`` (flax serialization of ``{"params", "batch_stats"}``). A run
 trained with ``checkpoint_every=k`` also keeps ``checkpoints/epoch_NNNN.msgpack`` every k epochs,
 listed in run.json under ``epoch_checkpoints`` with their step size (for TracInCP).
-:func:`train_run` trains a config into a new run directory.
+:func:`train_run` trains a config into a new run directory; :func:`trained_run` reuses the run a directory holds
+when it was trained with the same config (the studies' one train-or-reuse step).
 Directories and files are written atomically (:mod:`repair_jax.io`); a missing, truncated or
 altered checkpoint is a :class:`UserError`.
 """
@@ -208,3 +209,22 @@ def _run_record(cfg, ds, state, history: list, wall: float) -> dict:
         "history": history, ("test_map" if ds.multilabel else "test_accuracy"): evaluate(state, ds.test, ds.multilabel),
         "wall_time": wall, "devices": [str(d) for d in jax.devices()], "jax_version": jax.__version__,
     }
+
+
+def trained_run(run_dir: Path, train: TrainConfig | None, progress: bool, force: bool = False):
+    """The run in ``run_dir``, trained there first (with ``train``) when it holds no run.json or ``force``;
+    an existing run trained otherwise than ``train`` is refused (one line naming the field)."""
+    from repair_jax.io import first_difference, to_jsonable
+
+    if force or not (run_dir / "run.json").is_file():
+        if train is None:
+            raise UserError(f"no trained run in {run_dir} (no run.json there)")
+        train_run(train, run_dir, force=force, progress=progress)
+    run = load_run(run_dir)
+    if train is not None:
+        # seeds compared resolved (run.json spells out split/init/order seeds that a config leaves to `seed`)
+        field = first_difference(to_jsonable(dataclasses.asdict(run.config.resolved())),
+                                 to_jsonable(dataclasses.asdict(train.resolved())))
+        if field is not None:
+            raise UserError(f"the run in {run_dir} was trained otherwise ({field} differs from the config's train)")
+    return run

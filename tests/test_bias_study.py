@@ -10,9 +10,9 @@ from scipy import stats
 from sklearn.metrics import confusion_matrix
 
 from repair_jax.classifier import as_classifier
-from repair_jax.bias import study
+from repair_jax.studies import bias as study
 from repair_jax.bias.compare import AVERAGE_COLUMNS, evaluate_predictions
-from repair_jax.bias.study import BiasMitigationStudy, baseline_of, dob_test
+from repair_jax.studies.bias import BiasMitigationStudy, baseline_of, dob_test
 from repair_jax.errors import UserError
 from repair_jax.experiment import load_config, run_experiment
 from repair_jax.io import read_json, read_jsonl
@@ -162,7 +162,7 @@ def test_bad_wr_options_fail_before_training(tmp_path, monkeypatch, changes, mes
 @pytest.mark.slow
 def test_que1_config_at_smoke_size_on_digits_captions(tmp_path):
     """The Que-1 config at smoke size (its smoke test: tests/test_experiments.py leaves it here)."""
-    from repair_jax.bias.multimodal_study import MultimodalBiasStudy
+    from repair_jax.studies.bias_multimodal import MultimodalBiasStudy
 
     full = load_config("experiments/configs/bias_que1_fashion_mnist_captions.py")
     smoke = load_config("experiments/configs/bias_que1_fashion_mnist_captions.py", smoke=True)
@@ -190,8 +190,8 @@ def test_bad_bias_configs_exit_2_with_one_line_before_loading(tmp_path, capsys, 
     from experiments.run import main
 
     path = tmp_path / "bad_bias.py"
-    path.write_text("from repair_jax.bias.study import BiasMitigationStudy\n"
-                    "from repair_jax.bias.multimodal_study import MultimodalBiasStudy\n\n\n"
+    path.write_text("from repair_jax.studies.bias import BiasMitigationStudy\n"
+                    "from repair_jax.studies.bias_multimodal import MultimodalBiasStudy\n\n\n"
                     f"def get_config(smoke=False):\n    return {config}\n")
     assert main([str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -69,7 +69,7 @@ def check_wr_study(config, out: Path) -> None:
 
 
 def check_irepair(config, out: Path) -> None:
-    from repair_jax.repair.experiments import table_jobs
+    from repair_jax.studies.irepair import table_jobs
 
     for t in config.tables:
         recs = [x for x in read_jsonl(out / f"{t.name}.jsonl") if RESUMABLE_HEADER not in x]
@@ -246,7 +246,7 @@ def test_frontier_verdicts_match_a_hand_computation():
 def mlp_study(tmp_path_factory):
     """An untrained digits MLP (epochs 0), its w-os study on the pair (3, 5) with 2 orig-ft seeds."""
     from repair_jax.repair import RepairConfig, Targets, run_study
-    from repair_jax.repair.experiments import trained_run
+    from repair_jax.studies.wr import trained_run
     from repair_jax.train import TrainConfig
 
     root = tmp_path_factory.mktemp("frontier")
@@ -321,7 +321,7 @@ def test_run_config_default_out_and_smoke_out():
 
 def test_an_existing_run_trained_otherwise_is_refused(mlp_study):
     """A config's run directory that holds a run of another recipe is not silently reused."""
-    from repair_jax.repair.experiments import trained_run
+    from repair_jax.studies.wr import trained_run
 
     run, _ = mlp_study
     assert trained_run(run.path, run.config, progress=False).info == run.info

@@ -13,8 +13,8 @@ import pytest
 from repair_jax.errors import UserError
 from repair_jax.experiment import load_config, run_experiment
 from repair_jax.guiding.bilevel import BilevelConfig
-from repair_jax.guiding.experiments import CreditStudy, FullGuidingRun, GuidingData, NoisyLabelsStudy, SpuriousStudy
-from repair_jax.influence.experiments import InfluenceLooStudy, InfluenceRankingStudy, LabelFlipSensitivityStudy
+from repair_jax.studies.guiding import CreditStudy, FullGuidingRun, GuidingData, NoisyLabelsStudy, SpuriousStudy
+from repair_jax.studies.influence import InfluenceLooStudy, InfluenceRankingStudy, LabelFlipSensitivityStudy
 
 NOISY = "guiding_noisy_labels"
 DIGITS = GuidingData("digits", None, 3, (8,))
@@ -52,7 +52,7 @@ def test_noisy_labels_smoke(noisy_sweep):
 
 @pytest.mark.slow
 def test_noisy_labels_resume_same_config_trains_nothing_and_other_config_is_refused(noisy_sweep):
-    from repair_jax.guiding.experiments import run_noisy_labels
+    from repair_jax.studies.guiding import run_noisy_labels
 
     out, summary = noisy_sweep
     config = load_config(NOISY, smoke=True)
@@ -166,7 +166,7 @@ def test_one_flip_labels_seed_or_generator():
 def test_fix_auroc_against_sklearn():
     from sklearn.metrics import roc_auc_score
 
-    from repair_jax.guiding.experiments import fix_auroc
+    from repair_jax.studies.guiding import fix_auroc
 
     rng = np.random.default_rng(0)
     n, k = 40, 4

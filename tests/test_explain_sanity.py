@@ -40,7 +40,7 @@ def test_similarity_curves_use_magnitudes():
     spearmanr of the absolute values is the reference for an unrelated map)."""
     from scipy import stats
 
-    from repair_jax.explain.sanity import similarity_curves
+    from repair_jax.studies.explain_sanity import similarity_curves
 
     rng = np.random.default_rng(0)
     ref, other = rng.normal(size=(2, 3, 8, 8, 1))
@@ -52,7 +52,7 @@ def test_similarity_curves_use_magnitudes():
 
 @pytest.mark.parametrize("change", [{"methods": ("grad", "nope")}, {"explain_examples": 0}])
 def test_bad_options_raise_before_training(change, tmp_path, monkeypatch):
-    import repair_jax.explain.sanity as sanity
+    import repair_jax.studies.explain_sanity as sanity
 
     monkeypatch.setattr(sanity, "train_study_model", lambda *a: pytest.fail("trained before checking options"))
     config = dataclasses.replace(load_config(CONFIG, smoke=True), **change)

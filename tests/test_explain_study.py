@@ -31,7 +31,8 @@ def test_spurious_condition_explains_both_models_on_both_inputs():
     import numpy as np
 
     from repair_jax.data import load_dataset
-    from repair_jax.explain import add_signal, attribute, ccm, fam, fam_gt, k_ssd, spurious_condition, train_study_model
+    from repair_jax.explain import add_signal, attribute, ccm, fam, fam_gt, k_ssd
+    from repair_jax.studies.explain_spurious import spurious_condition, train_study_model
 
     config = dataclasses.replace(load_config("experiments/configs/explain_spurious_table4_1.py", smoke=True),
                                  epochs=1, methods=("grad",), explain_examples=4)

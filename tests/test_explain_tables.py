@@ -1,4 +1,4 @@
-"""Thesis Tables 4.2-4.4 analogues (repair_jax.explain.tables): the three configs at smoke size (their smoke
+"""Thesis Tables 4.2-4.4 analogues (repair_jax.studies.explain_tables): the three configs at smoke size (their smoke
 tests: tests/test_experiments.py leaves them here), each KS test against scipy.stats.ks_2samp on the samples
 the records keep, the influence ranking against a closed-form Hessian, ICM by hand."""
 
@@ -59,7 +59,7 @@ def test_ranking_study_smoke_ks_tests_are_ks_2samp_of_the_icm(tmp_path):
 
 
 def test_ranking_metrics_by_hand():
-    from repair_jax.explain.tables import ranking_metrics
+    from repair_jax.studies.explain_tables import ranking_metrics
 
     ranking = np.array([[2, 0, 1, 3], [3, 1, 0, 2]])
     train_y = np.array([0, 1, 1, 0])
@@ -75,8 +75,8 @@ def test_training_point_ranking_matches_a_closed_form_hessian(trained_digits_mlp
     softmax regression on features h (with a 1 for the bias), grad l = h (p - e_y)^T and
     H = mean_i (h_i h_i^T) kron (diag(p_i) - p_i p_i^T)."""
     from repair_jax.explain import eval_apply_fn
-    from repair_jax.explain.study import StudyModel
-    from repair_jax.explain.tables import training_point_ranking
+    from repair_jax.studies.explain_spurious import StudyModel
+    from repair_jax.studies.explain_tables import training_point_ranking
     from repair_jax.train import predict, predict_labels
 
     _, state, ds = trained_digits_mlp
@@ -109,7 +109,7 @@ def test_training_point_ranking_matches_a_closed_form_hessian(trained_digits_mlp
 @pytest.mark.slow  # a smoke run of a whole config, as in tests/test_experiments.py
 def test_ood_study_smoke_and_resized_digits(tmp_path, fashion_mnist_idx):  # the IDX files of conftest
     from repair_jax.data import Split, load_dataset
-    from repair_jax.explain.tables import resized_dataset
+    from repair_jax.studies.explain_tables import resized_dataset
 
     config = load_config(OOD, smoke=True)
     summary = run_experiment(config, tmp_path, progress=False)
@@ -152,7 +152,7 @@ def test_module_outputs_traces_a_model_once():
 
 @pytest.mark.slow  # a smoke run of a whole config, as in tests/test_experiments.py
 def test_mislabelled_study_smoke_explains_flipped_points_with_both_labels(tmp_path, fashion_mnist_idx):
-    from repair_jax.explain.tables import MislabelledExplanationStudy
+    from repair_jax.studies.explain_tables import MislabelledExplanationStudy
 
     config = load_config("experiments/configs/explain_mislabelled_sec4_3.py", smoke=True)
     summary = run_experiment(config, tmp_path, progress=False)

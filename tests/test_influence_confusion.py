@@ -44,7 +44,7 @@ def test_soft_confusion_on_one_hot_probabilities_equals_the_hard_metrics():
 @pytest.fixture(scope="module")
 def fitted(digits):
     """L2-regularized softmax regression on 240 real digits (float64, L-BFGS to convergence)."""
-    from repair_jax.influence.experiments import FullBatchModel, fit_full_batch
+    from repair_jax.studies.influence import FullBatchModel, fit_full_batch
 
     l2 = 0.01
     with jax.enable_x64(True):

@@ -132,7 +132,7 @@ def test_cifar100_lt_through_tfds_on_mock_data():
     """CIFAR-100-LT (Pradhan et al.'s (2020) data set) loads through TFDS like any other: on TFDS's mock CIFAR-100 (random
     32x32x3 images, 3,000 per split), the long-tailed training split has Cui et al.'s class counts and the
     test split is untouched. The ratio is 5, not 100: the mock data has ~25 images per class."""
-    from repair_jax.repair.experiments import data_source
+    from repair_jax.studies.wr import data_source
 
     with data_source(3000):
         base = load_dataset("cifar100", seed=0)

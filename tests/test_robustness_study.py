@@ -1,4 +1,4 @@
-"""The Table 1 driver of Pradhan et al. 2020 (repair_jax.robustness.study) on its smoke config."""
+"""The Table 1 driver of Pradhan et al. 2020 (repair_jax.studies.robustness) on its smoke config."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 
 from repair_jax.errors import UserError
 from repair_jax.experiment import load_config, run_experiment
-from repair_jax.robustness.study import RobustnessStudy, aggregate, check_study
+from repair_jax.studies.robustness import RobustnessStudy, aggregate, check_study
 
 
 def test_smoke_config_runs_every_method(tmp_path):
@@ -117,7 +117,7 @@ def test_the_driver_gives_a_bad_norm_bound_one_line_exit_2_and_writes_nothing(tm
 
     config = dataclasses.replace(RobustnessStudy(dataset="digits", seeds=(0,)), eps_linf=0.0)
     path = tmp_path / "bad_config.py"
-    path.write_text("from repair_jax.robustness.study import RobustnessStudy\n\n"
+    path.write_text("from repair_jax.studies.robustness import RobustnessStudy\n\n"
                     f"def get_config(smoke=False):\n    return {config!r}\n")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "experiments.run", str(path), "--out", str(out), "--no-progress"],
@@ -142,7 +142,7 @@ def test_every_method_trains_on_003s_standard_augmentation(method):
     from repair_jax.robustness import (
         adversarial_noise_step, standard_augment, step_key, universal_adversarial_step,
     )
-    from repair_jax.robustness.study import METHODS
+    from repair_jax.robustness.methods import METHODS
     from repair_jax.train import create_train_state, train_step_fn
 
     ds = load_dataset("digits", seed=0, train_limit=64)

@@ -6,7 +6,7 @@ images, synthetic captions: 20 % ambiguous, 10 % naming a confusable class); 3 s
     run_experiment(load_config("bias_que1_fashion_mnist_captions"), "out/bias_que1")
 """
 
-from repair_jax.bias.multimodal_study import MultimodalBiasStudy
+from repair_jax.studies.bias_multimodal import MultimodalBiasStudy
 
 
 def get_config(smoke: bool = False) -> MultimodalBiasStudy:

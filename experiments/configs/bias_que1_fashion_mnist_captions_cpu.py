@@ -13,7 +13,7 @@ repeats 1, 2, 1, stem 16, last 256), embedding 16 and LSTM 32. The full-size tab
 import dataclasses
 from pathlib import Path
 
-from repair_jax.bias.multimodal_study import MultimodalBiasStudy
+from repair_jax.studies.bias_multimodal import MultimodalBiasStudy
 from repair_jax.experiment import load_config
 
 FULL = str(Path(__file__).with_name("bias_que1_fashion_mnist_captions.py"))

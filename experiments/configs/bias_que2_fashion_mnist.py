@@ -11,7 +11,7 @@ Smoke size: the same code path on the digits.
     run_experiment(load_config("bias_que2_fashion_mnist"), "out/bias_que2")
 """
 
-from repair_jax.bias.study import BiasMitigationStudy
+from repair_jax.studies.bias import BiasMitigationStudy
 
 
 def get_config(smoke: bool = False) -> BiasMitigationStudy:

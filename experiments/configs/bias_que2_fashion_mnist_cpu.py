@@ -12,7 +12,7 @@ Smoke size: the full config's (one code path, no extra test time).
 import dataclasses
 from pathlib import Path
 
-from repair_jax.bias.study import BiasMitigationStudy
+from repair_jax.studies.bias import BiasMitigationStudy
 from repair_jax.experiment import load_config
 
 FULL = str(Path(__file__).with_name("bias_que2_fashion_mnist.py"))

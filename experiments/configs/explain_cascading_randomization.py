@@ -9,7 +9,7 @@ CPU size: Fashion-MNIST (6k training images), CNN width 8, 3 epochs, 6 methods, 
 GPU size: ``model_kwargs={"width": 32}``, ``epochs=10``, ``train_limit=None``, ``explain_examples=190``.
 """
 
-from repair_jax.explain.sanity import CascadingRandomizationStudy
+from repair_jax.studies.explain_sanity import CascadingRandomizationStudy
 
 
 def get_config(smoke: bool = False) -> CascadingRandomizationStudy:

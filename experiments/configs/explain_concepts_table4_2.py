@@ -1,6 +1,6 @@
 """Adebayo 2022, Table 4.2 analogue on Fashion-MNIST: KS tests of TCAV concept scores (K-SSD,
 CCM, FAM) for normal vs spurious models (Tag, Stripe and the non-visible background texture), at the
-last convolution, for the aligned class T-shirt/top (see repair_jax.explain.tables for the pairs compared).
+last convolution, for the aligned class T-shirt/top (see repair_jax.studies.explain_tables for the pairs compared).
 
 Thesis direction (Sec. 4.2.3, Tag): K-SSD rejected (the known signal's concept is found), CCM and FAM not
 (known concepts look alike; no false alarm); for the non-visible blur K-SSD is not rejected either.
@@ -10,8 +10,8 @@ The default is the CPU size (Table 4.1's models: 6k training images, CNN width 8
 {"width": 32}``, ``epochs=10``, no train_limit, ``random_sets=50``, ``concept_examples=100``.
 """
 
-from repair_jax.explain.study import SpuriousAttributionStudy
-from repair_jax.explain.tables import SpuriousConceptStudy
+from repair_jax.studies.explain_spurious import SpuriousAttributionStudy
+from repair_jax.studies.explain_tables import SpuriousConceptStudy
 
 
 def get_config(smoke: bool = False) -> SpuriousConceptStudy:

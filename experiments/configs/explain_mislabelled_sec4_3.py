@@ -10,7 +10,7 @@ gradient and modified back-propagation methods). GPU size: ``model_kwargs={"widt
 ``epochs=10``, no train_limit, ``methods`` plus ``lime``, ``kernel_shap``, ``lrp_alpha_beta``.
 """
 
-from repair_jax.explain.tables import MislabelledExplanationStudy
+from repair_jax.studies.explain_tables import MislabelledExplanationStudy
 
 
 def get_config(smoke: bool = False) -> MislabelledExplanationStudy:

@@ -10,7 +10,7 @@ back-propagation methods (LIME / KernelSHAP left out for time), 190 inputs. GPU 
 {"width": 32}``, ``epochs=10``, no train_limit, ``methods`` plus ``lime``, ``kernel_shap``, ``lrp_alpha_beta``.
 """
 
-from repair_jax.explain.tables import OODExplanationStudy
+from repair_jax.studies.explain_tables import OODExplanationStudy
 
 
 def get_config(smoke: bool = False) -> OODExplanationStudy:

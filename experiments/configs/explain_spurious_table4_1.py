@@ -8,7 +8,7 @@ The default is the CPU size (6k training images, CNN width 8, 3 epochs, 50 input
 thesis trains 5 seeds per condition and reports SEMs over 190 inputs in Table 4.4).
 """
 
-from repair_jax.explain.study import SpuriousAttributionStudy
+from repair_jax.studies.explain_spurious import SpuriousAttributionStudy
 
 
 def get_config(smoke: bool = False) -> SpuriousAttributionStudy:

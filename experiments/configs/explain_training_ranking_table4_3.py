@@ -1,7 +1,7 @@
 """Adebayo 2022, Table 4.3 analogue on Fashion-MNIST: KS tests of the identical class metric
 (ICM, top 10) of influence-based training-point rankings (last dense layer) for normal vs spurious models
 (Tag, Stripe and the non-visible background texture), aligned class T-shirt/top (see
-repair_jax.explain.tables for the pairs compared).
+repair_jax.studies.explain_tables for the pairs compared).
 
 Thesis direction (Sec. 4.2.4): K-SSD rejected, CCM and FAM not; the fraction of top-ranked training points
 that carry the signal rises for a spurious model. ``smoke=True``: 300 digits, a small MLP, Stripe only, 8 inputs
@@ -10,8 +10,8 @@ that carry the signal rises for a spurious model. ``smoke=True``: 300 digits, a 
 no train_limit, ``explain_examples=190``.
 """
 
-from repair_jax.explain.study import SpuriousAttributionStudy
-from repair_jax.explain.tables import SpuriousTrainingRankingStudy
+from repair_jax.studies.explain_spurious import SpuriousAttributionStudy
+from repair_jax.studies.explain_tables import SpuriousTrainingRankingStudy
 
 
 def get_config(smoke: bool = False) -> SpuriousTrainingRankingStudy:

@@ -5,7 +5,7 @@
 OUT/summary.json (test accuracy, the top confused pairs and biased triplets, wall time).
 """
 
-from repair_jax.repair.experiments import TrainAndDiagnose
+from repair_jax.studies.wr import TrainAndDiagnose
 from repair_jax.train import TrainConfig
 
 

@@ -3,7 +3,7 @@ the synthetic credit-limit table, 3 seeds (experiments/results/guiding_credit)."
 
 import dataclasses
 
-from repair_jax.guiding.experiments import CreditStudy
+from repair_jax.studies.guiding import CreditStudy
 
 
 def get_config(smoke: bool = False) -> CreditStudy:

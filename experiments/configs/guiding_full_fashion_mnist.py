@@ -5,7 +5,7 @@ Smoke: a tiny digits MLP trained on the spot."""
 
 import dataclasses
 
-from repair_jax.guiding.experiments import FullGuidingRun
+from repair_jax.studies.guiding import FullGuidingRun
 from repair_jax.train import TrainConfig
 
 

@@ -2,7 +2,7 @@
 training labels flipped on digits and a 3000-image Fashion-MNIST subset, MLPs, 3 seeds; model
 guiding vs influence functions vs DUTI vs the training loss (experiments/results/guiding_noisy_labels)."""
 
-from repair_jax.guiding.experiments import GuidingData, NoisyLabelsStudy, smoke_sweep
+from repair_jax.studies.guiding import GuidingData, NoisyLabelsStudy, smoke_sweep
 
 
 def get_config(smoke: bool = False) -> NoisyLabelsStudy:

@@ -2,7 +2,7 @@
 without the feature-importance term (fi_weight = 0) (experiments/results/guiding_noisy_labels_fi0)."""
 
 from repair_jax.guiding.bilevel import BilevelConfig
-from repair_jax.guiding.experiments import GuidingData, NoisyLabelsStudy, smoke_sweep
+from repair_jax.studies.guiding import GuidingData, NoisyLabelsStudy, smoke_sweep
 
 
 def get_config(smoke: bool = False) -> NoisyLabelsStudy:

@@ -2,7 +2,7 @@
 4x4 tag on 95% of one class's real training images (Fashion-MNIST Shirt, digits 8), MLPs, 3 seeds;
 model guiding vs Errors-ERM and group DRO (experiments/results/guiding_spurious)."""
 
-from repair_jax.guiding.experiments import GuidingData, SpuriousStudy, smoke_sweep
+from repair_jax.studies.guiding import GuidingData, SpuriousStudy, smoke_sweep
 
 
 def get_config(smoke: bool = False) -> SpuriousStudy:

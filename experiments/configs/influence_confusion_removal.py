@@ -4,7 +4,7 @@ repair: softmax regression (L2 0.01) on 2,000 digits and 2,000 Fashion-MNIST tra
 confused validation pairs each, k = 5, 10, 20, 40, 80; ranking and predicted / actual changes on the
 validation split, repair statistics on the test split (experiments/results/influence_confusion_removal)."""
 
-from repair_jax.influence.experiments import ConfusionRemovalStudy
+from repair_jax.studies.influence import ConfusionRemovalStudy
 
 
 def get_config(smoke: bool = False) -> ConfusionRemovalStudy:

@@ -5,8 +5,8 @@ method (explicit, CG, LiSSA, TracIn, TRAK-style projection, EK-FAC) for softmax 
 40 subsets of half the points, 40 test points, 10 leave-one-out removals, 10% flipped labels (synthetic,
 self-influence of 60 points); sized for the shared 2-core CPU (experiments/results/influence_lds)."""
 
-from repair_jax.influence.experiments import FullBatchModel
-from repair_jax.influence.lds_study import LdsStudy
+from repair_jax.studies.influence import FullBatchModel
+from repair_jax.studies.influence_lds import LdsStudy
 
 
 def get_config(smoke: bool = False) -> LdsStudy:

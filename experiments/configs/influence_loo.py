@@ -3,7 +3,7 @@ Sec. 3.4, Eq. 3.1/6.2) on digits: softmax regression (3 test points) and a dampe
 layer of 16, 400 training points, 1 test point), k = 20 removals each
 (experiments/results/influence_loo)."""
 
-from repair_jax.influence.experiments import FullBatchModel, InfluenceLooStudy, LooModel
+from repair_jax.studies.influence import FullBatchModel, InfluenceLooStudy, LooModel
 
 
 def get_config(smoke: bool = False) -> InfluenceLooStudy:

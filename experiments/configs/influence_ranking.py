@@ -3,7 +3,7 @@ Sec. 6.5, Fig. 6-3 analogue): 10% of the digits training labels flipped, softmax
 fraction of flipped points among the top 50 of four rankings, 5 seeds
 (experiments/results/influence_ranking)."""
 
-from repair_jax.influence.experiments import InfluenceRankingStudy
+from repair_jax.studies.influence import InfluenceRankingStudy
 
 
 def get_config(smoke: bool = False) -> InfluenceRankingStudy:

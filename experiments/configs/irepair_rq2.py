@@ -4,7 +4,7 @@ loss, output magnitude against cross-entropy, at |R| in {1, 2, 4, 8}. FC 2x256 o
 |C| = 40, RMSprop lr 1e-4, ub 5000, 3 seeds.
 """
 
-from repair_jax.repair.experiments import IRepairProtocol, IRepairRQ, IRepairStudy
+from repair_jax.studies.irepair import IRepairProtocol, IRepairRQ, IRepairStudy
 
 
 def get_config(smoke: bool = False) -> IRepairStudy:

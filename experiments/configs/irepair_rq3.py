@@ -3,7 +3,7 @@
 Fashion-MNIST, gamma 1, |C| = 40, RMSprop lr 1e-4, ub 5000, 2 seeds.
 """
 
-from repair_jax.repair.experiments import IRepairProtocol, IRepairRQ, IRepairStudy
+from repair_jax.studies.irepair import IRepairProtocol, IRepairRQ, IRepairStudy
 
 
 def get_config(smoke: bool = False) -> IRepairStudy:

@@ -4,7 +4,7 @@ for every class; scenario 2 (Fig. 1d), repair sets over 1, 2, 5 and 10 classes w
 class. FC 2x256 on Fashion-MNIST, |C| = 40, RMSprop lr 1e-4, ub 5000, 3 seeds.
 """
 
-from repair_jax.repair.experiments import IRepairProtocol, IRepairScenario, IRepairStudy
+from repair_jax.studies.irepair import IRepairProtocol, IRepairScenario, IRepairStudy
 
 
 def get_config(smoke: bool = False) -> IRepairStudy:

@@ -4,7 +4,7 @@ repair on the FC 2x256 network, retraining vs I-REPAIR (gamma in {0.01, 0.05, 0.
 uses 20); accuracy drop on the test split with 95% CIs and t-test p-values against retraining.
 """
 
-from repair_jax.repair.experiments import IRepairProtocol, IRepairStudy, IRepairTable1
+from repair_jax.studies.irepair import IRepairProtocol, IRepairStudy, IRepairTable1
 
 
 def get_config(smoke: bool = False) -> IRepairStudy:

@@ -3,7 +3,7 @@ Fig. 6-1 and 6-2 analogues): 0-30% of the digits test labels (fixed model) or tr
 (refit) flipped; % change of the heavy-ink and light-ink groups' ECE for softmax regression and an
 MLP, 3 seeds (experiments/results/label_flip_sensitivity)."""
 
-from repair_jax.influence.experiments import LabelFlipSensitivityStudy
+from repair_jax.studies.influence import LabelFlipSensitivityStudy
 
 
 def get_config(smoke: bool = False) -> LabelFlipSensitivityStudy:

@@ -1,7 +1,7 @@
 """Pradhan et al. 2020, Table 1 analogue on Fashion-MNIST: CNN and SqueezeNet x {plain, AugMix,
 ANT, UAT, SAT} x {balanced, linear(10), longtail(100)}, 3 seeds; balanced accuracy and F1 tables."""
 
-from repair_jax.robustness.study import RobustnessStudy
+from repair_jax.studies.robustness import RobustnessStudy
 
 
 def get_config(smoke: bool = False) -> RobustnessStudy:

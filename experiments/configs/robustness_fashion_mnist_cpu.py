@@ -13,7 +13,7 @@ Smoke size: the full config's (digits, seconds), the same code path.
 from pathlib import Path
 
 from repair_jax.experiment import load_config
-from repair_jax.robustness.study import RobustnessStudy
+from repair_jax.studies.robustness import RobustnessStudy
 
 
 def get_config(smoke: bool = False) -> RobustnessStudy:

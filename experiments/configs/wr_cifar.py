@@ -14,7 +14,7 @@ truck 9; CIFAR-100: boy 11, girl 35, woman 98.
 """
 
 from repair_jax.repair import RepairConfig
-from repair_jax.repair.experiments import Sweep, TargetRule, WRStudy, recipe
+from repair_jax.studies.wr import Sweep, TargetRule, WRStudy, recipe
 
 CAT, DOG, BIRD, AUTOMOBILE, TRUCK = 3, 5, 2, 1, 9
 BOY, GIRL, WOMAN = 11, 35, 98

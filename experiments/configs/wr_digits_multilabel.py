@@ -6,7 +6,7 @@ triplet; fine-tuning 3 epochs at Adam 5e-4 (constant), batch 64, 5 seeds.
 """
 
 from repair_jax.repair import RepairConfig
-from repair_jax.repair.experiments import WRStudy, recipe
+from repair_jax.studies.wr import WRStudy, recipe
 
 
 def get_config(smoke: bool = False) -> WRStudy:

@@ -11,7 +11,7 @@ in the same table.
 """
 
 from repair_jax.repair import WR_METHODS, RepairConfig
-from repair_jax.repair.experiments import WRStudy, recipe
+from repair_jax.studies.wr import WRStudy, recipe
 
 
 def get_config(smoke: bool = False) -> WRStudy:

@@ -7,7 +7,7 @@ w-os's trade-off over 61 rhos on both targets and on every pair.
 """
 
 from repair_jax.repair import RepairConfig
-from repair_jax.repair.experiments import WRStudy
+from repair_jax.studies.wr import WRStudy
 
 
 def get_config(smoke: bool = False) -> WRStudy:

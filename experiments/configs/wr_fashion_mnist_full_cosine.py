@@ -5,7 +5,7 @@ As wr_fashion_mnist_full, with fine-tuning 4 epochs, Adam 2e-4 on a cosine sched
 """
 
 from repair_jax.repair import RepairConfig
-from repair_jax.repair.experiments import WRStudy
+from repair_jax.studies.wr import WRStudy
 
 
 def get_config(smoke: bool = False) -> WRStudy:

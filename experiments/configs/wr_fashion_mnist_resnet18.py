@@ -7,7 +7,7 @@ as wr_fashion_mnist; w-os's trade-off over 61 rhos on both targets and on every 
 """
 
 from repair_jax.repair import RepairConfig
-from repair_jax.repair.experiments import WRStudy, recipe
+from repair_jax.studies.wr import WRStudy, recipe
 
 
 def get_config(smoke: bool = False) -> WRStudy:

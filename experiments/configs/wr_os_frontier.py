@@ -6,7 +6,7 @@ wr_fashion_mnist_full, wr_fashion_mnist_full_cosine, wr_fashion_mnist_resnet18) 
 smoke size is the full size.
 """
 
-from repair_jax.repair.experiments import FrontierComparison
+from repair_jax.studies.wr import FrontierComparison
 
 STUDIES = (("CNN width 8 (CPU)", "experiments/results/wr_fashion_mnist/pair"),
            ("CNN width 32, schedule 1", "experiments/results/wr_fashion_mnist_full/pair"),

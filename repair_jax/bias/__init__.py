@@ -21,11 +21,8 @@ from repair_jax.bias.multimodal import (
 )
 from repair_jax.bias.padain import PermutedAdaIN, adain, check_padain_p, instance_stats, permuted_adain
 from repair_jax.bias.plots import plot_comparison, plot_roc_curves
-from repair_jax.bias.study import BiasMitigationStudy
-from repair_jax.bias.multimodal_study import MultimodalBiasStudy  # noqa: E402 (after study: shared sweep)
 
-__all__ = [
-    "BiasMitigationStudy", "MultimodalBiasStudy", "CaptionedDataset", "HEAD_LOSSES", "LSTMCNN", "LSTMEncoder",
+__all__ = [ "CaptionedDataset", "HEAD_LOSSES", "LSTMCNN", "LSTMEncoder",
     "MultiHead", "PermutedAdaIN", "adain",
     "build_vocab", "caption_dataset", "check_heads", "check_multimodal_data", "check_padain_p",
     "check_text_ids", "compare_rows", "compare_runs", "digits_captions", "encode", "ensemble_logits",

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from repair_jax.errors import UserError, check_seed
-from repair_jax.io import check_keeps_inputs
+from repair_jax.io import check_output_dir
 
 OUT_KINDS = ("dir", "resumable")
 # Flags naming inputs that an --out may never replace (even with --force).
@@ -92,31 +91,9 @@ def json_object(flag: str, text: str) -> dict:
     return value
 
 
-def _nearest_existing(path: Path) -> Path:
-    for p in (path, *path.parents):
-        if p.exists():
-            return p
-    return Path(".")
-
-
 def check_out(out: str | os.PathLike, force: bool, kind: str = "dir", inputs=()) -> None:
-    """Checks ``--out`` before any work: not under a file, not an existing file, not one of (or a
-    directory holding) ``inputs``, an existing non-empty directory of kind ``"dir"`` only with
-    ``force``, and a place where this user can create files."""
-    path = Path(out)
-    base = _nearest_existing(path)
-    if base != path and not base.is_dir():
-        raise UserError(f"--out {out} is under {base}, which is a file")
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--out {out} exists and is a file; a directory is expected")
-    if kind == "dir" and path.is_dir() and any(path.iterdir()) and not force:
-        raise UserError(f"--out {out} exists and is not empty; pass --force to replace it")
-    check_keeps_inputs(path, inputs)
-    probe_in = base if (kind == "resumable" or base != path) else _nearest_existing(path.parent)
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".repair-jax-probe.", dir=probe_in))
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot create files in {probe_in} ({e.strerror})") from None
+    """Checks ``--out`` before any work (:func:`repair_jax.io.check_output_dir`, its messages naming the flag)."""
+    check_output_dir(out, force, kind, inputs, label="--out")
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -37,17 +37,3 @@ from repair_jax.explain.surrogate import (
     segment_image, segment_map,
 )
 from repair_jax.explain.randomization import cascading_randomization, rank_correlation
-from repair_jax.explain.sanity import (
-    CascadingRandomizationStudy, randomization_steps, run_cascading_randomization, similarity_curves,
-)
-from repair_jax.explain.study import (
-    SpuriousAttributionStudy, SpuriousCondition, StudyModel, condition_fields, normal_model_scores,
-    run_spurious_attribution_study, run_spurious_conditions, spurious_condition, train_spurious_model,
-    train_study_model,
-)
-from repair_jax.explain.tables import (
-    MislabelledExplanationStudy, OODExplanationStudy, SpuriousConceptStudy, SpuriousTrainingRankingStudy,
-    concept_sets, concept_tests, ks_result, last_layer_loss, ranking_metrics, resized_dataset,
-    run_mislabelled_explanation_study, run_ood_explanation_study, run_spurious_concept_study,
-    run_training_ranking_study, similarity_rows, training_point_ranking,
-)

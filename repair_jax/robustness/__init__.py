@@ -26,5 +26,5 @@ from repair_jax.robustness.uap import (
     NORMS, check_ball, clipped_cross_entropy, deepfool, eval_logits_fn, fooling_rate, predicted_labels,
     project, random_perturbation, sign_ascent, uap_deepfool, uap_sgd,
 )
-from repair_jax.robustness.study import METHODS, RobustMethod, RobustnessStudy, run_robustness_study
+from repair_jax.robustness.methods import METHODS, RobustMethod
 from repair_jax.robustness.report import head_tail_recall, plot_recall_vs_class_size, report_markdown, versus_plain

@@ -12,7 +12,7 @@ initialisation, so the tests are paired (:func:`repair_jax.stats.paired_t_test_p
   negative tail change significantly below the head change (paired over seeds).
 * :func:`plot_recall_vs_class_size` - per-class recall against the class's training count.
 
-Input: the records of :func:`repair_jax.robustness.study.run_robustness_study` (``results.jsonl``).
+Input: the records of :func:`repair_jax.studies.robustness.run_robustness_study` (``results.jsonl``).
 """
 
 from __future__ import annotations

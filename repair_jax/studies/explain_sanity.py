@@ -30,7 +30,7 @@ from repair_jax.explain.plots import heat_map
 from repair_jax.explain.randomization import cascading_randomization, rank_correlation
 from repair_jax.explain.registry import attribute, parse_methods
 from repair_jax.explain.spurious import explanation_ssim
-from repair_jax.explain.study import train_study_model
+from repair_jax.studies.explain_spurious import train_study_model
 from repair_jax.io import write_json, write_text
 from repair_jax.models import create_model, init_variables
 from repair_jax.plots import plt, save_figure

@@ -4,7 +4,7 @@ on softmax regression and a one-hidden-layer MLP, on real digits and Fashion-MNI
 training subset for CPU), registered with :func:`repair_jax.experiment.runner`.
 
 Per (data set, model) cell, in float64: fit to convergence on the ``train_limit`` training points
-(full-batch L-BFGS, :func:`repair_jax.influence.experiments.fit_full_batch`); draw ``num_subsets`` subsets
+(full-batch L-BFGS, :func:`repair_jax.studies.influence.fit_full_batch`); draw ``num_subsets`` subsets
 of ``alpha`` of them; retrain on each (vmapped L-BFGS, warm-started from the fitted parameters: for the
 non-convex MLP this measures the attribution around that solution, not over random initialisations as
 TRAK's retraining from scratch does); record the losses of ``test_points`` test points. The damping of
@@ -27,7 +27,7 @@ import numpy as np
 from repair_jax.errors import UserError, require_at_least
 from repair_jax.experiment import runner
 from repair_jax.influence.evaluate import LDS_METHODS, validate_lds_args
-from repair_jax.influence.experiments import FullBatchModel
+from repair_jax.studies.influence import FullBatchModel
 from repair_jax.io import ResumableJsonl, write_json, write_text
 from repair_jax.progress import track
 
@@ -73,7 +73,7 @@ def _timed(fn):
 def _cell_setup(config: LdsStudy, dataset: str, model: FullBatchModel, labels=None) -> dict:
     """Fit (float64) on the first ``train_limit`` points (``labels``: noisy training labels) and the damping."""
     from repair_jax.data import load_dataset
-    from repair_jax.influence.experiments import fit_full_batch
+    from repair_jax.studies.influence import fit_full_batch
     from repair_jax.influence.hvp import damped_operator
 
     ds = load_dataset(dataset, seed=config.seed, train_limit=config.train_limit)
@@ -180,7 +180,7 @@ def _standardised(a):
 def plot_lds(path, cells: list[dict]) -> None:
     """Predicted vs actual subset outputs, standardised per test point and pooled: one panel per
     (cell, method)."""
-    from repair_jax.influence.experiments import _plt
+    from repair_jax.studies.influence import _plt
     from repair_jax.plots import save_figure
 
     plt = _plt()

@@ -93,7 +93,7 @@ def run_multimodal_variant(config: MultimodalBiasStudy, variant: str, seed: int,
 
 @runner(MultimodalBiasStudy)
 def run_multimodal_study(config: MultimodalBiasStudy, out: Path, *, force: bool, progress: bool) -> dict:
-    from repair_jax.bias.study import sweep
+    from repair_jax.studies.bias import sweep
 
     load = functools.lru_cache(None)(lambda s: load_captions(config.captions, s, config.train_limit))
     return sweep(config, out, lambda v, s: run_multimodal_variant(config, v, s, load(s)),

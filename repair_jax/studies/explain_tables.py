@@ -1,7 +1,7 @@
 """Thesis Tables 4.2-4.4 analogues as configs (Adebayo 2022, Sec. 4.2.3, 4.2.4 and 4.5).
 
 The spurious-signal studies (Tables 4.2 and 4.3) reuse Table 4.1's set-up by composition: their ``models``
-field is a :class:`~repair_jax.explain.study.SpuriousAttributionStudy` that says how the normal and
+field is a :class:`~repair_jax.studies.explain_spurious.SpuriousAttributionStudy` that says how the normal and
 spurious models are trained (data set, model, recipe, signals, aligned class, seeds; its attribution
 ``methods`` are not used) and how many test inputs are explained (``explain_examples``). Per
 (seed, signal) one record goes to ``results.jsonl`` (resumable, as Table 4.1's); ``results.json`` and
@@ -29,7 +29,7 @@ between the two explanation distributions it compares; the thesis gives no more 
   real digits, named so in the results); ``explain_examples`` test inputs of ``dataset`` are explained by
   both (each model's predicted class) and compared per method by SSIM of the heat maps and Spearman's
   rank correlation of the absolute attributions (mean and SEM), as
-  :func:`~repair_jax.explain.sanity.similarity_curves` does for the randomisation figure.
+  :func:`~repair_jax.studies.explain_sanity.similarity_curves` does for the randomisation figure.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ from repair_jax.experiment import runner
 from repair_jax.explain.concepts import tcav
 from repair_jax.explain.pipeline import method_options
 from repair_jax.explain.registry import attribute, parse_methods
-from repair_jax.explain.sanity import plot_maps, similarity_curves
+from repair_jax.studies.explain_sanity import plot_maps, similarity_curves
 from repair_jax.explain.spurious import add_signal, distributions_differ, identical_class_metric
-from repair_jax.explain.study import (
+from repair_jax.studies.explain_spurious import (
     SpuriousAttributionStudy, StudyModel, condition_fields, run_spurious_conditions, train_spurious_model,
     train_study_model,
 )
@@ -326,7 +326,7 @@ def resized_dataset(ds: Dataset, input_shape: tuple) -> Dataset:
 
 def similarity_rows(curves: dict, pair: str) -> list[str]:
     """Markdown rows of the thesis's Tables 4.4 layout: a column per method, rows SSIM, SEM, RK, SEM
-    (``curves`` of :func:`~repair_jax.explain.sanity.similarity_curves`, step 1 against step 0)."""
+    (``curves`` of :func:`~repair_jax.studies.explain_sanity.similarity_curves`, step 1 against step 0)."""
     methods = list(curves)
     row = lambda name, measure, k: f"| {name} | " + " | ".join(f"{curves[m][measure][1][k]:.3g}" for m in methods) + " |"
     return ["| metric | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|",

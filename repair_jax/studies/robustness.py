@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -26,18 +25,12 @@ from repair_jax.io import ResumableJsonl, write_json, write_text
 from repair_jax.metrics import summarize, top_pairs
 from repair_jax.models import create_model, init_variables
 from repair_jax.progress import progress as progress_bar
-from repair_jax.objectives import erm_objective
-from repair_jax.robustness.adversarial import (
-    adversarial_noise_step, init_noise_training, init_universal_state, shared_adversarial_objective,
-    universal_adversarial_step,
-)
-from repair_jax.robustness.augment import augmented_objective, augmented_step, standard_augment
-from repair_jax.robustness.augmix import augmix_objective
 from repair_jax.robustness.imbalance import parse_imbalance
+from repair_jax.robustness.methods import METHODS
 from repair_jax.robustness.report import head_tail_recall, plot_recall_vs_class_size, report_markdown, versus_plain
 from repair_jax.robustness.schedules import triangular_cyclical_lr
 from repair_jax.robustness.uap import eval_logits_fn, fooling_rate, uap_sgd
-from repair_jax.train import TrainConfig, create_train_state, fit, predict, train_step_fn
+from repair_jax.train import create_train_state, predict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,52 +56,6 @@ class RobustnessStudy:
     def validate(self) -> None:
         """Every option checked before the driver writes anything (:func:`check_study`)."""
         check_study(self)
-
-
-class RobustMethod(NamedTuple):
-    """A robustness method as a value: ``init(state, dataset, seed) -> state`` (the training state it
-    needs, e.g. with the adversary's parameters) and ``make_step(config: RobustnessStudy, seed) ->
-    step(state, batch) -> (state, metrics)`` (one unjitted training step). :meth:`train` runs them
-    through :func:`repair_jax.train.fit`; the benchmarks time one step of the same ``make_step``."""
-
-    init: Callable
-    make_step: Callable
-
-    def train(self, state, dataset: Dataset, config: "RobustnessStudy", seed: int):
-        """``(state, history)``: the history of :func:`repair_jax.train.fit` (per-epoch loss, timings)."""
-        return fit(self.init(state, dataset, seed), dataset, _train_config(config, seed),
-                   step=self.make_step(config, seed), progress=False)
-
-
-def _train_config(config: RobustnessStudy, seed: int) -> TrainConfig:
-    return TrainConfig(dataset=config.dataset, epochs=config.epochs, batch_size=config.batch_size, seed=seed)
-
-
-def _with_objective(make_objective):
-    """A method that only changes the objective: standard augmentation, then ``make_objective``."""
-    def make_step(config, seed):
-        aug = standard_augment(config.max_rotation)
-        return train_step_fn(augmented_objective(make_objective(config, seed), aug, seed))
-    return RobustMethod(lambda state, dataset, seed: state, make_step)
-
-
-def _with_state(init, make_step):
-    """A method whose training step carries more than the model (``init`` adds it to the state):
-    standard augmentation, then ``make_step``'s step."""
-    def augmented(config, seed):
-        return augmented_step(make_step(config, seed), standard_augment(config.max_rotation), seed)
-    return RobustMethod(init, augmented)
-
-
-METHODS: dict[str, RobustMethod] = {
-    "plain": _with_objective(lambda c, s: erm_objective),
-    "augmix": _with_objective(lambda c, s: augmix_objective(seed=s)),
-    "sat": _with_objective(lambda c, s: shared_adversarial_objective(c.eps_linf, heap_size=8, norm="linf")),
-    "uat": _with_state(lambda st, ds, s: init_universal_state(st, ds.input_shape),
-                       lambda c, s: universal_adversarial_step(c.eps_linf, "linf")),
-    "ant": _with_state(lambda st, ds, s: init_noise_training(st, ds.input_shape[-1], seed=s),
-                       lambda c, s: adversarial_noise_step(c.eps_noise_l2, seed=s)),
-}
 
 
 def check_study(config: RobustnessStudy) -> None:

@@ -1,0 +1,61 @@
+"""The studies floor (issue 28): committed results still belong to their configs after the studies moved."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from repair_jax.experiment import config_paths, config_record, load_config, upgraded_record
+from repair_jax.io import first_difference
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+CONFIGS = ROOT / "experiments" / "configs"
+COMMITTED = sorted(p.parent.name for p in RESULTS.glob("*/experiment.json"))
+
+
+def test_every_committed_result_has_a_config_file():
+    assert COMMITTED, "no committed results found"
+    names = {p.stem for p in config_paths(CONFIGS)}
+    assert [n for n in COMMITTED if n not in names] == []
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_result_config_loads_validates_and_resumes(name):
+    """Its config file loads and validates, and the record in experiment.json (written before the move, naming
+    the old modules) is the same configuration: a rerun would resume that directory rather than refuse it."""
+    config = load_config(str(CONFIGS / f"{name}.py"))
+    if hasattr(config, "validate"):
+        config.validate()
+    new = config_record(config)
+    assert new["type"].startswith("repair_jax.studies."), new["type"]
+    old = json.loads((RESULTS / name / "experiment.json").read_text())["config"]
+    assert first_difference(upgraded_record(old, new), new) is None
+
+
+def test_upgraded_record_maps_only_moved_types_and_none_defaults():
+    new = {"type": "repair_jax.studies.wr.WRStudy", "fields": {"train": {"seed": 0, "init_seed": None}}}
+    old = {"type": "repair_jax.repair.experiments.WRStudy", "fields": {"train": {"seed": 0}}}
+    assert first_difference(upgraded_record(old, new), new) is None
+    other = {"type": "repair_jax.repair.experiments.Sweep", "fields": {"train": {"seed": 0}}}
+    assert first_difference(upgraded_record(other, new), new) == "type"
+    changed = {"type": "repair_jax.repair.experiments.WRStudy", "fields": {"train": {"seed": 1}}}
+    assert first_difference(upgraded_record(changed, new), new) == "fields.train.seed"
+    added = {"type": "repair_jax.studies.wr.WRStudy", "fields": {"train": {"seed": 0, "init_seed": 3}}}
+    assert first_difference(upgraded_record(old, added), added) == "fields.train.init_seed"
+
+
+def test_a_moved_results_directory_resumes(tmp_path):
+    """run_experiment's own check accepts a directory whose experiment.json names the old module."""
+    from repair_jax.experiment import _check_out
+
+    config = load_config(str(CONFIGS / "wr_fashion_mnist.py"), smoke=True)
+    record = config_record(config)
+    old = dict(record, type="repair_jax.repair.experiments.WRStudy")
+    (tmp_path / "experiment.json").write_text(json.dumps({"config": old}))
+    _check_out(tmp_path, record, force=False)  # no error
+    (tmp_path / "experiment.json").write_text(json.dumps({"config": dict(old, type="repair_jax.studies.wr.Sweep")}))
+    with pytest.raises(Exception, match="type differs"):
+        _check_out(tmp_path, record, force=False)
