@@ -641,7 +641,7 @@ def _classifier_of(model) -> Classifier:
 def predict_outputs(clf: Classifier, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray | None]:
     """Eval-mode ``(logits (N, K), features (N, T) or None)`` of all of ``x`` in fixed-size jitted
     chunks (NumPy)."""
-    from repair_jax.train import map_batched
+    from repair_jax.data import map_batched
 
     fn = _jitted_outputs(clf.apply)
     return map_batched(lambda chunk: fn(clf.params, clf.state, jnp.asarray(chunk)), x, batch_size)

@@ -19,11 +19,12 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from repair_jax.errors import UserError
+from repair_jax.imbalance import ImbalanceSpec, make_imbalanced
 
 SPLITS = ("train", "val", "pool", "test")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -442,24 +443,41 @@ def _load_npz(path: str, seed: int) -> Dataset:
     return Dataset(f"npz:{p}", names, *parts, multilabel=multilabel)
 
 
+def map_batched(fn: Callable, inputs, batch_size: int = 512):
+    """``fn`` over ``inputs`` (an array or a pytree of arrays with a common first axis) in fixed-size
+    chunks, the last one zero-padded so a jitted ``fn`` compiles once; the outputs (a pytree of arrays
+    with the same first axis) are trimmed and concatenated as NumPy arrays."""
+    import jax  # here: loading a data set needs no jax (the CLI's quick commands)
+
+    leaves, treedef = jax.tree_util.tree_flatten(inputs)
+    n = leaves[0].shape[0]
+    if n == 0:
+        raise UserError("cannot predict on an empty set of inputs")
+    bs = min(batch_size, n)
+    outs = []
+    for i in range(0, n, bs):
+        chunk = [np.asarray(v[i:i + bs]) for v in leaves]
+        pad = bs - chunk[0].shape[0]
+        chunk = [np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) if pad else v for v in chunk]
+        out = fn(jax.tree_util.tree_unflatten(treedef, chunk))
+        outs.append(jax.tree_util.tree_map(lambda o: np.asarray(o)[:bs - pad], out))
+    return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *outs)
+
+
 DATASETS = ("digits", "digits_multilabel", "fashion_mnist", "mnist", "cifar10", "cifar100", "npz:PATH")
 
 
 def load_dataset(name: str, seed: int = 0, data_dir: str | None = None,
-                 train_limit: int | None = None) -> Dataset:
+                 train_limit: int | None = None, imbalance: str | ImbalanceSpec | None = None) -> Dataset:
     """Loads a data set by name with its deterministic 4-way split for ``seed``.
 
     ``train_limit`` keeps a stratified subset of that many training examples (for CPU runs).
-    ``BASE:LEVEL`` (e.g. ``fashion_mnist:longtail(100)``) is BASE with its training split reduced
-    to an imbalance level of Pradhan et al. 2020 (:func:`repair_jax.robustness.make_imbalanced`).
+    ``imbalance`` (e.g. ``"longtail(100)"``, see :mod:`repair_jax.imbalance`) reduces the training split to a
+    level of distribution bias of Pradhan et al. 2020 (:func:`~repair_jax.imbalance.make_imbalanced`); the
+    data set is then named ``NAME:LEVEL``.
     """
-    base, level = name, None
-    if ":" in name:  # BASE:LEVEL (or npz:PATH); imported here: the imbalance builders import this module
-        from repair_jax.robustness.imbalance import make_imbalanced, split_imbalance_name
-
-        base, level = split_imbalance_name(name)
-    if level is not None:
-        return make_imbalanced(load_dataset(base, seed, data_dir, train_limit), level, seed)
+    if imbalance is not None:
+        return make_imbalanced(load_dataset(name, seed, data_dir, train_limit), imbalance, seed)
     if name == "digits":
         ds = _load_digits(seed)
     elif name == "digits_multilabel":

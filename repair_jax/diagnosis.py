@@ -102,7 +102,7 @@ def diagnose_run(run_path, out, split: str = "test", top_k: int = 5, force: bool
     ``out/confusion_matrix.png`` atomically and returns the record. An existing non-empty ``out`` is
     replaced only with ``force``; an ``out`` that is or holds the run is refused even then."""
     from repair_jax.io import atomic_dir, check_keeps_inputs, write_json
-    from repair_jax.plots import plot_confusion_matrix
+    from repair_jax.plots import plot_confusion_matrix, plot_roc_curves
     from repair_jax.runs import load_run
 
     require_at_least("--top", top_k, 1)
@@ -113,8 +113,6 @@ def diagnose_run(run_path, out, split: str = "test", top_k: int = 5, force: bool
         d = diagnose(run.state(), ds, split=split, top_k=top_k)
         write_json(tmp / "diagnosis.json", d)
         if not ds.multilabel:
-            from repair_jax.bias.plots import plot_roc_curves
-
             plot_confusion_matrix(d["confusion_matrix"], ds.class_names, tmp / "confusion_matrix.png",
                                   title=f"{ds.name} {run.info['config']['model']} ({split})")
             plot_roc_curves(d["roc_curves"], ds.class_names, tmp / "roc_curves.png",

@@ -267,7 +267,29 @@ class Bottleneck(nn.Module):
         return nn.relu(h + x)
 
 
-_FACTORIES: dict[str, Callable[..., nn.Module]] = {
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str, factory: Callable[..., nn.Module], *, replace: bool = False) -> None:
+    """Adds ``factory(num_classes, **options) -> linen module`` to the zoo under ``name``, so that
+    :func:`create_model`, ``TrainConfig(model=name)``, ``repair-jax train --model name`` and a run's reload find it.
+    The module's ``__call__(x, train=False, sample_weight=None)`` returns ``(logits, features)``. A taken name is
+    refused unless ``replace``."""
+    if not isinstance(name, str) or not name or ":" in name:
+        raise UserError(f"a model name is a non-empty string without ':', got {name!r}")
+    if name in _FACTORIES and not replace:
+        raise UserError(f"model {name!r} is registered already (pass replace=True to replace it)")
+    if not callable(factory):
+        raise UserError(f"the factory of model {name!r} is not callable")
+    _FACTORIES[name] = factory
+
+
+def model_names() -> tuple[str, ...]:
+    """Every registered model name, in registration order."""
+    return tuple(_FACTORIES)
+
+
+for _name, _factory in {
     "mlp": lambda k, **kw: MLP(k, **kw),
     "cnn": lambda k, **kw: SmallCNN(k, **kw),
     "resnet18": lambda k, **kw: ResNet(k, (2, 2, 2, 2), **kw),
@@ -276,7 +298,8 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v2": lambda k, **kw: MobileNetV2(k, **kw),
     "squeezenet": lambda k, **kw: SqueezeNet(k, **kw),
     "resnet50": lambda k, stage_sizes=(3, 4, 6, 3), **kw: ResNet(k, stage_sizes, bottleneck=True, **kw),
-}
+}.items():
+    register_model(_name, _factory)
 
 
 def check_model_options(kwargs: dict) -> None:
@@ -298,7 +321,7 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     ``kwargs`` go to the module (e.g. ``hidden=(64,)`` for the MLP, ``width=16`` for the CNN/ResNet).
     """
     if name not in _FACTORIES:
-        raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+        raise UserError(f"unknown model {name!r}; choose one of {', '.join(model_names())}")
     if num_classes < 2:
         raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
     check_model_options(kwargs)
@@ -328,7 +351,7 @@ def has_batch_norm(variables: dict) -> bool:
 def padain_before_bn(h, padain_p: float, train: bool):
     """``PermutedAdaIN(padain_p)(h, train)``, or ``h`` itself when ``padain_p`` is 0 (no variable added,
     so models without the option keep their checkpoints); p outside [0, 1] -> UserError."""
-    from repair_jax.bias.padain import PermutedAdaIN, check_padain_p
+    from repair_jax.padain import PermutedAdaIN, check_padain_p
 
     check_padain_p(padain_p)
     return PermutedAdaIN(padain_p)(h, train) if padain_p > 0 else h
@@ -444,18 +467,57 @@ class PyramidNet(nn.Module):
         return nn.Dense(self.num_classes)(feats), feats
 
 
-def _multi_head(k, backbone: str = "cnn", head_widths: Sequence[int] = (0, 0, 0), **kw):
-    from repair_jax.bias.mtl import multi_head_model
+# ----------------------------------------------------------------------------- multi-task heads (Sharma n.d., Que-2)
 
+def ensemble_logits(head_logits: jax.Array) -> jax.Array:
+    """The heads' logit average (Sharma n.d., "we take the ensemble by taking the average of the logits"):
+    (N, H, K) -> (N, K)."""
+    return jnp.mean(head_logits, axis=1)
+
+
+class MultiHead(nn.Module):
+    """A backbone (any model of this zoo; its penultimate features are shared) with one
+    head per entry of ``head_widths``. ``__call__`` -> (ensemble logits (N, K), features);
+    ``heads`` -> (head logits (N, H, K), features)."""
+
+    backbone: nn.Module
+    num_classes: int
+    head_widths: Sequence[int] = (0, 0, 0)
+
+    def setup(self):
+        self.hidden = [nn.Dense(w) if w else None for w in self.head_widths]
+        self.out = [nn.Dense(self.num_classes) for _ in self.head_widths]
+
+    def heads(self, x, train: bool = False, sample_weight=None):
+        _, feats = self.backbone(x, train, sample_weight)
+        zs = [out(nn.relu(hid(feats)) if hid is not None else feats) for hid, out in zip(self.hidden, self.out)]
+        return jnp.stack(zs, axis=1), feats
+
+    def __call__(self, x, train: bool = False, sample_weight=None):
+        z, feats = self.heads(x, train, sample_weight)
+        return ensemble_logits(z), feats
+
+
+def multi_head_model(backbone: str, num_classes: int, head_widths: Sequence[int] = (0, 0, 0),
+                     **backbone_kwargs) -> MultiHead:
+    """``MultiHead(create_model(backbone, num_classes, **backbone_kwargs), num_classes, head_widths)``."""
+    head_widths = tuple(head_widths)
+    for w in head_widths:
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise UserError(f"head width must be an integer >= 0, got {w!r}")
+    if not head_widths:
+        raise UserError("a multi-head model needs at least one head")
+    return MultiHead(create_model(backbone, num_classes, **backbone_kwargs), num_classes, head_widths)
+
+
+def _multi_head(k, backbone: str = "cnn", head_widths: Sequence[int] = (0, 0, 0), **kw):
     return multi_head_model(backbone, k, head_widths, **kw)
 
 
-_FACTORIES.update({
-    "shufflenet_v2": lambda k, **kw: ShuffleNetV2(k, **kw),
-    "pyramidnet": lambda k, **kw: PyramidNet(k, **kw),
-    # multi-task heads over any backbone (Sharma n.d., Que-2), output = the heads' logit average; so that a
-    # run trained with repair_jax.bias.mtl_objective can be reloaded from run.json
-    "multi_head": _multi_head,
-})
+register_model("shufflenet_v2", lambda k, **kw: ShuffleNetV2(k, **kw))
+register_model("pyramidnet", lambda k, **kw: PyramidNet(k, **kw))
+# multi-task heads over any backbone (Sharma n.d., Que-2), output = the heads' logit average; so that a
+# run trained with repair_jax.bias.mtl_objective can be reloaded from run.json
+register_model("multi_head", _multi_head)
 BIAS_MODELS = ("shufflenet_v2", "pyramidnet", "multi_head")  # Sharma's (n.d.) backbones and multi-task heads
-MODELS = tuple(_FACTORIES)
+MODELS = model_names()  # the built-in zoo (models registered later: model_names())

@@ -86,3 +86,18 @@ def plot_accuracy_drop(groups: dict, path: str | Path, xlabel: str = "|R|",
     ax.set_title(title)
     ax.legend(fontsize=8)
     save_figure(fig, path)
+
+
+def plot_roc_curves(curves: Sequence[dict], class_names: Sequence[str], path: str | Path,
+                    title: str = "ROC curves (one vs rest)", aurocs: Sequence[float] | None = None) -> None:
+    """One line per class from :func:`repair_jax.metrics.roc_curves_ovr` records (``fpr``, ``tpr``)."""
+    fig, ax = subplots(figsize=(5.0, 4.4))
+    for k, (curve, name) in enumerate(zip(curves, class_names)):
+        label = name if aurocs is None else f"{name} (AUC {aurocs[k]:.3f})"
+        ax.plot(curve["fpr"], curve["tpr"], lw=1.2, label=label)
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    save_figure(fig, path)

@@ -228,3 +228,28 @@ def trained_run(run_dir: Path, train: TrainConfig | None, progress: bool, force:
         if field is not None:
             raise UserError(f"the run in {run_dir} was trained otherwise ({field} differs from the config's train)")
     return run
+
+
+def import_run(model_spec: str, checkpoint: str | Path, out: str | Path, *, dataset: str = "digits",
+               model_kwargs: dict | None = None, data_dir: str | None = None, seed: int = 0,
+               features: str | None = "auto", force: bool = False) -> dict:
+    """Writes the run directory ``out`` for a user's model (``"pkg.module:factory"``) and trained
+    weights (``checkpoint``) on ``dataset`` (split by ``seed``): the model is checked by one forward
+    pass and its test accuracy recorded. Returns run.json's record."""
+    from repair_jax.io import atomic_dir
+    from repair_jax.train import TrainConfig, create_train_state
+    from repair_jax.user_models import build_user_model, check_classifier, classifier_of, read_weights
+
+    cfg = TrainConfig(dataset=dataset, model=model_spec, model_kwargs=dict(model_kwargs or {}), epochs=0,
+                      seed=seed, data_dir=data_dir).resolved()
+    cfg.validate()
+    ds = cfg.load_dataset()
+    model, init = build_user_model(model_spec, cfg.model_kwargs, ds.input_shape, ds.num_classes, seed)
+    clf = read_weights(classifier_of(model, init, ds.input_shape, ds.num_classes, features), checkpoint)
+    clf = check_classifier(clf, ds.input_shape, ds.num_classes)
+    with atomic_dir(out, overwrite=force) as tmp:
+        info = _run_record(cfg, ds, create_train_state(clf, optax.identity()), [], 0.0)
+        info.update({"imported_from": str(Path(checkpoint).resolve()), "model_kind": clf.kind,
+                     "features": clf.apply.features})
+        write_run(tmp, info, clf.variables)
+    return info

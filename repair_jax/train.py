@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from repair_jax.data import Dataset, Split, shuffled_batches
+from repair_jax.data import Dataset, Split, map_batched, shuffled_batches  # noqa: F401 (map_batched: the training API)
 from repair_jax.errors import UserError, check_seed
 from repair_jax.objectives import (  # noqa: F401  (re-exported: the training API)
     Objective, TrainState, erm_objective, forward, group_dro_objective, l2_penalty, per_example_loss,
@@ -55,25 +55,6 @@ def make_gather_step(step: Callable[[TrainState, dict], tuple[TrainState, dict]]
 def _eval_logits(state: TrainState, x):
     logits, feats, _ = forward(state, state.params, x, train=False)
     return logits, feats
-
-
-def map_batched(fn: Callable, inputs, batch_size: int = 512):
-    """``fn`` over ``inputs`` (an array or a pytree of arrays with a common first axis) in fixed-size
-    chunks, the last one zero-padded so a jitted ``fn`` compiles once; the outputs (a pytree of arrays
-    with the same first axis) are trimmed and concatenated as NumPy arrays."""
-    leaves, treedef = jax.tree_util.tree_flatten(inputs)
-    n = leaves[0].shape[0]
-    if n == 0:
-        raise UserError("cannot predict on an empty set of inputs")
-    bs = min(batch_size, n)
-    outs = []
-    for i in range(0, n, bs):
-        chunk = [np.asarray(v[i:i + bs]) for v in leaves]
-        pad = bs - chunk[0].shape[0]
-        chunk = [np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) if pad else v for v in chunk]
-        out = fn(jax.tree_util.tree_unflatten(treedef, chunk))
-        outs.append(jax.tree_util.tree_map(lambda o: np.asarray(o)[:bs - pad], out))
-    return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *outs)
 
 
 def predict(state: TrainState, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -131,10 +112,14 @@ class TrainConfig:
         return dataclasses.replace(self, **{f"{w}_seed": self.seed_for(w) for w in ("split", "init", "order")})
 
     def load_dataset(self) -> Dataset:
-        """The data set and split of this run (same name, split seed, data dir and train limit)."""
+        """The data set and split of this run (same name, split seed, data dir and train limit); a name
+        ``BASE:LEVEL`` (e.g. ``fashion_mnist:longtail(100)``) is BASE at that imbalance level."""
         from repair_jax.data import load_dataset
-        return load_dataset(self.dataset, seed=self.seed_for("split"), data_dir=self.data_dir,
-                            train_limit=self.train_limit)
+        from repair_jax.imbalance import split_imbalance_name
+
+        base, level = split_imbalance_name(self.dataset)
+        return load_dataset(base, seed=self.seed_for("split"), data_dir=self.data_dir,
+                            train_limit=self.train_limit, imbalance=level)
 
     def validate(self) -> None:
         for name in ("seed", "split_seed", "init_seed", "order_seed"):

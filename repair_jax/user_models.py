@@ -5,7 +5,7 @@ and calls it with the run's ``model_kwargs``; it must return a ``flax.nnx.Module
 ``flax.linen.Module``. :func:`read_weights` reads the user's trained weights from an orbax
 checkpoint directory (the Flax ecosystem's format: ``ocp.StandardCheckpointer().save(path,
 nnx.state(model))`` or linen ``variables``) or from a flax msgpack file, into the model's own
-structure; :func:`import_run` checks the result with one forward pass and writes a run directory
+structure; :func:`repair_jax.runs.import_run` checks the result with one forward pass and writes a run directory
 that every ``repair-jax`` subcommand then reads (:func:`repair_jax.runs.load_run`).
 """
 
@@ -183,32 +183,3 @@ def load_user_classifier(info: dict, variables: dict | None = None) -> Classifie
     if variables is not None:
         clf = clf.replace(params=variables["params"], state=variables.get("batch_stats", {}))
     return clf
-
-
-def import_run(model_spec: str, checkpoint: str | Path, out: str | Path, *, dataset: str = "digits",
-               model_kwargs: dict | None = None, data_dir: str | None = None, seed: int = 0,
-               features: str | None = "auto", force: bool = False) -> dict:
-    """Writes the run directory ``out`` for a user's model (``"pkg.module:factory"``) and trained
-    weights (``checkpoint``) on ``dataset`` (split by ``seed``): the model is checked by one forward
-    pass and its test accuracy recorded. Returns run.json's record."""
-    from repair_jax.io import atomic_dir
-    from repair_jax.runs import _run_record, write_run
-    from repair_jax.train import TrainConfig, create_train_state
-
-    cfg = TrainConfig(dataset=dataset, model=model_spec, model_kwargs=dict(model_kwargs or {}), epochs=0,
-                      seed=seed, data_dir=data_dir).resolved()
-    cfg.validate()
-    ds = cfg.load_dataset()
-    model, init = build_user_model(model_spec, cfg.model_kwargs, ds.input_shape, ds.num_classes, seed)
-    clf = read_weights(classifier_of(model, init, ds.input_shape, ds.num_classes, features), checkpoint)
-    clf = check_classifier(clf, ds.input_shape, ds.num_classes)
-    import optax
-
-    with atomic_dir(out, overwrite=force) as tmp:
-        info = _run_record(cfg, ds, create_train_state(clf, optax.identity()), [], 0.0)
-        info.update({"imported_from": str(Path(checkpoint).resolve()), "model_kind": clf.kind,
-                     "features": clf.apply.features})
-        write_run(tmp, info, clf.variables)
-    return info
-
-

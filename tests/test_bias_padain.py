@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from repair_jax.bias.padain import PermutedAdaIN, instance_stats, padain_draw, permuted_adain
+from repair_jax.padain import PermutedAdaIN, instance_stats, padain_draw, permuted_adain
 from repair_jax.errors import UserError
 from repair_jax.models import create_model, init_variables
 

@@ -47,8 +47,14 @@ def test_spec_round_trip_and_name_split():
     assert split_imbalance_name("npz:/tmp/a.npz") == ("npz:/tmp/a.npz", None)
     assert split_imbalance_name("digits:balanced")[0] == "digits"
     assert split_imbalance_name("npz:linear.npz") == ("npz:linear.npz", None)  # a file name, not a level
-    ds = load_dataset("digits:linear(5)", seed=0)  # every loader takes BASE:LEVEL names
+    ds = load_dataset("digits", seed=0, imbalance="linear(5)")  # imbalance is a data-set option
     assert ds.name == "digits:linear(5)" and ds.test.y.shape == load_dataset("digits", seed=0).test.y.shape
+    from repair_jax.train import TrainConfig  # a run's recorded BASE:LEVEL name loads the same data again
+
+    again = TrainConfig(dataset="digits:linear(5)").load_dataset()
+    np.testing.assert_array_equal(again.train.y, ds.train.y)
+    with pytest.raises(UserError, match="unknown dataset"):  # load_dataset itself parses no level out of a name
+        load_dataset("digits:linear(5)", seed=0)
     with pytest.raises(UserError):
         split_imbalance_name("digits:longtail(0.1)")
 
@@ -136,7 +142,7 @@ def test_cifar100_lt_through_tfds_on_mock_data():
 
     with data_source(3000):
         base = load_dataset("cifar100", seed=0)
-        lt = load_dataset("cifar100:longtail(5)", seed=0)
+        lt = load_dataset("cifar100", seed=0, imbalance="longtail(5)")
     assert base.input_shape == (32, 32, 3) and base.num_classes == 100
     n_max = int(np.bincount(base.train.y, minlength=100).min())
     np.testing.assert_array_equal(np.bincount(lt.train.y, minlength=100), class_counts("longtail(5)", n_max, 100))

@@ -19,7 +19,7 @@ from repair_jax.bias.mtl import (
 from repair_jax.bias.multimodal import (
     LSTMCNN, LSTMEncoder, check_multimodal_data, lstm_cnn_model, mml_objective, train_multimodal,
 )
-from repair_jax.bias.padain import PermutedAdaIN, adain, check_padain_p, instance_stats, permuted_adain
+from repair_jax.padain import PermutedAdaIN, adain, check_padain_p, instance_stats, permuted_adain
 from repair_jax.bias.plots import plot_comparison, plot_roc_curves
 
 __all__ = [ "CaptionedDataset", "HEAD_LOSSES", "LSTMCNN", "LSTMEncoder",

@@ -20,6 +20,7 @@ import optax
 
 from repair_jax.errors import UserError
 from repair_jax.objectives import l2_penalty, softmax_cross_entropy
+from repair_jax.models import MultiHead, ensemble_logits, multi_head_model  # noqa: F401 (the MTL API)
 from repair_jax.train import map_batched
 
 HEAD_LOSSES = ("ce", "kl", "l2")
@@ -69,45 +70,6 @@ def mtl_loss(head_logits: jax.Array, labels: jax.Array, losses: Sequence[str], a
     """
     terms = jnp.stack([jnp.mean(_LOSS_FNS[name](head_logits[:, h], labels)) for h, name in enumerate(losses)])
     return jnp.sum(jnp.asarray(alphas, terms.dtype) * terms), terms
-
-
-def ensemble_logits(head_logits: jax.Array) -> jax.Array:
-    """The heads' logit average (Sharma n.d., "we take the ensemble by taking the average of the logits"):
-    (N, H, K) -> (N, K)."""
-    return jnp.mean(head_logits, axis=1)
-
-
-class MultiHead(nn.Module):
-    """A backbone (any model of :mod:`repair_jax.models`; its penultimate features are shared) with one
-    head per entry of ``head_widths``. ``__call__`` -> (ensemble logits (N, K), features);
-    ``heads`` -> (head logits (N, H, K), features)."""
-
-    backbone: nn.Module
-    num_classes: int
-    head_widths: Sequence[int] = (0, 0, 0)
-
-    def setup(self):
-        self.hidden = [nn.Dense(w) if w else None for w in self.head_widths]
-        self.out = [nn.Dense(self.num_classes) for _ in self.head_widths]
-
-    def heads(self, x, train: bool = False, sample_weight=None):
-        _, feats = self.backbone(x, train, sample_weight)
-        zs = [out(nn.relu(hid(feats)) if hid is not None else feats) for hid, out in zip(self.hidden, self.out)]
-        return jnp.stack(zs, axis=1), feats
-
-    def __call__(self, x, train: bool = False, sample_weight=None):
-        z, feats = self.heads(x, train, sample_weight)
-        return ensemble_logits(z), feats
-
-
-def multi_head_model(backbone: str, num_classes: int, head_widths: Sequence[int] = (0, 0, 0),
-                     **backbone_kwargs) -> MultiHead:
-    """``MultiHead(create_model(backbone, num_classes, **backbone_kwargs), num_classes, head_widths)``."""
-    from repair_jax.models import create_model
-
-    head_widths = tuple(head_widths)
-    check_heads(["ce"] * len(head_widths), [1.0] * len(head_widths), head_widths)
-    return MultiHead(create_model(backbone, num_classes, **backbone_kwargs), num_classes, head_widths)
 
 
 def heads_forward(state, params, inputs: dict, train: bool):

@@ -1,4 +1,4 @@
-"""``repair-jax import``: a user's own trained model as a run directory (:func:`repair_jax.user_models.import_run`).
+"""``repair-jax import``: a user's own trained model as a run directory (:func:`repair_jax.runs.import_run`).
 
 The model is named by its factory (``pkg.module:function``, importable from the working directory or
 an installed package, returning a flax NNX or linen module) and its weights by a checkpoint (an orbax
@@ -28,7 +28,7 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
-    from repair_jax.user_models import import_run
+    from repair_jax.runs import import_run
 
     kwargs = json_object("--model-kwargs", args.model_kwargs)
     features = None if args.features == "none" else args.features

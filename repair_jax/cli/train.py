@@ -9,10 +9,10 @@ from repair_jax.errors import require_at_least
 def add_train_args(p, defaults) -> None:
     """The flags of a :class:`~repair_jax.train.TrainConfig`, with ``defaults`` shown."""
     from repair_jax.data import DATASETS
-    from repair_jax.models import MODELS
+    from repair_jax.models import model_names
 
     p.add_argument("--dataset", default=defaults.dataset, help=f"one of {', '.join(DATASETS)}")
-    p.add_argument("--model", default=defaults.model, help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--model", default=defaults.model, help=f"one of {', '.join(model_names())}")
     p.add_argument("--model-kwargs", default="{}", help='JSON options for the model, e.g. \'{"width": 16}\'')
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per step")

@@ -17,7 +17,7 @@ from repair_jax.robustness.augment import (
 from repair_jax.robustness.augmix import (
     AUGMIX_OPS, augmix_batch, augmix_image, augmix_objective, jensen_shannon_consistency,
 )
-from repair_jax.robustness.imbalance import (
+from repair_jax.imbalance import (
     ImbalanceSpec, class_counts, imbalanced_indices, linear_counts, longtail_counts,
     make_imbalanced, parse_imbalance, split_imbalance_name,
 )

@@ -69,7 +69,7 @@ class BiasMitigationStudy:
         """Every option checked before anything is trained or written: PAdaIN p in [0, 1], one head loss,
         alpha >= 0 and width >= 0 per head, the variants and WR rhos (see :func:`wr_rhos`)."""
         from repair_jax.bias.mtl import check_heads
-        from repair_jax.bias.padain import check_padain_p
+        from repair_jax.padain import check_padain_p
 
         check_padain_p(self.padain_p)
         check_heads(self.head_losses, self.head_alphas, self.head_widths)

@@ -25,7 +25,7 @@ from repair_jax.io import ResumableJsonl, write_json, write_text
 from repair_jax.metrics import summarize, top_pairs
 from repair_jax.models import create_model, init_variables
 from repair_jax.progress import progress as progress_bar
-from repair_jax.robustness.imbalance import parse_imbalance
+from repair_jax.imbalance import parse_imbalance
 from repair_jax.robustness.methods import METHODS
 from repair_jax.robustness.report import head_tail_recall, plot_recall_vs_class_size, report_markdown, versus_plain
 from repair_jax.robustness.schedules import triangular_cyclical_lr
@@ -35,7 +35,7 @@ from repair_jax.train import create_train_state, predict
 
 @dataclasses.dataclass(frozen=True)
 class RobustnessStudy:
-    """One data set's Table 1 grid. ``levels`` are imbalance specs (see :mod:`.imbalance`)."""
+    """One data set's Table 1 grid. ``levels`` are imbalance specs (see :mod:`repair_jax.imbalance`)."""
 
     dataset: str = "fashion_mnist"
     models: tuple[str, ...] = ("cnn", "squeezenet")
@@ -154,8 +154,8 @@ def run_robustness_study(config: RobustnessStudy, out: Path, *, force: bool, pro
             if (model_name, method, level, seed) not in log:
                 if (level, seed) not in loaded:
                     loaded.clear()
-                    loaded[(level, seed)] = load_dataset(f"{config.dataset}:{level}", seed=seed,
-                                                         train_limit=config.train_limit)
+                    loaded[(level, seed)] = load_dataset(config.dataset, seed=seed, train_limit=config.train_limit,
+                                                         imbalance=level)
                 dataset = loaded[(level, seed)]
                 rec = run_cell(config, model_name, method, dataset, seed)
                 log.append({"model": model_name, "method": method, "level": level, "seed": seed,

@@ -6,8 +6,10 @@ Only the training split is reduced; validation, repair pool and test stay as loa
 
 A level is written as a spec string: ``balanced``, ``linear(R)``, ``longtail(R)`` (R = imbalance
 ratio n_max / n_min >= 1) or ``longtail(lambda=L)`` with L in (0, 1]; an optional ``order=random``
-(or ``order=3-1-0-...``) assigns the counts to a permuted class order. The reduced data set is named
-``BASE:SPEC`` (e.g. ``fashion_mnist:longtail(100)``), so ``run.json`` records the level.
+(or ``order=3-1-0-...``) assigns the counts to a permuted class order. It is a data-set option:
+``load_dataset("fashion_mnist", imbalance="longtail(100)")``. The reduced data set is named ``BASE:SPEC``
+(e.g. ``fashion_mnist:longtail(100)``), and a :class:`~repair_jax.train.TrainConfig` whose ``dataset`` is such a
+name loads it again (:func:`split_imbalance_name`), so ``run.json`` records the level.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ import dataclasses
 import math
 import re
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from repair_jax.data import Dataset
 from repair_jax.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: repair_jax.data builds on this module
+    from repair_jax.data import Dataset
 
 KINDS = ("balanced", "linear", "longtail")
 _SPEC = re.compile(r"^\s*(balanced|linear|longtail)\s*(?:\((.*)\))?\s*$")
@@ -176,8 +182,8 @@ def make_imbalanced(dataset: Dataset, spec: str | ImbalanceSpec, seed: int = 0,
 
 def split_imbalance_name(name: str) -> tuple[str, ImbalanceSpec | None]:
     """``"fashion_mnist:longtail(100)"`` -> ``("fashion_mnist", spec)``; a name with no level
-    suffix -> ``(name, None)``. :func:`repair_jax.data.load_dataset` calls it, so every loader takes
-    ``BASE:SPEC`` names."""
+    suffix -> ``(name, None)``. :meth:`repair_jax.train.TrainConfig.load_dataset` calls it, so a run's
+    recorded ``BASE:SPEC`` name loads the same data again."""
     base, sep, suffix = name.rpartition(":")
     if sep and re.fullmatch(r"\s*(balanced|linear|longtail)\s*(\(.*\))?\s*", suffix):
         return base, parse_imbalance(suffix)
