@@ -14,8 +14,9 @@ defined in the library next to the function that runs it, registered with :func:
 :func:`run_experiment` writes ``OUT/experiment.json`` (the whole config, the command, the machine,
 the date, the wall time) and refuses to resume into a directory that holds another configuration
 (one line naming the first differing field) unless ``force``; a config type's ``validate()``, where it
-has one, runs before anything is written. Runners resume their own logs with
-:class:`repair_jax.io.ResumableJsonl` keyed on the same config.
+has one, runs before anything is written. A study is its cells, one function that runs a cell into a
+record, and a report from the records: :func:`run_cells` is the one resumable loop over the cells (a log
+bound to the config), :func:`repair_jax.runs.trained_run` the one train-or-reuse step.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from repair_jax.errors import UserError
-from repair_jax.io import check_output_dir, first_difference, read_json, to_jsonable, write_json
+from repair_jax.io import ResumableJsonl, check_output_dir, first_difference, read_json, to_jsonable, write_json
+from repair_jax.progress import progress as progress_bar
 
 Runner = Callable[..., dict]
 _RUNNERS: dict[type, Runner] = {}
@@ -146,6 +148,38 @@ def upgraded_record(old: Any, new: Any) -> Any:
         if k not in out and v is None:
             out[k] = None
     return out
+
+
+def run_cells(log_path: str | Path, header: Any, cells: Sequence[tuple], run_cell: Callable[[tuple], dict], *,
+              key: Callable[[dict], tuple], force: bool, progress: bool, label: str,
+              note: Callable[[tuple], str] = lambda cell: " ".join(map(str, cell))) -> list[dict]:
+    """The studies' one resumable loop: ``run_cell(cell) -> record`` for every cell of ``cells`` (tuples, in
+    order) whose record is not yet in the log at ``log_path``; each record is appended as soon as it is done (a
+    killed study loses only the cell in progress) and ``key(record)`` must give its cell back. The log is bound
+    to ``header`` (the study's config, :class:`repair_jax.io.ResumableJsonl`): a log of another configuration is
+    refused, one written before the studies moved is upgraded first (:func:`upgraded_record`). Returns the
+    records in the order of ``cells``."""
+    log = ResumableJsonl(log_path, header, key=key, force=force, upgrade=upgraded_record)
+    with progress_bar(len(cells), label, enabled=progress) as bar:
+        for cell in cells:
+            if cell not in log:
+                log.append(run_cell(cell))
+            bar.update(note=note(cell))
+    return [log[cell] for cell in cells]
+
+
+class SharedStep:
+    """A one-entry cache for what consecutive cells share (a data set per seed, the normal model per seed):
+    ``shared(arg)`` calls ``build(arg)`` only when ``arg`` differs from the last call's."""
+
+    def __init__(self, build: Callable[[Any], Any]):
+        self.build, self.arg, self.value, self.filled = build, None, None, False
+
+    def __call__(self, arg: Any) -> Any:
+        if not self.filled or arg != self.arg:
+            self.value, self.arg, self.filled = None, arg, False  # free the old value before building the next
+            self.value, self.filled = self.build(arg), True
+        return self.value
 
 
 def run_experiment(config: Any, out: str | Path, *, force: bool = False, progress: bool = True,

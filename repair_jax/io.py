@@ -242,10 +242,11 @@ class ResumableJsonl:
     """
 
     def __init__(self, path: str | os.PathLike, config: dict, key: Callable[[dict], Hashable],
-                 force: bool = False):
+                 force: bool = False, upgrade: Callable[[Any, Any], Any] | None = None):
         self.path = Path(path)
         self.config = to_jsonable(config)
         self.key = key
+        self.upgrade = upgrade  # (old header, new header) -> the old header in today's terms, before comparing
         self.records: dict[Hashable, dict] = {}
         if self.path.exists() and self.path.is_dir():
             raise UserError(f"results log path is a directory: {self.path}")
@@ -261,6 +262,8 @@ class ResumableJsonl:
             raise UserError(f"{self.path} was not written with its configuration (an older version or "
                             "another program): choose another output directory or pass --force to restart it")
         old = lines[0][RESUMABLE_HEADER]
+        if self.upgrade is not None:
+            old = self.upgrade(old, self.config)
         field = first_difference(old, self.config)
         if field is not None:
             raise UserError(f"{self.path} holds results of a different configuration: {field} is "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.serialization
 import jax
@@ -23,6 +23,9 @@ import optax
 
 from repair_jax.errors import UserError
 from repair_jax.io import read_json, write_bytes_atomic, write_json
+
+if TYPE_CHECKING:  # annotations only: train builds on the data and model floors, runs on train
+    from repair_jax.train import TrainConfig
 
 CHECKPOINT = "checkpoint.msgpack"
 RUN_JSON = "run.json"

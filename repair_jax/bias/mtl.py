@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

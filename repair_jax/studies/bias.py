@@ -32,8 +32,8 @@ import numpy as np
 
 from repair_jax.bias.compare import AVERAGE_COLUMNS, evaluate_predictions
 from repair_jax.errors import UserError
-from repair_jax.experiment import runner
-from repair_jax.io import ResumableJsonl, write_json, write_text
+from repair_jax.experiment import run_cells, runner
+from repair_jax.io import write_json, write_text
 
 VARIANTS = ("plain", "augment", "padain_augment", "mtl_augment")
 WR_PREFIX = "wr_"  # a variant "wr_<method>": WR method <method> applied to the plain model
@@ -292,14 +292,11 @@ def sweep(config, out: Path, run_one, class_names, *, force: bool, progress: boo
     """Every (variant, seed) of ``config`` not yet in OUT/runs.jsonl via ``run_one(variant, seed) -> row``;
     then results.json, results.md (``title``) and comparison.png from :func:`summarize_study`."""
     from repair_jax.bias.plots import plot_comparison
-    from repair_jax.progress import track
 
-    log = ResumableJsonl(Path(out) / "runs.jsonl", dataclasses.asdict(config),
-                         key=lambda r: (r["variant"], r["seed"]), force=force)
-    for v, s in track([(v, s) for v in config.variants for s in config.seeds], title, progress):
-        if (v, s) not in log:
-            log.append(run_one(v, s))
-    table = summarize_study(log.values(), config.variants)
+    rows = run_cells(Path(out) / "runs.jsonl", dataclasses.asdict(config),
+                     [(v, s) for v in config.variants for s in config.seeds], lambda cell: run_one(*cell),
+                     key=lambda r: (r["variant"], r["seed"]), force=force, progress=progress, label=title)
+    table = summarize_study(rows, config.variants)
     names = list(class_names())
     write_json(Path(out) / "results.json", {"class_names": names, "table": table})
     write_text(Path(out) / "results.md", format_study(table, names, title))

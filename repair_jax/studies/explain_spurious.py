@@ -18,13 +18,12 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from repair_jax.data import Split, load_dataset
-from repair_jax.experiment import runner
+from repair_jax.experiment import SharedStep, run_cells, runner
 from repair_jax.explain.model_fn import eval_apply_fn
 from repair_jax.explain.pipeline import method_options
 from repair_jax.explain.registry import attribute, parse_methods
 from repair_jax.explain.spurious import SIGNALS, add_signal, ccm, contaminate, fam, fam_gt, k_ssd, spurious_score
-from repair_jax.io import ResumableJsonl, write_json
-from repair_jax.progress import progress as progress_bar
+from repair_jax.io import write_json
 
 SPURIOUS_THRESHOLD, NORMAL_THRESHOLD = 0.85, 0.1  # Adebayo 2022, Sec. 4.2.1, "Model Conditions"
 MEASURES = ("k_ssd", "ccm", "fam", "fam_gt")
@@ -128,19 +127,19 @@ def _signal_record(config, seed, signal, ds, normal, normal_scores) -> dict:
     return {**condition_fields(seed, signal, cond.spurious_score, normal_scores), "measures": cond.measures}
 
 
-def run_spurious_conditions(config: SpuriousAttributionStudy, ds, log: ResumableJsonl, record: Callable,
-                            name: str, progress: bool) -> None:
-    """The loop every Ch. 4 spurious study shares: per seed of ``config`` the normal model and its largest
-    spurious scores, then per signal not yet in ``log`` (keyed by (seed, signal))
-    ``record(seed, signal, normal, normal_scores) -> dict``, appended to ``log``."""
-    todo = [(seed, s) for seed in config.seeds for s in config.signals if (seed, s) not in log]
-    with progress_bar(len(todo), name, enabled=progress) as bar:
-        for seed in sorted({seed for seed, _ in todo}):
-            normal = train_study_model(config, ds, seed)
-            normal_scores = normal_model_scores(normal.predict, ds.test.x, config.signals, ds.num_classes)
-            for s in [s for sd, s in todo if sd == seed]:
-                log.append(record(seed, s, normal, normal_scores))
-                bar.update(note=f"seed {seed} {s}")
+def run_spurious_conditions(config: SpuriousAttributionStudy, ds, log_path: Path, header: dict, record: Callable,
+                            name: str, *, force: bool, progress: bool) -> list[dict]:
+    """The loop every Ch. 4 spurious study shares (:func:`repair_jax.experiment.run_cells` over (seed, signal)):
+    per seed of ``config`` the normal model and its largest spurious scores (trained once per seed), then per
+    signal ``record(seed, signal, normal, normal_scores) -> dict``. Returns the records in config order."""
+    def normal_of(seed: int):
+        normal = train_study_model(config, ds, seed)
+        return normal, normal_model_scores(normal.predict, ds.test.x, config.signals, ds.num_classes)
+
+    normals = SharedStep(normal_of)
+    return run_cells(log_path, header, [(seed, s) for seed in config.seeds for s in config.signals],
+                     lambda cell: record(cell[0], cell[1], *normals(cell[0])), key=lambda r: (r["seed"], r["signal"]),
+                     force=force, progress=progress, label=name, note=lambda cell: f"seed {cell[0]} {cell[1]}")
 
 
 def summarize(records: list[dict]) -> dict:
@@ -160,12 +159,11 @@ def run_spurious_attribution_study(config: SpuriousAttributionStudy, out: Path, 
                                    progress: bool) -> dict:
     parse_methods(",".join(config.methods))
     ds = load_dataset(config.dataset, seed=0, train_limit=config.train_limit)
-    log = ResumableJsonl(Path(out) / "results.jsonl", dataclasses.asdict(config),
-                         key=lambda r: (r["seed"], r["signal"]), force=force)
-    run_spurious_conditions(config, ds, log, lambda seed, s, normal, scores: _signal_record(
-        config, seed, s, ds, normal, scores), "spurious study", progress)
-    summary = {"table": summarize(log.values()), "records": len(log),
-               "spurious_ok": all(r["spurious_ok"] for r in log.values()),
-               "normal_ok": all(r["normal_ok"] for r in log.values())}
+    records = run_spurious_conditions(config, ds, Path(out) / "results.jsonl", dataclasses.asdict(config),
+                                      lambda seed, s, normal, scores: _signal_record(config, seed, s, ds, normal, scores),
+                                      "spurious study", force=force, progress=progress)
+    summary = {"table": summarize(records), "records": len(records),
+               "spurious_ok": all(r["spurious_ok"] for r in records),
+               "normal_ok": all(r["normal_ok"] for r in records)}
     write_json(Path(out) / "table.json", summary)
     return summary

@@ -52,7 +52,7 @@ from repair_jax.studies.explain_spurious import (
     SpuriousAttributionStudy, StudyModel, condition_fields, run_spurious_conditions, train_spurious_model,
     train_study_model,
 )
-from repair_jax.io import ResumableJsonl, write_json, write_text
+from repair_jax.io import write_json, write_text
 from repair_jax.progress import progress as progress_bar
 from repair_jax.influence.gradients import last_layer_loss  # re-exported: the last-layer model of Table 4.3
 
@@ -262,11 +262,9 @@ def _run_ks_study(config, record, details, title: str, out: Path, force: bool, p
     config.validate()
     models = config.models
     ds = load_dataset(models.dataset, seed=0, train_limit=models.train_limit)
-    log = ResumableJsonl(Path(out) / "results.jsonl", dataclasses.asdict(config),
-                         key=lambda r: (r["seed"], r["signal"]), force=force)
-    run_spurious_conditions(models, ds, log, lambda seed, s, normal, scores: record(
-        config, ds, seed, s, normal, scores), title, progress)
-    records = log.values()
+    records = run_spurious_conditions(models, ds, Path(out) / "results.jsonl", dataclasses.asdict(config),
+                                      lambda seed, s, normal, scores: record(config, ds, seed, s, normal, scores),
+                                      title, force=force, progress=progress)
     summary = {"table": summarize_tests(records), "records": len(records),
                "spurious_ok": all(r["spurious_ok"] for r in records), "normal_ok": all(r["normal_ok"] for r in records)}
     write_json(Path(out) / "results.json", summary)

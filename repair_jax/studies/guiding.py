@@ -38,13 +38,13 @@ import numpy as np
 
 from repair_jax.data import Dataset, Split, load_dataset
 from repair_jax.errors import UserError, require_at_least
-from repair_jax.experiment import config_record, runner
+from repair_jax.experiment import config_record, run_cells, runner
 from repair_jax.guiding.algorithm import GuidingConfig, model_guiding
 from repair_jax.guiding.bilevel import BilevelConfig, bilevel_update
 from repair_jax.guiding.synthetic import audit_from_split, concept_library, flip_labels
-from repair_jax.io import ResumableJsonl, atomic_dir, write_json, write_text
+from repair_jax.io import atomic_dir, write_json, write_text
 from repair_jax.metrics import binary_auroc
-from repair_jax.progress import progress as progress_bar, track
+from repair_jax.progress import track
 from repair_jax.tables import markdown_table
 from repair_jax.train import TrainConfig
 
@@ -232,19 +232,15 @@ RowFn = Callable[[object, GuidingData, int, Path], dict]
 
 def run_sweep(config, out: Path, run_one: RowFn, *, force: bool, progress: bool) -> list[dict]:
     """``run_one(config, data, seed, cache) -> row`` for every (data set, seed) of ``config`` not yet in
-    ``OUT/rows.jsonl``; each row is appended as soon as it is done (a killed sweep loses only the run
-    in progress). A log of another configuration is refused. Returns the rows in config order."""
+    ``OUT/rows.jsonl`` (:func:`repair_jax.experiment.run_cells`). Returns the rows in config order."""
     out = Path(out)
-    log = ResumableJsonl(out / "rows.jsonl", config_record(config), key=lambda r: (r["dataset"], r["seed"]),
-                         force=force)
     cache = Path(config.network_cache) if config.network_cache else out / "networks"
-    todo = [(d, s) for d in config.datasets for s in config.seeds]
-    with progress_bar(len(todo), type(config).__name__, progress) as bar:
-        for data, seed in todo:
-            if (data.name, seed) not in log:
-                log.append(run_one(config, data, seed, cache))
-            bar.update(note=f"{data.name} seed {seed}")
-    return [log[(d.name, s)] for d, s in todo]
+    data = {d.name: d for d in config.datasets}
+    return run_cells(out / "rows.jsonl", config_record(config), [(d.name, s) for d in config.datasets
+                                                                  for s in config.seeds],
+                     lambda cell: run_one(config, data[cell[0]], cell[1], cache), key=lambda r: (r["dataset"], r["seed"]),
+                     force=force, progress=progress, label=type(config).__name__,
+                     note=lambda cell: f"{cell[0]} seed {cell[1]}")
 
 
 def _audit(ds: Dataset, size: int, x=None, tag=None):

@@ -25,11 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from repair_jax.errors import UserError, require_at_least
-from repair_jax.experiment import runner
+from repair_jax.experiment import run_cells, runner
 from repair_jax.influence.evaluate import LDS_METHODS, validate_lds_args
 from repair_jax.studies.influence import FullBatchModel
-from repair_jax.io import ResumableJsonl, write_json, write_text
-from repair_jax.progress import track
+from repair_jax.io import write_json, write_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,15 +205,16 @@ def plot_lds(path, cells: list[dict]) -> None:
 def run_lds(config: LdsStudy, out: Path, *, force: bool = False, progress: bool = True) -> dict:
     """The study into ``out``: cells.jsonl (resumable per cell), lds.json, lds.md, lds.png."""
     out = Path(out)
-    log = ResumableJsonl(out / "cells.jsonl", dataclasses.asdict(config), key=lambda r: (r["dataset"], r["model"]),
-                         force=force)
-    todo = [(d, m) for d in config.datasets for m in config.models]
+    models = {m.name: m for m in config.models}
+
+    def run(cell) -> dict:
+        record, secs = _timed(lambda: lds_cell(config, cell[0], models[cell[1]]))
+        return {**record, "seconds": secs}
+
     with jax.enable_x64(True):
-        for dataset, model in track(todo, "LdsStudy", progress):
-            if (dataset, model.name) not in log:
-                cell, secs = _timed(lambda: lds_cell(config, dataset, model))
-                log.append({**cell, "seconds": secs})
-    cells = [log.records[(d, m.name)] for d, m in todo]
+        cells = run_cells(out / "cells.jsonl", dataclasses.asdict(config),
+                          [(d, m.name) for d in config.datasets for m in config.models], run,
+                          key=lambda r: (r["dataset"], r["model"]), force=force, progress=progress, label="LdsStudy")
     write_json(out / "lds.json", {"config": dataclasses.asdict(config), "output": "test loss", "cells": cells})
     text = lds_table(cells)
     write_text(out / "lds.md", text)

@@ -20,11 +20,10 @@ import optax
 
 from repair_jax.data import Dataset, load_dataset
 from repair_jax.errors import UserError
-from repair_jax.experiment import runner
-from repair_jax.io import ResumableJsonl, write_json, write_text
+from repair_jax.experiment import SharedStep, run_cells, runner
+from repair_jax.io import write_json, write_text
 from repair_jax.metrics import summarize, top_pairs
 from repair_jax.models import create_model, init_variables
-from repair_jax.progress import progress as progress_bar
 from repair_jax.imbalance import parse_imbalance
 from repair_jax.robustness.methods import METHODS
 from repair_jax.robustness.report import head_tail_recall, plot_recall_vs_class_size, report_markdown, versus_plain
@@ -144,24 +143,20 @@ def run_robustness_study(config: RobustnessStudy, out: Path, *, force: bool, pro
     (Pradhan et al.'s (2020) two tables, then the paired tests of :mod:`repair_jax.robustness.report`), significance.json and
     recall_vs_class_size.png."""
     check_study(config)
-    log = ResumableJsonl(out / "results.jsonl", dataclasses.asdict(config),
-                         key=lambda r: (r["model"], r["method"], r["level"], r["seed"]), force=force)
-    grid = [(s, lv, m, meth) for s in config.seeds for lv in config.levels for m in config.models
-            for meth in config.methods]
-    loaded: dict[tuple, Dataset] = {}  # the current (level, seed) data set, shared by its models and methods
-    with progress_bar(len(grid), "robustness cells", enabled=progress) as bar:
-        for seed, level, model_name, method in grid:
-            if (model_name, method, level, seed) not in log:
-                if (level, seed) not in loaded:
-                    loaded.clear()
-                    loaded[(level, seed)] = load_dataset(config.dataset, seed=seed, train_limit=config.train_limit,
-                                                         imbalance=level)
-                dataset = loaded[(level, seed)]
-                rec = run_cell(config, model_name, method, dataset, seed)
-                log.append({"model": model_name, "method": method, "level": level, "seed": seed,
-                            "dataset": dataset.name, **rec})
-            bar.update(note=f"{model_name} {method} {level} seed {seed}")
-    records = log.values()
+    def run(cell) -> dict:
+        model_name, method, level, seed = cell
+        dataset = data((level, seed))
+        return {"model": model_name, "method": method, "level": level, "seed": seed, "dataset": dataset.name,
+                **run_cell(config, model_name, method, dataset, seed)}
+
+    # cells ordered by (seed, level) so that one loaded data set serves its models and methods
+    data = SharedStep(lambda ls: load_dataset(config.dataset, seed=ls[1], train_limit=config.train_limit,
+                                              imbalance=ls[0]))
+    cells = [(m, meth, lv, s) for s in config.seeds for lv in config.levels for m in config.models
+             for meth in config.methods]
+    records = run_cells(out / "results.jsonl", dataclasses.asdict(config), cells, run,
+                        key=lambda r: (r["model"], r["method"], r["level"], r["seed"]), force=force,
+                        progress=progress, label="robustness cells")
     rows = aggregate(records)
     write_json(out / "summary.json", {"rows": rows})
     sig, ht = versus_plain(records), head_tail_recall(records)
@@ -171,4 +166,4 @@ def run_robustness_study(config: RobustnessStudy, out: Path, *, force: bool, pro
                                             ("balanced_accuracy", "macro_f1")) + "\n" + report_markdown(sig, ht) + pairs)
     if any(len(set(r["train_counts"])) > 1 for r in records):
         plot_recall_vs_class_size(records, out / "recall_vs_class_size.png")
-    return {"cells": len(rows), "runs": len(log)}
+    return {"cells": len(rows), "runs": len(records)}
