@@ -8,7 +8,7 @@ import pytest
 
 from repair_jax.errors import UserError
 from repair_jax.explain import (
-    ATTRIBUTIONS, attribute, conv_layers, deconvnet, eval_apply_fn, expected_gradients, gradcam, gradcam_pp,
+    ATTRIBUTIONS, attribute, conv_layers, deconvnet, eval_apply_fn, expected_gradients, fit_patterns, gradcam, gradcam_pp,
     gradient, guided_backprop, input_x_gradient, integrated_gradients, lrp_alpha_beta, lrp_epsilon,
     noise_tunnel, quadrature, smoothgrad, target_logit, vargrad,
 )
@@ -267,6 +267,7 @@ def test_attribute_batches_every_method_like_single_calls():
     targets = np.array([0, 2, 1])
     options = {"ig": {"steps": 4}, "expected_grad": {"references": np.asarray(xs), "samples": 4},
                "smoothgrad": {"samples": 3}, "smoothgrad_sq": {"samples": 3}, "vargrad": {"samples": 3}}
+    options["patternnet"] = options["pattern_attribution"] = {"patterns": fit_patterns(f, p, xs)}
     for name, fn in ATTRIBUTIONS.items():  # every jittable method traces under vmap with x's shape out
         if not getattr(fn, "jittable", True):  # LIME / KernelSHAP: host code (tests/test_explain_surrogate.py)
             continue
