@@ -15,6 +15,7 @@ from repair_jax.explain import ATTRIBUTIONS, attribute, conv_layers, fit_pattern
 
 SHAPE = (8, 8, 1)
 OPTIONS = {"ig": {"steps": 4}, "smoothgrad": {"samples": 3}, "smoothgrad_sq": {"samples": 3},
+           "smoothgrad_mean_sq": {"samples": 3},
            "vargrad": {"samples": 3}, "lime": {"samples": 40, "seed": 1}, "kernel_shap": {"samples": 40, "seed": 1}}
 
 

@@ -22,7 +22,7 @@ from repair_jax.explain.cam import (
 )
 from repair_jax.explain.gradients import (
     NOISE_KINDS, QUADRATURE_RULES, expected_gradients, gradient, input_x_gradient, integrated_gradients,
-    noise_tunnel, quadrature, smoothgrad, smoothgrad_sq, vargrad,
+    noise_tunnel, quadrature, smoothgrad, smoothgrad_mean_sq, smoothgrad_sq, vargrad,
 )
 from repair_jax.explain.model_fn import eval_apply_fn, input_gradient, target_logit
 from repair_jax.explain.registry import ATTRIBUTIONS, attribute, get_attribution, parse_methods

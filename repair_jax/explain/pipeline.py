@@ -38,7 +38,7 @@ def method_options(name: str, train_x: np.ndarray, layer: str | None, steps: int
         return {"patterns": patterns}
     if name == "ig":
         return {"steps": steps}
-    if name in ("smoothgrad", "smoothgrad_sq", "vargrad"):
+    if name in ("smoothgrad", "smoothgrad_sq", "smoothgrad_mean_sq", "vargrad"):
         return {"samples": samples}
     if name == "expected_grad":
         idx = np.random.default_rng(0).choice(len(train_x), min(REFERENCES, len(train_x)), replace=False)

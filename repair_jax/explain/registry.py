@@ -14,7 +14,8 @@ from repair_jax.errors import UserError
 from repair_jax.explain.backprop import deconvnet, deep_taylor, guided_backprop, lrp_alpha_beta, lrp_epsilon
 from repair_jax.explain.cam import gradcam, gradcam_pp, resolve_layer
 from repair_jax.explain.gradients import (
-    expected_gradients, gradient, input_x_gradient, integrated_gradients, smoothgrad, smoothgrad_sq, vargrad,
+    expected_gradients, gradient, input_x_gradient, integrated_gradients, smoothgrad, smoothgrad_mean_sq, smoothgrad_sq,
+    vargrad,
 )
 from repair_jax.explain.model_fn import ApplyFn, split_model_args
 from repair_jax.explain.patterns import pattern_attribution, patternnet
@@ -25,6 +26,7 @@ ATTRIBUTIONS: dict[str, Callable] = {
     "input_x_grad": input_x_gradient,
     "smoothgrad": smoothgrad,
     "smoothgrad_sq": smoothgrad_sq,
+    "smoothgrad_mean_sq": smoothgrad_mean_sq,
     "vargrad": vargrad,
     "ig": integrated_gradients,
     "expected_grad": expected_gradients,
