@@ -82,6 +82,7 @@ def test_spurious_smoke(tmp_path, fashion_mnist_idx):  # Fashion-MNIST: the smal
     rows = _read(tmp_path / "summary.json")["rows"]
     assert [r["dataset"] for r in rows] == ["fashion_mnist"]  # the smoke sweep: the config's first data set
     for r in rows:
+        assert set(r["worst_group_accuracy"]) == {"model_guiding", "group_dro", "ssa", "erm"}  # Table 5.4's columns
         for m, worst in r["worst_group_accuracy"].items():  # the worst group is at most the average
             assert 0 <= worst <= r["test_accuracy"][m] + 1e-9
         assert r["F_spu_size"] <= 50

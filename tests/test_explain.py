@@ -8,8 +8,8 @@ import pytest
 
 from repair_jax.errors import UserError
 from repair_jax.explain import (
-    ATTRIBUTIONS, attribute, conv_layers, deconvnet, eval_apply_fn, expected_gradients, gradcam, gradcam_pp,
-    gradient, guided_backprop, input_x_gradient, integrated_gradients, lrp_alpha_beta, lrp_epsilon,
+    ATTRIBUTIONS, attribute, conv_layers, deconvnet, eval_apply_fn, expected_gradients, fit_patterns, gradcam,
+    gradcam_pp, gradient, guided_backprop, input_x_gradient, integrated_gradients, lrp_alpha_beta, lrp_epsilon,
     noise_tunnel, quadrature, smoothgrad, target_logit, vargrad,
 )
 
@@ -266,7 +266,9 @@ def test_attribute_batches_every_method_like_single_calls():
     xs = jax.random.uniform(jax.random.PRNGKey(5), (3, 6, 6, 1))
     targets = np.array([0, 2, 1])
     options = {"ig": {"steps": 4}, "expected_grad": {"references": np.asarray(xs), "samples": 4},
-               "smoothgrad": {"samples": 3}, "smoothgrad_sq": {"samples": 3}, "vargrad": {"samples": 3}}
+               "smoothgrad": {"samples": 3}, "smoothgrad_sq": {"samples": 3}, "smoothgrad_mean_sq": {"samples": 3},
+               "vargrad": {"samples": 3}}
+    options["patternnet"] = options["pattern_attribution"] = {"patterns": fit_patterns(f, p, xs)}
     for name, fn in ATTRIBUTIONS.items():  # every jittable method traces under vmap with x's shape out
         if not getattr(fn, "jittable", True):  # LIME / KernelSHAP: host code (tests/test_explain_surrogate.py)
             continue
@@ -306,3 +308,19 @@ def test_eval_apply_fn_uses_batchnorm_running_statistics():
     np.testing.assert_allclose(attribute("grad", f, p, x[None], np.array([1]))[0], by_hand, atol=1e-6)
     with pytest.raises(UserError, match="needs its variables"):
         eval_apply_fn(model)
+
+
+def test_smoothgrad_sq_is_the_mean_of_squares_and_mean_sq_the_square_of_the_mean():
+    """Hooker et al. 2019 / Captum's NoiseTunnel ``smoothgrad_sq``: mean_i g(x + n_i)^2; the thesis's
+    SGradSQ (Adebayo 2022, Sec. 3.2): (mean_i g(x + n_i))^2, kept as ``smoothgrad_mean_sq``."""
+    from repair_jax.explain import smoothgrad_mean_sq, smoothgrad_sq
+
+    f, p = _build(ReluMLP())
+    x, key, samples, stdev = _x(), jax.random.PRNGKey(3), 5, 0.4
+    noise = stdev * jax.random.normal(key, (samples, *x.shape), x.dtype)  # the draws noise_tunnel makes
+    grads = np.stack([np.asarray(_run(gradient, f, p, x + n, 1)) for n in noise])
+    opts = dict(samples=samples, stdev=stdev, key=key)
+    np.testing.assert_allclose(_run(smoothgrad_sq, f, p, x, 1, **opts), np.mean(grads ** 2, 0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(_run(smoothgrad_mean_sq, f, p, x, 1, **opts), np.mean(grads, 0) ** 2,
+                               rtol=1e-5, atol=1e-7)
+    assert not np.allclose(np.mean(grads ** 2, 0), np.mean(grads, 0) ** 2)

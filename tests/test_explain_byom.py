@@ -11,10 +11,11 @@ from flax import nnx
 
 from repair_jax.classifier import from_apply_fn, from_linen, from_nnx
 from repair_jax.errors import UserError
-from repair_jax.explain import ATTRIBUTIONS, attribute, conv_layers, layer_activations
+from repair_jax.explain import ATTRIBUTIONS, attribute, conv_layers, fit_patterns, layer_activations
 
 SHAPE = (8, 8, 1)
 OPTIONS = {"ig": {"steps": 4}, "smoothgrad": {"samples": 3}, "smoothgrad_sq": {"samples": 3},
+           "smoothgrad_mean_sq": {"samples": 3},
            "vargrad": {"samples": 3}, "lime": {"samples": 40, "seed": 1}, "kernel_shap": {"samples": 40, "seed": 1}}
 
 
@@ -69,7 +70,9 @@ def test_nnx_and_linen_twins_give_identical_attributions_for_every_method():
     np.testing.assert_allclose(nnx_clf.logits(x), linen.logits(x), rtol=1e-6, atol=1e-6)
     assert list(linen.layers()) == ["Conv_0", "BatchNorm_0", "Conv_1", "Dense_0"]
     assert list(nnx_clf.layers()) == ["conv1", "bn", "conv2", "head"]
-    options = {**OPTIONS, "expected_grad": {"samples": 3, "references": np.asarray(_x(3))}}
+    patterns = {"patterns": fit_patterns(linen, _x(8))}  # fitted on the linen twin, used by both
+    options = {**OPTIONS, "expected_grad": {"samples": 3, "references": np.asarray(_x(3))},
+               "patternnet": patterns, "pattern_attribution": patterns}
     for name in ATTRIBUTIONS:
         a = attribute(name, linen, x, target, **options.get(name, {}))
         b = attribute(name, nnx_clf, x, target, **options.get(name, {}))

@@ -11,14 +11,18 @@ TrainState) or the older ``attribute(method, apply_fn, params, x, target)``, whe
 """
 
 from repair_jax.explain.backprop import (
-    deconvnet, guided_backprop, lrp_alpha_beta, lrp_epsilon, modified_relu,
+    deconvnet, deep_taylor, guided_backprop, lrp_alpha_beta, lrp_epsilon, modified_relu,
+)
+from repair_jax.explain.patterns import (
+    ESTIMATORS, LayerMoments, fit_pattern, fit_patterns, layer_moments, pattern_attribution, pattern_from_moments,
+    patternnet,
 )
 from repair_jax.explain.cam import (
     conv_layers, gradcam, gradcam_map, gradcam_pp, gradcam_pp_map, layer_activation_and_gradient, resolve_layer,
 )
 from repair_jax.explain.gradients import (
     NOISE_KINDS, QUADRATURE_RULES, expected_gradients, gradient, input_x_gradient, integrated_gradients,
-    noise_tunnel, quadrature, smoothgrad, smoothgrad_sq, vargrad,
+    noise_tunnel, quadrature, smoothgrad, smoothgrad_mean_sq, smoothgrad_sq, vargrad,
 )
 from repair_jax.explain.model_fn import eval_apply_fn, input_gradient, target_logit
 from repair_jax.explain.registry import ATTRIBUTIONS, attribute, get_attribution, parse_methods

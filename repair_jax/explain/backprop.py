@@ -1,5 +1,5 @@
-"""Modified back-propagation: Guided Backprop, Deconvnet and LRP (Adebayo 2022 Sec. 3.2; Springenberg
-et al. 2014; Zeiler and Fergus 2014; Bach et al. 2015).
+"""Modified back-propagation: Guided Backprop, Deconvnet, LRP and DeepTaylor (Adebayo 2022 Sec. 3.2;
+Springenberg et al. 2014; Zeiler and Fergus 2014; Bach et al. 2015; Montavon et al. 2017).
 
 The model code is not touched. The substitutions happen while the explained call is traced, for
 flax.linen and flax.nnx models alike (a plain-function model, ``from_apply_fn``, is refused: its
@@ -17,7 +17,8 @@ ReLUs and layers are not reachable; an older-form ``apply_fn`` of a linen module
   relevance written as ``R = a * c`` (a the activation, c the carried "modified gradient"), the input
   relevance is ``x * c_x`` and:
 
-  - Dense / Linear and Conv (any stride, padding, groups): the epsilon rule or the alpha-beta rule;
+  - Dense / Linear and Conv (any stride, padding, groups): the epsilon rule or the alpha-beta rule
+    (DeepTaylor: the z+ rule, alpha = 1, beta = 0);
   - BatchNorm (eval mode, a per-channel affine layer): the epsilon rule in both modes;
   - ReLU: relevance passes unchanged to the units with positive input (ordinary gradient);
   - max pooling: winner takes all (ordinary gradient); mean / global average pooling and residual
@@ -235,7 +236,7 @@ def _is_batch_norm(module) -> bool:
 def _lrp_rule(epsilon: float, alpha: float | None, beta: float | None, applied: list):
     """``rule(a, z, linear_map, kernel) -> z`` with LRP's backward pass: alpha-beta (when ``alpha`` is
     given) or epsilon at a Dense/Conv (``linear_map`` given; counted in ``applied``), epsilon at a
-    BatchNorm (``linear_map`` None)."""
+    BatchNorm (``linear_map`` None; ``kernel`` is then the layer itself, unused)."""
     def rule(a, z, linear_map, kernel):
         if linear_map is None:
             return _epsilon_layer(z, epsilon)
@@ -245,6 +246,12 @@ def _lrp_rule(epsilon: float, alpha: float | None, beta: float | None, applied: 
         return _alpha_beta_layer(linear_map, kernel, a, z, alpha, beta)
 
     return rule
+
+
+def _linen_layer_fn(module, args, kwargs):
+    """A bound linen layer as a function of its input (a fresh copy with the same variables)."""
+    plain, variables = module.clone(parent=None), module.variables
+    return lambda v: plain.apply(variables, v, *args[1:], **kwargs)
 
 
 def _lrp_interceptor(rule):
@@ -257,7 +264,7 @@ def _lrp_interceptor(rule):
         if isinstance(module, (nn.Dense, nn.Conv)):
             return rule(args[0], out, _linear_map(module), module.variables["params"]["kernel"])
         if _is_batch_norm(module):
-            return rule(args[0], out, None, None)
+            return rule(args[0], out, None, _linen_layer_fn(module, args, kwargs))
         return out
 
     return interceptor
@@ -279,7 +286,7 @@ def _nnx_lrp(rule):
                 return out
             if linear:
                 return rule(x, out, _nnx_linear_map(self, original), self.kernel[...])
-            return rule(x, out, None, None)
+            return rule(x, out, None, lambda v: original(self, v, *args, **kwargs))
 
         return call
 
@@ -292,13 +299,32 @@ def _nnx_lrp(rule):
             cls.__call__ = original
 
 
+@contextlib.contextmanager
+def layer_rules(rule):
+    """Within the block (trace time), every linen ``nn.Dense`` / ``nn.Conv`` / BatchNorm and NNX
+    ``nnx.Linear`` / ``nnx.Conv`` / ``nnx.BatchNorm`` call returns ``rule(a, z, linear_map, kernel)``
+    (``a`` its input, ``z`` its output; a Dense / Conv gives ``linear_map``, ``kernel -> (a -> layer
+    without bias)``, and its kernel; a BatchNorm gives ``None`` and the layer as a function of its input)."""
+    with nn.intercept_methods(_lrp_interceptor(rule)), _nnx_lrp(rule):
+        yield
+
+
+def inside_rule(fn, *args):
+    """``fn(*args)`` with the layer calls it makes left alone by :func:`layer_rules`."""
+    _INSIDE_RULE.append(fn)
+    try:
+        return fn(*args)
+    finally:
+        _INSIDE_RULE.pop()
+
+
 def _lrp(method: str, apply_fn: ApplyFn, params, x, target, rule_args: tuple) -> jax.Array:
     """``x * c_x`` with the LRP rule at every linear layer of a linen or NNX model; refuses a
     plain-function model and a model in which no Dense / Conv / Linear layer was reached."""
     refuse_opaque(apply_fn, params, method, "the model's Dense / Conv / Linear layers")
     applied: list = []
     rule = _lrp_rule(*rule_args, applied)
-    with nn.intercept_methods(_lrp_interceptor(rule)), _nnx_lrp(rule):
+    with layer_rules(rule):
         relevance = x * input_gradient(apply_fn, params, x, target)
     if not applied:
         raise UserError(f"{method} found no layer it has a rule for in this model (flax.linen nn.Dense / "
@@ -324,3 +350,14 @@ def lrp_alpha_beta(apply_fn: ApplyFn, params, x, target, *, alpha: float = 1.0, 
     if abs(alpha - beta - 1.0) > 1e-9 or beta < 0:
         raise UserError(f"LRP alpha-beta needs alpha - beta = 1 and beta >= 0, got alpha={alpha}, beta={beta}")
     return _lrp("LRP-alpha-beta", apply_fn, params, x, target, (epsilon, alpha, beta))
+
+
+def deep_taylor(apply_fn: ApplyFn, params, x, target, *, epsilon: float = 1e-6) -> jax.Array:
+    """Deep Taylor decomposition with the z+ rule (Montavon et al. 2017, Sec. 4-5): at every
+    Dense/Conv (linen) or Linear/Conv (NNX) layer ``R_i = sum_j x_i w_ij^+ / (sum_i' x_i' w_i'j^+) R_j``,
+    starting from ``R = f_target(x)``; ReLU, pooling and BatchNorm as in LRP (module docstring). On
+    non-negative layer inputs (every layer after a ReLU) this is LRP-alpha1-beta0 (Bach et al. 2015),
+    which is how it is computed; on an input layer with negative entries alpha1-beta0 also takes the
+    negative inputs' positive contributions (the w^2 / z^B input rules are not offered). The bias takes
+    no relevance, so with no BatchNorm ``sum R_i = f_target(x)``. (H, W, C)."""
+    return _lrp("DeepTaylor", apply_fn, params, x, target, (epsilon, 1.0, 0.0))

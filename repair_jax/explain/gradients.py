@@ -19,7 +19,7 @@ from repair_jax.explain.model_fn import ApplyFn, input_gradient, path_gradients
 
 QUADRATURE_RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid",
                     "gauss_legendre")
-NOISE_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+NOISE_KINDS = ("smoothgrad", "smoothgrad_sq", "smoothgrad_mean_sq", "vargrad")
 
 
 def gradient(apply_fn: ApplyFn, params, x, target) -> jax.Array:
@@ -86,8 +86,10 @@ def noise_tunnel(method: Callable, kind: str = "smoothgrad") -> Callable:
 
     The returned function has ``method``'s signature plus ``samples`` (N), ``stdev`` (sigma of the
     Gaussian noise n_i, in input units) and ``key``; it evaluates ``method`` at ``x + n_i`` and returns
-    the mean (``smoothgrad``, Smilkov et al. 2017), the square of the mean (``smoothgrad_sq``,
-    Hooker et al. 2019) or the variance (``vargrad``, Adebayo et al. 2018a) over the N samples.
+    the mean (``smoothgrad``, Smilkov et al. 2017), the mean of the squares (``smoothgrad_sq``, Hooker et
+    al. 2019, Captum's NoiseTunnel ``smoothgrad_sq``), the square of the mean (``smoothgrad_mean_sq``,
+    SGradSQ as Adebayo 2022, Sec. 3.2 writes it) or the variance (``vargrad``, Adebayo et al. 2018a) over
+    the N samples.
     """
     if kind not in NOISE_KINDS:
         raise UserError(f"unknown noise tunnel {kind!r}; choose one of {', '.join(NOISE_KINDS)}")
@@ -98,8 +100,10 @@ def noise_tunnel(method: Callable, kind: str = "smoothgrad") -> Callable:
         maps = jax.vmap(lambda n: method(apply_fn, params, x + n, target, **options))(noise)
         if kind == "vargrad":
             return jnp.var(maps, axis=0)
+        if kind == "smoothgrad_sq":
+            return jnp.mean(maps * maps, axis=0)
         mean = jnp.mean(maps, axis=0)
-        return mean * mean if kind == "smoothgrad_sq" else mean
+        return mean * mean if kind == "smoothgrad_mean_sq" else mean
 
     smoothed.__name__ = f"{kind}_{getattr(method, '__name__', 'method')}"
     smoothed.__doc__ = f"{kind} (noise_tunnel) over {getattr(method, '__name__', 'a method')}."
@@ -108,4 +112,5 @@ def noise_tunnel(method: Callable, kind: str = "smoothgrad") -> Callable:
 
 smoothgrad = noise_tunnel(gradient, "smoothgrad")
 smoothgrad_sq = noise_tunnel(gradient, "smoothgrad_sq")
+smoothgrad_mean_sq = noise_tunnel(gradient, "smoothgrad_mean_sq")
 vargrad = noise_tunnel(gradient, "vargrad")

@@ -15,6 +15,7 @@ from repair_jax.data import SPLITS
 from repair_jax.errors import UserError
 from repair_jax.explain.cam import conv_layers, resolve_layer
 from repair_jax.explain.model_fn import eval_apply_fn
+from repair_jax.explain.patterns import fit_patterns
 from repair_jax.explain.plots import plot_attributions
 from repair_jax.explain.registry import attribute, parse_methods
 from repair_jax.explain.surrogate import SEGMENTATIONS
@@ -24,15 +25,20 @@ from repair_jax.progress import progress as progress_bar
 CAM_METHODS = ("gradcam", "gradcam_pp")
 SURROGATE_METHODS = ("lime", "kernel_shap")
 REFERENCES = 64  # training images drawn (seed 0) as Expected Gradients' references
+PATTERN_METHODS = ("patternnet", "pattern_attribution")
+PATTERN_EXAMPLES = 4096  # training images PatternNet's patterns are fitted on (explain_run)
 
 
 def method_options(name: str, train_x: np.ndarray, layer: str | None, steps: int, samples: int,
-                   segments: str = "patches") -> dict:
+                   segments: str = "patches", patterns=None) -> dict:
     """The options ``explain_run`` and the studies give method ``name`` (EG: 64 training references;
-    LIME / KernelSHAP: ``segments`` and their own sample counts, 1000 and 2048)."""
+    LIME / KernelSHAP: ``segments`` and their own sample counts, 1000 and 2048; PatternNet /
+    PatternAttribution: ``patterns``, :func:`~repair_jax.explain.patterns.fit_patterns` of the model)."""
+    if name in PATTERN_METHODS:
+        return {"patterns": patterns}
     if name == "ig":
         return {"steps": steps}
-    if name in ("smoothgrad", "smoothgrad_sq", "vargrad"):
+    if name in ("smoothgrad", "smoothgrad_sq", "smoothgrad_mean_sq", "vargrad"):
         return {"samples": samples}
     if name == "expected_grad":
         idx = np.random.default_rng(0).choice(len(train_x), min(REFERENCES, len(train_x)), replace=False)
@@ -109,15 +115,17 @@ def _explain(run, names, methods, index, split, target, layer, steps, samples, s
         raise UserError(f"--target {target} is out of range: the model has {len(logits)} classes")
     names, skipped, layer = _select_methods(names, methods, apply_fn, params, x.shape[1:], layer)
     maps, stats = {}, {}
+    patterns = (fit_patterns(apply_fn, params, ds.train.x[:PATTERN_EXAMPLES])
+                if any(n in PATTERN_METHODS for n in names) else None)
     with progress_bar(len(names), "explain", enabled=progress) as bar:
         for name in names:
             t0 = time.perf_counter()
-            opts = method_options(name, ds.train.x, layer, steps, samples, segments)
+            opts = method_options(name, ds.train.x, layer, steps, samples, segments, patterns)
             a = np.asarray(jax.block_until_ready(attribute(name, apply_fn, params, x, np.array([target]), **opts)))[0]
             maps[name] = a
             stats[name] = {"sum": float(a.sum()), "abs_sum": float(np.abs(a).sum()),
                            "max_abs": float(np.abs(a).max()), "seconds": round(time.perf_counter() - t0, 3),
-                           "options": {k: v for k, v in opts.items() if k != "references"}}
+                           "options": {k: v for k, v in opts.items() if k not in ("references", "patterns")}}
             bar.update(note=name)
     if "ig" in maps:  # completeness (Sundararajan et al. 2017): sum IG = f(x) - f(0)
         base = float(np.asarray(apply_fn(params, jnp.zeros_like(x)))[0, target])

@@ -11,12 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from repair_jax.errors import UserError
-from repair_jax.explain.backprop import deconvnet, guided_backprop, lrp_alpha_beta, lrp_epsilon
+from repair_jax.explain.backprop import deconvnet, deep_taylor, guided_backprop, lrp_alpha_beta, lrp_epsilon
 from repair_jax.explain.cam import gradcam, gradcam_pp, resolve_layer
 from repair_jax.explain.gradients import (
-    expected_gradients, gradient, input_x_gradient, integrated_gradients, smoothgrad, smoothgrad_sq, vargrad,
+    expected_gradients, gradient, input_x_gradient, integrated_gradients, smoothgrad, smoothgrad_mean_sq, smoothgrad_sq,
+    vargrad,
 )
 from repair_jax.explain.model_fn import ApplyFn, split_model_args
+from repair_jax.explain.patterns import pattern_attribution, patternnet
 from repair_jax.explain.surrogate import kernel_shap, lime
 
 ATTRIBUTIONS: dict[str, Callable] = {
@@ -24,6 +26,7 @@ ATTRIBUTIONS: dict[str, Callable] = {
     "input_x_grad": input_x_gradient,
     "smoothgrad": smoothgrad,
     "smoothgrad_sq": smoothgrad_sq,
+    "smoothgrad_mean_sq": smoothgrad_mean_sq,
     "vargrad": vargrad,
     "ig": integrated_gradients,
     "expected_grad": expected_gradients,
@@ -31,12 +34,15 @@ ATTRIBUTIONS: dict[str, Callable] = {
     "deconvnet": deconvnet,
     "lrp_epsilon": lrp_epsilon,
     "lrp_alpha_beta": lrp_alpha_beta,
+    "deep_taylor": deep_taylor,
+    "patternnet": patternnet,
+    "pattern_attribution": pattern_attribution,
     "gradcam": gradcam,
     "gradcam_pp": gradcam_pp,
     "lime": lime,
     "kernel_shap": kernel_shap,
 }
-ARRAY_OPTIONS = ("baseline", "references")  # array-valued options (traced, shared by the batch)
+ARRAY_OPTIONS = ("baseline", "references", "patterns")  # array-valued options (traced, shared by the batch)
 
 
 def get_attribution(name: str) -> Callable:
@@ -91,7 +97,8 @@ def attribute(method: str | Callable, model, *args, target=None, key=None, **opt
     attribution function) is vmapped over ``x`` (N, H, W, C) and ``target`` (N,) int (default: the
     predicted classes) and jitted.
 
-    ``options`` go to the method; array options (``baseline``, ``references``) are shared by the batch,
+    ``options`` go to the method; array options (``baseline``, ``references``, ``patterns``: a tuple of
+    arrays) are shared by the batch,
     the others must be hashable. A method taking ``key`` gets ``fold_in(key, i)`` for example i
     (``key`` defaults to ``PRNGKey(0)``: same seeds, same numbers). A method with ``jittable = False``
     (LIME, KernelSHAP: host code) is called example by example with the options as given (its
@@ -115,7 +122,7 @@ def attribute(method: str | Callable, model, *args, target=None, key=None, **opt
         return _on_host(fn, apply_fn, params, x, target, options)
     if fn in (gradcam, gradcam_pp):
         options["layer"] = resolve_layer(apply_fn, params, x.shape[1:], options.get("layer"))
-    arrays = {k: jnp.asarray(v, jnp.float32) for k, v in options.items()
+    arrays = {k: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), v) for k, v in options.items()
               if k in ARRAY_OPTIONS or isinstance(v, (np.ndarray, jax.Array))}
     static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
     keyed = _takes(fn, "key")

@@ -5,6 +5,7 @@ One model is trained; ``explain_examples`` test inputs are explained with each m
 trained parameters (step 0) and then after each step of :func:`cascading_randomization`, which
 re-initialises the top k parameterised layers (a fresh ``init`` of the same model, seed ``random_seed``).
 Every step explains the trained model's predicted class, so each step's maps answer the same question.
+PatternNet / PatternAttribution use patterns fitted once, on the training data with the trained model.
 Per method and step: mean and SEM over the inputs of the SSIM between heat maps (|attribution| summed
 over channels, scaled to [0, 1], as :func:`explanation_ssim` does, Adebayo 2022, Sec. 4.2.1) and of Spearman's rank
 correlation of the absolute attributions (Adebayo 2022, Table 4.4 "RK"; absolute values, as Adebayo et al.'s
@@ -25,7 +26,8 @@ import numpy as np
 from repair_jax.data import load_dataset
 from repair_jax.errors import UserError
 from repair_jax.experiment import runner
-from repair_jax.explain.pipeline import method_options
+from repair_jax.explain.patterns import fit_patterns
+from repair_jax.explain.pipeline import PATTERN_METHODS, method_options
 from repair_jax.explain.plots import heat_map
 from repair_jax.explain.randomization import cascading_randomization, rank_correlation
 from repair_jax.explain.registry import attribute, parse_methods
@@ -47,7 +49,8 @@ class CascadingRandomizationStudy:
     epochs: int = 3
     lr: float = 1e-3
     train_limit: int | None = 6000
-    methods: tuple = ("grad", "input_x_grad", "ig", "smoothgrad", "guided_backprop", "gradcam")
+    methods: tuple = ("grad", "input_x_grad", "ig", "smoothgrad", "guided_backprop", "gradcam", "patternnet",
+                      "pattern_attribution", "deep_taylor")
     explain_examples: int = 50
     steps: int = 32
     samples: int = 16
@@ -80,11 +83,11 @@ def similarity_curves(maps: dict) -> dict:
     return out
 
 
-def _explain_steps(config, apply_fn, steps, x, target, refs, bar) -> dict:
+def _explain_steps(config, apply_fn, steps, x, target, refs, bar, patterns=None) -> dict:
     maps = {m: [] for m in config.methods}
     for name, params in steps:
         for m in config.methods:
-            opts = method_options(m, refs, None, config.steps, config.samples)
+            opts = method_options(m, refs, None, config.steps, config.samples, patterns=patterns)
             maps[m].append(np.asarray(attribute(m, apply_fn, params, x, target, **opts)))
         bar.update(note=f"randomised: {name}")
     return maps
@@ -151,8 +154,10 @@ def run_cascading_randomization(config: CascadingRandomizationStudy, out: Path, 
     steps = randomization_steps(model.params, fresh)
     x = ds.test.x[:config.explain_examples]
     target = np.asarray(model.predict(x))
+    patterns = (fit_patterns(model.apply_fn, model.params, ds.train.x)  # the trained model's, kept for every step
+                if set(config.methods) & set(PATTERN_METHODS) else None)
     with progress_bar(len(steps), "cascading randomisation", enabled=progress) as bar:
-        maps = _explain_steps(config, model.apply_fn, steps, x, target, ds.train.x, bar)
+        maps = _explain_steps(config, model.apply_fn, steps, x, target, ds.train.x, bar, patterns)
     layers = [name for name, _ in steps]
     curves = similarity_curves(maps)
     out = Path(out)

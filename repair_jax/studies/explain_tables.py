@@ -297,7 +297,7 @@ class OODExplanationStudy:
     ood_epochs: int = 20
     lr: float = 1e-3
     train_limit: int | None = 6000
-    methods: tuple = ("grad", "smoothgrad", "smoothgrad_sq", "vargrad", "input_x_grad", "ig", "expected_grad",
+    methods: tuple = ("grad", "smoothgrad", "smoothgrad_mean_sq", "vargrad", "input_x_grad", "ig", "expected_grad",
                       "guided_backprop", "deconvnet", "lrp_epsilon")
     explain_examples: int = 190  # Table 4.4's 190 examples
     steps: int = 32
