@@ -61,18 +61,6 @@ def repair_config_from_args(args, run):
     return cfg
 
 
-class _RunClasses:
-    """The class names of a run, read from run.json before its data set is loaded (what
-    ``parse_targets`` needs of a data set)."""
-
-    def __init__(self, class_names):
-        self.class_names = tuple(class_names)
-
-    def class_index(self, spec) -> int:
-        from repair_jax.data import parse_class
-        return parse_class(spec, self.class_names)
-
-
 def check_flags(args) -> None:
     """The flags that need no run: counts and step sizes."""
     require_at_least("--seeds", args.seeds, 1)
@@ -94,12 +82,13 @@ def check_distinct(targets) -> None:
 
 
 def run(args) -> int:
-    from repair_jax.repair import format_table, parse_targets, run_study
+    from repair_jax.cli.parsing import parse_targets
+    from repair_jax.repair import format_table, run_study
     from repair_jax.runs import load_run, read_run_info
 
     check_flags(args)
     info = read_run_info(args.run)
-    targets = parse_targets(args.pair, args.triplet, args.pairs, _RunClasses(info["class_names"]), args.triplets)
+    targets = parse_targets(args.pair, args.triplet, args.pairs, info["class_names"], args.triplets)
     check_distinct(targets)
     run_ = load_run(args.run)
     cfg = repair_config_from_args(args, run_)

@@ -6,7 +6,7 @@ the study is :mod:`.config` (:class:`RepairConfig`), :mod:`.sweep` (:func:`run_s
 (:mod:`.irepair`); its evaluation protocol is :mod:`.protocol`.
 """
 
-from repair_jax.repair.config import RUN_FIELDS, RepairConfig, parse_targets
+from repair_jax.repair.config import RUN_FIELDS, RepairConfig
 from repair_jax.repair.evaluation import (
     error_kind, evaluate_outputs, output_probabilities, target_error, w_os_tradeoff,
 )
