@@ -211,7 +211,7 @@ def run_jobs(ctx: RepairContext, jobs: list[dict], out_jsonl, progress: bool = T
             field = first_difference(log[job["key"]].get("job"), spec)
             if field is not None:
                 raise UserError(f"{out_jsonl}: job {job['key']!r} was run with another {field}; choose another "
-                                "output or pass --force to restart it")
+                                "output or pass force to restart it")
             continue
         pkey = (tuple(job["classes"]), job["repair_size"], job["correct_size"], job["seed"])
         if pkey not in problems:
