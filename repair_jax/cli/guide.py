@@ -3,16 +3,14 @@
 Writes ``OUT/guide.json`` (F_nl and F_spu with scores and suggested labels, concept fits, accuracy
 of the original / carved / guided model before and after, the bilevel trace's summary, warnings),
 ``OUT/carving.npz`` (the concept basis and the carved and guided heads) and ``OUT/run/``, the guided
-model as an ordinary run directory (its last Dense layer is the guided concept head).
+model as an ordinary run directory (its last Dense layer is the guided concept head), through
+:func:`repair_jax.guiding.pipeline.write_guiding_result`.
 """
 
 from __future__ import annotations
 
-import io
 import sys
 import warnings
-
-import numpy as np
 
 from repair_jax.cli.common import add_out
 from repair_jax.errors import UserError
@@ -36,9 +34,8 @@ def configure(p) -> None:
 
 def run(args) -> int:
     from repair_jax.guiding import BilevelConfig, GuidingConfig, LowerLevelNotConverged, load_audit, load_concepts
-    from repair_jax.guiding.pipeline import guide_network
-    from repair_jax.io import atomic_dir, write_bytes_atomic, write_json
-    from repair_jax.runs import load_run, write_run
+    from repair_jax.guiding.pipeline import guide_network, write_guiding_result
+    from repair_jax.runs import load_run
 
     config = GuidingConfig(BilevelConfig(gamma=args.gamma, fi_weight=args.fi_weight, l2=args.l2,
                                          outer_steps=args.outer_steps, outer_lr=args.outer_lr,
@@ -64,20 +61,7 @@ def run(args) -> int:
         sys.stderr.write(f"repair-jax guide: warning: {msg}\n")
     report = {"run": str(args.run), "audit": str(args.audit), "concepts": report.pop("concepts"),
               "warnings": msgs, **report}
-    with atomic_dir(args.out, overwrite=args.force) as tmp:
-        write_json(tmp / "guide.json", report)
-        buf = io.BytesIO()
-        b = carved.basis
-        np.savez(buf, names=np.asarray(b.names), B=b.B, mu=b.mu, sigma=b.sigma, offset=b.offset, scale=b.scale,
-                 theta_cbm_w=carved.theta["w"], theta_cbm_b=carved.theta["b"],
-                 theta_guided_w=result.bilevel.theta["w"], theta_guided_b=result.bilevel.theta["b"],
-                 delta=result.bilevel.delta)
-        write_bytes_atomic(tmp / "carving.npz", buf.getvalue())
-        (tmp / "run").mkdir()
-        info = {**r.info, "guided_from": str(args.run),
-                "test_accuracy": report["metrics"]["test"]["guided_accuracy"],
-                "guiding": {"config": report["config"], "metrics": report["metrics"]}}
-        write_run(tmp / "run", info, guided)
+    write_guiding_result(args.out, report, guided, result, carved, r.info, args.run, force=args.force)
     m = report["metrics"]["test"]
     print(f"model guiding: {len(report['F_nl'])} points flagged as mislabelled, {len(report['F_spu'])} as relying "
           f"on a spurious signal (budget {args.budget})")

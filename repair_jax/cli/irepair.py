@@ -1,6 +1,6 @@
 """``repair-jax irepair``: I-REPAIR and its baselines on repair problems drawn from a run's pool
 (Henriksen et al. 2022, Sec. 5). Writes DIR/irepair.json (``{"runs": [...]}``) and
-DIR/summary.md atomically."""
+DIR/summary.md atomically (:func:`repair_jax.repair.protocol.write_irepair_result`)."""
 
 from __future__ import annotations
 
@@ -52,9 +52,8 @@ def run(args) -> int:
     import sys
 
     from repair_jax.data import parse_class
-    from repair_jax.io import atomic_dir, write_json, write_text
     from repair_jax.progress import progress
-    from repair_jax.repair.protocol import RepairContext, draw_problem, solve_problem, summary_table
+    from repair_jax.repair.protocol import RepairContext, draw_problem, solve_problem, write_irepair_result
     from repair_jax.runs import load_run, read_run_info
 
     config = check_flags(args)
@@ -78,11 +77,8 @@ def run(args) -> int:
                 bar.update(note=f"seed {seed} {m}")
     for n in sorted(notes):
         sys.stderr.write(f"note: {n}\n")
-    table = summary_table(runs, baseline=args.baseline if args.baseline else None)
-    with atomic_dir(args.out, overwrite=args.force) as tmp:
-        write_json(tmp / "irepair.json", {"run": str(args.run), "classes": classes,
-                                          "notes": sorted(notes), "runs": runs})
-        write_text(tmp / "summary.md", table + "\n")
+    table = write_irepair_result(args.out, runs, run_path=args.run, classes=classes, notes=notes,
+                                 baseline=args.baseline, force=args.force)
     print(table)
     print(f"-> {args.out}/irepair.json")
     return 0
