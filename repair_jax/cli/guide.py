@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from repair_jax.cli.common import add_out
+from repair_jax.cli.common import add_config_flags, add_out
 from repair_jax.errors import UserError
 
 
@@ -21,15 +21,17 @@ def configure(p) -> None:
     p.add_argument("--audit", required=True, help="audit set JSON (with its npz beside it)")
     p.add_argument("--concepts", required=True, help="concept library JSON")
     add_out(p, "output directory (guide.json, carving.npz, run/)")
-    p.add_argument("--gamma", type=float, default=1.0, help="weight of the label-perturbation size")
-    p.add_argument("--fi-weight", type=float, default=1.0, help="weight of the feature-importance match term")
-    p.add_argument("--l2", type=float, default=1e-2, help="lower-level L2 (strong convexity)")
-    p.add_argument("--tau-nl", type=float, default=0.1, help="noisy-label tolerance tau_nl")
-    p.add_argument("--tau-spu", type=float, default=0.1, help="spurious-attribution tolerance tau_spu")
-    p.add_argument("--budget", type=int, default=50, help="inspection budget b")
-    p.add_argument("--outer-steps", type=int, default=100, help="steps of the upper-level (label) problem")
-    p.add_argument("--outer-lr", type=float, default=0.05, help="step size of the upper-level problem")
-    p.add_argument("--inner-maxiter", type=int, default=500, help="iteration limit of the lower-level solve")
+    from repair_jax.guiding import BilevelConfig, GuidingConfig
+
+    add_config_flags(p, BilevelConfig, ["gamma", "fi_weight", "l2"], help={
+        "gamma": "weight of the label-perturbation size", "fi_weight": "weight of the feature-importance match term",
+        "l2": "lower-level L2 (strong convexity; also the L2 of the carved head)"})
+    add_config_flags(p, GuidingConfig, ["tau_nl", "tau_spu", "budget"], help={
+        "tau_nl": "noisy-label tolerance tau_nl", "tau_spu": "spurious-attribution tolerance tau_spu",
+        "budget": "inspection budget b"})
+    add_config_flags(p, BilevelConfig, ["outer_steps", "outer_lr", "inner_maxiter"], help={
+        "outer_steps": "steps of the upper-level (label) problem", "outer_lr": "step size of the upper-level problem",
+        "inner_maxiter": "iteration limit of the lower-level solve"})
 
 
 def run(args) -> int:
