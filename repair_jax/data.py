@@ -311,7 +311,7 @@ def load_tfds_arrays(name: str, split: str, data_dir: str | None = None,
     except Exception:  # TFDS raises several types (KeyError, FileNotFoundError, ...) for "not prepared"
         raise UserError(f"TFDS data set {name!r} ({split}) is not prepared under "
                         f"{data_dir or os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')}: run "
-                        f"`tfds build {name}` with network access first, or pass --data-dir") from None
+                        f"`tfds build {name}` with network access first, or pass data_dir") from None
     finally:
         absl.setLevel(level)
     n = len(source)

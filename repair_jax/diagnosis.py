@@ -105,7 +105,7 @@ def diagnose_run(run_path, out, split: str = "test", top_k: int = 5, force: bool
     from repair_jax.plots import plot_confusion_matrix, plot_roc_curves
     from repair_jax.runs import load_run
 
-    require_at_least("--top", top_k, 1)
+    require_at_least("top_k", top_k, 1)
     check_keeps_inputs(out, [run_path])
     run = load_run(run_path)
     ds = run.dataset()

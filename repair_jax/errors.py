@@ -11,10 +11,11 @@ class UserError(ValueError):
     """Bad input from the user (a file, a flag, an array). The CLI prints it on one line and exits 2."""
 
 
-def require_at_least(flag: str, value, least) -> None:
-    """A command-line number below its bound -> one clear :class:`UserError` ("--seeds must be >= 1, got 0")."""
+def require_at_least(name: str, value, least) -> None:
+    """A number below its bound -> one clear :class:`UserError` naming it ("seeds must be >= 1, got 0"; the
+    library names the config field, the CLI its flag)."""
     if value < least:
-        raise UserError(f"{flag} must be >= {least}, got {value}")
+        raise UserError(f"{name} must be >= {least}, got {value}")
 
 
 MAX_SEED = 2**32 - 1

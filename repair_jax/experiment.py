@@ -109,13 +109,13 @@ def _check_out(out: Path, record: dict, force: bool) -> None:
     path = out / EXPERIMENT_JSON
     if force or not path.exists():
         if out.exists() and any(out.iterdir()) and not path.exists() and not force:
-            raise UserError(f"{out} is not empty and holds no {EXPERIMENT_JSON}: choose another --out or pass --force")
+            raise UserError(f"{out} is not empty and holds no {EXPERIMENT_JSON}: choose another output directory or pass force")
         return
     old = upgraded_record(read_json(path, "experiment record").get("config", {}), record)
     field = first_difference(old, record)
     if field is not None:
-        raise UserError(f"{out} holds another configuration ({field} differs): choose another --out "
-                        "or pass --force to restart it")
+        raise UserError(f"{out} holds another configuration ({field} differs): choose another output "
+                        "directory or pass force to restart it")
 
 
 # Config types that moved with the studies (issue 28): a results directory written before names the old module.

@@ -170,7 +170,7 @@ def train_run(cfg, out: str | Path, force: bool = False, progress: bool = True, 
     from repair_jax.io import atomic_dir
     from repair_jax.train import data_mesh, steps_per_epoch, train_model
 
-    require_at_least("--checkpoint-every", checkpoint_every, 0)
+    require_at_least("checkpoint_every", checkpoint_every, 0)
     cfg = cfg.resolved()
     cfg.validate()
     with atomic_dir(out, overwrite=force) as tmp:

@@ -124,7 +124,7 @@ class TrainConfig:
     def validate(self) -> None:
         for name in ("seed", "split_seed", "init_seed", "order_seed"):
             if getattr(self, name) is not None:
-                check_seed(name.replace("_", "-"), getattr(self, name))
+                check_seed(name, getattr(self, name))
         if self.train_limit is not None and self.train_limit <= 0:
             raise UserError(f"train limit must be positive, got {self.train_limit}")
         if self.epochs < 0:

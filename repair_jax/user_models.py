@@ -61,13 +61,13 @@ def _first_line(e: Exception) -> str:
 def _import_factory(spec: str):
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise UserError(f"--model {spec!r} must name a factory as pkg.module:function")
+        raise UserError(f"model {spec!r} must name a factory as pkg.module:function")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # importable from the working directory, as `python -m` does
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise UserError(f"cannot import {module_name!r} for --model {spec}: {e}") from None
+        raise UserError(f"cannot import {module_name!r} for model {spec}: {e}") from None
     except Exception as e:
         raise UserError(f"importing {module_name!r} failed: {type(e).__name__}: {_first_line(e)}") from None
     factory = getattr(module, attr, None)

@@ -233,7 +233,7 @@ def _read_only_dir(tmp_path):
     (["train", "--dataset", "npz:{tmp}/small.npz", "--epochs", "1"], "the val split is empty"),
     (["compare", "{run}", "{run}/"], "is given twice"),
     (["explain", "--run", "{run}", "--index", "100000", "--methods", "grad", "--out", "{tmp}/a/b/c"],
-     "--index 100000 is out of range"),
+     "index 100000 is out of range"),
     (["diagnose", "--run", "{tmp}/corrupt_ckpt", "--out", "{tmp}/a/b"], "corrupt"),
 ])
 def test_every_bad_input_is_one_line_exit_2_before_any_work(run_dir, tmp_path, args, message):

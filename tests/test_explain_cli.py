@@ -61,9 +61,9 @@ def test_explain_cli_writes_arrays_summary_and_figure(cnn_run, tmp_path, capsys)
 
 @pytest.mark.parametrize("extra, message", [
     (["--methods", "grad,lemon"], "unknown attribution method 'lemon'"),
-    (["--index", "100000"], "--index 100000 is out of range"),
+    (["--index", "100000"], "index 100000 is out of range"),
     (["--methods", "gradcam", "--layer", "Conv_7"], "no layer 'Conv_7'"),
-    (["--target", "12"], "--target 12 is out of range"),
+    (["--target", "12"], "target 12 is out of range"),
 ])
 def test_explain_cli_bad_input_is_one_line_and_exit_2(cnn_run, tmp_path, capsys, extra, message):
     argv = ["--run", str(cnn_run), "--index", "0", "--methods", "grad", "--out", str(tmp_path / "o"),

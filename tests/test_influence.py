@@ -480,11 +480,14 @@ def test_influence_flags_are_checked_before_loading(tmp_path, capsys):
 
     missing = str(tmp_path / "no-such-run")
     for argv, msg in ((["--test-index", "0", "--metric", "ece", "--group", "all"], "not both"),
-                      ([], "--test-index"),
-                      (["--metric", "fpr", "--group", "all"], "--positive"),
+                      ([], "pass test_index"),
+                      (["--metric", "fpr", "--group", "all"], "needs positive"),
+                      (["--metric", "ece"], "pass --group"),
+                      (["--pair", "1,2,3"], "--pair needs 2 classes"),
+                      (["--test-index", "x"], "bad --test-index"),
                       (["--metric", "ece", "--group", "colour=3"], "bad --group"),
                       (["--test-index", "0", "--damping", "0.1", "--relative-damping", "0.1"], "not both"),
-                      (["--test-index", "0", "--tol", "0"], "--tol")):
+                      (["--test-index", "0", "--tol", "0"], "tol must be positive")):
         capsys.readouterr()
         assert main(["influence", "--run", missing, "--out", str(tmp_path / "o")] + argv) == 2
         err = capsys.readouterr().err
@@ -521,7 +524,7 @@ def test_float32_underflow_is_detected_and_x64_computes_in_float64(relu_run, tmp
     params[last] = jax.tree_util.tree_map(lambda a: a * 23 / (logits[i, -1] - logits[i, -2]), params[last])
     _, target, warns = _test_loss_target(loss, params, ds.test, i, jnp.float32)
     assert target["predicted"] == target["label"] and target["value"] == 0.0
-    assert 1e-12 < target["accurate_value"] < 1e-8 and "--x64" in warns[0]
+    assert 1e-12 < target["accurate_value"] < 1e-8 and "x64" in warns[0]
     with jax.enable_x64(True):
         p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
         _, t64, w64 = _test_loss_target(loss, p64, ds.test, i, jnp.float64)

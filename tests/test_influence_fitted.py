@@ -17,7 +17,8 @@ from repair_jax.errors import UserError
 from repair_jax.influence import (
     ClassifierLoss, InfluenceWarning, fit_influence, influence_up_loss, training_objective,
 )
-from repair_jax.influence.workflow import parse_test_indices
+from repair_jax.cli.parsing import parse_test_indices
+from repair_jax.influence.workflow import check_test_indices
 from repair_jax.models import create_model, init_variables
 
 
@@ -150,7 +151,10 @@ def test_influence_cli_several_test_indices_equal_single_runs(tmp_path, capsys):
     assert [e["test_index"] for e in listing] == list(range(m)) and len(listing[2]["top"]) == 3
     assert [e["train_index"] for e in listing[2]["top"]] == list(np.argsort(-np.abs(one), kind="stable")[:3])
     assert s["converged"] and [c["test_index"] for c in s["solver"]["columns"]] == list(range(m))
-    assert parse_test_indices("7,2") == [7, 2] and parse_test_indices(3) == [3] and parse_test_indices(None) is None
+    assert parse_test_indices("7,2") == [7, 2] and parse_test_indices("all") == "all" and parse_test_indices(None) is None
+    assert check_test_indices(3) == [3] and check_test_indices((7, 2)) == [7, 2] and check_test_indices(None) is None
+    with pytest.raises(UserError, match="test_index must be an index, a sequence"):  # the library parses no text
+        check_test_indices("7,2")
     for spec, msg in (("3,x", "bad --test-index"), ("3,3", "twice"), ("1,-2", ">= 0"), ("0,99999", "out of range")):
         capsys.readouterr()
         assert main(base + ["--test-index", spec, "--out", str(tmp_path / "bad")]) == 2

@@ -203,7 +203,7 @@ def test_bad_seeds_are_refused():
     for bad in (-1, 2**32, 1.5, True):
         with pytest.raises(UserError, match="seed"):
             TrainConfig(seed=bad).validate()
-    with pytest.raises(UserError, match="init-seed"):
+    with pytest.raises(UserError, match="init_seed"):
         TrainConfig(init_seed=-2).validate()
 
 

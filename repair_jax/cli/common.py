@@ -9,11 +9,15 @@
   directory a re-run resumes). :func:`check_out` checks it before anything heavy is loaded.
 - Every default is shown by ``--help`` (:class:`HelpFormatter`); a bad flag is one line and exit 2
   (:class:`Parser`); seeds are parsed by :func:`seed_type`.
+- A flag that sets a config dataclass's field is declared with :func:`add_config_flags`: its default is
+  the field's (it cannot drift from the library's), its help the field's ``metadata["help"]`` unless the
+  subcommand words it. Strings the library does not take are parsed in :mod:`repair_jax.cli.parsing`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -62,6 +66,32 @@ def add_out(p: argparse.ArgumentParser, help: str, kind: str = "dir", default: s
         raise ValueError(f"unknown output kind {kind!r}")
     p.add_argument("--out", required=default is None, default=default, help=help)
     p.set_defaults(out_kind=kind)
+
+
+def field_default(config_type, name: str):
+    """The default of field ``name`` of the dataclass ``config_type`` (its ``default_factory()`` if it has one)."""
+    field = {f.name: f for f in dataclasses.fields(config_type)}[name]
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    raise ValueError(f"{config_type.__name__}.{name} has no default")
+
+
+def add_config_flags(p, config_type, fields, help: dict | None = None, **options) -> None:
+    """``--field-name`` for each of ``fields`` of the dataclass ``config_type``, with the field's default
+    (:func:`field_default`) and help (``help[name]``, else the field's ``metadata["help"]``). A bool field
+    is an on/off flag (``store_true``); an int, float or str field is parsed as its default's type.
+    ``options[name]``: more :meth:`~argparse.ArgumentParser.add_argument` keywords (``choices``, ``metavar``)."""
+    by_name = {f.name: f for f in dataclasses.fields(config_type)}
+    for name in fields:
+        default = field_default(config_type, name)
+        kw = {"default": default, "help": (help or {}).get(name) or by_name[name].metadata.get("help")}
+        if isinstance(default, bool):
+            kw["action"] = "store_true"
+        elif isinstance(default, (int, float)):
+            kw["type"] = type(default)
+        p.add_argument("--" + name.replace("_", "-"), **kw, **options.get(name, {}))
 
 
 def seed_type(flag: str):

@@ -3,18 +3,16 @@
 Writes ``OUT/guide.json`` (F_nl and F_spu with scores and suggested labels, concept fits, accuracy
 of the original / carved / guided model before and after, the bilevel trace's summary, warnings),
 ``OUT/carving.npz`` (the concept basis and the carved and guided heads) and ``OUT/run/``, the guided
-model as an ordinary run directory (its last Dense layer is the guided concept head).
+model as an ordinary run directory (its last Dense layer is the guided concept head), through
+:func:`repair_jax.guiding.pipeline.write_guiding_result`.
 """
 
 from __future__ import annotations
 
-import io
 import sys
 import warnings
 
-import numpy as np
-
-from repair_jax.cli.common import add_out
+from repair_jax.cli.common import add_config_flags, add_out
 from repair_jax.errors import UserError
 
 
@@ -23,22 +21,23 @@ def configure(p) -> None:
     p.add_argument("--audit", required=True, help="audit set JSON (with its npz beside it)")
     p.add_argument("--concepts", required=True, help="concept library JSON")
     add_out(p, "output directory (guide.json, carving.npz, run/)")
-    p.add_argument("--gamma", type=float, default=1.0, help="weight of the label-perturbation size")
-    p.add_argument("--fi-weight", type=float, default=1.0, help="weight of the feature-importance match term")
-    p.add_argument("--l2", type=float, default=1e-2, help="lower-level L2 (strong convexity)")
-    p.add_argument("--tau-nl", type=float, default=0.1, help="noisy-label tolerance tau_nl")
-    p.add_argument("--tau-spu", type=float, default=0.1, help="spurious-attribution tolerance tau_spu")
-    p.add_argument("--budget", type=int, default=50, help="inspection budget b")
-    p.add_argument("--outer-steps", type=int, default=100, help="steps of the upper-level (label) problem")
-    p.add_argument("--outer-lr", type=float, default=0.05, help="step size of the upper-level problem")
-    p.add_argument("--inner-maxiter", type=int, default=500, help="iteration limit of the lower-level solve")
+    from repair_jax.guiding import BilevelConfig, GuidingConfig
+
+    add_config_flags(p, BilevelConfig, ["gamma", "fi_weight", "l2"], help={
+        "gamma": "weight of the label-perturbation size", "fi_weight": "weight of the feature-importance match term",
+        "l2": "lower-level L2 (strong convexity; also the L2 of the carved head)"})
+    add_config_flags(p, GuidingConfig, ["tau_nl", "tau_spu", "budget"], help={
+        "tau_nl": "noisy-label tolerance tau_nl", "tau_spu": "spurious-attribution tolerance tau_spu",
+        "budget": "inspection budget b"})
+    add_config_flags(p, BilevelConfig, ["outer_steps", "outer_lr", "inner_maxiter"], help={
+        "outer_steps": "steps of the upper-level (label) problem", "outer_lr": "step size of the upper-level problem",
+        "inner_maxiter": "iteration limit of the lower-level solve"})
 
 
 def run(args) -> int:
     from repair_jax.guiding import BilevelConfig, GuidingConfig, LowerLevelNotConverged, load_audit, load_concepts
-    from repair_jax.guiding.pipeline import guide_network
-    from repair_jax.io import atomic_dir, write_bytes_atomic, write_json
-    from repair_jax.runs import load_run, write_run
+    from repair_jax.guiding.pipeline import guide_network, write_guiding_result
+    from repair_jax.runs import load_run
 
     config = GuidingConfig(BilevelConfig(gamma=args.gamma, fi_weight=args.fi_weight, l2=args.l2,
                                          outer_steps=args.outer_steps, outer_lr=args.outer_lr,
@@ -64,20 +63,7 @@ def run(args) -> int:
         sys.stderr.write(f"repair-jax guide: warning: {msg}\n")
     report = {"run": str(args.run), "audit": str(args.audit), "concepts": report.pop("concepts"),
               "warnings": msgs, **report}
-    with atomic_dir(args.out, overwrite=args.force) as tmp:
-        write_json(tmp / "guide.json", report)
-        buf = io.BytesIO()
-        b = carved.basis
-        np.savez(buf, names=np.asarray(b.names), B=b.B, mu=b.mu, sigma=b.sigma, offset=b.offset, scale=b.scale,
-                 theta_cbm_w=carved.theta["w"], theta_cbm_b=carved.theta["b"],
-                 theta_guided_w=result.bilevel.theta["w"], theta_guided_b=result.bilevel.theta["b"],
-                 delta=result.bilevel.delta)
-        write_bytes_atomic(tmp / "carving.npz", buf.getvalue())
-        (tmp / "run").mkdir()
-        info = {**r.info, "guided_from": str(args.run),
-                "test_accuracy": report["metrics"]["test"]["guided_accuracy"],
-                "guiding": {"config": report["config"], "metrics": report["metrics"]}}
-        write_run(tmp / "run", info, guided)
+    write_guiding_result(args.out, report, guided, result, carved, r.info, args.run, force=args.force)
     m = report["metrics"]["test"]
     print(f"model guiding: {len(report['F_nl'])} points flagged as mislabelled, {len(report['F_spu'])} as relying "
           f"on a spurious signal (budget {args.budget})")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sys
 
+from repair_jax.errors import UserError
+
 EXIT_NOT_CONVERGED = 3
 
 
@@ -71,21 +73,27 @@ def configure(p) -> None:
 
 
 def _options(args) -> dict:
-    return dict(test_index=args.test_index, split=args.split, method=args.method, top=args.top, metric=args.metric,
-                group=args.group, positive=args.positive, damping=args.damping,
+    """The library's typed options of the flags (the strings parsed by :mod:`repair_jax.cli.parsing`)."""
+    from repair_jax.cli.parsing import parse_classes, parse_group, parse_test_indices
+
+    return dict(test_index=parse_test_indices(args.test_index), split=args.split, method=args.method, top=args.top,
+                metric=args.metric, group=parse_group(args.group), positive=args.positive, damping=args.damping,
                 relative_damping=args.relative_damping, tol=args.tol, max_iter=args.max_iter, scale=args.scale,
-                chunk_size=args.chunk_size, pair=args.pair, triplet=args.triplet)
+                chunk_size=args.chunk_size, pair=parse_classes("--pair", args.pair, 2),
+                triplet=parse_classes("--triplet", args.triplet, 3))
 
 
 def run(args) -> int:
     from repair_jax.influence.workflow import validate_influence_args
 
-    validate_influence_args(**_options(args))
+    options = _options(args)
+    if options["metric"] is not None and options["group"] is None:
+        raise UserError("--metric needs a group definition: pass --group (e.g. label=3 or intensity>0.3)")
+    validate_influence_args(**options)
     from repair_jax.influence.workflow import influence_run
 
     # x64: influence_run computes inside jax.enable_x64 (scoped: callers of main() in-process keep float32)
-    s = influence_run(args.run, args.out, x64=args.x64, force=args.force, progress=not args.no_progress,
-                      **_options(args))
+    s = influence_run(args.run, args.out, x64=args.x64, force=args.force, progress=not args.no_progress, **options)
     t, solver = s["target"], s["solver"]
     if t["kind"] == "test_loss":
         what = f"loss of {t['split']} point {t['test_index']}"

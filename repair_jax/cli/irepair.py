@@ -1,29 +1,28 @@
 """``repair-jax irepair``: I-REPAIR and its baselines on repair problems drawn from a run's pool
 (Henriksen et al. 2022, Sec. 5). Writes DIR/irepair.json (``{"runs": [...]}``) and
-DIR/summary.md atomically."""
+DIR/summary.md atomically (:func:`repair_jax.repair.protocol.write_irepair_result`)."""
 
 from __future__ import annotations
 
-from repair_jax.cli.common import add_out
+from repair_jax.cli.common import add_config_flags, add_out
 from repair_jax.errors import UserError, require_at_least
 
 
 def configure(p) -> None:
+    from repair_jax.repair.irepair import CORRECT_LOSSES, INFLUENCE_VARIANTS, IRepairConfig
+
     p.add_argument("--run", required=True, help="run directory written by `repair-jax train`")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--class", dest="class_", default=None, help="the class to repair (index or name)")
     g.add_argument("--classes", nargs="+", default=None, help="several classes (a multi-class repair set)")
     p.add_argument("--repair-size", type=int, required=True, help="misclassified inputs per class (K)")
     p.add_argument("--correct-size", type=int, default=40, help="|C|, uniform over classes")
-    p.add_argument("--gamma", type=float, default=1.0, help="gamma of the influence score (Algorithm 2 l. 9)")
-    p.add_argument("--epsilon", type=float, default=1e-8, help="epsilon of the influence score")
-    p.add_argument("--margin", type=float, default=0.0, help="softmax margin delta for 'repaired' (RQ iii)")
-    p.add_argument("--ub", type=int, default=5000, help="iteration bound (>= 1)")
-    p.add_argument("--lr", type=float, default=1e-4, help="RMSprop learning rate")
-    p.add_argument("--correct-loss", default="magnitude", choices=["magnitude", "cross_entropy"],
-                   help="the influence loss of the correct set C")
-    p.add_argument("--influence", default="mean", choices=["mean", "mean_abs"],
-                   help="Algorithm 1 as in the paper (mean) or per-example mean absolute gradients")
+    add_config_flags(p, IRepairConfig, ["gamma", "epsilon", "margin", "ub", "lr", "correct_loss", "influence"], help={
+        "gamma": "gamma of the influence score (Algorithm 2 l. 9)", "epsilon": "epsilon of the influence score",
+        "margin": "softmax margin delta for 'repaired' (RQ iii)", "ub": "iteration bound (>= 1)",
+        "lr": "RMSprop learning rate", "correct_loss": "the influence loss of the correct set C",
+        "influence": "Algorithm 1 as in the paper (mean) or per-example mean absolute gradients"},
+        correct_loss={"choices": list(CORRECT_LOSSES)}, influence={"choices": list(INFLUENCE_VARIANTS)})
     p.add_argument("--baseline", default=None, choices=["retrain", "random", "mm"],
                    help="also run this baseline on the same problems")
     p.add_argument("--lock-p", type=float, default=0.5, help="locking probability of --baseline random")
@@ -52,9 +51,8 @@ def run(args) -> int:
     import sys
 
     from repair_jax.data import parse_class
-    from repair_jax.io import atomic_dir, write_json, write_text
     from repair_jax.progress import progress
-    from repair_jax.repair.protocol import RepairContext, draw_problem, solve_problem, summary_table
+    from repair_jax.repair.protocol import RepairContext, draw_problem, solve_problem, write_irepair_result
     from repair_jax.runs import load_run, read_run_info
 
     config = check_flags(args)
@@ -78,11 +76,8 @@ def run(args) -> int:
                 bar.update(note=f"seed {seed} {m}")
     for n in sorted(notes):
         sys.stderr.write(f"note: {n}\n")
-    table = summary_table(runs, baseline=args.baseline if args.baseline else None)
-    with atomic_dir(args.out, overwrite=args.force) as tmp:
-        write_json(tmp / "irepair.json", {"run": str(args.run), "classes": classes,
-                                          "notes": sorted(notes), "runs": runs})
-        write_text(tmp / "summary.md", table + "\n")
+    table = write_irepair_result(args.out, runs, run_path=args.run, classes=classes, notes=notes,
+                                 baseline=args.baseline, force=args.force)
     print(table)
     print(f"-> {args.out}/irepair.json")
     return 0

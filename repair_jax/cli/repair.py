@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from repair_jax.cli.common import add_out
+from repair_jax.cli.common import add_config_flags, add_out, field_default
 from repair_jax.errors import UserError, require_at_least
 
 
 def configure(p) -> None:
+    from repair_jax.repair import RepairConfig
+
     p.add_argument("--run", required=True, help="run directory written by `repair-jax train`")
     g = p.add_argument_group("targets (exactly one; classes by index or name)")
     g.add_argument("--pair", default=None, help="confused pair A,B")
@@ -18,21 +20,22 @@ def configure(p) -> None:
                    help="all (Zhong et al.'s (2022) WR methods), or a comma-separated subset of orig,orig-ft,w-aug,w-bn,w-os,w-loss,"
                         "w-dbr,i-drop (i-drop: fine-tune without the training points most harmful to the targets, "
                         "by influence; orig and orig-ft are always run: they are the baselines)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds for the selected settings")
+    add_config_flags(p, RepairConfig, ["seeds"], help={"seeds": "seeds for the selected settings"})
     p.add_argument("--epochs", type=int, default=None,
                    help="fine-tuning epochs (default: 1/5 of the run's training epochs, at least 1; Zhong et al. 2022, Sec. 4.1 "
                         "fine-tunes 60 of 300)")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: 0.1 x the run's)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's")
-    p.add_argument("--rhos", default="0.1,0.3,0.5,0.7,0.9", help="the rho grid (Zhong et al. 2022, Sec. 4.4)")
-    p.add_argument("--lambda1", type=float, default=0.25, help="error reduction that counts as repaired")
-    p.add_argument("--lambda2", type=float, default=0.01,
-                   help="accuracy loss allowed: absolute (0.01 = 1 point), or with --lambda2-relative a fraction "
-                        "of orig-ft's accuracy")
-    p.add_argument("--lambda2-relative", action="store_true",
-                   help="read --lambda2 as a fraction of orig-ft's accuracy (Zhong et al. 2022, Sec. 2.2.3: 1%% of it)")
-    p.add_argument("--select-split", default="val", choices=["val", "pool", "test"],
-                   help="split on which rho is selected (numbers are reported on test)")
+    p.add_argument("--rhos", default=",".join(str(r) for r in field_default(RepairConfig, "rhos")),
+                   help="the rho grid (Zhong et al. 2022, Sec. 4.4)")
+    add_config_flags(p, RepairConfig, ["lambda1", "lambda2", "lambda2_relative", "select_split"], help={
+        "lambda1": "error reduction that counts as repaired",
+        "lambda2": "accuracy loss allowed: absolute (0.01 = 1 point), or with --lambda2-relative a fraction of "
+                   "orig-ft's accuracy",
+        "lambda2_relative": "read --lambda2 as a fraction of orig-ft's accuracy (Zhong et al. 2022, Sec. 2.2.3: 1%% "
+                            "of it)",
+        "select_split": "split on which rho is selected (numbers are reported on test)"},
+        select_split={"choices": ["val", "pool", "test"]})
 
 
 def _floats(spec: str, what: str) -> tuple[float, ...]:
@@ -61,18 +64,6 @@ def repair_config_from_args(args, run):
     return cfg
 
 
-class _RunClasses:
-    """The class names of a run, read from run.json before its data set is loaded (what
-    ``parse_targets`` needs of a data set)."""
-
-    def __init__(self, class_names):
-        self.class_names = tuple(class_names)
-
-    def class_index(self, spec) -> int:
-        from repair_jax.data import parse_class
-        return parse_class(spec, self.class_names)
-
-
 def check_flags(args) -> None:
     """The flags that need no run: counts and step sizes."""
     require_at_least("--seeds", args.seeds, 1)
@@ -94,12 +85,13 @@ def check_distinct(targets) -> None:
 
 
 def run(args) -> int:
-    from repair_jax.repair import format_table, parse_targets, run_study
+    from repair_jax.cli.parsing import parse_targets
+    from repair_jax.repair import format_table, run_study
     from repair_jax.runs import load_run, read_run_info
 
     check_flags(args)
     info = read_run_info(args.run)
-    targets = parse_targets(args.pair, args.triplet, args.pairs, _RunClasses(info["class_names"]), args.triplets)
+    targets = parse_targets(args.pair, args.triplet, args.pairs, info["class_names"], args.triplets)
     check_distinct(targets)
     run_ = load_run(args.run)
     cfg = repair_config_from_args(args, run_)

@@ -106,13 +106,13 @@ def _explain(run, names, methods, index, split, target, layer, steps, samples, s
     ds = run.dataset()
     data = getattr(ds, split)
     if not 0 <= index < len(data):
-        raise UserError(f"--index {index} is out of range: the {split} split has {len(data)} examples")
+        raise UserError(f"index {index} is out of range: the {split} split has {len(data)} examples")
     apply_fn, params = eval_apply_fn(run)
     x = jnp.asarray(data.x[index:index + 1])
     logits = np.asarray(apply_fn(params, x))[0]
     target = int(np.argmax(logits)) if target is None else target
     if not 0 <= target < len(logits):
-        raise UserError(f"--target {target} is out of range: the model has {len(logits)} classes")
+        raise UserError(f"target {target} is out of range: the model has {len(logits)} classes")
     names, skipped, layer = _select_methods(names, methods, apply_fn, params, x.shape[1:], layer)
     maps, stats = {}, {}
     patterns = (fit_patterns(apply_fn, params, ds.train.x[:PATTERN_EXAMPLES])

@@ -294,7 +294,7 @@ def bilevel_update(problem: dict, config: BilevelConfig, task: str, num_classes:
         value, err = float(value), float(err)
         if not np.isfinite(value) or not np.isfinite(err):
             raise UserError(f"the bilevel update diverged at outer step {t + 1} (objective {value}); "
-                            "lower --outer-lr or raise the lower-level L2")
+                            "lower BilevelConfig.outer_lr or raise its lower-level l2")
         max_err = max(max_err, err)
         history.append({"step": t + 1, "upper_objective": value, "lower_grad_norm": err})
     # the model that goes with the final delta

@@ -91,3 +91,31 @@ def guide_network(model: Classifier, x_train, y_train, audit: AuditSet,
     report["config"] = {"tau_nl": config.tau_nl, "tau_spu": config.tau_spu, "budget": config.budget,
                         "carve_l2": config.carve_l2, "bilevel": dataclasses.asdict(config.bilevel)}
     return report, guided, result, carved
+
+
+def write_guiding_result(out, report: dict, guided, result: GuidingResult, carved: Carved, run_info: dict, run_path,
+                         force: bool = False) -> None:
+    """Writes a guiding of the run at ``run_path`` (its run.json ``run_info``) into ``out`` atomically (an
+    existing non-empty ``out`` is replaced only with ``force``): ``guide.json`` (``report``, as
+    :func:`guide_network` returns it plus what the caller adds), ``carving.npz`` (the concept basis, the carved
+    and guided heads, the label perturbation delta) and ``run/``, the ``guided`` variables as an ordinary run
+    directory (its last Dense layer is the guided concept head; run.json records ``guided_from``)."""
+    import io
+
+    from repair_jax.io import atomic_dir, write_bytes_atomic, write_json
+    from repair_jax.runs import write_run
+
+    with atomic_dir(out, overwrite=force) as tmp:
+        write_json(tmp / "guide.json", report)
+        buf = io.BytesIO()
+        b = carved.basis
+        np.savez(buf, names=np.asarray(b.names), B=b.B, mu=b.mu, sigma=b.sigma, offset=b.offset, scale=b.scale,
+                 theta_cbm_w=carved.theta["w"], theta_cbm_b=carved.theta["b"],
+                 theta_guided_w=result.bilevel.theta["w"], theta_guided_b=result.bilevel.theta["b"],
+                 delta=result.bilevel.delta)
+        write_bytes_atomic(tmp / "carving.npz", buf.getvalue())
+        (tmp / "run").mkdir()
+        info = {**run_info, "guided_from": str(run_path),
+                "test_accuracy": report["metrics"]["test"]["guided_accuracy"],
+                "guiding": {"config": report["config"], "metrics": report["metrics"]}}
+        write_run(tmp / "run", info, guided)

@@ -31,5 +31,6 @@ from repair_jax.influence.evaluate import (
     noisy_label_auc, predicted_outputs, retrain_on_subsets, self_influence, subset_outputs, validate_lds_args,
 )
 from repair_jax.influence.workflow import (
-    float32_loss_underflow, influence_run, parse_group, parse_test_indices, plot_title, validate_influence_args,
+    GroupRule, check_test_indices, float32_loss_underflow, group_mask, influence_run, plot_title,
+    validate_influence_args,
 )

@@ -439,11 +439,11 @@ def damping_advice(report: CGReport, damping: float, largest_eigenvalue_h: float
 
 
 def advice_text(advice: dict) -> str:
-    """``--relative-damping X`` (or ``--damping D``) would converge, for a message."""
+    """``relative_damping X`` (or ``damping D``) would converge, for a message."""
     if "suggested_relative_damping" in advice:
-        return (f"--relative-damping {advice['suggested_relative_damping']:.3g} (damping "
+        return (f"relative_damping {advice['suggested_relative_damping']:.3g} (damping "
                 f"{advice['suggested_damping']:.3g}) should make H + damping I positive definite")
-    return f"--damping {advice['suggested_damping']:.3g} should make H + damping I positive definite"
+    return f"damping {advice['suggested_damping']:.3g} should make H + damping I positive definite"
 
 
 def cg_solve_tree(matvec, b, *, tol: float = 1e-5, maxiter: int = 1000):

@@ -36,11 +36,12 @@ y-component; :func:`float32_loss_underflow` detects this from the logit margin a
 
 from __future__ import annotations
 
+import dataclasses
 import io
-import re
 import time
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -54,58 +55,65 @@ SPLITS = ("test", "val", "pool")
 DEFAULT_RELATIVE_DAMPING = 0.01
 METRICS_WITH_POSITIVE = ("fpr", "fnr")
 FLOAT32_CG_TOL = 1e-4  # float32 eps (6e-8) x condition number 100 puts the attainable residual near 1e-5
-_GROUP_RE = (r"(label|pred)\s*=\s*(.+)", r"intensity\s*([<>])\s*([0-9.eE+-]+)")
 
 
-def group_rule(spec: str | None) -> tuple:
-    """Parses a group spec without any data: ("all",), ("label"|"pred", C) or ("intensity", ">"|"<", T)."""
-    if spec is None:
-        raise UserError("--metric needs a group definition: pass --group (e.g. label=3 or intensity>0.3)")
-    spec = spec.strip()
-    if spec == "all":
-        return ("all",)
-    m = re.fullmatch(_GROUP_RE[0], spec)
-    if m:
-        return (m.group(1), m.group(2).strip())
-    m = re.fullmatch(_GROUP_RE[1], spec)
-    if m:
-        try:
-            return ("intensity", m.group(1), float(m.group(2)))
-        except ValueError:
-            raise UserError(f"bad threshold in --group {spec!r}") from None
-    raise UserError(f"bad --group {spec!r}; use label=C, pred=C, intensity>T, intensity<T or all")
+@dataclasses.dataclass(frozen=True)
+class GroupRule:
+    """A group of a split for a disparity metric (Adebayo 2022, Eq. 6.4): ``kind`` "all"; "label" / "pred" with
+    ``value`` a class (index or name: the true / predicted class); "intensity" with ``op`` ">" or "<" and
+    ``value`` a threshold on the mean pixel intensity. ``str(rule)`` is its spec ("label=3", "intensity>0.3");
+    :func:`repair_jax.cli.parsing.parse_group` builds one from that text."""
+
+    kind: str = "all"
+    value: int | str | float | None = None
+    op: str | None = None
+
+    def validate(self) -> None:
+        if self.kind == "all":
+            return
+        if self.kind in ("label", "pred"):
+            if self.value is None or (isinstance(self.value, str) and not self.value.strip()):
+                raise UserError(f"group: {self.kind} needs a class (index or name)")
+            return
+        if self.kind != "intensity":
+            raise UserError(f"group: unknown kind {self.kind!r}; use all, label, pred or intensity")
+        if self.op not in ("<", ">"):
+            raise UserError(f"group: intensity needs op '<' or '>', got {self.op!r}")
+        if isinstance(self.value, (bool, str)) or not np.isfinite(np.asarray(self.value, float)):
+            raise UserError(f"group: intensity needs a finite threshold, got {self.value!r}")
+
+    def __str__(self) -> str:
+        if self.kind == "all":
+            return "all"
+        return f"{self.kind}={self.value}" if self.kind in ("label", "pred") else f"intensity{self.op}{self.value}"
 
 
-def parse_group(spec: str | None, split, class_names, predictions=None) -> np.ndarray:
-    """(N,) float mask of a group spec on a split: label=C, pred=C, intensity>T, intensity<T, all."""
+def group_mask(rule: GroupRule, split, class_names, predictions=None) -> np.ndarray:
+    """(N,) float mask of the points of ``split`` in the group ``rule``."""
     from repair_jax.data import parse_class
 
-    rule = group_rule(spec)
-    if rule[0] == "all":
+    if rule.kind == "all":
         return np.ones(len(split), np.float32)
-    if rule[0] in ("label", "pred"):
-        ref = split.y if rule[0] == "label" else predictions
-        return (np.asarray(ref) == parse_class(rule[1], class_names)).astype(np.float32)
+    if rule.kind in ("label", "pred"):
+        ref = split.y if rule.kind == "label" else predictions
+        return (np.asarray(ref) == parse_class(rule.value, class_names)).astype(np.float32)
     inten = split.x.reshape(len(split), -1).mean(1)
-    return ((inten > rule[2]) if rule[1] == ">" else (inten < rule[2])).astype(np.float32)
+    return ((inten > rule.value) if rule.op == ">" else (inten < rule.value)).astype(np.float32)
 
 
-def parse_test_indices(spec) -> list[int] | str | None:
-    """``--test-index``: an int, a sequence of ints, a comma-separated string ("3,17,42") or "all"; returns
-    a list of distinct indices >= 0, "all", or None. One-line :class:`UserError` otherwise."""
-    if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
-        return None if spec is None else "all"
-    if isinstance(spec, str):
-        try:
-            spec = [int(t) for t in spec.split(",")]
-        except ValueError:
-            raise UserError(f"bad --test-index {spec!r}; use an index, a comma-separated list (3,17,42) "
-                            "or all") from None
-    items = [spec] if np.ndim(spec) == 0 else list(spec)
-    if not items or any(int(i) != i or i < 0 for i in items):
-        raise UserError(f"--test-index must be indices >= 0, got {spec}")
+def check_test_indices(test_index) -> list[int] | str | None:
+    """``test_index``: an int, a sequence of ints or "all"; returns a list of distinct indices >= 0, "all",
+    or None. One-line :class:`UserError` otherwise."""
+    if test_index is None or (isinstance(test_index, str) and test_index == "all"):
+        return test_index
+    if isinstance(test_index, str):
+        raise UserError(f"test_index must be an index, a sequence of indices or 'all', got {test_index!r} "
+                        "(repair_jax.cli.parsing.parse_test_indices reads '3,17,42')")
+    items = [test_index] if np.ndim(test_index) == 0 else list(test_index)
+    if not items or any(isinstance(i, bool) or int(i) != i or i < 0 for i in items):
+        raise UserError(f"test_index must be indices >= 0, got {test_index}")
     if len(set(items)) != len(items):
-        raise UserError(f"--test-index lists an index twice: {spec}")
+        raise UserError(f"test_index lists an index twice: {test_index}")
     return [int(i) for i in items]
 
 
@@ -114,27 +122,30 @@ def _check_positive(name: str, value, integer: bool = False, allow_zero: bool = 
         return
     ok = value >= 0 if allow_zero else value > 0
     if not ok or not np.isfinite(value) or (integer and int(value) != value):
-        raise UserError(f"--{name} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
+        raise UserError(f"{name} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
 
 
-def confusion_rule(pair: str | None, triplet: str | None, test_index=None, metric=None) -> tuple | None:
-    """Checks ``--pair A,B`` / ``--triplet A,B,C`` without any data: None when neither is given, else
-    ("pair" | "triplet", the class specs); specs are resolved later by :func:`repair_jax.data.parse_class_tuple`."""
+def check_confusion(pair=None, triplet=None, test_index=None, metric=None) -> tuple | None:
+    """Checks ``pair`` (A, B) / ``triplet`` (A, B, C), classes by index or name, without any data: None when
+    neither is given, else ("pair" | "triplet", the classes); names are resolved later by
+    :func:`repair_jax.data.parse_class_tuple`."""
     if pair is None and triplet is None:
         return None
     if pair is not None and triplet is not None:
-        raise UserError("pass either --pair or --triplet, not both")
-    kind, spec = ("pair", pair) if pair is not None else ("triplet", triplet)
-    for other, value in (("--test-index", test_index), ("--metric", metric)):
+        raise UserError("pass either pair or triplet, not both")
+    kind, classes = ("pair", pair) if pair is not None else ("triplet", triplet)
+    for other, value in (("test_index", test_index), ("metric", metric)):
         if value is not None:
-            raise UserError(f"pass either --{kind} or {other}, not both")
-    items = [i.strip().lower() for i in spec.split(",")]
+            raise UserError(f"pass either {kind} or {other}, not both")
     size = 2 if kind == "pair" else 3
-    if len(items) != size or not all(items):
-        raise UserError(f"--{kind} needs {size} classes separated by commas, got {spec!r}")
+    if isinstance(classes, str) or np.ndim(classes) != 1 or len(classes) != size:
+        raise UserError(f"{kind} must be a tuple of {size} classes (indices or names), got {classes!r}")
+    items = [str(c).strip().lower() for c in classes]
+    if not all(items):
+        raise UserError(f"{kind} must be a tuple of {size} classes (indices or names), got {classes!r}")
     if len(set(items)) != size:
-        raise UserError(f"--{kind} needs {size} distinct classes, got {spec!r}")
-    return kind, spec
+        raise UserError(f"{kind} needs {size} distinct classes, got {tuple(classes)!r}")
+    return kind, tuple(classes)
 
 
 def validate_influence_args(*, test_index=None, split="test", method="cg", top=20, metric=None, group=None,
@@ -143,29 +154,32 @@ def validate_influence_args(*, test_index=None, split="test", method="cg", top=2
     """Checks every option of :func:`influence_run` that needs no data (one-line :class:`UserError`)."""
     from repair_jax.metrics import GROUP_DISPARITY_METRICS
 
-    confusion = confusion_rule(pair, triplet, test_index, metric)
+    confusion = check_confusion(pair, triplet, test_index, metric)
 
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if metric is None and test_index is None and confusion is None:
-        raise UserError("pass --test-index I (or --metric with --group, or --pair / --triplet)")
+        raise UserError("pass test_index (or metric with group, or pair / triplet)")
     if metric is not None and test_index is not None:
-        raise UserError("pass either --test-index or --metric, not both")
-    parse_test_indices(test_index)  # a bad spec fails here, before any data is loaded
+        raise UserError("pass either test_index or metric, not both")
+    check_test_indices(test_index)  # a bad index fails here, before any data is loaded
     if metric is not None:
         if metric not in GROUP_DISPARITY_METRICS:
             raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(GROUP_DISPARITY_METRICS)}")
-        group_rule(group)
+        if not isinstance(group, GroupRule):
+            raise UserError(f"metric needs group, a GroupRule (e.g. GroupRule('label', 3) or "
+                            f"GroupRule('intensity', 0.3, '>')), got {group!r}")
+        group.validate()
         if metric in METRICS_WITH_POSITIVE and positive is None:
-            raise UserError(f"--metric {metric} needs --positive C (the positive class, index or name)")
+            raise UserError(f"metric {metric} needs positive (the positive class, index or name)")
     if damping is not None and relative_damping is not None:
-        raise UserError("pass either --damping or --relative-damping, not both")
+        raise UserError("pass either damping or relative_damping, not both")
     for name, v, integer, zero in (("top", top, True, False), ("damping", damping, False, True),
-                                   ("relative-damping", relative_damping, False, True), ("tol", tol, False, False),
-                                   ("max-iter", max_iter, True, False), ("scale", scale, False, False),
-                                   ("chunk-size", chunk_size, True, False)):
+                                   ("relative_damping", relative_damping, False, True), ("tol", tol, False, False),
+                                   ("max_iter", max_iter, True, False), ("scale", scale, False, False),
+                                   ("chunk_size", chunk_size, True, False)):
         _check_positive(name, v, integer, zero)
 
 
@@ -196,7 +210,7 @@ def _load(run_path, test_index, split):
     run = load_run(run_path)
     size = run.info.get("split_sizes", {}).get(split)
     if isinstance(test_index, list) and size is not None and max(test_index) >= size:
-        raise UserError(f"--test-index {max(test_index)} is out of range: the {split} split has {size} points "
+        raise UserError(f"test_index {max(test_index)} is out of range: the {split} split has {size} points "
                         f"(0..{size - 1})")
     ds = run.dataset()
     if ds.multilabel:
@@ -214,7 +228,7 @@ def _test_loss_target(loss_fn, params, target_split, test_index, dtype):
     idx = [int(test_index)] if np.ndim(test_index) == 0 else list(test_index)
     bad = [i for i in idx if not 0 <= i < len(target_split)]
     if bad:
-        raise UserError(f"--test-index {bad[0]} is out of range: the split has {len(target_split)} points")
+        raise UserError(f"test_index {bad[0]} is out of range: the split has {len(target_split)} points")
     tb = {"x": jnp.asarray(target_split.x[idx], dtype), "y": jnp.asarray(target_split.y[idx])}
     values, logits = np.asarray(loss_fn(params, tb)), np.asarray(loss_fn.logits(params, tb["x"]))
     points, under = [], []
@@ -227,7 +241,7 @@ def _test_loss_target(loss_fn, params, target_split, test_index, dtype):
             points[-1]["accurate_value"] = accurate
             under.append(j)
     name = np.dtype(dtype).name
-    fix = " (rerun with --x64)" if name == "float32" else ""
+    fix = " (rerun in float64: x64)" if name == "float32" else ""
     warns = []
     if under and len(idx) == 1:
         warns.append(f"{name} underflow: the test point's loss is {points[0]['value']:.3g} in {name} but "
@@ -252,14 +266,14 @@ def _group_target(loss_fn, params, state, ds, target_split, metric, group, posit
     from repair_jax.train import predict
 
     logits, _ = predict(state, target_split.x)
-    mask = parse_group(group, target_split, ds.class_names, logits.argmax(-1))
+    mask = group_mask(group, target_split, ds.class_names, logits.argmax(-1))
     if mask.sum() == 0:
-        raise UserError(f"the group {group!r} is empty on this split")
+        raise UserError(f"the group {str(group)!r} is empty on this split")
     pos = parse_class(positive if positive is not None else "1", ds.class_names)
     tb = {"x": jnp.asarray(target_split.x, dtype), "y": jnp.asarray(target_split.y)}
     make_q = lambda lf: group_disparity_quantity(lf, tb, metric, mask, positive=pos)
     hard = group_disparity_hard(metric, jax.nn.softmax(jnp.asarray(logits)), tb["y"], jnp.asarray(mask), pos)
-    target = {"kind": "group_disparity", "metric": metric, "group": group, "group_size": int(mask.sum()),
+    target = {"kind": "group_disparity", "metric": metric, "group": str(group), "group_size": int(mask.sum()),
               "positive": pos, "value": float(make_q(loss_fn)(params)), "reported_value": float(hard)}
     return make_q, target, []
 
@@ -305,7 +319,7 @@ def _tracin_scores(run, state, train, make_q, dtype, chunk_size, test_batch=None
     solver = {"method": "tracin", "status": "no_solve", "converged": True, "checkpoints": len(kept),
               "epochs": [r["epoch"] for r, _ in kept], "learning_rates": lrs}
     if "file" not in kept[0][0]:
-        solver["note"] = "final weights only: train with --checkpoint-every K for TracInCP"
+        solver["note"] = "final weights only: keep checkpoints in training (checkpoint_every=K) for TracInCP"
     return scores, solver
 
 
@@ -407,19 +421,19 @@ def _compute(run, ds, state, *, test_index, split, method, metric, group, positi
     return scores, target, solver, warns
 
 
-def influence_run(run_path, out, *, test_index: int | list | str | None = None, split: str = "test",
-                  method: str = "cg", top: int = 20, metric: str | None = None, group: str | None = None,
+def influence_run(run_path, out, *, test_index: int | Sequence[int] | str | None = None, split: str = "test",
+                  method: str = "cg", top: int = 20, metric: str | None = None, group: GroupRule | None = None,
                   positive: str | None = None, damping: float | None = None, relative_damping: float | None = None,
                   tol: float | None = None, max_iter: int | None = None, scale: float | None = None,
-                  chunk_size: int = 512, x64: bool = False, force: bool = False, pair: str | None = None,
-                  triplet: str | None = None, progress: bool = False) -> dict:
+                  chunk_size: int = 512, x64: bool = False, force: bool = False, pair: Sequence | None = None,
+                  triplet: Sequence | None = None, progress: bool = False) -> dict:
     """Ranks the training points of the run at ``run_path`` by their influence on the loss of point
-    ``test_index`` of ``split``, or on the disparity ``metric`` of ``group`` there, or on the soft
-    type1conf of ``pair`` "A,B" / cd of ``triplet`` "A,B,C" (class indices or names) there, writes ``out``
-    (see the module docstring) and returns the summary. Options are checked before anything is loaded.
+    ``test_index`` of ``split``, or on the disparity ``metric`` of the :class:`GroupRule` ``group`` there, or on
+    the soft type1conf of ``pair`` (A, B) / cd of ``triplet`` (A, B, C) (class indices or names) there, writes
+    ``out`` (see the module docstring) and returns the summary. Options are checked before anything is loaded.
 
-    ``test_index``: one index (int, or a one-element list / string: scores (N,)), several (a list, or a
-    string "3,17,42") or "all" (the whole split): scores (M, N), computed with ``explicit``, ``cg``, ``lissa``,
+    ``test_index``: one index (an int, or a one-element sequence: scores (N,)), several (a sequence of ints) or
+    "all" (the whole split): scores (M, N), computed with ``explicit``, ``cg``, ``lissa``,
     ``kfac`` or ``ekfac`` by one :func:`repair_jax.influence.fit_influence` and one block solve.
 
     ``damping`` (absolute) or ``relative_damping`` (x the largest eigenvalue of H; the default, 0.01).
@@ -445,7 +459,7 @@ def influence_run(run_path, out, *, test_index: int | list | str | None = None, 
         tol = FLOAT32_CG_TOL
     solver_opts = {"tol": tol, "max_iter": max_iter, "scale": scale, "progress": progress,
                    **({"damping": damping} if damping is not None else {"relative_damping": relative_damping})}
-    indices = parse_test_indices(test_index)
+    indices = check_test_indices(test_index)
     if isinstance(indices, list) and len(indices) == 1:
         indices = indices[0]  # one test point: (N,) scores, as before several were accepted
     with atomic_dir(out, overwrite=force) as tmp, (jax.enable_x64(True) if x64 else contextlib.nullcontext()):
@@ -457,7 +471,7 @@ def influence_run(run_path, out, *, test_index: int | list | str | None = None, 
         scores, target, solver, warns = _compute(
             run, ds, state, test_index=indices, split=split, method=method, metric=metric, group=group,
             positive=positive, solver_opts=solver_opts, chunk_size=chunk_size, dtype=dtype,
-            confusion=confusion_rule(pair, triplet))
+            confusion=check_confusion(pair, triplet))
         ranking, extra = _rankings(scores, ds.train.y, top, None if np.ndim(indices) == 0 else indices)
         summary = {"run": str(run_path), "target": target, "solver": solver, "converged": solver["converged"],
                    "status": solver["status"], "dtype": np.dtype(dtype).name, "warnings": warns,
@@ -515,7 +529,7 @@ def _plot(path, ds, split, test_index, harmful, helpful, summary) -> None:
 
 
 def _target_group(target: dict) -> str:
-    """The group a group target is about: the --group spec, or the pair's / triplet's class names."""
+    """The group a group target is about: the group's spec, or the pair's / triplet's class names."""
     return target["group"] if "group" in target else ",".join(target["class_names"])
 
 

@@ -6,7 +6,7 @@ the study is :mod:`.config` (:class:`RepairConfig`), :mod:`.sweep` (:func:`run_s
 (:mod:`.irepair`); its evaluation protocol is :mod:`.protocol`.
 """
 
-from repair_jax.repair.config import RUN_FIELDS, RepairConfig, parse_targets
+from repair_jax.repair.config import RUN_FIELDS, RepairConfig
 from repair_jax.repair.evaluation import (
     error_kind, evaluate_outputs, output_probabilities, target_error, w_os_tradeoff,
 )
@@ -21,7 +21,9 @@ from repair_jax.repair.methods import (
 )
 from repair_jax.repair.data_centric import dropped_examples, target_influence, target_quantity
 from repair_jax.repair.mm import MMResult, mm_repair
-from repair_jax.repair.protocol import RepairContext, draw_problem, run_jobs, solve_problem, summary_table
+from repair_jax.repair.protocol import (
+    RepairContext, draw_problem, run_jobs, solve_problem, summary_table, write_irepair_result,
+)
 from repair_jax.repair.report import format_table, plot_study, significance, summarize_study
 from repair_jax.repair.selection import compare_to_baseline, select_rhos
 from repair_jax.repair.sweep import fine_tune, log_config, read_study_records, run_one, run_study

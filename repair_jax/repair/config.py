@@ -1,4 +1,4 @@
-"""The WR study's configuration (Zhong et al. 2022, Sec. 4.1-4.4) and the target specification."""
+"""The WR study's configuration (Zhong et al. 2022, Sec. 4.1-4.4)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 from repair_jax.errors import UserError
 from repair_jax.repair.methods import METHODS, WR_METHODS
 from repair_jax.repair.verdict import accuracy_loss_allowed
-from repair_jax.repair.weighted import RHO_GRID, Targets, check_rho
+from repair_jax.repair.weighted import RHO_GRID, check_rho
 from repair_jax.train import TrainConfig
 
 # The fields that determine a single run's record (its fine-tuning and the splits it is scored on).
@@ -61,21 +61,3 @@ class RepairConfig:
         """The fields of :data:`RUN_FIELDS`: what a resumed study must share with the one it resumes."""
         return {k: getattr(self, k) for k in RUN_FIELDS}
 
-
-def parse_targets(pair: str | None, triplet: str | None, pairs: str | None, dataset,
-                  triplets: str | None = None) -> Targets:
-    """``--pair A,B`` | ``--triplet A,B,C`` | ``--pairs A,B;C,D`` | ``--triplets A,B,C;D,E,F`` (index or name)."""
-    given = [s for s in (pair, triplet, pairs, triplets) if s]
-    if len(given) != 1:
-        raise UserError("give exactly one of --pair, --triplet, --pairs, --triplets")
-    spec = given[0]
-    size = 2 if (pair or pairs) else 3
-    groups = []
-    for part in spec.split(";"):
-        items = [s.strip() for s in part.split(",")]
-        if len(items) != size:
-            raise UserError(f"{part!r} must name {size} classes separated by commas")
-        groups.append(tuple(dataset.class_index(s) for s in items))
-    if (pair or triplet) and len(groups) != 1:
-        raise UserError("--pair/--triplet take one group; use --pairs/--triplets for several (A,B;C,D)")
-    return Targets(tuple(groups))

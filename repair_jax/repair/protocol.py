@@ -211,7 +211,7 @@ def run_jobs(ctx: RepairContext, jobs: list[dict], out_jsonl, progress: bool = T
             field = first_difference(log[job["key"]].get("job"), spec)
             if field is not None:
                 raise UserError(f"{out_jsonl}: job {job['key']!r} was run with another {field}; choose another "
-                                "output or pass --force to restart it")
+                                "output or pass force to restart it")
             continue
         pkey = (tuple(job["classes"]), job["repair_size"], job["correct_size"], job["seed"])
         if pkey not in problems:
@@ -223,3 +223,18 @@ def run_jobs(ctx: RepairContext, jobs: list[dict], out_jsonl, progress: bool = T
         rec.update(extra, notes=notes, requested_size=job["repair_size"], job=spec)
         log.append(rec)
     return [log[j["key"]] for j in jobs]
+
+
+def write_irepair_result(out, runs: list[dict], *, run_path, classes, notes=(), baseline: str | None = None,
+                         force: bool = False) -> str:
+    """Writes ``out/irepair.json`` (``{"run", "classes", "notes", "runs"}``) and ``out/summary.md`` (the
+    :func:`summary_table` of ``runs`` against ``baseline``) atomically (an existing non-empty ``out`` is replaced
+    only with ``force``); returns the table."""
+    from repair_jax.io import atomic_dir, write_json, write_text
+
+    table = summary_table(runs, baseline=baseline)
+    with atomic_dir(out, overwrite=force) as tmp:
+        write_json(tmp / "irepair.json", {"run": str(run_path), "classes": list(classes),
+                                          "notes": sorted(notes), "runs": runs})
+        write_text(tmp / "summary.md", table + "\n")
+    return table

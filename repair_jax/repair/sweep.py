@@ -49,7 +49,7 @@ from repair_jax.train import create_train_state, fit, make_optimizer, predict
 def _check_batch_norm(method: RepairMethod, model: Classifier) -> None:
     if method.needs_batch_norm and not model.has_batch_norm:
         raise UserError(f"{method.name} needs a model with BatchNorm layers (Zhong et al. 2022, Sec. 3.3.3); this model has "
-                        f"none - drop {method.name} from --methods or use a BatchNorm model (e.g. cnn)")
+                        f"none - drop {method.name} from methods or use a BatchNorm model (e.g. cnn)")
 
 
 def fine_tune(method: RepairMethod, seed: int, model: Classifier, dataset: Dataset, cfg: RepairConfig,
