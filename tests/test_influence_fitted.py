@@ -122,7 +122,7 @@ def test_block_solve_reports_every_column_and_checks_its_input(logreg, monkeypat
     np.testing.assert_allclose(one.residuals[0], r.residuals[0], rtol=1e-9)
     with pytest.raises(UserError, match=r"\(P,\) or \(P, M\)"):
         fit.solve(jnp.ones((3, 2)))
-    with pytest.raises(UserError, match="unknown fitted influence method"):
+    with pytest.raises(UserError, match="tracin has no fitted inverse-HVP operator"):
         fit_influence(loss, params, train, method="tracin")
     with jax.enable_x64(True):
         with pytest.raises(UserError, match=r"per-example training gradients take .* GB \(240 x 650 float64"):

@@ -238,3 +238,25 @@ def test_multilabel_evaluation_and_representations():
     reps, counts = class_representations(f, jnp.asarray(y), 3, multilabel=True)
     np.testing.assert_allclose(reps, [[2, 1], [1, 3], [2.5, 2]])
     np.testing.assert_array_equal(counts, [2, 2, 2])
+
+
+def test_every_method_entry_declares_what_its_built_methods_are():
+    """Issue 28: the sweep, the report and the bias study read a method's flags from its registry entry
+    (no inspect.signature, no building a method to ask it); every value an entry builds agrees with them."""
+    import inspect
+
+    from repair_jax.repair import METHODS, Targets, lookup, make_method, needs_harm, takes_rho
+
+    targets = Targets(((3, 5),))
+    for name, entry in METHODS.items():
+        assert lookup(name) is entry and takes_rho(name) == entry.takes_rho and needs_harm(name) == entry.needs_harm
+        params = inspect.signature(entry.build).parameters  # the declaration matches the constructor
+        assert ("rho" in params) == entry.takes_rho and ("harm" in params) == entry.needs_harm
+        for rho in ((0.3, 0.7) if entry.takes_rho else (None,)):
+            m = make_method(name, targets, rho, harm=np.zeros(4))
+            assert (m.name, m.rho, m.fine_tunes, m.deterministic, m.extra_rhos, m.needs_batch_norm,
+                    m.needs_features) == (name, rho, entry.fine_tunes, entry.deterministic, entry.extra_rhos,
+                                          entry.needs_batch_norm, entry.needs_features)
+        with pytest.raises(UserError, match=f"method {name} {'takes no' if not entry.takes_rho else 'needs'} rho"):
+            make_method(name, targets, None if entry.takes_rho else 0.5)
+    assert METHODS["w-os"](targets, 0.5).label == "w-os(0.5)"  # called, an entry is its constructor

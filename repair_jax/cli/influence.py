@@ -22,6 +22,7 @@ EXIT_NOT_CONVERGED = 3
 
 def configure(p) -> None:
     from repair_jax.cli.common import add_out
+    from repair_jax.influence.methods import FIT_METHODS, INFLUENCE_METHODS
     from repair_jax.influence.workflow import DEFAULT_RELATIVE_DAMPING, METHODS, SPLITS
     from repair_jax.metrics import GROUP_DISPARITY_METRICS
 
@@ -29,11 +30,11 @@ def configure(p) -> None:
     add_out(p, "output directory (influence.json, scores.npy, summary.json, influence.png)")
     p.add_argument("--test-index", default=None,
                    help="index of the test point (target: its loss); several as 3,17,42 or a whole split as all "
-                        "(explicit/cg/kfac/ekfac: one fit, one block solve; scores.npy is then (M, N), one row per "
-                        "index)")
+                        f"({', '.join(FIT_METHODS)}: one fit, one block solve; scores.npy is then (M, N), one row "
+                        "per index)")
     p.add_argument("--split", default="test", choices=SPLITS, help="where the test point/group lives")
     p.add_argument("--method", default="cg", choices=METHODS,
-                   help="inverse-HVP solver (kfac, ekfac: Kronecker-factored curvature), or tracin")
+                   help="influence method: " + "; ".join(f"{n}: {INFLUENCE_METHODS[n].description}" for n in METHODS))
     p.add_argument("--top", type=int, default=20, help="how many training points to list in influence.json "
                                                        "(all scores go to scores.npy)")
     p.add_argument("--metric", default=None, choices=GROUP_DISPARITY_METRICS,

@@ -1,7 +1,8 @@
 """Per-example gradients, Hessian-vector products and influence functions.
 
 Source: Adebayo 2022, Ch. 3.4 (Eq. 3.1-3.3) and Ch. 6.4 (Eq. 6.1-6.5); K-FAC / EK-FAC
-curvature: :mod:`repair_jax.influence.kfac`.
+curvature: :mod:`repair_jax.influence.kfac`. The methods, by name, with what each needs and supports:
+:data:`INFLUENCE_METHODS` (:mod:`repair_jax.influence.methods`).
 """
 
 from repair_jax.influence.gradients import (
@@ -18,13 +19,16 @@ from repair_jax.influence.functions import (
     influence_up_params, label_flip_scores, s_test, test_loss_quantity, tracin,
 )
 from repair_jax.influence.fitted import (
-    BlockSolveResult, InfluenceFit, fit_influence, training_gradients,
+    BlockSolveResult, InfluenceFit, fit_hessian, training_gradients,
 )
 from repair_jax.influence.kfac import (
-    FISHER, KFAC_METHODS, KfacFit, KfacLayer, fit_ekfac, fit_kfac, fit_kronecker, kronecker_curvature,
+    FISHER, KfacFit, KfacLayer, fit_ekfac, fit_kfac, fit_kronecker, kronecker_curvature,
 )
 from repair_jax.influence.projection import (
     PROJECTIONS, ProjectedFit, fit_projected, project_gradients, projection_rows,
+)
+from repair_jax.influence.methods import (
+    FIT_METHODS, INFLUENCE_METHODS, KFAC_METHODS, InfluenceMethod, fit_influence, get_influence_method,
 )
 from repair_jax.influence.evaluate import (
     LDS_METHODS, attribution_scores, draw_subsets, linear_datamodeling_score, loo_changes, loo_correlation,

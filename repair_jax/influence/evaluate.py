@@ -20,11 +20,12 @@ cited in issue 17; the leave-one-out check of Koh & Liang 2017 (Adebayo 2022, Ch
 
 Scores ``tau`` follow the ``I_up,loss`` convention (positive: upweighting z_i raises the test loss), so a
 good attribution has a positive LDS. :func:`attribution_scores` gives them for every method of
-:data:`LDS_METHODS`; TracIn is TracInCP with one checkpoint (the final parameters) and learning rate 1,
-the gradient dot product, negated into this convention. trak is the random-projection influence of
-:mod:`repair_jax.influence.projection` (see ``_trak_fit``); ekfac is
-EK-FAC (:mod:`repair_jax.influence.kfac`, true Fisher, seed 0): H replaced by its Kronecker-factored
-approximation, with the same damping.
+:data:`LDS_METHODS` (every method of :data:`repair_jax.influence.INFLUENCE_METHODS`, each by its own
+``attribute`` / ``self_influence``); TracIn is TracInCP with one checkpoint (the final parameters) and
+learning rate 1, the gradient dot product, negated into this convention. trak is the random-projection
+influence of :mod:`repair_jax.influence.projection` (see :func:`repair_jax.influence.methods.trak_fit`);
+kfac / ekfac are K-FAC / EK-FAC (:mod:`repair_jax.influence.kfac`, true Fisher, seed 0): H replaced by its
+Kronecker-factored approximation, with the same damping.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from repair_jax.errors import UserError
-from repair_jax.influence.gradients import LossFn, batch_size_of, per_example_grads
+from repair_jax.influence.gradients import LossFn, batch_size_of
+from repair_jax.influence.methods import INFLUENCE_METHODS, TRAK_DIM, get_influence_method
 
-LDS_METHODS = ("explicit", "cg", "lissa", "tracin", "trak", "ekfac")
+#: The methods the harness scores: every registered one.
+LDS_METHODS = tuple(INFLUENCE_METHODS)
 
 
 def validate_lds_args(alpha: float, num_subsets: int, methods=()) -> None:
@@ -46,10 +49,8 @@ def validate_lds_args(alpha: float, num_subsets: int, methods=()) -> None:
         raise UserError(f"alpha (the subset fraction) must lie in (0, 1), got {alpha}")
     if num_subsets < 2:
         raise UserError(f"the LDS needs at least 2 subsets, got {num_subsets}")
-    unknown = [m for m in methods if m not in LDS_METHODS]
-    if unknown:
-        raise UserError(f"unknown attribution method(s) {', '.join(map(str, unknown))}; choose from "
-                        f"{', '.join(LDS_METHODS)}")
+    for m in methods:
+        get_influence_method(m)
 
 
 def draw_subsets(n: int, num_subsets: int, alpha: float = 0.5, seed: int = 0) -> np.ndarray:
@@ -177,71 +178,27 @@ def noisy_label_auc(self_influence, flipped) -> float:
     return float(roc_auc_score(flipped, np.asarray(self_influence, np.float64)))
 
 
-def _block_solver(method: str, loss_fn: LossFn, params, train_batch: dict, *, store_gradients=None, **solver):
-    """(fit, solve) for ``method`` (explicit | cg | lissa | ekfac): a :class:`repair_jax.influence.InfluenceFit`
-    (ekfac: a :class:`repair_jax.influence.kfac.KfacFit`, the approximate curvature's solve),
-    ``solve(b)`` -> ``(H + damping I)^{-1} b`` for a (P, M) block (LiSSA: the block at once, scale 1.1 x the
-    largest eigenvalue of the damped Hessian, see :func:`repair_jax.influence.fit_influence`)."""
-    from repair_jax.influence import fit_influence
-
-    fit = fit_influence(loss_fn, params, train_batch, method=method, store_gradients=store_gradients, **solver)
-    return fit, lambda b: fit.solve(b).x
-
-
-#: The trak method's default projection dimension (capped at the number of parameters).
-TRAK_DIM = 512
-
-
-def _trak_fit(loss_fn: LossFn, params, train_batch: dict, l2: float, damping: float, projection_dim: int,
-              chunk_size: int | None):
-    """(N, :func:`repair_jax.influence.fit_projected` of the one model) with ``k = min(projection_dim, P)``
-    (Rademacher, seed 0) and ridge ``N (damping + l2)``: N times its scores are ``I_up,loss`` with the Hessian
-    of the training objective replaced by ``Phi^T Phi / N + (damping + l2) I``, the projected empirical Fisher
-    plus the damping and L2 term the other methods use (the L2 term of a linear model on the k features)."""
-    from repair_jax.influence.projection import fit_projected
-
-    n, p = batch_size_of(train_batch), int(ravel_pytree(params)[0].size)
-    if not isinstance(projection_dim, (int, np.integer)) or projection_dim < 1:
-        raise UserError(f"the projection dimension must be an integer >= 1, got {projection_dim!r}")
-    return n, fit_projected(loss_fn, [params], train_batch, min(int(projection_dim), p),
-                            damping=n * (damping + l2), chunk_size=chunk_size)
-
-
 def attribution_scores(method: str, loss_fn: LossFn, params, train_batch: dict, test_batch: dict, *,
                        l2: float = 0.0, damping: float = 0.0, tol: float | None = None,
                        max_iter: int | None = None, chunk_size: int | None = None,
                        projection_dim: int = TRAK_DIM) -> np.ndarray:
     """(T, N) scores ``tau(z_t)_i`` in the ``I_up,loss`` convention (Adebayo 2022, Eq. 3.1) for ``method`` of
-    :data:`LDS_METHODS`: explicit / cg / lissa / ekfac solve for all T test gradients in one block
-    (:func:`repair_jax.influence.fit_influence`; LiSSA see :func:`_block_solver`), tracin is
-    ``-grad l(z_t) . grad l(z_i)`` at ``params`` (TracInCP with one checkpoint and learning rate 1), trak
-    see ``_trak_fit`` (``projection_dim``; the solver options tol and max_iter do not apply)."""
-    validate_lds_args(0.5, 2, (method,))
-    if method == "trak":
-        n, fit = _trak_fit(loss_fn, params, train_batch, l2, damping, projection_dim, chunk_size)
-        return n * np.asarray(fit.scores(test_batch))
-    if method == "tracin":
-        from repair_jax.influence.functions import tracin_scores
-        return -np.asarray(tracin_scores(loss_fn, [params], [1.0], train_batch, test_batch, chunk_size=chunk_size))
-    fit, solve = _block_solver(method, loss_fn, params, train_batch, l2=l2, damping=damping, tol=tol,
-                               max_iter=max_iter, chunk_size=chunk_size)
-    return np.asarray(fit.upweight_scores(solve(fit.test_gradients(test_batch).T)))
+    :data:`LDS_METHODS`, by its registered ``attribute`` (:mod:`repair_jax.influence.methods`): a method with a
+    fitted inverse-HVP operator solves for all T test gradients in one block
+    (:func:`repair_jax.influence.fit_influence`), tracin is ``-grad l(z_t) . grad l(z_i)`` at ``params``
+    (TracInCP with one checkpoint and learning rate 1), trak uses ``projection_dim`` (the solver options tol
+    and max_iter do not apply to either)."""
+    return get_influence_method(method).attribute(loss_fn, params, train_batch, test_batch, l2=l2, damping=damping,
+                                                  tol=tol, max_iter=max_iter, chunk_size=chunk_size,
+                                                  projection_dim=projection_dim)
 
 
 def self_influence(method: str, loss_fn: LossFn, params, train_batch: dict, indices, *, l2: float = 0.0,
                    damping: float = 0.0, tol: float | None = None, max_iter: int | None = None,
                    chunk_size: int | None = None, projection_dim: int = TRAK_DIM) -> np.ndarray:
     """``g_i^T (H + damping I)^{-1} g_i`` (minus the self-influence I_up(z_i, z_i)) for the training points
-    ``indices`` (K,) in one block solve; ``||g_i||^2`` for tracin; for trak the same with H the projected
-    empirical Fisher (``_trak_fit``)."""
-    validate_lds_args(0.5, 2, (method,))
-    if method == "trak":
-        n, fit = _trak_fit(loss_fn, params, train_batch, l2, damping, projection_dim, chunk_size)
-        return n * np.asarray(fit.self_influence(indices))
-    sub = jax.tree_util.tree_map(lambda a: a[np.asarray(indices)], train_batch)
-    g = per_example_grads(loss_fn, params, sub, flat=True, chunk_size=chunk_size)
-    if method == "tracin":
-        return np.asarray(jnp.sum(g * g, axis=1))
-    _, solve = _block_solver(method, loss_fn, params, train_batch, l2=l2, damping=damping, tol=tol,
-                             max_iter=max_iter, chunk_size=chunk_size, store_gradients=False)
-    return np.asarray(jnp.sum(g.T * solve(g.T), axis=0))
+    ``indices`` (K,) with ``method``'s curvature, in one block solve (registered ``self_influence``):
+    ``||g_i||^2`` for tracin; for trak H is the projected empirical Fisher."""
+    return get_influence_method(method).self_influence(loss_fn, params, train_batch, indices, l2=l2, damping=damping,
+                                                       tol=tol, max_iter=max_iter, chunk_size=chunk_size,
+                                                       projection_dim=projection_dim)

@@ -3,14 +3,15 @@
 Source: Adebayo 2022, Ch. 3.4, Eq. 3.1: ``I_up,loss(z_i, z_t) = -grad l(z_t)^T H^{-1} grad l(z_i)``.
 :func:`repair_jax.influence.influence_up_loss` re-forms the curvature for every test point (the dense
 Hessian, or the power iterations of the relative damping) and solves for one right-hand side.
-:func:`fit_influence` computes what does not depend on the test point once, the way dattri, TRAK and
+:func:`fit_hessian` (picked by name through :func:`repair_jax.influence.fit_influence`, which
+:mod:`repair_jax.influence.methods` registers) computes what does not depend on the test point once, the way dattri, TRAK and
 Kronfluence cache attribution state:
 
 * the damping (relative damping: x the largest eigenvalue of H, by the same power iterations as
   :func:`repair_jax.influence.inverse_hvp`, so the numbers are the same);
 * ``explicit``: the dense ``A = H + damping I`` (P x P) and its factorisation (see :class:`InfluenceFit`);
-* ``kfac`` / ``ekfac``: Kronecker-factored curvature instead of H (:mod:`repair_jax.influence.kfac`, a
-  :class:`repair_jax.influence.kfac.KfacFit` with the same interface);
+* (``kfac`` / ``ekfac``, Kronecker-factored curvature instead of H, are :mod:`repair_jax.influence.kfac`: a
+  :class:`repair_jax.influence.kfac.KfacFit` with the same interface, built on this module);
 * the per-example training gradients ``G`` (N x P), in chunks, when ``N * P`` floats fit under
   ``max_gradient_bytes`` (default 2 GB); otherwise scores use one forward-mode pass per test point
   (:func:`repair_jax.influence.per_example_grad_dot`), which never materialises G.
@@ -40,11 +41,10 @@ from jax.flatten_util import ravel_pytree
 from repair_jax.errors import UserError
 from repair_jax.influence.gradients import LossFn, batch_size_of, per_example_grad_dot, per_example_grads
 from repair_jax.influence.hvp import (
-    DEFAULT_MAX_ITER, DEFAULT_TOL, InfluenceWarning, _status, advice_text, damped_operator, damping_advice,
+    DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVERS, InfluenceWarning, _status, advice_text, damped_operator, damping_advice,
     hessian_matrix, largest_eigenvalue, solve_cg_block, solve_lissa,
 )
 
-FIT_METHODS = ("explicit", "cg", "lissa", "kfac", "ekfac")
 MAX_GRADIENT_BYTES = 2 * 1024 ** 3
 
 
@@ -277,37 +277,28 @@ def training_gradients(loss_fn: LossFn, params, batch: dict, *, store: bool | No
     return per_example_grads(loss_fn, params, batch, flat=True, chunk_size=chunk_size)
 
 
-def fit_influence(loss_fn: LossFn, params, train_batch: dict, *, method: str = "explicit", l2: float = 0.0,
-                  damping: float = 0.0, relative_damping: float | None = None, chunk_size: int | None = 512,
-                  tol: float | None = None, max_iter: int | None = None, store_gradients: bool | None = None,
-                  max_gradient_bytes: int = MAX_GRADIENT_BYTES, scale: float | None = None,
-                  fisher: str | None = None, seed: int = 0, progress: bool = False) -> InfluenceFit:
-    """Fits the reusable part of Eq. 3.1 (Adebayo 2022, Ch. 3.4) for the training objective
-    ``mean_i l(z_i) + l2/2 ||theta||^2`` (see the module docstring): damping, for ``explicit`` the dense
-    ``H + damping I`` (P <= 20,000) and its factorisation, for ``lissa`` its scale (default 1.1 x the
-    largest eigenvalue of ``H + damping I``, 30 power iterations), and G (N x P, memory ``N * P`` floats)
-    unless over ``max_gradient_bytes``. Options as :func:`repair_jax.influence.inverse_hvp`
-    (``relative_damping`` replaces ``damping``; tol defaults 1e-4 explicit and lissa, 1e-5 cg; max_iter
-    1000 cg, 5000 LiSSA steps). LiSSA (:func:`repair_jax.influence.hvp.solve_lissa`) runs on the whole
-    block with the HVP vmapped over its columns and stops on the block's relative residual (Frobenius norms).
-
-    ``kfac`` / ``ekfac``: Kronecker-factored curvature instead of H (:func:`repair_jax.influence.kfac.fit_kronecker`,
-    which takes ``fisher`` (default "true") and ``seed``; ``relative_damping`` is then relative to the
-    approximation's largest eigenvalue; ``max_iter`` and ``scale`` are unused).
+def fit_hessian(loss_fn: LossFn, params, train_batch: dict, *, method: str = "explicit", l2: float = 0.0,
+                damping: float = 0.0, relative_damping: float | None = None, chunk_size: int | None = 512,
+                tol: float | None = None, max_iter: int | None = None, store_gradients: bool | None = None,
+                max_gradient_bytes: int = MAX_GRADIENT_BYTES, scale: float | None = None,
+                progress: bool = False) -> InfluenceFit:
+    """Fits the reusable part of Eq. 3.1 (Adebayo 2022, Ch. 3.4) with the exact Hessian H of the training
+    objective ``mean_i l(z_i) + l2/2 ||theta||^2`` (see the module docstring), for the solver ``method`` of
+    :data:`repair_jax.influence.hvp.SOLVERS`: damping, for ``explicit`` the dense ``H + damping I``
+    (P <= 20,000) and its factorisation, for ``lissa`` its scale (default 1.1 x the largest eigenvalue of
+    ``H + damping I``, 30 power iterations), and G (N x P, memory ``N * P`` floats) unless over
+    ``max_gradient_bytes``. Options as :func:`repair_jax.influence.inverse_hvp` (``relative_damping``
+    replaces ``damping``; tol defaults 1e-4 explicit and lissa, 1e-5 cg; max_iter 1000 cg, 5000 LiSSA
+    steps). LiSSA (:func:`repair_jax.influence.hvp.solve_lissa`) runs on the whole block with the HVP
+    vmapped over its columns and stops on the block's relative residual (Frobenius norms).
 
     ``progress``: CG solves running over a few seconds report their progress and an estimate of the time
     left on stderr. A CG solve that diverges (negative curvature, or a residual grown tenfold for many
     iterations) stops early, marked ``diverged``, with the damping that would converge in its summary
-    (:func:`repair_jax.influence.hvp.damping_advice`)."""
-    if method not in FIT_METHODS:
-        raise UserError(f"unknown fitted influence method {method!r}; choose one of {', '.join(FIT_METHODS)}")
-    if method in ("kfac", "ekfac"):
-        from repair_jax.influence.kfac import fit_kronecker
-        return fit_kronecker(loss_fn, params, train_batch, method=method, fisher=fisher or "true", l2=l2,
-                             damping=damping, relative_damping=relative_damping, chunk_size=chunk_size, seed=seed,
-                             tol=tol, store_gradients=store_gradients, max_gradient_bytes=max_gradient_bytes)
-    if fisher is not None:
-        raise UserError(f"fisher is an option of the kfac and ekfac methods, not of {method}")
+    (:func:`repair_jax.influence.hvp.damping_advice`). Pick a method by name with
+    :func:`repair_jax.influence.fit_influence`."""
+    if method not in SOLVERS:
+        raise UserError(f"unknown Hessian solver {method!r}; choose one of {', '.join(SOLVERS)}")
     if batch_size_of(train_batch) == 0:
         raise UserError("the training batch is empty")
     matvec, unravel, damping, eig = damped_operator(loss_fn, params, train_batch, l2=l2, damping=damping,

@@ -65,7 +65,8 @@ from repair_jax.influence.gradients import (
 )
 from repair_jax.influence.hvp import DEFAULT_TOL
 
-KFAC_METHODS = ("kfac", "ekfac")
+#: The curvatures of :func:`fit_kronecker`'s ``method``: K-FAC's eigenvalues, or EK-FAC's refitted ones.
+VARIANTS = ("kfac", "ekfac")
 FISHER = ("true", "exact", "empirical")
 
 
@@ -195,7 +196,8 @@ def find_layers(loss_fn: LossFn, params, batch: dict) -> tuple[KfacLayer, ...]:
                if _names(path) not in covered]
     if missing:
         raise UserError(f"K-FAC / EK-FAC covers flax.linen Dense, Conv and eval-mode BatchNorm layers only (found by "
-                        f"linen interception: an NNX or plain-function model has none; use explicit, cg or lissa); "
+                        f"linen interception: an NNX or plain-function model has none; use a method of "
+                        f"repair_jax.influence.INFLUENCE_METHODS that needs no linen layers, e.g. cg); "
                         f"these parameters lie in none: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
     return tuple(layers)
 
@@ -356,8 +358,8 @@ def _solve_and_apply(layers, params, curvature, shift, b):
 
 
 def _check_method(method: str, fisher: str, loss_fn) -> None:
-    if method not in KFAC_METHODS:
-        raise UserError(f"unknown Kronecker-factored method {method!r}; choose one of {', '.join(KFAC_METHODS)}")
+    if method not in VARIANTS:
+        raise UserError(f"unknown Kronecker-factored method {method!r}; choose one of {', '.join(VARIANTS)}")
     if fisher not in FISHER:
         raise UserError(f"unknown Fisher {fisher!r}; choose one of {', '.join(FISHER)}")
     if fisher != "empirical" and not callable(getattr(loss_fn, "logits", None)):

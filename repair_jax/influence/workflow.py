@@ -46,11 +46,11 @@ from typing import Sequence
 import numpy as np
 
 from repair_jax.errors import UserError
+from repair_jax.influence.methods import INFLUENCE_METHODS, check_options, get_influence_method
 
-METHODS = ("explicit", "cg", "lissa", "tracin", "kfac", "ekfac")
-# scored through one fit_influence (any number of test points)
-FIT_METHODS = ("explicit", "cg", "lissa", "kfac", "ekfac")
-KRONECKER_METHODS = ("kfac", "ekfac")  # fit_influence only: a group or confusion target too goes through its solve
+#: The methods that score a run: through a fitted inverse-HVP operator (any target, any number of test
+#: points), or over the checkpoints the run kept (TracInCP); TRAK's projected fit is in the LDS harness only.
+METHODS = tuple(n for n, m in INFLUENCE_METHODS.items() if m.fits or m.uses_checkpoints)
 SPLITS = ("test", "val", "pool")
 DEFAULT_RELATIVE_DAMPING = 0.01
 METRICS_WITH_POSITIVE = ("fpr", "fnr")
@@ -158,6 +158,7 @@ def validate_influence_args(*, test_index=None, split="test", method="cg", top=2
 
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    check_options(get_influence_method(method), max_iter=max_iter, scale=scale)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if metric is None and test_index is None and confusion is None:
@@ -324,29 +325,24 @@ def _tracin_scores(run, state, train, make_q, dtype, chunk_size, test_batch=None
 
 
 def _solve_scores(loss_fn, params, train, q, l2, method, solver_opts, chunk_size):
-    """(I_up scores, solver record) by an inverse-HVP solve (Adebayo 2022, Eq. 3.1/6.2/6.4); K-FAC / EK-FAC by the
-    solve of their :func:`repair_jax.influence.fit_influence`."""
-    from repair_jax.influence.functions import influence_up, quantity_gradient, s_test
+    """(I_up scores, solver record) on the quantity ``q`` (Adebayo 2022, Eq. 3.1/6.2/6.4): one block solve of
+    the fitted inverse-HVP operator of ``method`` (:func:`repair_jax.influence.fit_influence`) for its gradient."""
+    from jax.flatten_util import ravel_pytree
 
-    if method in KRONECKER_METHODS:
-        from jax.flatten_util import ravel_pytree
+    from repair_jax.influence.functions import quantity_gradient
+    from repair_jax.influence.methods import fit_influence
 
-        from repair_jax.influence.fitted import fit_influence
-        fit = fit_influence(loss_fn, params, train, method=method, l2=l2, chunk_size=chunk_size, store_gradients=False,
-                            **{k: v for k, v in solver_opts.items() if k != "scale"})
-        r = fit.solve(ravel_pytree(quantity_gradient(q, params))[0])
-        return fit.upweight_scores(r.x)[0], {**r.summary(), "l2": l2}
-
-    r = s_test(loss_fn, params, train, q, method=method, l2=l2, chunk_size=chunk_size, **solver_opts)
-    scores = influence_up(loss_fn, params, train, r.x, chunk_size=chunk_size)
-    return scores, {**r.summary(), "l2": l2}
+    fit = fit_influence(loss_fn, params, train, method=method, l2=l2, chunk_size=chunk_size, store_gradients=False,
+                        **solver_opts)
+    r = fit.solve(ravel_pytree(quantity_gradient(q, params))[0])
+    return fit.upweight_scores(r.x)[0], {**r.summary(), "l2": l2}
 
 
 def _fitted_scores(loss_fn, params, train, test_batch, indices, l2, method, solver_opts, chunk_size):
     """((M, N) I_up,loss scores, solver record with one ``columns`` entry per test point) from one
     :func:`repair_jax.influence.fit_influence` and one block solve (Adebayo 2022, Eq. 3.1). The (N, P) training
     gradients are kept only for several test points (one forward-mode pass is cheaper for one)."""
-    from repair_jax.influence.fitted import fit_influence
+    from repair_jax.influence.methods import fit_influence
 
     fit = fit_influence(loss_fn, params, train, method=method, l2=l2, chunk_size=chunk_size,
                         store_gradients=None if len(indices) > 1 else False, **solver_opts)
@@ -404,11 +400,12 @@ def _compute(run, ds, state, *, test_index, split, method, metric, group, positi
         points = confusion is None and metric is None
         idx = ([int(test_index)] if np.ndim(test_index) == 0 else list(test_index)) if points else None
         tb = {"x": jnp.asarray(target_split.x[idx], dtype), "y": jnp.asarray(target_split.y[idx])} if points else None
-        if points and (method in ("explicit", "cg") or (np.ndim(test_index) > 0 and method in FIT_METHODS)):
+        entry = get_influence_method(method)
+        if points and entry.fits:
             scores, solver = _fitted_scores(loss_fn, params, train, tb, idx, float(run.config.l2), method,
                                             solver_opts, chunk_size)
             scores = scores[0] if np.ndim(test_index) == 0 else scores
-        elif method == "tracin":
+        elif not entry.fits:  # METHODS: it sums over the run's checkpoints
             scores, solver = _tracin_scores(run, state, train, make_q, dtype, chunk_size,
                                             tb if points and np.ndim(test_index) > 0 else None)
         else:

@@ -1,6 +1,7 @@
 """Repair methods: I-REPAIR and MM repair (Henriksen et al. 2022) and Weighted Regularization (Zhong et al. 2022, Sec. 3-4).
 
-WR methods are values (:mod:`.methods`: ``METHODS[name](targets, rho)`` -> :class:`RepairMethod`);
+WR methods are values (:mod:`.methods`: ``METHODS[name](targets, rho)`` -> :class:`RepairMethod`; each entry
+a :class:`MethodEntry` declaring ``takes_rho``, ``needs_harm``, ``fine_tunes``, ``deterministic``, ...);
 the study is :mod:`.config` (:class:`RepairConfig`), :mod:`.sweep` (:func:`run_study`) and
 :mod:`repair_jax.repair.report` (summary, table, plots). I-REPAIR's locking variants are mask functions
 (:mod:`.irepair`); its evaluation protocol is :mod:`.protocol`.
@@ -16,8 +17,8 @@ from repair_jax.repair.irepair import (
     repair_loop, repair_set, retrain,
 )
 from repair_jax.repair.methods import (
-    BASELINES, METHODS, WR_METHODS, RepairMethod, i_drop, lookup, make_method, needs_harm, orig, orig_ft, takes_rho,
-    w_aug, w_bn, w_dbr, w_loss, w_os,
+    BASELINES, METHODS, WR_METHODS, MethodEntry, RepairMethod, i_drop, lookup, make_method, needs_harm, orig, orig_ft,
+    takes_rho, w_aug, w_bn, w_dbr, w_loss, w_os,
 )
 from repair_jax.repair.data_centric import dropped_examples, target_influence, target_quantity
 from repair_jax.repair.mm import MMResult, mm_repair

@@ -15,13 +15,15 @@ asking which method it holds:
   ``needs_features``: what the model must have (a method that cannot work on a model refuses it).
 
 ``rho`` is an argument of the constructor, closed over by the pieces. Adding a method is one
-constructor plus one entry of :data:`METHODS`.
+constructor plus one entry of :data:`METHODS` (a :class:`MethodEntry`: the constructor and the flags its
+methods declare - ``takes_rho``, ``needs_harm``, ``fine_tunes``, ``deterministic``, ... - which the sweep, the
+report and the studies read without building a method).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import inspect
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -164,38 +166,65 @@ def i_drop(targets: Targets, rho: float, harm: np.ndarray | None = None) -> Repa
     return RepairMethod("i-drop", rho, _erm, batches, _identity_outputs, deterministic=False)
 
 
-METHODS: dict[str, Callable[..., RepairMethod]] = {
-    "orig": orig, "orig-ft": orig_ft, "w-aug": w_aug, "w-bn": w_bn, "w-os": w_os, "w-loss": w_loss,
-    "w-dbr": w_dbr, "i-drop": i_drop,
+@dataclasses.dataclass(frozen=True)
+class MethodEntry:
+    """A registry entry: the constructor ``build`` and what its methods declare before any is built (the
+    sweep, the report and the studies read these; a test checks that every built value agrees).
+    ``takes_rho``: built as ``build(targets, rho)`` (the rho grid tunes it), else ``build()``;
+    ``needs_harm``: also ``harm=`` (the training points' influence on the targets, from the sweep). The
+    other fields are those of :class:`RepairMethod`. Called, it is its constructor."""
+
+    build: Callable[..., RepairMethod]
+    takes_rho: bool
+    fine_tunes: bool
+    deterministic: bool
+    needs_harm: bool = False
+    extra_rhos: tuple[float, ...] = ()
+    needs_batch_norm: bool = False
+    needs_features: bool = False
+
+    def __call__(self, *args, **kwargs) -> RepairMethod:
+        return self.build(*args, **kwargs)
+
+
+METHODS: dict[str, MethodEntry] = {
+    "orig": MethodEntry(orig, takes_rho=False, fine_tunes=False, deterministic=True),
+    "orig-ft": MethodEntry(orig_ft, takes_rho=False, fine_tunes=True, deterministic=False),
+    "w-aug": MethodEntry(w_aug, takes_rho=True, fine_tunes=True, deterministic=False),
+    "w-bn": MethodEntry(w_bn, takes_rho=True, fine_tunes=True, deterministic=False, needs_batch_norm=True),
+    "w-os": MethodEntry(w_os, takes_rho=True, fine_tunes=False, deterministic=True, extra_rhos=W_OS_EXTRA_RHOS),
+    "w-loss": MethodEntry(w_loss, takes_rho=True, fine_tunes=True, deterministic=False),
+    "w-dbr": MethodEntry(w_dbr, takes_rho=True, fine_tunes=True, deterministic=False, needs_features=True),
+    "i-drop": MethodEntry(i_drop, takes_rho=True, fine_tunes=True, deterministic=False, needs_harm=True),
 }
 #: Zhong et al.'s (2022) methods (Sec. 3), the default of every study; i-drop is opt-in.
 WR_METHODS = ("orig", "orig-ft", "w-aug", "w-bn", "w-os", "w-loss", "w-dbr")
 BASELINES = ("orig", "orig-ft")  # the study's reference points (Zhong et al. 2022, Sec. 4.3-4.4): no rho
 
 
-def takes_rho(name: str) -> bool:
-    """Whether the constructor of method ``name`` has a ``rho`` (the methods the rho grid tunes)."""
-    return "rho" in inspect.signature(lookup(name)).parameters
-
-
-def lookup(name: str) -> Callable[..., RepairMethod]:
-    """The constructor registered as ``name``; an unknown name is a :class:`UserError`."""
+def lookup(name: str) -> MethodEntry:
+    """The entry registered as ``name``; an unknown name is a :class:`UserError`."""
     if name not in METHODS:
         raise UserError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     return METHODS[name]
 
 
+def takes_rho(name: str) -> bool:
+    """Whether method ``name`` declares a ``rho`` (the methods the rho grid tunes)."""
+    return lookup(name).takes_rho
+
+
 def needs_harm(name: str) -> bool:
-    """Whether method ``name`` ranks training points by their influence on the targets (``harm``)."""
-    return "harm" in inspect.signature(lookup(name)).parameters
+    """Whether method ``name`` declares that it ranks training points by their influence on the targets."""
+    return lookup(name).needs_harm
 
 
 def make_method(name: str, targets: Targets | None = None, rho: float | None = None,
                 harm: np.ndarray | None = None) -> RepairMethod:
-    """``METHODS[name]`` called with the arguments its signature names (``targets``, ``rho``, ``harm``)."""
-    ctor = lookup(name)
-    params = inspect.signature(ctor).parameters
-    if ("rho" in params) != (rho is not None):
-        raise UserError(f"method {name} {'needs' if 'rho' in params else 'takes no'} rho")
-    kwargs = {k: v for k, v in (("targets", targets), ("rho", rho), ("harm", harm)) if k in params}
-    return ctor(**kwargs)
+    """Method ``name`` built from the arguments its entry declares: ``(targets, rho)`` when it takes a rho,
+    ``harm=`` when it needs one; a rho given to a method without one (or missing) is a :class:`UserError`."""
+    entry = lookup(name)
+    if entry.takes_rho != (rho is not None):
+        raise UserError(f"method {name} {'needs' if entry.takes_rho else 'takes no'} rho")
+    args = (targets, rho) if entry.takes_rho else ()
+    return entry.build(*args, **({"harm": harm} if entry.needs_harm else {}))

@@ -24,7 +24,7 @@ from repair_jax import stats
 from repair_jax.data import Dataset
 from repair_jax.repair.config import RepairConfig
 from repair_jax.repair.evaluation import error_kind
-from repair_jax.repair.methods import BASELINES, make_method
+from repair_jax.repair.methods import BASELINES, lookup
 from repair_jax.repair.selection import ONE_SAMPLE_TEST, RANK_SUM_TEST, compare_to_baseline
 from repair_jax.repair.verdict import verdict
 from repair_jax.repair.weighted import Targets
@@ -81,7 +81,7 @@ def summarize_study(runs: dict, grid: dict, selected: dict, targets: Targets, da
                       f"{sig['alpha']} (smallest possible p {sig['rank_sum_min_p']:.3f}): no fine-tuned method "
                       "can be called repaired; use more seeds", stats.InsufficientSeedsWarning, stacklevel=2)
     base = runs[("orig-ft", None)]
-    rows = [_row(m, rho, recs, make_method(m, targets, rho).deterministic, base, cfg, sig)
+    rows = [_row(m, rho, recs, lookup(m).deterministic, base, cfg, sig)
             for (m, rho), recs in runs.items()]
     ra, re, rs = stats.rank_sum([r["accuracy_mean"] for r in rows], [r["error_mean"] for r in rows])
     for r, a, e, s in zip(rows, ra, re, rs):

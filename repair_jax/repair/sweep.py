@@ -39,17 +39,17 @@ from repair_jax.progress import progress as progress_reporter
 from repair_jax.repair.config import RepairConfig
 from repair_jax.repair.evaluation import evaluate_outputs, output_probabilities
 from repair_jax.repair.identity import dataset_identity, model_identity
-from repair_jax.repair.methods import BASELINES, RepairMethod, make_method, needs_harm, takes_rho
+from repair_jax.repair.methods import BASELINES, RepairMethod, lookup, make_method
 from repair_jax.repair.report import format_table, plot_study, summarize_study
 from repair_jax.repair.selection import select_rhos
 from repair_jax.repair.weighted import Targets
 from repair_jax.train import create_train_state, fit, make_optimizer, predict
 
 
-def _check_batch_norm(method: RepairMethod, model: Classifier) -> None:
-    if method.needs_batch_norm and not model.has_batch_norm:
-        raise UserError(f"{method.name} needs a model with BatchNorm layers (Zhong et al. 2022, Sec. 3.3.3); this model has "
-                        f"none - drop {method.name} from methods or use a BatchNorm model (e.g. cnn)")
+def _check_batch_norm(name: str, needs_batch_norm: bool, model: Classifier) -> None:
+    if needs_batch_norm and not model.has_batch_norm:
+        raise UserError(f"{name} needs a model with BatchNorm layers (Zhong et al. 2022, Sec. 3.3.3); this model has "
+                        f"none - drop {name} from methods or use a BatchNorm model (e.g. cnn)")
 
 
 def fine_tune(method: RepairMethod, seed: int, model: Classifier, dataset: Dataset, cfg: RepairConfig,
@@ -57,7 +57,7 @@ def fine_tune(method: RepairMethod, seed: int, model: Classifier, dataset: Datas
     """Fine-tunes the base ``variables`` with ``method`` (its objective and batches); returns the state."""
     if not method.fine_tunes:
         raise UserError(f"{method.name} does not fine-tune")
-    _check_batch_norm(method, model)
+    _check_batch_norm(method.name, method.needs_batch_norm, model)
     if method.needs_features and not model.has_features:
         raise UserError(f"{method.name} needs the model's penultimate features and this model exposes none: "
                         "build it with features= naming the layer before the logits")
@@ -153,7 +153,7 @@ def _grid(get: _Runner, bar, names: list[str], make, cfg: RepairConfig, ft0: dic
     goal = (1 - cfg.lambda1) * ft0["select_target_error"]
     for name in names:
         grid[name] = [get(make(name, rho), 0) for rho in cfg.rhos]
-        for rho in make(name, cfg.rhos[0]).extra_rhos:
+        for rho in lookup(name).extra_rhos:
             if any(r["select_target_error"] <= goal for r in grid[name]):
                 break
             bar.add_total(1)
@@ -164,7 +164,7 @@ def _grid(get: _Runner, bar, names: list[str], make, cfg: RepairConfig, ft0: dic
 def _harm(model: Classifier, dataset: Dataset, targets: Targets, cfg: RepairConfig, out: Path):
     """The training points' influence on the targets (:func:`repair_jax.repair.data_centric.target_influence`)
     when a method of the study needs it, else None; the scores and the solve go to ``influence.json``."""
-    if not any(needs_harm(m) for m in cfg.methods):
+    if not any(lookup(m).needs_harm for m in cfg.methods):
         return None
     from repair_jax.repair.data_centric import target_influence
 
@@ -201,9 +201,9 @@ def run_study(model: Classifier, dataset: Dataset, targets: Targets, out: str | 
     targets.validate(dataset.num_classes)
     model = check_classifier(model, dataset.input_shape, dataset.num_classes)
     for name in cfg.methods:
-        method = make_method(name, targets, cfg.rhos[0] if takes_rho(name) else None)
-        _check_batch_norm(method, model)
-        if method.needs_features and not model.has_features:
+        entry = lookup(name)
+        _check_batch_norm(name, entry.needs_batch_norm, model)
+        if entry.needs_features and not model.has_features:
             raise UserError(f"{name} needs the model's penultimate features and this model exposes none: "
                             "build it with features= naming the layer before the logits, or drop it from the methods")
     out = Path(out)
@@ -218,7 +218,7 @@ def run_study(model: Classifier, dataset: Dataset, targets: Targets, out: str | 
     harm = _harm(model, dataset, targets, cfg, out)
     make = lambda name, rho: make_method(name, targets, rho, harm=harm)
     tuned = [m for m in cfg.methods if m not in BASELINES]  # fine-tuned ones first, as in Zhong et al.'s (2022) tables
-    tuned.sort(key=lambda m: not make(m, cfg.rhos[0]).fine_tunes)
+    tuned.sort(key=lambda m: not lookup(m).fine_tunes)
     bar = progress_reporter(2 + len(tuned) * len(cfg.rhos), "repair runs", progress)
     get = _Runner(log, bar, model, dataset, targets, cfg, base_logits)
     orig, ft0 = get(make_method("orig"), 0), get(make_method("orig-ft"), 0)

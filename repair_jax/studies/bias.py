@@ -125,9 +125,9 @@ def wr_rhos(config: BiasMitigationStudy) -> dict[str, float]:
     rows; an unknown variant, a WR method that is unknown or has no rho, a WR method without a rho in
     ``wr_rhos`` or a rho outside (0, 1) is a :class:`UserError`."""
     from repair_jax.errors import require_at_least
-    from repair_jax.repair import METHODS, needs_harm, takes_rho
+    from repair_jax.repair import METHODS
 
-    tuned = [m for m in METHODS if takes_rho(m) and not needs_harm(m)]  # i-drop needs the sweep's influence
+    tuned = [m for m, e in METHODS.items() if e.takes_rho and not e.needs_harm]  # i-drop needs the sweep's influence
     rhos, given = {}, dict(config.wr_rhos)
     for v in config.variants:
         method = v[len(WR_PREFIX):] if v.startswith(WR_PREFIX) else None

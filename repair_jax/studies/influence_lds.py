@@ -1,5 +1,6 @@
 """Attribution quality as a config (issue 17 Part 1): the LDS, leave-one-out and noisy-label figures of
-:mod:`repair_jax.influence.evaluate` for every method of :data:`repair_jax.influence.evaluate.LDS_METHODS`
+:mod:`repair_jax.influence.evaluate` for the attribution methods of ``LdsStudy.methods`` (any of
+:data:`repair_jax.influence.evaluate.LDS_METHODS`, the registry :data:`repair_jax.influence.INFLUENCE_METHODS`)
 on softmax regression and a one-hidden-layer MLP, on real digits and Fashion-MNIST (a stratified
 training subset for CPU), registered with :func:`repair_jax.experiment.runner`.
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from repair_jax.errors import UserError, require_at_least
 from repair_jax.experiment import run_cells, runner
-from repair_jax.influence.evaluate import LDS_METHODS, validate_lds_args
+from repair_jax.influence.evaluate import validate_lds_args
 from repair_jax.studies.influence import FullBatchModel
 from repair_jax.io import write_json, write_text
 
@@ -38,7 +39,7 @@ class LdsStudy:
     datasets: tuple[str, ...] = ("digits", "fashion_mnist")
     models: tuple[FullBatchModel, ...] = (FullBatchModel("logistic_regression", (), 1e-2, 500),
                                           FullBatchModel("mlp", (8,), 1e-2, 300))
-    methods: tuple[str, ...] = LDS_METHODS
+    methods: tuple[str, ...] = ("explicit", "cg", "lissa", "tracin", "trak", "ekfac")  # the committed study's
     train_limit: int = 300
     num_subsets: int = 40
     alpha: float = 0.5
@@ -86,6 +87,7 @@ def _cell_setup(config: LdsStudy, dataset: str, model: FullBatchModel, labels=No
 
 
 def _solver(config: LdsStudy, model: FullBatchModel, setup: dict, method: str) -> dict:
+    """The options of ``method``'s scores: L2 and damping for every method; LiSSA's looser tolerance."""
     return dict(l2=model.l2, damping=setup["damping"], tol=config.lissa_tol if method == "lissa" else None)
 
 
