@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import flax.serialization
 import jax
+import numpy as np
 import optax
 
 from repair_jax.errors import UserError
@@ -156,9 +157,11 @@ def load_run(path: str | Path) -> Run:
 
 
 def train_run(cfg, out: str | Path, force: bool = False, progress: bool = True, data_parallel: bool = False,
-              checkpoint_every: int = 0) -> dict:
+              checkpoint_every: int = 0, dataset=None) -> dict:
     """Trains ``cfg`` (a :class:`~repair_jax.train.TrainConfig`) and writes the run directory ``out``
     atomically; returns run.json's record. An existing non-empty ``out`` is replaced only with ``force``.
+    ``dataset`` (default ``cfg.load_dataset()``) trains on a data set changed by the caller (e.g. flipped labels
+    or a planted tag); run.json then records its training split's digest (:func:`data_digest`).
 
     ``checkpoint_every=k`` > 0 also keeps the weights after every k-th epoch (and the last one) with
     the step size in force at that epoch's last step, for TracInCP (``repair-jax influence --method tracin``).
@@ -176,12 +179,14 @@ def train_run(cfg, out: str | Path, force: bool = False, progress: bool = True, 
     with atomic_dir(out, overwrite=force) as tmp:
         t0 = time.perf_counter()
         mesh = data_mesh() if (data_parallel or jax.device_count() > 1) else None
-        ds = cfg.load_dataset()
+        ds = cfg.load_dataset() if dataset is None else dataset
         kept: list[dict] = []
         keep = _epoch_keeper(cfg, tmp, steps_per_epoch(cfg, len(ds.train)), checkpoint_every, kept)
         model, state, history, ds = train_model(cfg, dataset=ds, progress=progress, mesh=mesh,
                                                 on_epoch_end=keep if checkpoint_every else None)
         info = _run_record(cfg, ds, state, history, time.perf_counter() - t0)
+        if dataset is not None:
+            info["data_digest"] = data_digest(dataset)
         if kept:
             info["epoch_checkpoints"] = kept
         write_run(tmp, info, {"params": state.params, "batch_stats": state.batch_stats})
@@ -214,15 +219,27 @@ def _run_record(cfg, ds, state, history: list, wall: float) -> dict:
     }
 
 
-def trained_run(run_dir: Path, train: TrainConfig | None, progress: bool, force: bool = False):
-    """The run in ``run_dir``, trained there first (with ``train``) when it holds no run.json or ``force``;
-    an existing run trained otherwise than ``train`` is refused (one line naming the field)."""
+def data_digest(dataset) -> str:
+    """A short SHA-256 of a data set's training split (inputs and labels): what a run trained on a changed
+    data set records, so that :func:`trained_run` reuses it only for the same data."""
+    h = hashlib.sha256()
+    for a in (dataset.train.x, dataset.train.y):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def trained_run(run_dir: Path, train: TrainConfig | None, progress: bool = False, force: bool = False,
+                dataset=None):
+    """The run in ``run_dir``, trained there first (with ``train``, on ``dataset`` when given) when it holds no
+    run.json or ``force``: the studies' one train-or-reuse step. An existing run trained otherwise than ``train``,
+    or on other data than ``dataset``, is refused (one line naming the field)."""
     from repair_jax.io import first_difference, to_jsonable
 
+    run_dir = Path(run_dir)
     if force or not (run_dir / "run.json").is_file():
         if train is None:
             raise UserError(f"no trained run in {run_dir} (no run.json there)")
-        train_run(train, run_dir, force=force, progress=progress)
+        train_run(train, run_dir, force=force, progress=progress, dataset=dataset)
     run = load_run(run_dir)
     if train is not None:
         # seeds compared resolved (run.json spells out split/init/order seeds that a config leaves to `seed`)
@@ -230,6 +247,8 @@ def trained_run(run_dir: Path, train: TrainConfig | None, progress: bool, force:
                                  to_jsonable(dataclasses.asdict(train.resolved())))
         if field is not None:
             raise UserError(f"the run in {run_dir} was trained otherwise ({field} differs from the config's train)")
+    if dataset is not None and run.info.get("data_digest") != data_digest(dataset):
+        raise UserError(f"the run in {run_dir} was trained on other data (data_digest differs)")
     return run
 
 

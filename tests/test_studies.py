@@ -125,3 +125,29 @@ REGENERATED = {
 def test_committed_table_reproduces_from_its_log(name):
     for file, text in REGENERATED[name](name).items():
         assert text.strip() == (RESULTS / name / file).read_text().strip(), f"{name}/{file} differs"
+
+
+def test_trained_run_is_the_one_train_or_reuse_step(tmp_path):
+    """Trains once, reuses the run for the same config and data, refuses another config or other data."""
+    import dataclasses
+
+    import numpy as np
+
+    from repair_jax.data import Split
+    from repair_jax.errors import UserError
+    from repair_jax.runs import trained_run
+    from repair_jax.train import TrainConfig
+
+    cfg = TrainConfig(dataset="digits", model="mlp", model_kwargs={"hidden": [8]}, epochs=1, train_limit=200)
+    ds = cfg.load_dataset()
+    flipped = dataclasses.replace(ds, train=Split(ds.train.x, (ds.train.y + 1) % ds.num_classes))
+    run = trained_run(tmp_path / "run", cfg, dataset=flipped)
+    mtime = (tmp_path / "run" / "run.json").stat().st_mtime_ns
+    again = trained_run(tmp_path / "run", cfg, dataset=flipped)
+    assert (tmp_path / "run" / "run.json").stat().st_mtime_ns == mtime  # reused, not retrained
+    np.testing.assert_array_equal(np.asarray(run.state().params["Dense_0"]["kernel"]),
+                                  np.asarray(again.state().params["Dense_0"]["kernel"]))
+    with pytest.raises(UserError, match="other data"):
+        trained_run(tmp_path / "run", cfg, dataset=ds)
+    with pytest.raises(UserError, match="epochs differs"):
+        trained_run(tmp_path / "run", dataclasses.replace(cfg, epochs=2), dataset=flipped)

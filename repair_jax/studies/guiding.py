@@ -43,7 +43,7 @@ from repair_jax.experiment import config_record, run_cells, runner
 from repair_jax.guiding.algorithm import GuidingConfig, model_guiding
 from repair_jax.guiding.bilevel import BilevelConfig, bilevel_update
 from repair_jax.guiding.synthetic import audit_from_split, concept_library, flip_labels
-from repair_jax.io import atomic_dir, write_json, write_text
+from repair_jax.io import write_json, write_text
 from repair_jax.metrics import binary_auroc
 from repair_jax.progress import track
 from repair_jax.tables import markdown_table
@@ -185,29 +185,15 @@ def with_train(ds: Dataset, x: np.ndarray, y: np.ndarray) -> Dataset:
     return dataclasses.replace(ds, train=Split(np.asarray(x, np.float32), np.asarray(y, np.int32)))
 
 
-def _digest(cfg: TrainConfig, ds: Dataset) -> str:
-    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
-    for a in (ds.train.x, ds.train.y):
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
 def train_cached(cfg: TrainConfig, ds: Dataset, cache: Path, path: Path | None = None):
-    """Trains ``cfg`` on ``ds`` (its train split as given) once and returns ``(run, state)``; the run
-    directory (``path``, default ``cache/<dataset>_s<seed>_<digest of config and training data>``)
-    is reused by later calls."""
-    from repair_jax.runs import load_run, write_run
-    from repair_jax.train import train_model
+    """``(run, state)`` of ``cfg`` trained on ``ds`` (its train split as given) through
+    :func:`repair_jax.runs.trained_run`, in ``path`` (default ``cache/<dataset>_s<seed>_<digest of the config and
+    the training data>``, so a shared cache holds one network per config and data), reused by later calls."""
+    from repair_jax.runs import data_digest, trained_run
 
-    path = Path(path) if path is not None else Path(cache) / f"{cfg.dataset}_s{cfg.seed}_{_digest(cfg, ds)}"
-    if not (path / "run.json").is_file():
-        model, state, history, _ = train_model(cfg, ds, progress=False)
-        info = {"config": dataclasses.asdict(cfg), "dataset": ds.name, "class_names": list(ds.class_names),
-                "num_classes": ds.num_classes, "multilabel": False, "input_shape": list(ds.input_shape),
-                "history": history}
-        with atomic_dir(path, overwrite=True) as tmp:
-            write_run(tmp, info, {"params": state.params, "batch_stats": state.batch_stats})
-    run = load_run(path)
+    key = hashlib.sha256((json.dumps(dataclasses.asdict(cfg), sort_keys=True) + data_digest(ds)).encode()).hexdigest()
+    path = Path(path) if path is not None else Path(cache) / f"{cfg.dataset}_s{cfg.seed}_{key[:16]}"
+    run = trained_run(path, cfg, dataset=ds)
     return run, run.state()
 
 
@@ -508,12 +494,10 @@ def run_credit(config: CreditStudy, out: Path, *, force: bool = False, progress:
 
 
 def _full_run(config: FullGuidingRun, out: Path):
-    from repair_jax.runs import load_run
+    from repair_jax.runs import load_run, trained_run
 
     if config.train is not None:
-        ds = config.train.load_dataset()
-        run, _ = train_cached(config.train, ds, out, path=out / "run")
-        return run, str(out / "run")
+        return trained_run(out / "run", config.train), str(out / "run")
     if not (Path(config.run) / "run.json").is_file():
         raise UserError(f"run {config.run}: no run.json there (train it with the fashion_mnist_cnn config)")
     return load_run(config.run), config.run
