@@ -235,6 +235,21 @@ def four_way_split(x, y, seed, x_test=None, y_test=None, val_fraction=VAL_FRACTI
     return Split(x[tr], y[tr]), Split(x[va], y[va]), Split(x[po], y[po]), Split(x_test, y_test)
 
 
+def flip_labels(y: np.ndarray, fraction: float, num_classes: int,
+                seed: int | np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Label noise (Adebayo 2022, Sec. 5.3 and 6.5): switches ``fraction`` of the labels to a uniformly drawn
+    *other* class; (noisy y (N,) int32, flipped mask (N,) bool). ``seed``: an int, or a generator that
+    successive calls draw from in turn."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    idx = rng.choice(n, int(round(fraction * n)), replace=False)
+    y_noisy = np.asarray(y).copy()
+    y_noisy[idx] = (y_noisy[idx] + rng.integers(1, num_classes, len(idx))) % num_classes
+    mask = np.zeros(n, bool)
+    mask[idx] = True
+    return y_noisy.astype(np.int32), mask
+
+
 # ----------------------------------------------------------------------------- IDX files
 
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

@@ -319,8 +319,7 @@ def pct_change(curve: dict, base: dict) -> dict:
 def sensitivity_records(config: LabelFlipSensitivityStudy, model: FullBatchModel, seed: int) -> list[dict]:
     """The test-time and training-time records of one (model, seed); the flips of both stages draw in
     turn from one generator seeded ``1000 + seed``."""
-    from repair_jax.data import load_dataset
-    from repair_jax.guiding.synthetic import flip_labels
+    from repair_jax.data import flip_labels, load_dataset
 
     ds = load_dataset(config.dataset, seed=seed, train_limit=config.train_limit)
     _, masks = ink_groups(ds)
@@ -427,8 +426,7 @@ def ranking_scores(config: InfluenceRankingStudy, loss, params, train: dict, tes
 
 def ranking_seed(config: InfluenceRankingStudy, seed: int) -> dict:
     """One seed: the fraction of flipped labels among each ranking's top ``config.top``."""
-    from repair_jax.data import load_dataset
-    from repair_jax.guiding.synthetic import flip_labels
+    from repair_jax.data import flip_labels, load_dataset
     from repair_jax.metrics import expected_calibration_error
 
     ds = load_dataset(config.dataset, seed=seed, train_limit=config.train_limit)

@@ -138,7 +138,7 @@ def _method_figures(config: LdsStudy, model: FullBatchModel, s: dict, noisy: dic
 
 def _noisy_setup(config: LdsStudy, dataset: str, model: FullBatchModel, ds) -> dict:
     """The synthetic noisy-label variant: flipped training labels, the refit model, the sampled points."""
-    from repair_jax.guiding.synthetic import flip_labels
+    from repair_jax.data import flip_labels
 
     n = min(config.train_limit, len(ds.train))
     y, flipped = flip_labels(ds.train.y[:n], config.noisy_fraction, ds.num_classes, config.seed + 1)
