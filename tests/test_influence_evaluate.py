@@ -12,7 +12,7 @@ import scipy.stats
 from repair_jax.errors import UserError
 from repair_jax.influence import evaluate as ev
 from repair_jax.influence import tracin
-from repair_jax.influence.loo import minimize_objective
+from repair_jax.influence.full_batch import minimize_objective
 
 
 def _first(batch, m):
