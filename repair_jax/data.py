@@ -32,8 +32,6 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SYSTEM_DATA_ENV = "REPAIR_JAX_SYSTEM_DATA"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                   "truck")
 # Fractions of the canonical training split kept for validation and the repair pool (Henriksen et al. 2022, Sec. 5:
 # 5k + 5k of 60k); data sets without a canonical test split also give TEST_FRACTION to the test set.
 VAL_FRACTION = 1 / 12
@@ -117,12 +115,6 @@ class Dataset:
             raise UserError("the train split is empty")
         return cls(name, tuple(str(c) for c in class_names), splits["train"], splits["val"], splits["pool"],
                    splits["test"], multilabel)
-
-    def hard_labels(self, split: str) -> np.ndarray:
-        y = self.split(split).y
-        if self.multilabel:
-            raise UserError(f"{self.name} is multi-label; it has no single class per example")
-        return y
 
 
 def parse_class(spec: str | int, class_names: Sequence[str]) -> int:

@@ -457,5 +457,4 @@ _FACTORIES.update({
     # run trained with repair_jax.bias.mtl_objective can be reloaded from run.json
     "multi_head": _multi_head,
 })
-BIAS_MODELS = ("shufflenet_v2", "pyramidnet", "multi_head")  # Sharma's (n.d.) backbones and multi-task heads
 MODELS = tuple(_FACTORIES)

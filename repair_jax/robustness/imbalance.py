@@ -21,7 +21,6 @@ import numpy as np
 from repair_jax.data import Dataset
 from repair_jax.errors import UserError
 
-KINDS = ("balanced", "linear", "longtail")
 _SPEC = re.compile(r"^\s*(balanced|linear|longtail)\s*(?:\((.*)\))?\s*$")
 
 
