@@ -1,5 +1,6 @@
 """The LDS / LOO / noisy-label harness (repair_jax.influence.evaluate) against references: scipy's Spearman,
-retraining on the subset alone (scipy L-BFGS), a pair count of the ROC AUC, TracIn's own function."""
+retraining on the subset alone (the same optax L-BFGS, one weighting), a pair count of the ROC AUC, TracIn's
+own function."""
 
 import itertools
 

@@ -12,8 +12,9 @@ cited in issue 17; the leave-one-out check of Koh & Liang 2017 (Adebayo 2022, Ch
   predicts the output of S_j as ``sum_{i in S_j} tau(z_t)_i`` (:func:`predicted_outputs`); the LDS of
   test point t is the Spearman correlation over the M subsets of predicted and actual outputs
   (:func:`linear_datamodeling_score`), reported per test point and as the mean.
-* **LOO.** Remove one training point, retrain to convergence (:func:`repair_jax.influence.full_batch.minimize_objective`)
-  and compare the actual change of every test loss with ``-tau_i / n`` (:func:`loo_correlation`).
+* **LOO.** Remove one training point, retrain to convergence
+  (:func:`repair_jax.influence.full_batch.minimize_objective`) and compare the actual change of every test
+  loss with ``-tau_i / n`` (:func:`loo_correlation`).
 * **Noisy labels.** Flip a share of the training labels, refit, rank training points by self-influence
   ``g_i^T H^{-1} g_i`` (TracIn: ``||g_i||^2``) and report the ROC AUC of finding the flipped ones
   (:func:`noisy_label_auc`).
