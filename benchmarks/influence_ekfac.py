@@ -91,7 +91,7 @@ def _scaling(setup, ms, fit_points: str) -> dict:
 
 
 def _versus_cg(setup, m: int) -> dict:
-    from repair_jax.influence.loo import spearman
+    from repair_jax.stats import spearman
 
     loss, params, train, test = setup
     test = _first(test, m)

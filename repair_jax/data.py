@@ -33,8 +33,6 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SYSTEM_DATA_ENV = "REPAIR_JAX_SYSTEM_DATA"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                   "truck")
 # Fractions of the canonical training split kept for validation and the repair pool (Henriksen et al. 2022, Sec. 5:
 # 5k + 5k of 60k); data sets without a canonical test split also give TEST_FRACTION to the test set.
 VAL_FRACTION = 1 / 12
@@ -118,12 +116,6 @@ class Dataset:
             raise UserError("the train split is empty")
         return cls(name, tuple(str(c) for c in class_names), splits["train"], splits["val"], splits["pool"],
                    splits["test"], multilabel)
-
-    def hard_labels(self, split: str) -> np.ndarray:
-        y = self.split(split).y
-        if self.multilabel:
-            raise UserError(f"{self.name} is multi-label; it has no single class per example")
-        return y
 
 
 def parse_class(spec: str | int, class_names: Sequence[str]) -> int:
@@ -234,6 +226,21 @@ def four_way_split(x, y, seed, x_test=None, y_test=None, val_fraction=VAL_FRACTI
     fr = [1 - val_fraction - pool_fraction, val_fraction, pool_fraction]
     tr, va, po = stratified_partition(y, fr, seed)
     return Split(x[tr], y[tr]), Split(x[va], y[va]), Split(x[po], y[po]), Split(x_test, y_test)
+
+
+def flip_labels(y: np.ndarray, fraction: float, num_classes: int,
+                seed: int | np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Label noise (Adebayo 2022, Sec. 5.3 and 6.5): switches ``fraction`` of the labels to a uniformly drawn
+    *other* class; (noisy y (N,) int32, flipped mask (N,) bool). ``seed``: an int, or a generator that
+    successive calls draw from in turn."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    idx = rng.choice(n, int(round(fraction * n)), replace=False)
+    y_noisy = np.asarray(y).copy()
+    y_noisy[idx] = (y_noisy[idx] + rng.integers(1, num_classes, len(idx))) % num_classes
+    mask = np.zeros(n, bool)
+    mask[idx] = True
+    return y_noisy.astype(np.int32), mask
 
 
 # ----------------------------------------------------------------------------- IDX files

@@ -27,7 +27,6 @@ from repair_jax.errors import UserError
 if TYPE_CHECKING:  # annotations only: repair_jax.data builds on this module
     from repair_jax.data import Dataset
 
-KINDS = ("balanced", "linear", "longtail")
 _SPEC = re.compile(r"^\s*(balanced|linear|longtail)\s*(?:\((.*)\))?\s*$")
 
 

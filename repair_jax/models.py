@@ -519,5 +519,4 @@ register_model("pyramidnet", lambda k, **kw: PyramidNet(k, **kw))
 # multi-task heads over any backbone (Sharma n.d., Que-2), output = the heads' logit average; so that a
 # run trained with repair_jax.bias.mtl_objective can be reloaded from run.json
 register_model("multi_head", _multi_head)
-BIAS_MODELS = ("shufflenet_v2", "pyramidnet", "multi_head")  # Sharma's (n.d.) backbones and multi-task heads
 MODELS = model_names()  # the built-in zoo (models registered later: model_names())

@@ -15,6 +15,9 @@ t-tests and mean confidence intervals, each a thin, documented layer over scipy.
 * :func:`t_test_p` and :func:`mean_ci` - Henriksen et al. 2022, Sec. 5 (RQ i): independent
   two-sample t-test and the Student-t interval of a mean.
 * :func:`paired_t_test_p` - the paired t-test, for runs matched by seed (Pradhan et al. 2020, Table 1 analogue).
+* :func:`pearson` and :func:`spearman` - correlation of two samples (predicted vs. actual influence,
+  Koh & Liang 2017; the LDS of Park et al. 2023, Sec. 2; the rank correlation of attributions, Adebayo 2022,
+  Table 4.4), NaN where undefined.
 """
 
 from __future__ import annotations
@@ -125,6 +128,31 @@ def paired_t_test_p(a, b) -> float:
     if np.allclose(d, d[0]):
         return 1.0 if np.isclose(d[0], 0.0) else 0.0
     return float(_scipy_stats().ttest_rel(a, b).pvalue)
+
+
+def _correlation_undefined(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape:
+        raise ValueError(f"correlated samples need equal shapes, got {a.shape} and {b.shape}")
+    return a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0
+
+
+def pearson(a, b) -> float:
+    """Pearson's r of two equal-length samples; NaN with fewer than 2 values or a constant sample."""
+    a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
+    if _correlation_undefined(a, b):
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def spearman(a, b) -> float:
+    """Spearman's rho (``scipy.stats.spearmanr``) of two equal-length samples, clipped to [-1, 1] and exactly 1
+    for identical ones (scipy's rounding gives 1 - 2e-16); NaN with fewer than 2 values or a constant sample."""
+    a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
+    if _correlation_undefined(a, b):
+        return float("nan")
+    if np.array_equal(a, b):
+        return 1.0
+    return float(np.clip(_scipy_stats().spearmanr(a, b).statistic, -1.0, 1.0))
 
 
 def _scipy_stats():

@@ -111,7 +111,7 @@ def logreg(digits):
     import jax.numpy as jnp
 
     from repair_jax.influence import ClassifierLoss, hessian_matrix
-    from repair_jax.influence.loo import minimize_objective
+    from repair_jax.influence.full_batch import minimize_objective
     from repair_jax.models import create_model, init_variables
 
     with jax.enable_x64(True):

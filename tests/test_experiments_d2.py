@@ -152,7 +152,7 @@ def test_label_flip_sensitivity_smoke(tmp_path):
 def test_one_flip_labels_seed_or_generator():
     """The library flip_labels: an int seed and a fresh generator of that seed flip the same labels;
     successive calls on one generator draw in turn (the Ch. 6 sensitivity study's form)."""
-    from repair_jax.guiding.synthetic import flip_labels
+    from repair_jax.data import flip_labels
 
     y = np.arange(200) % 10
     a, fa = flip_labels(y, 0.3, 10, 7)

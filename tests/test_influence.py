@@ -18,7 +18,8 @@ from repair_jax.influence import (
     influence_pert_loss_y, influence_up_disparity, influence_up_loss, influence_up_params, inverse_hvp,
     label_flip_scores, make_hvp, per_example_grad_dot, per_example_grads, tracin,
 )
-from repair_jax.influence.loo import leave_one_out, pearson
+from repair_jax.influence.loo import leave_one_out
+from repair_jax.stats import pearson
 from repair_jax.models import create_model, init_variables
 
 

@@ -14,10 +14,11 @@ from repair_jax.errors import UserError
 from repair_jax.influence import (
     confusion_quantity, influence_up, s_test,
 )
-from repair_jax.influence.loo import pearson, remove_top_k, spearman
+from repair_jax.influence.loo import remove_top_k
 from repair_jax.metrics import (
     confusion_disparity, confusion_matrix, soft_cd, soft_type1conf, top_pairs, type1conf, type1conf_matrix,
 )
+from repair_jax.stats import pearson, spearman
 
 
 def test_soft_confusion_on_one_hot_probabilities_equals_the_hard_metrics():
@@ -44,11 +45,11 @@ def test_soft_confusion_on_one_hot_probabilities_equals_the_hard_metrics():
 @pytest.fixture(scope="module")
 def fitted(digits):
     """L2-regularized softmax regression on 240 real digits (float64, L-BFGS to convergence)."""
-    from repair_jax.studies.influence import FullBatchModel, fit_full_batch
+    from repair_jax.influence.full_batch import fit_full_batch
 
     l2 = 0.01
     with jax.enable_x64(True):
-        loss, params, gnorm, train = fit_full_batch(FullBatchModel("lr", (), l2, 2000), digits, digits.train.y, 0,
+        loss, params, gnorm, train = fit_full_batch(digits, digits.train.y, hidden=(), l2=l2, max_iter=2000, seed=0,
                                                     tol=1e-8, dtype=jnp.float64, train_limit=240)
         test = {"x": jnp.asarray(digits.test.x, jnp.float64), "y": jnp.asarray(digits.test.y)}
     assert gnorm < 1e-6

@@ -1,5 +1,6 @@
 """The LDS / LOO / noisy-label harness (repair_jax.influence.evaluate) against references: scipy's Spearman,
-retraining on the subset alone (scipy L-BFGS), a pair count of the ROC AUC, TracIn's own function."""
+retraining on the subset alone (the same optax L-BFGS, one weighting), a pair count of the ROC AUC, TracIn's
+own function."""
 
 import itertools
 
@@ -12,7 +13,7 @@ import scipy.stats
 from repair_jax.errors import UserError
 from repair_jax.influence import evaluate as ev
 from repair_jax.influence import tracin
-from repair_jax.influence.loo import minimize_objective
+from repair_jax.influence.full_batch import minimize_objective
 
 
 def _first(batch, m):

@@ -19,3 +19,19 @@ def test_paired_t_test_matches_scipy_and_handles_edges():
     assert paired_t_test_p(np.array([0.5, 0.6]) + 0.1, [0.5, 0.6]) == 0.0  # a constant shift
     with pytest.raises(ValueError):
         paired_t_test_p([0.1, 0.2], [0.1])
+
+
+def test_pearson_and_spearman_match_scipy_and_are_nan_where_undefined():
+    from repair_jax.stats import pearson, spearman
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=30)
+    b = a + rng.normal(size=30)
+    b[:5] = b[5]  # ties for the ranks
+    assert pearson(a, b) == pytest.approx(scipy.stats.pearsonr(a, b).statistic, rel=1e-12)
+    assert spearman(a, b) == pytest.approx(scipy.stats.spearmanr(a, b).statistic, rel=1e-12)
+    assert spearman(a, a) == 1.0 and spearman(a, -a) == pytest.approx(-1.0)
+    for f in (pearson, spearman):
+        assert math.isnan(f([1.0], [2.0])) and math.isnan(f(a, np.ones(30)))
+        with pytest.raises(ValueError):
+            f(a, a[:-1])

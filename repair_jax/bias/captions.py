@@ -25,7 +25,6 @@ from repair_jax.data import Dataset, SPLITS
 from repair_jax.errors import UserError
 
 PAD, UNK = "<pad>", "<unk>"
-CAPTION_KINDS = ("clean", "ambiguous", "confusable")
 GENERIC = ("a photo of an item", "a picture of something", "an image of a thing", "a small grey picture")
 ADJECTIVES = ("small", "grey", "plain", "simple", "dark", "light", "blurry", "centred")
 

@@ -3,8 +3,6 @@ class-wise tables). A subcommand module: ``configure(parser)`` / ``run(args) -> 
 
 from __future__ import annotations
 
-HELP = "compare several runs side by side: average and class-wise metrics, DI, ROC curves"
-
 
 def configure(p) -> None:
     from repair_jax.cli.common import add_out

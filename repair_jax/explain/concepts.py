@@ -89,10 +89,6 @@ class TCAVResult:
     significant: bool           # p * num_tests < alpha (Bonferroni)
     cav_accuracy: float         # mean training accuracy of the concept probes
 
-    @property
-    def mean_score(self) -> float:
-        return float(np.mean(self.scores))
-
 
 def tcav_significance(scores, random_scores, alpha: float = 0.05, num_tests: int = 1) -> tuple[float, bool]:
     """Two-sided t-test of concept vs random TCAV scores; Bonferroni over ``num_tests`` tests."""

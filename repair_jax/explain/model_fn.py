@@ -17,7 +17,6 @@ import functools
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 
 from repair_jax.errors import UserError
 
@@ -111,7 +110,3 @@ def input_gradient(apply_fn: ApplyFn, params, x: jax.Array, target) -> jax.Array
 def path_gradients(apply_fn: ApplyFn, params, points: jax.Array, target) -> jax.Array:
     """Input gradients at many points (M, H, W, C) -> (M, H, W, C), one vmapped call."""
     return jax.vmap(lambda z: input_gradient(apply_fn, params, z, target))(points)
-
-
-def as_float(x) -> jax.Array:
-    return jnp.asarray(x, jnp.float32)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from repair_jax.errors import UserError
+from repair_jax.stats import spearman
 
 
 def cascading_randomization(params: dict, random_params: dict) -> list[tuple[str, Any]]:
@@ -26,16 +26,6 @@ def cascading_randomization(params: dict, random_params: dict) -> list[tuple[str
     return steps
 
 
-def _spearman(p: np.ndarray, q: np.ndarray) -> float:
-    """Spearman's rho of two vectors: exactly 1 for identical ones (scipy's rounding gives 1 - 2e-16),
-    clipped to [-1, 1]; NaN where either is constant (no ranking)."""
-    if np.ptp(p) == 0 or np.ptp(q) == 0:
-        return float("nan")
-    if np.array_equal(p, q):
-        return 1.0
-    return float(np.clip(stats.spearmanr(p, q).statistic, -1.0, 1.0))
-
-
 def rank_correlation(maps_a, maps_b) -> tuple[float, float]:
     """Mean and SEM over examples of Spearman's rank correlation between paired attributions
     (N, ...) (Adebayo 2022, Table 4.4 "RK"), each flattened; the thesis ranks input dimensions by attribution.
@@ -44,7 +34,7 @@ def rank_correlation(maps_a, maps_b) -> tuple[float, float]:
     a, b = np.asarray(maps_a, np.float64), np.asarray(maps_b, np.float64)
     if a.shape != b.shape:
         raise UserError(f"attributions to compare differ in shape: {a.shape} vs {b.shape}")
-    values = np.array([_spearman(p.ravel(), q.ravel()) for p, q in zip(a, b)])
+    values = np.array([spearman(p, q) for p, q in zip(a, b)])
     values = values[~np.isnan(values)]
     if len(values) == 0:
         return float("nan"), float("nan")

@@ -1,8 +1,8 @@
 """Synthetic variants built on real data for the model-guiding evaluation (Adebayo 2022,
 Sec. 5.3), each named as such:
 
-- :func:`flip_labels`: 20% of training labels switched to another class ("Detecting & Fixing Noisy
-  Training Labels");
+- label noise: 20% of training labels switched to another class ("Detecting & Fixing Noisy
+  Training Labels"), by :func:`repair_jax.data.flip_labels`;
 - :func:`add_tag`: a small bright square patch (the "image tag" spurious signal), placed on a chosen
   fraction of one class in training and at random at test;
 - :func:`class_attribute_table`: the class-level attribute tables in ``attributes/`` (CUB-style),
@@ -24,20 +24,6 @@ from repair_jax.guiding.formats import AuditSet, ConceptLibrary
 
 ATTRIBUTES = Path(__file__).parent / "attributes"
 TAG_CONCEPT = "tag"
-
-
-def flip_labels(y: np.ndarray, fraction: float, num_classes: int,
-                seed: int | np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Switches ``fraction`` of the labels to a uniformly drawn *other* class; (noisy y (N,) int32,
-    flipped mask (N,) bool). ``seed``: an int, or a generator that successive calls draw from in turn."""
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    idx = rng.choice(n, int(round(fraction * n)), replace=False)
-    y_noisy = np.asarray(y).copy()
-    y_noisy[idx] = (y_noisy[idx] + rng.integers(1, num_classes, len(idx))) % num_classes
-    mask = np.zeros(n, bool)
-    mask[idx] = True
-    return y_noisy.astype(np.int32), mask
 
 
 def add_tag(x: np.ndarray, mask: np.ndarray, size: int = 4, value: float = 1.0) -> np.ndarray:

@@ -12,8 +12,9 @@ cited in issue 17; the leave-one-out check of Koh & Liang 2017 (Adebayo 2022, Ch
   predicts the output of S_j as ``sum_{i in S_j} tau(z_t)_i`` (:func:`predicted_outputs`); the LDS of
   test point t is the Spearman correlation over the M subsets of predicted and actual outputs
   (:func:`linear_datamodeling_score`), reported per test point and as the mean.
-* **LOO.** Remove one training point, retrain to convergence (:func:`repair_jax.influence.loo.minimize_objective`)
-  and compare the actual change of every test loss with ``-tau_i / n`` (:func:`loo_correlation`).
+* **LOO.** Remove one training point, retrain to convergence
+  (:func:`repair_jax.influence.full_batch.minimize_objective`) and compare the actual change of every test
+  loss with ``-tau_i / n`` (:func:`loo_correlation`).
 * **Noisy labels.** Flip a share of the training labels, refit, rank training points by self-influence
   ``g_i^T H^{-1} g_i`` (TracIn: ``||g_i||^2``) and report the ROC AUC of finding the flipped ones
   (:func:`noisy_label_auc`).
@@ -31,13 +32,13 @@ Kronecker-factored approximation, with the same damping.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from repair_jax.errors import UserError
-from repair_jax.influence.gradients import LossFn, batch_size_of
+from repair_jax.influence.full_batch import retrain
+from repair_jax.influence.gradients import LossFn
 from repair_jax.influence.methods import INFLUENCE_METHODS, TRAK_DIM, get_influence_method
+from repair_jax.stats import pearson, spearman
 
 #: The methods the harness scores: every registered one.
 LDS_METHODS = tuple(INFLUENCE_METHODS)
@@ -67,50 +68,12 @@ def draw_subsets(n: int, num_subsets: int, alpha: float = 0.5, seed: int = 0) ->
     return masks
 
 
-def _weighted_objective(loss_fn: LossFn, unravel, batch: dict, l2: float):
-    """(flat theta, w (N,)) -> ``sum_i w_i l(z_i) / sum(w) + l2/2 ||theta||^2`` (as loo.minimize_objective)."""
-    def f(x, w):
-        return jnp.sum(w * loss_fn(unravel(x), batch)) / jnp.sum(w) + 0.5 * l2 * jnp.sum(x * x)
-    return f
-
-
-def _lbfgs(objective, x0, steps: int, tol: float):
-    """At most ``steps`` of optax L-BFGS (zoom line search) from ``x0``, stopping once the gradient norm is
-    below ``tol``; a step giving a non-finite point is not taken. Returns (x, gradient norm). Under
-    ``jax.vmap`` the loop runs until every member has stopped; stopped members keep their point."""
-    import optax
-
-    opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(objective)
-
-    def body(carry):
-        i, x, state, _ = carry
-        v, g = value_and_grad(x, state=state)
-        u, new_state = opt.update(g, state, x, value=v, grad=g, value_fn=objective)
-        new_x = optax.apply_updates(x, u)
-        gn = jnp.linalg.norm(g)
-        keep = (gn > tol) & jnp.all(jnp.isfinite(new_x))
-        pick = lambda a, b: jnp.where(keep, a, b)
-        return i + 1, pick(new_x, x), jax.tree_util.tree_map(pick, new_state, state), gn
-
-    init = (0, x0, opt.init(x0), jnp.asarray(jnp.inf, x0.dtype))
-    _, x, _, _ = jax.lax.while_loop(lambda c: (c[0] < steps) & (c[3] > tol), body, init)
-    return x, jnp.linalg.norm(jax.grad(objective)(x))
-
-
 def retrain_on_subsets(loss_fn: LossFn, params, train_batch: dict, masks, *, l2: float = 0.0,
                        steps: int = 300, tol: float = 1e-9):
-    """Retrains from ``params`` on each of the M subsets of ``masks`` (M, N): full-batch L-BFGS of the
-    0/1-weighted objective, vmapped over the subsets. Returns (flat parameters (M, P), gradient norms (M,),
-    unravel)."""
-    flat0, unravel = ravel_pytree(params)
-    masks = jnp.asarray(masks, flat0.dtype)
-    if masks.ndim != 2 or masks.shape[1] != batch_size_of(train_batch):
-        raise UserError(f"subset masks must have shape (M, {batch_size_of(train_batch)}), got {masks.shape}")
-    objective = _weighted_objective(loss_fn, unravel, train_batch, l2)
-    run = jax.jit(jax.vmap(lambda w: _lbfgs(lambda x: objective(x, w), flat0, steps, tol)))
-    xs, norms = run(masks)
-    return xs, np.asarray(norms), unravel
+    """Retrains from ``params`` on each of the M subsets of ``masks`` (M, N): at most ``steps`` of the full-batch
+    L-BFGS of :func:`repair_jax.influence.full_batch.retrain` on the 0/1-weighted objective, vmapped over the
+    subsets. Returns (flat parameters (M, P), gradient norms (M,), unravel)."""
+    return retrain(loss_fn, params, train_batch, masks, l2=l2, max_iter=steps, tol=tol)
 
 
 def subset_outputs(loss_fn: LossFn, flat_params, unravel, test_batch: dict) -> np.ndarray:
@@ -133,8 +96,6 @@ def _columnwise(fn, a, b) -> np.ndarray:
 def linear_datamodeling_score(predicted, actual) -> dict:
     """LDS (TRAK Sec. 2): per test point the Spearman correlation over the M subsets of ``predicted`` and
     ``actual`` outputs (both (M, T)); {"per_test_point": (T,), "mean": mean over the defined ones}."""
-    from repair_jax.influence.loo import spearman
-
     predicted, actual = np.asarray(predicted), np.asarray(actual)
     if predicted.shape != actual.shape or predicted.ndim != 2:
         raise UserError(f"predicted and actual outputs must both be (M, T), got {predicted.shape}, {actual.shape}")
@@ -157,8 +118,6 @@ def loo_changes(loss_fn: LossFn, params, train_batch: dict, test_batch: dict, in
 def loo_correlation(scores, indices, actual_changes) -> dict:
     """Predicted ``-tau_i / n`` (scores (T, N)) vs actual leave-one-out changes (K, T) for the K removed
     ``indices``: Spearman and Pearson per test point and over all (point, test point) pairs."""
-    from repair_jax.influence.loo import pearson, spearman
-
     scores = np.asarray(scores, np.float64)
     pred = -scores[:, np.asarray(indices)].T / scores.shape[1]
     actual = np.asarray(actual_changes, np.float64)

@@ -494,11 +494,7 @@ def _rankings(scores, labels, top, indices):
 
 
 def _plot(path, ds, split, test_index, harmful, helpful, summary) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from repair_jax.plots import save_figure
+    from repair_jax.plots import plt, save_figure
 
     target = summary["target"]
     k = min(8, len(harmful))

@@ -160,10 +160,8 @@ def format_table(summary: dict) -> str:
 
 def plot_study(out: Path, runs: dict, grid: dict, targets: Targets, dataset: Dataset, summary: dict) -> None:
     """Confusion matrices before/after, Fig. 9 (target -> other classes) and Fig. 10 (w-os trade-off)."""
-    import matplotlib.pyplot as plt
-
     from repair_jax.io import safe_filename
-    from repair_jax.plots import plot_confusion_matrix, save_figure
+    from repair_jax.plots import plot_confusion_matrix, plt, save_figure
 
     names = dataset.class_names
     first = {k: v[0] for k, v in runs.items()}

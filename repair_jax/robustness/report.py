@@ -98,10 +98,9 @@ def report_markdown(sig: list[dict], ht: list[dict], alpha: float = 0.05) -> str
 
 def plot_recall_vs_class_size(records: list[dict], path: str | Path) -> None:
     """Per-class recall (mean over seeds) against training count, a panel per (model, imbalanced level)."""
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    from repair_jax.plots import save_figure
+    from repair_jax.plots import plt, save_figure
 
     cells: dict[tuple, list[dict]] = {}
     for r in records:

@@ -40,7 +40,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from repair_jax.data import Dataset, Split, load_dataset
+from repair_jax.data import Dataset, Split, flip_labels, load_dataset
 from repair_jax.errors import UserError
 from repair_jax.experiment import runner
 from repair_jax.explain.concepts import tcav
@@ -413,8 +413,6 @@ def _two_model_maps(config, models: list, x, targets: list, refs, progress: bool
 @runner(MislabelledExplanationStudy)
 def run_mislabelled_explanation_study(config: MislabelledExplanationStudy, out: Path, *, force: bool,
                                       progress: bool) -> dict:
-    from repair_jax.guiding.synthetic import flip_labels
-
     config.validate()
     ds = load_dataset(config.dataset, seed=0, train_limit=config.train_limit)
     y_noisy, flipped = flip_labels(ds.train.y, config.flip_fraction, ds.num_classes, config.seed)

@@ -37,12 +37,12 @@ from typing import Callable
 
 import numpy as np
 
-from repair_jax.data import Dataset, Split, load_dataset
+from repair_jax.data import Dataset, Split, flip_labels, load_dataset
 from repair_jax.errors import UserError, require_at_least
 from repair_jax.experiment import config_record, run_cells, runner
 from repair_jax.guiding.algorithm import GuidingConfig, model_guiding
 from repair_jax.guiding.bilevel import BilevelConfig, bilevel_update
-from repair_jax.guiding.synthetic import audit_from_split, concept_library, flip_labels
+from repair_jax.guiding.synthetic import audit_from_split, concept_library
 from repair_jax.io import write_json, write_text
 from repair_jax.metrics import binary_auroc
 from repair_jax.progress import track

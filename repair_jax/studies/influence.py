@@ -38,8 +38,10 @@ import numpy as np
 
 from repair_jax.errors import UserError, require_at_least
 from repair_jax.experiment import runner
+from repair_jax.influence.full_batch import fit_full_batch
 from repair_jax.io import write_json, write_text
 from repair_jax.progress import track
+from repair_jax.stats import pearson, spearman
 
 # ----------------------------------------------------------------------------- configs
 
@@ -58,6 +60,11 @@ class FullBatchModel:
         if self.l2 < 0:
             raise UserError(f"{self.name}: l2 must be >= 0, got {self.l2}")
         require_at_least(f"{self.name}: max_iter", self.max_iter, 1)
+
+
+def fit_args(model: FullBatchModel) -> dict:
+    """The keywords of :func:`repair_jax.influence.full_batch.fit_full_batch` that ``model`` fixes."""
+    return {"hidden": tuple(model.hidden), "l2": model.l2, "max_iter": model.max_iter}
 
 
 SOFTMAX_REGRESSION = FullBatchModel("logistic_regression", (), 1e-3, 500)
@@ -178,36 +185,8 @@ def ink_groups(ds) -> tuple[float, dict]:
     return thr, {"heavy-ink (minority)": heavy, "light-ink (majority)": ~heavy}
 
 
-def fit_full_batch(model: FullBatchModel, ds, y_train: np.ndarray, seed: int, *, tol: float = 1e-6,
-                   dtype=None, train_limit: int | None = None):
-    """(loss_fn, params, gradient norm) of ``model`` fit with L-BFGS on the first ``train_limit``
-    points of (train.x, y_train); ``dtype`` casts the initial parameters and data (float64 for the
-    leave-one-out check)."""
-    from repair_jax.classifier import from_linen
-    from repair_jax.influence import ClassifierLoss
-    from repair_jax.influence.loo import minimize_objective
-    from repair_jax.models import create_model, init_variables
-
-    m = create_model("mlp", ds.num_classes, hidden=tuple(model.hidden))
-    params = init_variables(m, jax.random.PRNGKey(seed), ds.input_shape)["params"]
-    loss = ClassifierLoss.from_classifier(from_linen(m, {"params": params}))
-    n = len(y_train) if train_limit is None else min(train_limit, len(y_train))
-    batch = {"x": jnp.asarray(ds.train.x[:n], dtype), "y": jnp.asarray(y_train[:n])}
-    if dtype is not None:
-        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
-    params, gnorm = minimize_objective(loss, params, batch, l2=model.l2, tol=tol, max_iter=model.max_iter)
-    return loss, params, gnorm, batch
-
-
 def class_probs(loss, params, x) -> jax.Array:
     return jax.nn.softmax(loss.logits(params, jnp.asarray(x)))
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 # ----------------------------------------------------------------------------- leave-one-out check
@@ -217,7 +196,7 @@ def _loo_test_point(loss, params, train: dict, one: dict, spec: LooModel, k: int
     """Predicted (-I_up,loss / n, explicit Hessian) vs actual (retrained) change of one test point's
     loss for its ``k`` most influential training points."""
     from repair_jax.influence import influence_up_loss
-    from repair_jax.influence.loo import leave_one_out, pearson
+    from repair_jax.influence.loo import leave_one_out
 
     n = len(train["y"])
     scores, r = influence_up_loss(loss, params, train, one, method="explicit", l2=spec.model.l2,
@@ -233,13 +212,11 @@ def _loo_test_point(loss, params, train: dict, one: dict, spec: LooModel, k: int
 
 def loo_check(spec: LooModel, ds, k: int, seed: int) -> dict:
     """The leave-one-out check of one model (float64; call inside ``jax.enable_x64``)."""
-    from repair_jax.influence.loo import pearson
-
     t0 = time.perf_counter()
     # the MLP objective is non-convex: the damping is added to its Hessian only (Koh & Liang's
     # damped estimate); L-BFGS stops at max_iter if the gradient tolerance is not reached
-    loss, params, gnorm, train = fit_full_batch(spec.model, ds, ds.train.y, seed, tol=1e-8, dtype=jnp.float64,
-                                                train_limit=spec.train_limit)
+    loss, params, gnorm, train = fit_full_batch(ds, ds.train.y, **fit_args(spec.model), seed=seed, tol=1e-8,
+                                                dtype=jnp.float64, train_limit=spec.train_limit)
     test_losses = np.asarray(loss(params, {"x": jnp.asarray(ds.test.x, jnp.float64), "y": jnp.asarray(ds.test.y)}))
     per_point = []
     for ti in np.argsort(-test_losses)[:spec.test_points]:
@@ -268,9 +245,8 @@ def loo_table(rows: list[dict]) -> str:
 
 def plot_loo(path, rows: list[dict]) -> None:
     """Predicted vs actual leave-one-out changes, one panel per model."""
-    from repair_jax.plots import save_figure
+    from repair_jax.plots import plt, save_figure
 
-    plt = _plt()
     fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 4))
     for ax, r in zip(np.atleast_1d(axes), rows):
         p = np.concatenate([t["predicted"] for t in r["test_points"]])
@@ -319,13 +295,12 @@ def pct_change(curve: dict, base: dict) -> dict:
 def sensitivity_records(config: LabelFlipSensitivityStudy, model: FullBatchModel, seed: int) -> list[dict]:
     """The test-time and training-time records of one (model, seed); the flips of both stages draw in
     turn from one generator seeded ``1000 + seed``."""
-    from repair_jax.data import load_dataset
-    from repair_jax.guiding.synthetic import flip_labels
+    from repair_jax.data import flip_labels, load_dataset
 
     ds = load_dataset(config.dataset, seed=seed, train_limit=config.train_limit)
     _, masks = ink_groups(ds)
     rng = np.random.default_rng(1000 + seed)
-    loss, params, _, _ = fit_full_batch(model, ds, ds.train.y, seed)
+    loss, params, _, _ = fit_full_batch(ds, ds.train.y, **fit_args(model), seed=seed)
     p_test = class_probs(loss, params, ds.test.x)
     base = group_ece(p_test, ds.test.y, masks)
     rec = lambda stage, f, e: {"stage": stage, "model": model.name, "seed": seed, "fraction": f, "ece": e,
@@ -335,7 +310,8 @@ def sensitivity_records(config: LabelFlipSensitivityStudy, model: FullBatchModel
     for f in config.fractions:  # training time: refit on flipped training labels, clean test labels
         e = base
         if f != 0:
-            l_f, p_f, _, _ = fit_full_batch(model, ds, flip_labels(ds.train.y, f, ds.num_classes, rng)[0], seed)
+            l_f, p_f, _, _ = fit_full_batch(ds, flip_labels(ds.train.y, f, ds.num_classes, rng)[0], **fit_args(model),
+                                            seed=seed)
             e = group_ece(class_probs(l_f, p_f, ds.test.x), ds.test.y, masks)
         records.append(rec("train", f, e))
     return records
@@ -366,9 +342,8 @@ def sensitivity_table(config: LabelFlipSensitivityStudy, table: dict) -> str:
 
 
 def plot_sensitivity(path, config: LabelFlipSensitivityStudy, table: dict) -> None:
-    from repair_jax.plots import save_figure
+    from repair_jax.plots import plt, save_figure
 
-    plt = _plt()
     gnames = list(next(iter(table.values())))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=False)
     for ax, stage, title in zip(axes, ("test", "train"), ("test-time label flips (Fig. 6-1)",
@@ -427,13 +402,12 @@ def ranking_scores(config: InfluenceRankingStudy, loss, params, train: dict, tes
 
 def ranking_seed(config: InfluenceRankingStudy, seed: int) -> dict:
     """One seed: the fraction of flipped labels among each ranking's top ``config.top``."""
-    from repair_jax.data import load_dataset
-    from repair_jax.guiding.synthetic import flip_labels
+    from repair_jax.data import flip_labels, load_dataset
     from repair_jax.metrics import expected_calibration_error
 
     ds = load_dataset(config.dataset, seed=seed, train_limit=config.train_limit)
     y_noisy, flipped = flip_labels(ds.train.y, config.fraction, ds.num_classes, seed)
-    loss, params, _, train = fit_full_batch(config.model, ds, y_noisy, seed)
+    loss, params, _, train = fit_full_batch(ds, y_noisy, **fit_args(config.model), seed=seed)
     test = {"x": jnp.asarray(ds.test.x), "y": jnp.asarray(ds.test.y)}
     thr, g = ink_groups(ds)
     mask = g["heavy-ink (minority)"].astype(np.float32)
@@ -453,9 +427,8 @@ def ranking_table(config: InfluenceRankingStudy, summary: dict) -> str:
 
 
 def plot_ranking(path, config: InfluenceRankingStudy, summary: dict) -> None:
-    from repair_jax.plots import save_figure
+    from repair_jax.plots import plt, save_figure
 
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     names = list(summary)
     ax.bar(names, [summary[n]["mean"] for n in names], yerr=[summary[n]["std"] for n in names], capsize=4)
@@ -534,12 +507,11 @@ def confusion_removal(config: ConfusionRemovalStudy, dataset: str) -> dict:
     """The removal check on one data set (float64; call inside ``jax.enable_x64``): pairs, ranking and
     predicted / actual changes on the ``select_split``, repair statistics on the test split."""
     from repair_jax.data import load_dataset
-    from repair_jax.influence.loo import pearson, spearman
     from repair_jax.metrics import soft_confusion_matrix, top_pairs, type1conf_matrix
 
     t0 = time.perf_counter()
     ds = load_dataset(dataset, seed=config.seed, train_limit=config.train_limit)
-    loss, params, gnorm, train = fit_full_batch(config.model, ds, ds.train.y, config.seed, tol=1e-8,
+    loss, params, gnorm, train = fit_full_batch(ds, ds.train.y, **fit_args(config.model), seed=config.seed, tol=1e-8,
                                                 dtype=jnp.float64)
     split = lambda s: {"x": jnp.asarray(s.x, jnp.float64), "y": jnp.asarray(s.y)}
     sel, test = split(ds.split(config.select_split)), split(ds.test)

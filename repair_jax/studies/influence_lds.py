@@ -5,7 +5,7 @@ on softmax regression and a one-hidden-layer MLP, on real digits and Fashion-MNI
 training subset for CPU), registered with :func:`repair_jax.experiment.runner`.
 
 Per (data set, model) cell, in float64: fit to convergence on the ``train_limit`` training points
-(full-batch L-BFGS, :func:`repair_jax.studies.influence.fit_full_batch`); draw ``num_subsets`` subsets
+(full-batch L-BFGS, :func:`repair_jax.influence.full_batch.fit_full_batch`); draw ``num_subsets`` subsets
 of ``alpha`` of them; retrain on each (vmapped L-BFGS, warm-started from the fitted parameters: for the
 non-convex MLP this measures the attribution around that solution, not over random initialisations as
 TRAK's retraining from scratch does); record the losses of ``test_points`` test points. The damping of
@@ -28,7 +28,7 @@ import numpy as np
 from repair_jax.errors import UserError, require_at_least
 from repair_jax.experiment import run_cells, runner
 from repair_jax.influence.evaluate import validate_lds_args
-from repair_jax.studies.influence import FullBatchModel
+from repair_jax.studies.influence import FullBatchModel, fit_args
 from repair_jax.io import write_json, write_text
 
 
@@ -73,12 +73,13 @@ def _timed(fn):
 def _cell_setup(config: LdsStudy, dataset: str, model: FullBatchModel, labels=None) -> dict:
     """Fit (float64) on the first ``train_limit`` points (``labels``: noisy training labels) and the damping."""
     from repair_jax.data import load_dataset
-    from repair_jax.studies.influence import fit_full_batch
+    from repair_jax.influence.full_batch import fit_full_batch
     from repair_jax.influence.hvp import damped_operator
 
     ds = load_dataset(dataset, seed=config.seed, train_limit=config.train_limit)
     y = ds.train.y if labels is None else labels
-    loss, params, gnorm, train = fit_full_batch(model, ds, y, config.seed, tol=1e-8, dtype=jnp.float64)
+    loss, params, gnorm, train = fit_full_batch(ds, y, **fit_args(model), seed=config.seed, tol=1e-8,
+                                                dtype=jnp.float64)
     damping = damped_operator(loss, params, train, l2=model.l2, relative_damping=config.relative_damping)[2]
     t = min(config.test_points, len(ds.test))
     test = {"x": jnp.asarray(ds.test.x[:t], jnp.float64), "y": jnp.asarray(ds.test.y[:t])}
@@ -139,7 +140,7 @@ def _method_figures(config: LdsStudy, model: FullBatchModel, s: dict, noisy: dic
 
 def _noisy_setup(config: LdsStudy, dataset: str, model: FullBatchModel, ds) -> dict:
     """The synthetic noisy-label variant: flipped training labels, the refit model, the sampled points."""
-    from repair_jax.guiding.synthetic import flip_labels
+    from repair_jax.data import flip_labels
 
     n = min(config.train_limit, len(ds.train))
     y, flipped = flip_labels(ds.train.y[:n], config.noisy_fraction, ds.num_classes, config.seed + 1)
@@ -181,10 +182,8 @@ def _standardised(a):
 def plot_lds(path, cells: list[dict]) -> None:
     """Predicted vs actual subset outputs, standardised per test point and pooled: one panel per
     (cell, method)."""
-    from repair_jax.studies.influence import _plt
-    from repair_jax.plots import save_figure
+    from repair_jax.plots import plt, save_figure
 
-    plt = _plt()
     methods = list(cells[0]["methods"])
     fig, axes = plt.subplots(len(cells), len(methods), figsize=(2.6 * len(methods), 2.6 * len(cells)),
                              squeeze=False)
