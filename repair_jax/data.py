@@ -136,9 +136,12 @@ def parse_class(spec: str | int, class_names: Sequence[str]) -> int:
     return idx
 
 
-def parse_class_tuple(spec: str | Sequence, class_names: Sequence[str], size: int) -> tuple[int, ...]:
-    """"A,B" (pair) or "A,B,C" (triplet) by index or name -> distinct class indices."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
+def parse_class_tuple(spec: Sequence, class_names: Sequence[str], size: int) -> tuple[int, ...]:
+    """A pair ``(A, B)`` or triplet ``(A, B, C)`` of classes by index or name -> distinct class indices (the
+    command line's ``"A,B"`` is split by :mod:`repair_jax.cli.parsing`)."""
+    if isinstance(spec, str):
+        raise UserError(f"give the classes as a sequence, e.g. ('T-shirt/top', 'Shirt') or (0, 6), got {spec!r}")
+    items = list(spec)
     if len(items) != size:
         kind = {2: "pair", 3: "triplet"}.get(size, f"{size}-tuple")
         raise UserError(f"a {kind} needs {size} classes, got {len(items)} in {spec!r}")

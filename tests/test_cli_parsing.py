@@ -130,3 +130,24 @@ def test_add_config_flags_takes_defaults_and_help_from_the_fields():
     assert helps["steps"] == "how many" and helps["rate"] == "the step size"
     with pytest.raises(SystemExit):
         p.parse_args(["--name", "rmsprop"])
+
+
+@pytest.mark.parametrize("command", ["repair", "irepair", "guide"])
+def test_config_flags_take_their_help_from_the_field_metadata(command):
+    """The help of every flag built from a config field is the field's metadata["help"] (one place)."""
+    import importlib
+
+    parser = build_parser(commands=(command,))
+    sub = next(a for a in parser._actions if getattr(a, "choices", None) and command in a.choices).choices[command]
+    helps = {a.dest: a.help for a in sub._actions}
+    _, configs = CONFIG_FLAGS[command]
+    checked = 0
+    for path, fields in configs:
+        module, name = path.rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+        for dest, field in fields.items():
+            meta = {f.name: f for f in dataclasses.fields(cls)}[field].metadata.get("help")
+            if meta is not None:
+                assert helps[dest] == meta.replace("%", "%%"), f"{command} --{dest}"
+                checked += 1
+    assert checked >= 3

@@ -175,11 +175,13 @@ def test_batching_helpers(rng):
 def test_class_parsing():
     names = ("cat", "dog", "bird")
     assert parse_class("Dog", names) == 1 and parse_class("2", names) == 2
-    assert parse_class_tuple("cat,bird", names, 2) == (0, 2)
+    assert parse_class_tuple(("cat", "bird"), names, 2) == (0, 2) == parse_class_tuple((0, "Bird"), names, 2)
+    with pytest.raises(UserError, match="as a sequence"):  # "A,B" is the command line's, split in repair_jax.cli
+        parse_class_tuple("cat,bird", names, 2)
     with pytest.raises(UserError, match="out of range"):
         parse_class("7", names)
     with pytest.raises(UserError, match="distinct"):
-        parse_class_tuple("cat,0", names, 2)
+        parse_class_tuple(("cat", "0"), names, 2)
     with pytest.raises(UserError, match="unknown class"):
         parse_class("horse", names)
 

@@ -86,7 +86,8 @@ def add_config_flags(p, config_type, fields, help: dict | None = None, **options
     by_name = {f.name: f for f in dataclasses.fields(config_type)}
     for name in fields:
         default = field_default(config_type, name)
-        kw = {"default": default, "help": (help or {}).get(name) or by_name[name].metadata.get("help")}
+        text = (help or {}).get(name) or by_name[name].metadata.get("help")
+        kw = {"default": default, "help": text.replace("%", "%%") if text else None}  # argparse formats help with %
         if isinstance(default, bool):
             kw["action"] = "store_true"
         elif isinstance(default, (int, float)):

@@ -23,15 +23,9 @@ def configure(p) -> None:
     add_out(p, "output directory (guide.json, carving.npz, run/)")
     from repair_jax.guiding import BilevelConfig, GuidingConfig
 
-    add_config_flags(p, BilevelConfig, ["gamma", "fi_weight", "l2"], help={
-        "gamma": "weight of the label-perturbation size", "fi_weight": "weight of the feature-importance match term",
-        "l2": "lower-level L2 (strong convexity; also the L2 of the carved head)"})
-    add_config_flags(p, GuidingConfig, ["tau_nl", "tau_spu", "budget"], help={
-        "tau_nl": "noisy-label tolerance tau_nl", "tau_spu": "spurious-attribution tolerance tau_spu",
-        "budget": "inspection budget b"})
-    add_config_flags(p, BilevelConfig, ["outer_steps", "outer_lr", "inner_maxiter"], help={
-        "outer_steps": "steps of the upper-level (label) problem", "outer_lr": "step size of the upper-level problem",
-        "inner_maxiter": "iteration limit of the lower-level solve"})
+    add_config_flags(p, BilevelConfig, ["gamma", "fi_weight", "l2"])
+    add_config_flags(p, GuidingConfig, ["tau_nl", "tau_spu", "budget"])
+    add_config_flags(p, BilevelConfig, ["outer_steps", "outer_lr", "inner_maxiter"])
 
 
 def run(args) -> int:

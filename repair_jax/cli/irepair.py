@@ -17,11 +17,7 @@ def configure(p) -> None:
     g.add_argument("--classes", nargs="+", default=None, help="several classes (a multi-class repair set)")
     p.add_argument("--repair-size", type=int, required=True, help="misclassified inputs per class (K)")
     p.add_argument("--correct-size", type=int, default=40, help="|C|, uniform over classes")
-    add_config_flags(p, IRepairConfig, ["gamma", "epsilon", "margin", "ub", "lr", "correct_loss", "influence"], help={
-        "gamma": "gamma of the influence score (Algorithm 2 l. 9)", "epsilon": "epsilon of the influence score",
-        "margin": "softmax margin delta for 'repaired' (RQ iii)", "ub": "iteration bound (>= 1)",
-        "lr": "RMSprop learning rate", "correct_loss": "the influence loss of the correct set C",
-        "influence": "Algorithm 1 as in the paper (mean) or per-example mean absolute gradients"},
+    add_config_flags(p, IRepairConfig, ["gamma", "epsilon", "margin", "ub", "lr", "correct_loss", "influence"],
         correct_loss={"choices": list(CORRECT_LOSSES)}, influence={"choices": list(INFLUENCE_VARIANTS)})
     p.add_argument("--baseline", default=None, choices=["retrain", "random", "mm"],
                    help="also run this baseline on the same problems")

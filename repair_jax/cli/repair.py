@@ -20,7 +20,7 @@ def configure(p) -> None:
                    help="all (Zhong et al.'s (2022) WR methods), or a comma-separated subset of orig,orig-ft,w-aug,w-bn,w-os,w-loss,"
                         "w-dbr,i-drop (i-drop: fine-tune without the training points most harmful to the targets, "
                         "by influence; orig and orig-ft are always run: they are the baselines)")
-    add_config_flags(p, RepairConfig, ["seeds"], help={"seeds": "seeds for the selected settings"})
+    add_config_flags(p, RepairConfig, ["seeds"])
     p.add_argument("--epochs", type=int, default=None,
                    help="fine-tuning epochs (default: 1/5 of the run's training epochs, at least 1; Zhong et al. 2022, Sec. 4.1 "
                         "fine-tunes 60 of 300)")
@@ -28,13 +28,7 @@ def configure(p) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's")
     p.add_argument("--rhos", default=",".join(str(r) for r in field_default(RepairConfig, "rhos")),
                    help="the rho grid (Zhong et al. 2022, Sec. 4.4)")
-    add_config_flags(p, RepairConfig, ["lambda1", "lambda2", "lambda2_relative", "select_split"], help={
-        "lambda1": "error reduction that counts as repaired",
-        "lambda2": "accuracy loss allowed: absolute (0.01 = 1 point), or with --lambda2-relative a fraction of "
-                   "orig-ft's accuracy",
-        "lambda2_relative": "read --lambda2 as a fraction of orig-ft's accuracy (Zhong et al. 2022, Sec. 2.2.3: 1%% "
-                            "of it)",
-        "select_split": "split on which rho is selected (numbers are reported on test)"},
+    add_config_flags(p, RepairConfig, ["lambda1", "lambda2", "lambda2_relative", "select_split"],
         select_split={"choices": ["val", "pool", "test"]})
 
 

@@ -18,9 +18,9 @@ class GuidingConfig:
     """tau_nl, tau_spu and the budget b of Algorithm 1, plus the bilevel hyper-parameters."""
 
     bilevel: BilevelConfig = BilevelConfig()
-    tau_nl: float = 0.1
-    tau_spu: float = 0.1
-    budget: int = 50
+    tau_nl: float = dataclasses.field(default=0.1, metadata={"help": 'noisy-label tolerance tau_nl'})
+    tau_spu: float = dataclasses.field(default=0.1, metadata={"help": 'spurious-attribution tolerance tau_spu'})
+    budget: int = dataclasses.field(default=50, metadata={"help": 'inspection budget b'})
     carve_l2: float = 1e-2
 
     def validate(self) -> None:

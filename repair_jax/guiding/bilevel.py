@@ -52,13 +52,14 @@ class LowerLevelNotConverged(RuntimeWarning):
 class BilevelConfig:
     """Hyper-parameters of the bilevel update (gamma, eta as in Adebayo 2022, Sec. 5.2.2)."""
 
-    gamma: float = 1.0           # weight of the label-perturbation size
-    fi_weight: float = 1.0       # eta: weight of the feature-importance match term
-    l2: float = 1e-2             # lower-level L2 (strong convexity)
-    outer_steps: int = 100
-    outer_lr: float = 0.05
+    gamma: float = dataclasses.field(default=1.0, metadata={"help": 'weight of the label-perturbation size'})
+    fi_weight: float = dataclasses.field(default=1.0, metadata={"help": 'weight of the feature-importance match term'})
+    l2: float = dataclasses.field(default=1e-2,
+        metadata={"help": 'lower-level L2 (strong convexity; also the L2 of the carved head)'})
+    outer_steps: int = dataclasses.field(default=100, metadata={"help": 'steps of the upper-level (label) problem'})
+    outer_lr: float = dataclasses.field(default=0.05, metadata={"help": 'step size of the upper-level problem'})
     optimizer: str = "adam"      # adam | sgd (optax)
-    inner_maxiter: int = 500
+    inner_maxiter: int = dataclasses.field(default=500, metadata={"help": 'iteration limit of the lower-level solve'})
     inner_tol: float = 1e-5
     cg_maxiter: int = 200
     cg_tol: float = 1e-8

@@ -26,13 +26,17 @@ class RepairConfig:
     optimizer: str = "adam"
     schedule: str = "constant"
     l2: float = 0.0
-    seeds: int = 5
+    seeds: int = dataclasses.field(default=5, metadata={"help": 'seeds for the selected settings'})
     methods: tuple[str, ...] = WR_METHODS
     rhos: tuple[float, ...] = RHO_GRID
-    lambda1: float = 0.25   # error reduction that counts as a repair (Zhong et al. 2022, Sec. 2.2.3)
-    lambda2: float = 0.01   # accuracy loss allowed for the "repaired" verdict: absolute (1 point) ...
-    lambda2_relative: bool = False  # ... or, if True, a fraction of orig-ft's accuracy (Zhong et al. 2022, Sec. 2.2.3)
-    select_split: str = "val"
+    lambda1: float = dataclasses.field(default=0.25,
+        metadata={"help": 'error reduction that counts as repaired (Zhong et al. 2022, Sec. 2.2.3)'})
+    lambda2: float = dataclasses.field(default=0.01,
+        metadata={"help": "accuracy loss allowed: absolute (0.01 = 1 point), or with lambda2_relative a fraction of orig-ft's accuracy"})
+    lambda2_relative: bool = dataclasses.field(default=False,
+        metadata={"help": "read lambda2 as a fraction of orig-ft's accuracy (Zhong et al. 2022, Sec. 2.2.3: 1% of it)"})
+    select_split: str = dataclasses.field(default="val",
+        metadata={"help": 'split on which rho is selected (numbers are reported on test)'})
     eval_split: str = "test"
 
     def validate(self) -> None:

@@ -175,14 +175,17 @@ class IRepairConfig:
     or "cross_entropy"); ``influence`` the Algorithm 1 variant ("mean" or "mean_abs").
     """
 
-    gamma: float = 1.0
-    epsilon: float = 1e-8
-    ub: int = 5000
-    lr: float = 1e-4
+    gamma: float = dataclasses.field(default=1.0,
+        metadata={"help": 'gamma of the influence score (Henriksen et al. 2022, Algorithm 2 l. 9)'})
+    epsilon: float = dataclasses.field(default=1e-8, metadata={"help": 'epsilon of the influence score'})
+    ub: int = dataclasses.field(default=5000, metadata={"help": 'iteration bound (>= 1)'})
+    lr: float = dataclasses.field(default=1e-4, metadata={"help": 'RMSprop learning rate'})
     optimizer: str = "rmsprop"  # rmsprop | adam | sgd
-    margin: float = 0.0
-    correct_loss: str = "magnitude"
-    influence: str = "mean"
+    margin: float = dataclasses.field(default=0.0, metadata={"help": "softmax margin delta for 'repaired' (RQ iii)"})
+    correct_loss: str = dataclasses.field(default="magnitude",
+        metadata={"help": 'the influence loss of the correct set C'})
+    influence: str = dataclasses.field(default="mean",
+        metadata={"help": 'Algorithm 1 as in the paper (mean) or per-example mean absolute gradients'})
 
     def validate(self) -> None:
         if not self.gamma >= 0:
