@@ -200,6 +200,9 @@ def run_experiment(config: Any, out: str | Path, *, force: bool = False, progres
     write_json(out / EXPERIMENT_JSON, {**meta, "finished": None})
     t0 = time.perf_counter()
     summary = fn(config, out, force=force, progress=progress)
+    from repair_jax.studies.preconditions import write_preconditions
+
+    write_preconditions(out, type(config))  # OUT/preconditions.json, the status line atop the study's tables
     write_json(out / EXPERIMENT_JSON, {**meta, "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(
         timespec="seconds"), "wall_s": round(time.perf_counter() - t0, 1)})
     return summary
