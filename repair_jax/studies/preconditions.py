@@ -16,7 +16,8 @@ Each check is a pure function returning one record ``{"name", "value", "threshol
 :func:`study_preconditions` computes a study's checks from the files it wrote (by config type, see
 :data:`STUDY_CHECKS`); :func:`write_preconditions` writes them to ``OUT/preconditions.json`` and puts
 ``**Preconditions: PASS**`` (or ``FAIL`` / ``not measured``, naming the checks) first in the study's Markdown
-tables. :func:`repair_jax.experiment.run_experiment` calls it after every runner.
+tables. :func:`repair_jax.experiment.run_experiment` calls it after every runner (an :func:`repair_jax.experiment.after_run`
+hook).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from repair_jax import stats
+from repair_jax.experiment import after_run
 
 ALPHA = 0.05
 PRECONDITIONS_JSON = "preconditions.json"
@@ -265,6 +267,7 @@ def with_status_line(text: str, line: str | None) -> str:
     return text if line is None else f"{line}\n\n{text}"
 
 
+@after_run
 def write_preconditions(out: str | Path, config_type) -> list[dict]:
     """Writes ``out/preconditions.json`` (``{"status", "checks"}``) for a study with preconditions and puts the
     status line first in its Markdown tables (every ``out/*.md`` but README.md). Returns the checks."""
