@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test test-real-data venv bench gpu gpu-rehearse docs screenshots clean
+.PHONY: quickstart test test-real-data venv bench gpu gpu-rehearse docs screenshots clean reproduction-status
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 # (Debian's dataset-fashion-mnist, or IDX files under $$REPAIR_JAX_DATA); fails when they are missing
 test-real-data: $(STAMP)
 	REPAIR_JAX_REAL_DATA=1 $(BIN)/python -m pytest -p no:xdist
+
+# docs/reproduction.md and every committed study's preconditions.json, from the committed result files (no rerun)
+reproduction-status: $(STAMP)
+	$(BIN)/python -m repair_jax.studies.status
 
 $(VENV)/.docs-installed: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[test,docs]' -c constraints.txt

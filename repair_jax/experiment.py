@@ -40,6 +40,17 @@ EXPERIMENT_JSON = "experiment.json"
 CONFIGS_DIR = Path("experiments") / "configs"
 
 
+_AFTER_RUN: list[Callable[[Path, type], Any]] = []
+
+
+def after_run(hook: Callable[[Path, type], Any]) -> Callable[[Path, type], Any]:
+    """Registers ``hook(out, config_type)``, called by :func:`run_experiment` after every runner (a floor above
+    the driver adds its step this way, as runners are registered)."""
+    if hook not in _AFTER_RUN:
+        _AFTER_RUN.append(hook)
+    return hook
+
+
 def runner(config_type: type) -> Callable[[Runner], Runner]:
     """Registers ``fn(config, out, *, force, progress) -> summary dict`` as the runner of ``config_type``."""
     def register(fn: Runner) -> Runner:
@@ -200,6 +211,8 @@ def run_experiment(config: Any, out: str | Path, *, force: bool = False, progres
     write_json(out / EXPERIMENT_JSON, {**meta, "finished": None})
     t0 = time.perf_counter()
     summary = fn(config, out, force=force, progress=progress)
+    for hook in _AFTER_RUN:  # e.g. repair_jax.studies.preconditions: OUT/preconditions.json
+        hook(out, type(config))
     write_json(out / EXPERIMENT_JSON, {**meta, "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(
         timespec="seconds"), "wall_s": round(time.perf_counter() - t0, 1)})
     return summary

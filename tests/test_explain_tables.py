@@ -164,6 +164,11 @@ def test_mislabelled_study_smoke_explains_flipped_points_with_both_labels(tmp_pa
     for cells in table.values():
         assert -1 <= cells["ssim"]["mean"] <= 1 and -1 <= cells["rank"]["mean"] <= 1
     assert "SSIM (clean → noisy model)" in (tmp_path / "results.md").read_text()
+    # the Sec. 4.3 precondition is measured over every flipped label and written by the driver
+    assert 0 <= numbers["noisy_fits_all_flipped_labels"] <= 1 and numbers["flipped"] > 0
+    check = json.loads((tmp_path / "preconditions.json").read_text())["checks"][0]
+    assert check["value"] == numbers["noisy_fits_all_flipped_labels"] and check["passed"] is not None
+    assert (tmp_path / "results.md").read_text().startswith("**Preconditions: ")
     for bad in ({"flip_fraction": 0.0}, {"flip_fraction": 1.0}, {"explain_examples": 1}, {"methods": ("nope",)}):
         with pytest.raises(UserError):
             dataclasses.replace(config, **bad).validate()

@@ -208,7 +208,8 @@ def _experiment_meta(directory: Path) -> str:
 def results_page() -> str:
     parts = ["# Results\n", "Generated from the committed result files under `experiments/results/`; "
              "regenerating a result regenerates its section. Run any of them with "
-             "`python -m experiments.run CONFIG` (see the experiments page).\n"]
+             "`python -m experiments.run CONFIG` (see the experiments page). Which source table each result "
+             "reproduces, and whether its preconditions hold: [reproduction status](../reproduction.md).\n"]
     for directory in sorted(p for p in (ROOT / "experiments" / "results").iterdir() if p.is_dir()):
         parts.append(f"\n## {directory.name}\n\n" + _experiment_meta(directory))
         for md in sorted(directory.rglob("*.md")):

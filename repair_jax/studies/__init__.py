@@ -20,11 +20,14 @@ module                 source
 :mod:`.robustness`     Pradhan et al. 2020, Table 1: robustness methods under class imbalance
 :mod:`.bias`           Sharma n.d., Que-2: bias mitigations and WR vs degree of bias
 :mod:`.bias_multimodal`  Sharma n.d., Que-1: the multimodal LSTM-CNN with captions
+:mod:`.preconditions`  the sources' preconditions as checks (Adebayo 2022, Sec. 4.2.1, 4.3; seeds for the tests)
+:mod:`.status`         the reproduction status page (``python -m repair_jax.studies.status``)
 =====================  ============================================================================
 
 ``import repair_jax.studies`` imports every module (so every runner is registered) and exposes the config types.
 """
 
+from repair_jax.studies import preconditions  # noqa: F401  (registers the after-run step writing preconditions.json)
 from repair_jax.studies.bias import BiasMitigationStudy
 from repair_jax.studies.bias_multimodal import MultimodalBiasStudy
 from repair_jax.studies.explain_sanity import CascadingRandomizationStudy

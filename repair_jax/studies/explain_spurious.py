@@ -24,8 +24,8 @@ from repair_jax.explain.pipeline import method_options
 from repair_jax.explain.registry import attribute, parse_methods
 from repair_jax.explain.spurious import SIGNALS, add_signal, ccm, contaminate, fam, fam_gt, k_ssd, spurious_score
 from repair_jax.io import write_json
+from repair_jax.studies.preconditions import NORMAL_THRESHOLD, SPURIOUS_THRESHOLD  # Adebayo 2022, Sec. 4.2.1
 
-SPURIOUS_THRESHOLD, NORMAL_THRESHOLD = 0.85, 0.1  # Adebayo 2022, Sec. 4.2.1, "Model Conditions"
 MEASURES = ("k_ssd", "ccm", "fam", "fam_gt")
 
 

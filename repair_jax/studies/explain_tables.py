@@ -425,6 +425,8 @@ def run_mislabelled_explanation_study(config: MislabelledExplanationStudy, out: 
     curves = similarity_curves(maps)
     numbers = {"clean_test_accuracy": _accuracy(clean, ds.test), "noisy_test_accuracy": _accuracy(noisy, ds.test),
                "noisy_fits_flipped_labels": _accuracy(noisy, Split(x, y_noisy[idx])),
+               "noisy_fits_all_flipped_labels": _accuracy(noisy, Split(ds.train.x[flipped], y_noisy[flipped])),
+               "flipped": int(flipped.sum()),  # Adebayo 2022, Sec. 4.3 precondition (studies.preconditions)
                "noisy_dataset_name": noisy_ds.name, "explained": int(len(idx))}
     table = {m: {k: {"mean": v[1][0], "sem": v[1][1]} for k, v in cm.items()} for m, cm in curves.items()}
     write_json(Path(out) / "results.json", {"numbers": numbers, "table": table})

@@ -1,0 +1,260 @@
+"""The reproduction status page: one row per source table, its headline numbers against ours (issue 29 item 5).
+
+``python -m repair_jax.studies.status`` (``make reproduction-status``) writes ``preconditions.json`` (and the status
+line of the tables) for every committed result of a study with preconditions
+(:func:`repair_jax.studies.preconditions.write_preconditions`, no rerun) and ``docs/reproduction.md`` from the
+committed result files. The source's numbers are quoted in :data:`SOURCE_TABLES` (each with its section); ours,
+the setting, the preconditions and the direction are read from ``experiments/results/<config>/``.
+
+A direction compares the source's claim (the ``claim`` of the row) with ours, per comparison it makes (a data
+set, a method, a repair-set size): ``reproduced`` where every one agrees, ``reversed`` where none does, ``mixed
+(k of n)`` otherwise, and ``not comparable`` where the preconditions fail, the source has no numbers or the
+study was not run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from repair_jax.studies.preconditions import _records, overall, study_preconditions, write_preconditions
+
+RESULTS = Path("experiments") / "results"
+PAGE = Path("docs") / "reproduction.md"
+
+
+def _json(out: Path, name: str):
+    return json.loads((out / name).read_text())
+
+
+def _direction(agree: list[bool]) -> str:
+    if not agree:
+        return "not comparable"
+    k = sum(bool(a) for a in agree)
+    return "reproduced" if k == len(agree) else "reversed" if k == 0 else f"mixed ({k} of {len(agree)})"
+
+
+def _range(values) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def spurious_table4_1(out: Path) -> tuple[str, str]:
+    """Tag setting's K-SSD per method; claim: GBP has the highest K-SSD (Adebayo 2022, Sec. 4.2.2)."""
+    kssd = {m: v["k_ssd"]["mean"] for m, v in _json(out, "table.json")["table"]["tag"].items()}
+    best = max(kssd, key=kssd.get)
+    return (f"K-SSD (tag) {_range(kssd.values())}; highest {best} {kssd[best]:.2f}",
+            _direction([best == "guided_backprop"]))
+
+
+def mislabelled_sec4_3(out: Path) -> tuple[str, str]:
+    """SSIM of clean vs noisy-model attributions; claim: similar, SSIM >= 0.5 (moderate or high similarity by the
+    heuristic of Adebayo 2022, Sec. 4.2.2) for every method."""
+    ssim = [v["ssim"]["mean"] for v in _json(out, "results.json")["table"].values()]
+    return f"SSIM {_range(ssim)} over {len(ssim)} methods", _direction([s >= 0.5 for s in ssim])
+
+
+def ood_table4_4(out: Path) -> tuple[str, str]:
+    """SSIM and rank correlation per method; claim: visual similarity, no ranking similarity (SSIM > RK)."""
+    table = _json(out, "results.json")["table"]
+    ssim, rank = [v["ssim"]["mean"] for v in table.values()], [v["rank"]["mean"] for v in table.values()]
+    return (f"SSIM {_range(ssim)}, RK {_range(rank)} over {len(ssim)} methods",
+            _direction([s > r for s, r in zip(ssim, rank)]))
+
+
+def _means_by_dataset(rows: list[dict], field: str) -> dict:
+    out: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        for method, v in r[field].items():
+            out[r["dataset"]][method].append(v)
+    return {d: {m: float(np.mean(v)) for m, v in ms.items()} for d, ms in out.items()}
+
+
+def guiding_noisy_labels(out: Path) -> tuple[str, str]:
+    """Tables 5.1/5.2: detection and fix AUROC; claim: model guiding above influence functions."""
+    rows = _records(out / "rows.jsonl")
+    parts, agree = [], []
+    for field in ("detect_auroc", "fix_auroc"):
+        for d, m in sorted(_means_by_dataset(rows, field).items()):
+            parts.append(f"{field.split('_')[0]} {d}: MG {m['model_guiding']:.2f}, IF {m['influence']:.2f}")
+            agree.append(m["model_guiding"] > m["influence"])
+    return "; ".join(parts), _direction(agree)
+
+
+def guiding_spurious(out: Path) -> tuple[str, str]:
+    """Tables 5.3/5.4: claim: model guiding above Errors-ERM (AUROC) and above GDRO and ERM (worst group)."""
+    rows = _records(out / "rows.jsonl")
+    auroc, worst = _means_by_dataset(rows, "spurious_auroc"), _means_by_dataset(rows, "worst_group_accuracy")
+    parts, agree = [], []
+    for d in sorted(auroc):
+        a, w = auroc[d], worst[d]
+        parts.append(f"{d}: AUROC MG {a['model_guiding']:.2f} vs Errors-ERM {a['errors_erm']:.2f}, worst group "
+                     f"MG {100 * w['model_guiding']:.1f} vs GDRO {100 * w['group_dro']:.1f}, ERM {100 * w['erm']:.1f}")
+        agree += [a["model_guiding"] > a["errors_erm"], w["model_guiding"] > w["group_dro"],
+                  w["model_guiding"] > w["erm"]]
+    return "; ".join(parts), _direction(agree)
+
+
+def label_flip(out: Path) -> tuple[str, str]:
+    """Figs. 6-1/6-2: claim: the minority group's % change of calibration error exceeds the majority's."""
+    cells: dict = defaultdict(lambda: defaultdict(list))
+    for r in _json(out, "sensitivity.json")["records"]:
+        if r["fraction"] > 0:
+            for group, change in r["pct_change"].items():
+                cells[(r["stage"], r["model"], r["fraction"])]["minority" if "minority" in group else "majority"].append(change)
+    agree = [np.mean(c["minority"]) > np.mean(c["majority"]) for c in cells.values()]
+    return (f"minority change above majority's in {sum(agree)} of {len(agree)} (stage, model, fraction) cells",
+            _direction(agree))
+
+
+def robustness_table1(out: Path) -> tuple[str, str]:
+    """Table 1 has no numbers (a pre-registration): ours only, plain training's balanced accuracy per level."""
+    by: dict = defaultdict(list)
+    for r in _records(out / "results.jsonl"):
+        if r["method"] == "plain":
+            by[(r["model"], r["level"])].append(r["balanced_accuracy"])
+    text = "; ".join(f"{m} {lvl} {np.mean(v):.2f}" for (m, lvl), v in by.items())
+    return f"plain balanced accuracy: {text}", "not comparable (the source has no numbers)"
+
+
+def bias_que2(out: Path) -> tuple[str, str]:
+    """Que-2 table: claim: every technique lowers DOB against the plain network."""
+    dob = {r["name"]: r["dob"] for r in _json(out, "results.json")["table"]}
+    techniques = [t for t in ("augment", "padain_augment", "mtl_augment") if t in dob]
+    return (f"DOB plain {dob['plain']:.3f}, " + ", ".join(f"{t} {dob[t]:.3f}" for t in techniques),
+            _direction([dob[t] < dob["plain"] for t in techniques]))
+
+
+def irepair_table1(out: Path) -> tuple[str, str]:
+    """Table 1: claim: I-REPAIR (gamma = 1) drops accuracy less than retraining, for |R| = 1, 2, 4."""
+    drops: dict = defaultdict(list)
+    for r in _records(out / "table1.jsonl"):
+        drops[(r["method"], r["gamma"], r["repair_size"])].append(100 * r["accuracy_drop"])
+    sizes = [s for s in (1, 2, 4) if drops.get(("retrain", None, s))]
+    ir = {s: np.mean(drops[("irepair", 1.0, s)]) for s in sizes}
+    rt = {s: np.mean(drops[("retrain", None, s)]) for s in sizes}
+    return ("drop (pp) I-REPAIR gamma=1 vs retrain: " + ", ".join(f"|R|={s}: {ir[s]:.2f} vs {rt[s]:.2f}" for s in sizes),
+            _direction([ir[s] < rt[s] for s in sizes]))
+
+
+# (config, source, the source's headline numbers quoted from its text, our reading of the committed results);
+# config None: not run
+SOURCE_TABLES: list[tuple[str | None, str, str, Callable | None]] = [
+    ("explain_spurious_table4_1", "Adebayo 2022, Table 4.1 (Sec. 4.2.2)",
+     "K-SSD 0.47-0.88 for Grad, SG, IG, GBP on Bone Age, Knee, Dog Breeds (Tag setting); GBP highest in every task "
+     "(0.76-0.88)", spurious_table4_1),
+    ("explain_mislabelled_sec4_3", "Adebayo 2022, Sec. 4.3 (Fig. 4-6; App. A.2.1)",
+     "SSIM 0.73-0.99 between clean-model and noisy-model attributions for all methods tested (noisy model: 94.2 % "
+     "training accuracy with 10 % of the labels flipped)", mislabelled_sec4_3),
+    ("explain_ood_table4_4", "Adebayo 2022, Table 4.4 (Sec. 4.5)",
+     "SSIM (FMNIST → MNIST model) 0.41-0.92, rank correlation -0.14-0.51: visual similarity but no ranking "
+     "similarity", ood_table4_4),
+    ("guiding_noisy_labels", "Adebayo 2022, Tables 5.1/5.2 (Sec. 5.3)",
+     "detection AUROC: MG 0.77-0.90, IF 0.73-0.84, DUTI 0.80-0.92; fix AUROC: MG 0.67-0.85, IF 0.60-0.72, "
+     "DUTI 0.69-0.85 (Dog Breeds, Water Birds, Bone Age)", guiding_noisy_labels),
+    ("guiding_spurious", "Adebayo 2022, Tables 5.3/5.4 (Sec. 5.3)",
+     "AUROC: MG 0.84-0.96 vs Errors ERM 0.56-0.77; worst-group accuracy (%): MG 73.0-93.1 vs GDRO 41.3-89.2, "
+     "SSA 48.9-87.1, ERM 21.6-72.6", guiding_spurious),
+    ("label_flip_sensitivity", "Adebayo 2022, Figs. 6-1/6-2 (Sec. 6.3)",
+     "the minority group's % change of calibration error is higher than the majority's on all 6 data sets "
+     "(e.g. Adult: 10 % test label error, 20 % change)", label_flip),
+    ("robustness_fashion_mnist_cpu", "Pradhan et al. 2020, Table 1",
+     "no numbers: Table 1 is the pre-registration's outline of possible results (balanced accuracy and F1 at "
+     "balanced / linear / long-tailed imbalance), every cell '-'", robustness_table1),
+    ("bias_que2_fashion_mnist_cpu", "Sharma n.d., Que-2 table",
+     "DOB: Pyr 0.115, Pyr + Augment 0.087, Pyr + PAdaIN + Augment 0.075, Pyr + MTL + Augment 0.069", bias_que2),
+    ("irepair_table1", "Henriksen et al. 2022, Table 1 (Sec. 5)",
+     "accuracy drop d (pp) on MNIST: I-REPAIR gamma=1 0.13 / 0.15 / 0.18 vs retrain 1.51 / 1.42 / 1.40 for "
+     "|R| = 1 / 2 / 4", irepair_table1),
+    (None, "Zhong et al. 2022, Table 3 (Sec. 5, RQ on two pairs)",
+     "two confused pairs at once: COCO w-loss(0.9) best rank sum, confusion below orig-ft at the 0.01 level; "
+     "CIFAR-10 w-bn(0.9) best rank sum, not significantly below orig-ft", None),
+]
+
+
+def setting(fields: dict) -> str:
+    """Data set, model and seeds of a config record's fields (the I-REPAIR protocol's nested ones too)."""
+    f = {**fields.get("protocol", {}).get("train", {}), **fields.get("protocol", {}), **fields}
+    data = f.get("dataset") or ", ".join(d["name"] if isinstance(d, dict) else str(d) for d in f.get("datasets", []))
+    models = [m["name"] if isinstance(m, dict) else str(m) for m in f.get("models", [])]
+    model = f.get("model") or ", ".join(models) or (
+        "MLP " + ", ".join(str(d.get("hidden")) for d in f.get("datasets", []) if isinstance(d, dict)))
+    seeds = f.get("seeds", 1 if "seed" in f else "?")
+    return f"{data}; {model}; {len(seeds) if isinstance(seeds, list) else seeds} seed(s)"
+
+
+def status_row(config: str | None, source: str, headline: str, ours_fn: Callable | None,
+               results: Path = RESULTS) -> dict:
+    """One row of the page from ``results/<config>`` (its experiment record, result files and preconditions)."""
+    if config is None or not (results / config / "experiment.json").is_file():
+        return {"source": source, "headline": headline, "ours": "not run", "setting": "-",
+                "preconditions": "-", "direction": "not comparable (not run)", "command": "-", "checks": []}
+    out = results / config
+    record = _json(out, "experiment.json")["config"]
+    checks = study_preconditions(record["type"], out)
+    ours, direction = ours_fn(out)
+    status = overall(checks) or "none defined"
+    if status == "FAIL":
+        direction = ("not comparable (preconditions fail; " + (direction[len("not comparable ("):] if direction.startswith(
+            "not comparable (") else f"as measured: {direction})"))
+    return {"source": source, "headline": headline, "ours": ours, "setting": setting(record["fields"]),
+            "preconditions": status, "direction": direction,
+            "command": f"`python -m experiments.run {config}`", "checks": checks}
+
+
+def _check_lines(row: dict) -> list[str]:
+    def fmt(v):
+        return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+    verdict = {True: "PASS", False: "FAIL", None: "not measured"}
+    return [f"- {row['source']}: **{verdict[c['passed']]}** {c['name']}: {fmt(c['value'])} (needs {c['threshold']}; "
+            f"{c['source']}){'; ' + c['detail'] if c['detail'] else ''}" for c in row["checks"]]
+
+
+def reproduction_page(results: Path = RESULTS) -> str:
+    """``docs/reproduction.md``: the rows of :data:`SOURCE_TABLES` from the committed results under ``results``."""
+    rows = [status_row(*entry, results=results) for entry in SOURCE_TABLES]
+    cells = ["source", "source's headline (quoted)", "ours", "setting (data; model; seeds)", "preconditions",
+             "direction", "command"]
+    table = ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+    table += ["| " + " | ".join(r[k].replace("|", "\\|") for k in ("source", "headline", "ours", "setting",
+                                                                 "preconditions", "direction", "command")) + " |"
+              for r in rows]
+    checks = [line for r in rows for line in _check_lines(r)]
+    return "\n".join([
+        "# Reproduction status", "",
+        "Generated by `python -m repair_jax.studies.status` (`make reproduction-status`) from the committed result "
+        "files under `experiments/results/`; do not edit by hand. The source's numbers are quoted from its text "
+        "(`repair_jax.studies.status.SOURCE_TABLES`); ours are read from the result files (see the "
+        "[results page](_generated/results.md)). Our runs are small CPU-size analogues on other data sets and "
+        "models than the sources', so the direction of a claim is compared, not its numbers.", "",
+        "Direction: `reproduced` where every comparison of the source's claim agrees with ours, `reversed` where "
+        "none does, `mixed (k of n)` otherwise; `not comparable` where the preconditions fail (the setting is not "
+        "the source's), the source has no numbers or the study was not run. Preconditions: see the experiments "
+        "page and `repair_jax.studies.preconditions`; `none defined` where the source states none we check.", "",
+        *table, "", "## Precondition checks", "", *checks, ""])
+
+
+def write_committed_preconditions(results: Path = RESULTS) -> list[Path]:
+    """``preconditions.json`` (and the tables' status line) for every committed study with preconditions, from
+    its files (no rerun). Returns the directories written."""
+    written = []
+    for out in sorted(p for p in results.iterdir() if (p / "experiment.json").is_file()):
+        if write_preconditions(out, _json(out, "experiment.json")["config"]["type"]):
+            written.append(out)
+    return written
+
+
+def main(results: Path = RESULTS, page: Path = PAGE) -> int:
+    """``python -m repair_jax.studies.status`` (no options; run from the repository root)."""
+    for out in write_committed_preconditions(results):
+        print(f"wrote {out / 'preconditions.json'}")
+    page.write_text(reproduction_page(results))
+    print(f"wrote {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
