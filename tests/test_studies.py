@@ -130,7 +130,6 @@ def test_committed_table_reproduces_from_its_log(name):
         assert text.strip() == committed.strip(), f"{name}/{file} differs"
 
 
-
 def test_trained_run_is_the_one_train_or_reuse_step(tmp_path):
     """Trains once, reuses the run for the same config and data, refuses another config or other data."""
     import dataclasses
