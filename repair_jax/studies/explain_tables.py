@@ -315,7 +315,7 @@ class OODExplanationStudy:
     explain_examples: int = 190  # Table 4.4's 190 examples
     steps: int = 32
     samples: int = 16
-    upgrade_fields = classmethod(lambda cls, fields: nested_train(fields, TRAIN_FIELDS))
+    upgrade_fields = classmethod(lambda cls, fields: _upgrade_flat_record(fields))
 
     def validate(self) -> None:
         self.train.validate()
@@ -324,6 +324,16 @@ class OODExplanationStudy:
             raise UserError(f"explain_examples must be at least 2, got {self.explain_examples}")
         if self.train.dataset == self.ood_dataset:
             raise UserError(f"ood_dataset must differ from train.dataset ({self.train.dataset!r})")
+
+
+def _upgrade_flat_record(fields: dict) -> dict:
+    """A record of Table 4.4's or Sec. 4.3's study written before issue 28 (the recipe's fields flat, nested into
+    ``train`` now). Those records also predate issue 29's renaming of the thesis's SGradSQ, the square of the
+    SmoothGrad mean (Adebayo 2022, Sec. 3.2), from ``smoothgrad_sq`` to ``smoothgrad_mean_sq`` (``smoothgrad_sq``
+    is now Hooker et al. 2019's mean of squares): their ``smoothgrad_sq`` is today's ``smoothgrad_mean_sq``."""
+    if isinstance(fields, dict) and "train" not in fields and isinstance(fields.get("methods"), list):
+        fields = {**fields, "methods": ["smoothgrad_mean_sq" if m == "smoothgrad_sq" else m for m in fields["methods"]]}
+    return nested_train(fields, TRAIN_FIELDS)
 
 
 def resized_dataset(ds: Dataset, input_shape: tuple) -> Dataset:
@@ -398,7 +408,7 @@ class MislabelledExplanationStudy:
     explain_examples: int = 190
     steps: int = 32
     samples: int = 16
-    upgrade_fields = classmethod(lambda cls, fields: nested_train(fields, TRAIN_FIELDS))
+    upgrade_fields = classmethod(lambda cls, fields: _upgrade_flat_record(fields))
 
     def validate(self) -> None:
         self.train.validate()
