@@ -36,7 +36,7 @@ from repair_jax.models import create_model, init_variables
 from repair_jax.robustness.methods import METHODS
 from repair_jax.studies.robustness import RobustnessStudy
 from repair_jax.robustness.uap import eval_logits_fn, uap_deepfool, uap_sgd
-from repair_jax.train import create_train_state
+from repair_jax.train import TrainConfig, create_train_state
 
 
 def _stepper(method, state, ds, config: RobustnessStudy, batch: dict):
@@ -78,7 +78,8 @@ def _step_times(model_name: str, kwargs: dict, ds, config: RobustnessStudy, roun
     model = create_model(model_name, ds.num_classes, **kwargs)
     variables = init_variables(model, jax.random.PRNGKey(0), ds.input_shape)
     fresh = lambda: create_train_state(model, variables, optax.adam(1e-3))
-    batch = {"x": jnp.asarray(ds.train.x[:config.batch_size]), "y": jnp.asarray(ds.train.y[:config.batch_size])}
+    n_batch = config.train.batch_size
+    batch = {"x": jnp.asarray(ds.train.x[:n_batch]), "y": jnp.asarray(ds.train.y[:n_batch])}
     return interleaved_times({m: _stepper(METHODS[m], fresh(), ds, config, batch) for m in config.methods},
                              rounds, n), fresh
 
@@ -87,16 +88,17 @@ def run(quick: bool = False) -> dict:
     name = "fashion_mnist" if find_fashion_mnist_dir() else "digits"
     kwargs, rounds, n, sizes = ({"width": 8}, 2, 2, (32, 96)) if quick else ({}, 6, 4, (100, 300))
     ds = load_dataset(name, seed=0, train_limit=512)
-    config = RobustnessStudy(dataset=name, batch_size=128)
+    config = RobustnessStudy(train=TrainConfig(dataset=name, batch_size=128))
     t, fresh = _step_times("cnn", kwargs, ds, config, rounds, n)
     out = {}
     if jax.default_backend() != "cpu" and not quick:  # Pradhan et al.'s (2020) ResNet-50 (CIFAR stem) where an accelerator is
         r50, _ = _step_times("resnet50", {}, ds, config, rounds, n)
         out = {"resnet50_step_time_ms": {m: 1e3 * s for m, s in r50.items()},
                "resnet50_step_time_ratio_to_plain": {m: s / r50["plain"] for m, s in r50.items()}}
-    trained, _ = METHODS["plain"].train(fresh(), ds, dataclasses.replace(config, epochs=2), 0)
+    two_epochs = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=2))
+    trained, _ = METHODS["plain"].train(fresh(), ds, two_epochs, 0)
     load = os.getloadavg()[0]
-    return {"dataset": name, "model": "cnn", "model_kwargs": kwargs, "batch_size": config.batch_size,
+    return {"dataset": name, "model": "cnn", "model_kwargs": kwargs, "batch_size": config.train.batch_size,
             "rounds": rounds, "steps_per_round": n, "device": str(jax.devices()[0]), "backend": jax.default_backend(),
             "step_time_ms": {m: 1e3 * s for m, s in t.items()},
             "step_time_ratio_to_plain": {m: s / t["plain"] for m, s in t.items()}, **out,

@@ -146,31 +146,64 @@ MOVED_MODULES = {
 
 def upgraded_record(old: Any, new: Any) -> Any:
     """An older config record in today's terms, for comparison with ``new``: a config type named by the module
-    it moved from takes its new name, and a field added since with the default ``None`` (which keeps the old
-    behaviour, e.g. ``TrainConfig.init_seed``) is filled in."""
+    it moved from takes its new name; a config type that changed its fields since declares how an old record's
+    fields read today, a classmethod ``upgrade_fields(old_fields: dict) -> dict`` (e.g. flat training fields
+    nested into one ``train``, :func:`nested_train`), applied here; and a field added since with the default
+    ``None`` (which keeps the old behaviour, e.g. ``TrainConfig.init_seed``) is filled in."""
     if not (isinstance(old, dict) and isinstance(new, dict)):
         return old
-    out = {k: upgraded_record(v, new.get(k)) for k, v in old.items()}
-    if isinstance(out.get("type"), str) and isinstance(new.get("type"), str):
-        module, name = out["type"].rsplit(".", 1)
+    old = dict(old)
+    if isinstance(old.get("type"), str) and isinstance(new.get("type"), str):
+        module, name = old["type"].rsplit(".", 1)
         if new["type"] in {f"{m}.{name}" for m in MOVED_MODULES.get(module, ())}:
-            out["type"] = new["type"]
+            old["type"] = new["type"]
+        upgrade = getattr(_config_types().get(old["type"]), "upgrade_fields", None)
+        if upgrade is not None and isinstance(old.get("fields"), dict):
+            old["fields"] = upgrade(old["fields"])
+    out = {k: upgraded_record(v, new.get(k)) for k, v in old.items()}
     for k, v in new.items():
         if k not in out and v is None:
             out[k] = None
     return out
 
 
+def upgraded_header(config_type: type) -> Callable[[Any, Any], Any]:
+    """:func:`upgraded_record` for a resumable log whose header is a ``config_type`` instance's fields only
+    (``dataclasses.asdict(config)``): ``upgrade(old_fields, new_fields) -> old_fields in today's terms``."""
+    name = f"{config_type.__module__}.{config_type.__qualname__}"
+    return lambda old, new: upgraded_record({"type": name, "fields": old}, {"type": name, "fields": new})["fields"]
+
+
+def _config_types() -> dict[str, type]:
+    return {f"{c.__module__}.{c.__qualname__}": c for c in _RUNNERS}
+
+
+def nested_train(fields: dict, moved: Sequence[str], **implied: Any) -> dict:
+    """An old record's ``fields`` for a config type whose training recipe became one ``train`` field, a
+    :class:`~repair_jax.train.TrainConfig` (issue 28): the flat fields ``moved`` (those present) over
+    ``implied`` (what the old code gave the rest of the TrainConfig it built, where not TrainConfig's
+    default) become ``train``'s record. A record that has ``train`` already is returned as it is."""
+    from repair_jax.train import TrainConfig
+
+    if not isinstance(fields, dict) or "train" in fields:
+        return fields
+    train = TrainConfig(**{**implied, **{k: fields[k] for k in moved if k in fields}})
+    return {**{k: v for k, v in fields.items() if k not in moved}, "train": to_jsonable(dataclasses.asdict(train))}
+
+
 def run_cells(log_path: str | Path, header: Any, cells: Sequence[tuple], run_cell: Callable[[tuple], dict], *,
               key: Callable[[dict], tuple], force: bool, progress: bool, label: str,
-              note: Callable[[tuple], str] = lambda cell: " ".join(map(str, cell))) -> list[dict]:
+              note: Callable[[tuple], str] = lambda cell: " ".join(map(str, cell)),
+              config_type: type | None = None) -> list[dict]:
     """The studies' one resumable loop: ``run_cell(cell) -> record`` for every cell of ``cells`` (tuples, in
     order) whose record is not yet in the log at ``log_path``; each record is appended as soon as it is done (a
     killed study loses only the cell in progress) and ``key(record)`` must give its cell back. The log is bound
     to ``header`` (the study's config, :class:`repair_jax.io.ResumableJsonl`): a log of another configuration is
-    refused, one written before the studies moved is upgraded first (:func:`upgraded_record`). Returns the
-    records in the order of ``cells``."""
-    log = ResumableJsonl(log_path, header, key=key, force=force, upgrade=upgraded_record)
+    refused, one written before the studies moved is upgraded first (:func:`upgraded_record`; a header that is
+    a config's fields only, ``dataclasses.asdict(config)``, names its ``config_type`` so that the type's
+    ``upgrade_fields`` applies, :func:`upgraded_header`). Returns the records in the order of ``cells``."""
+    upgrade = upgraded_record if config_type is None else upgraded_header(config_type)
+    log = ResumableJsonl(log_path, header, key=key, force=force, upgrade=upgrade)
     with progress_bar(len(cells), label, enabled=progress) as bar:
         for cell in cells:
             if cell not in log:

@@ -121,6 +121,15 @@ class TrainConfig:
         return load_dataset(base, seed=self.seed_for("split"), data_dir=self.data_dir,
                             train_limit=self.train_limit, imbalance=level)
 
+    def require_defaults(self, names: tuple[str, ...], reason: str) -> None:
+        """Refuses a recipe that sets one of ``names`` (fields its user does not read) away from TrainConfig's
+        default, with ``reason`` (what the user reads instead) in the message: it is never quietly ignored."""
+        default = TrainConfig()
+        for name in names:
+            if getattr(self, name) != getattr(default, name):
+                raise UserError(f"train.{name} is not used: {reason}; leave it at its default "
+                                f"({getattr(default, name)!r}), got {getattr(self, name)!r}")
+
     def validate(self) -> None:
         for name in ("seed", "split_seed", "init_seed", "order_seed"):
             if getattr(self, name) is not None:

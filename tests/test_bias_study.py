@@ -21,15 +21,17 @@ CONFIG = "experiments/configs/bias_que2_fashion_mnist.py"
 
 
 def _digits_config(**changes):
-    return dataclasses.replace(load_config(CONFIG, smoke=True), dataset="digits", train_limit=200, model="mlp",
-                               model_kwargs=(("hidden", (16,)),), **changes)
+    config = load_config(CONFIG, smoke=True)
+    train = dataclasses.replace(config.train, dataset="digits", train_limit=200, model="mlp",
+                                model_kwargs={"hidden": (16,)})
+    return dataclasses.replace(config, train=train, **changes)
 
 
 def test_configs_load():
     full, smoke = load_config(CONFIG), load_config(CONFIG, smoke=True)
     assert isinstance(full, BiasMitigationStudy) and isinstance(smoke, BiasMitigationStudy)
-    assert smoke.variants == full.variants and smoke.model == full.model == "pyramidnet"
-    assert smoke.epochs < full.epochs and len(smoke.seeds) < len(full.seeds)
+    assert smoke.variants == full.variants and smoke.train.model == full.train.model == "pyramidnet"
+    assert smoke.train.epochs < full.train.epochs and len(smoke.seeds) < len(full.seeds)
     assert {"wr_w-os", "wr_w-loss"} <= set(full.variants)
     assert study.wr_rhos(full) == study.wr_rhos(smoke) == {"w-os": 0.1, "w-loss": 0.5}
 
@@ -41,7 +43,7 @@ def test_cpu_configs_shrink_the_full_ones_and_share_their_smoke_size(name):
     config's (run by this file's smoke tests, so tests/test_experiments.py leaves them here)."""
     full, cpu = load_config(name), load_config(f"{name}_cpu")
     assert type(cpu) is type(full) and cpu.variants == full.variants and cpu.seeds == full.seeds == (0, 1, 2)
-    assert cpu.epochs < full.epochs and cpu.train_limit < (full.train_limit or 60000)
+    assert cpu.train.epochs < full.train.epochs and cpu.train.train_limit < (full.train.train_limit or 60000)
     assert load_config(f"{name}_cpu", smoke=True) == load_config(name, smoke=True)
 
 
@@ -68,7 +70,7 @@ def test_smoke_config_runs_every_variant_and_resumes(tmp_path, monkeypatch):
     train = study.trained_variant
     monkeypatch.setattr(study, "trained_variant", lambda c, v, s, d: trained.append((v, s)) or train(c, v, s, d))
     config = load_config(CONFIG, smoke=True)
-    assert config.dataset == "digits" and len(config.seeds) == 2
+    assert config.train.dataset == "digits" and len(config.seeds) == 2
     out = tmp_path / "study"
     summary = run_experiment(config, out, progress=False, command="test")
     models = [v for v in config.variants if not v.startswith(study.WR_PREFIX)]
@@ -137,7 +139,7 @@ def test_wr_w_loss_row_is_the_fine_tuned_models(plain_digits):
     config, ds, (state, _, _) = plain_digits
     row = study.run_wr_variant(config, "wr_w-loss", 0, ds, plain_digits[2])
     method = make_method("w-loss", Targets((tuple(row["repaired_pair"]),)), 0.5)
-    cfg = RepairConfig(epochs=config.wr_epochs, lr=config.wr_lr, batch_size=config.batch_size)
+    cfg = RepairConfig(epochs=config.wr_epochs, lr=config.wr_lr, batch_size=config.train.batch_size)
     tuned = fine_tune(method, 0, as_classifier(create_model("mlp", 10, hidden=(16,)),
                                                   {"params": state.params, "batch_stats": state.batch_stats}), ds, cfg)
     want = evaluate_predictions("wr_w-loss", ds.test.y, predict(tuned, ds.test.x)[0], 10, curves=False)

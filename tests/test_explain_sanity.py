@@ -20,7 +20,7 @@ def test_cascading_randomization_smoke_steps_and_bounds(tmp_path):
     config = load_config(CONFIG, smoke=True)
     run_experiment(config, tmp_path, progress=False)
     result = read_json(tmp_path / "results.json")
-    fresh = init_variables(create_model(config.model, 10, **config.model_kwargs), jax.random.PRNGKey(0), (8, 8, 1))
+    fresh = init_variables(create_model(config.train.model, 10, **config.train.model_kwargs), jax.random.PRNGKey(0), (8, 8, 1))
     assert result["layers"] == ["none"] + list(reversed(list(fresh["params"])))  # every layer, top down
     assert set(result["curves"]) == set(config.methods)
     for curves in result["curves"].values():

@@ -34,10 +34,11 @@ def test_spurious_condition_explains_both_models_on_both_inputs():
     from repair_jax.explain import add_signal, attribute, ccm, fam, fam_gt, k_ssd
     from repair_jax.studies.explain_spurious import spurious_condition, train_study_model
 
-    config = dataclasses.replace(load_config("experiments/configs/explain_spurious_table4_1.py", smoke=True),
-                                 epochs=1, methods=("grad",), explain_examples=4)
-    ds = load_dataset(config.dataset, seed=0)
-    normal = train_study_model(config, ds, 0)
+    config = load_config("experiments/configs/explain_spurious_table4_1.py", smoke=True)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=1), methods=("grad",),
+                                 explain_examples=4)
+    ds = load_dataset(config.train.dataset, seed=0)
+    normal = train_study_model(dataclasses.replace(config.train, seed=0), ds)
     cond = spurious_condition(config, ds, normal, "tag", 0)
     x_spu, masks = add_signal("tag", ds.test.x[:4])
     np.testing.assert_array_equal(cond.x_norm, ds.test.x[:4])

@@ -8,6 +8,7 @@ import pytest
 from repair_jax.errors import UserError
 from repair_jax.experiment import load_config, run_experiment
 from repair_jax.studies.robustness import RobustnessStudy, aggregate, check_study
+from repair_jax.train import TrainConfig
 
 
 def test_smoke_config_runs_every_method(tmp_path):
@@ -93,9 +94,9 @@ def test_cpu_and_cifar100_configs_share_the_smoke_path_and_name_their_grids():
     cpu = load_config("experiments/configs/robustness_fashion_mnist_cpu.py")
     full = load_config("experiments/configs/robustness_fashion_mnist.py")
     assert (cpu.models, cpu.methods, cpu.levels, cpu.seeds) == (full.models, full.methods, full.levels, full.seeds)
-    assert len(cpu.seeds) >= 3 and cpu.dataset == "fashion_mnist"
+    assert len(cpu.seeds) >= 3 and cpu.train.dataset == "fashion_mnist"
     cifar = load_config("experiments/configs/robustness_cifar100_lt.py")
-    assert cifar.dataset == "cifar100" and {"resnet50", "squeezenet"} <= set(cifar.models)
+    assert cifar.train.dataset == "cifar100" and {"resnet50", "squeezenet"} <= set(cifar.models)
     check_study(cifar)
 
 
@@ -106,7 +107,7 @@ def test_bad_study_options_are_refused_before_any_work(field, value, words):
     import dataclasses
 
     with pytest.raises(UserError, match=words):
-        dataclasses.replace(RobustnessStudy(dataset="digits", seeds=(0,)), **{field: value}).validate()
+        dataclasses.replace(RobustnessStudy(train=TrainConfig(dataset="digits"), seeds=(0,)), **{field: value}).validate()
 
 
 def test_the_driver_gives_a_bad_norm_bound_one_line_exit_2_and_writes_nothing(tmp_path):
@@ -115,9 +116,9 @@ def test_the_driver_gives_a_bad_norm_bound_one_line_exit_2_and_writes_nothing(tm
     import sys
     from pathlib import Path
 
-    config = dataclasses.replace(RobustnessStudy(dataset="digits", seeds=(0,)), eps_linf=0.0)
+    config = dataclasses.replace(RobustnessStudy(train=TrainConfig(dataset="digits"), seeds=(0,)), eps_linf=0.0)
     path = tmp_path / "bad_config.py"
-    path.write_text("from repair_jax.studies.robustness import RobustnessStudy\n\n"
+    path.write_text("from repair_jax.studies.robustness import RobustnessStudy\nfrom repair_jax.train import TrainConfig\n\n"
                     f"def get_config(smoke=False):\n    return {config!r}\n")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "experiments.run", str(path), "--out", str(out), "--no-progress"],
@@ -146,7 +147,7 @@ def test_every_method_trains_on_003s_standard_augmentation(method):
     from repair_jax.train import create_train_state, train_step_fn
 
     ds = load_dataset("digits", seed=0, train_limit=64)
-    config = RobustnessStudy(dataset="digits", batch_size=32, max_rotation=30.0)
+    config = RobustnessStudy(train=TrainConfig(dataset="digits", batch_size=32), max_rotation=30.0)
     model = create_model("mlp", ds.num_classes, hidden=(16,))
     state = create_train_state(model, init_variables(model, jax.random.PRNGKey(0), ds.input_shape), optax.sgd(0.1))
     state = METHODS[method].init(state, ds, 3)

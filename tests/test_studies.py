@@ -154,3 +154,46 @@ def test_trained_run_is_the_one_train_or_reuse_step(tmp_path):
         trained_run(tmp_path / "run", cfg, dataset=ds)
     with pytest.raises(UserError, match="epochs differs"):
         trained_run(tmp_path / "run", dataclasses.replace(cfg, epochs=2), dataset=flipped)
+
+
+LOGS = sorted(f"{p.parent.name}/{p.name}" for p in RESULTS.glob("*/*.jsonl")
+              if "resumable_config" in json.loads(p.read_text().split("\n", 1)[0]))
+
+
+@pytest.mark.parametrize("log", LOGS)
+def test_committed_log_header_is_accepted_by_todays_config(log, tmp_path):
+    """The header of a committed resumable log (its config's record, or its fields only: dataclasses.asdict) opens
+    with today's config as run_cells opens it, upgrades included: a rerun would resume the log, not refuse it."""
+    import dataclasses
+    import shutil
+
+    from repair_jax.experiment import upgraded_header
+    from repair_jax.io import ResumableJsonl
+
+    name = log.split("/")[0]
+    config = load_config(str(CONFIGS / f"{name}.py"))
+    old = json.loads((RESULTS / log).read_text().split("\n", 1)[0])["resumable_config"]
+    is_record = isinstance(old, dict) and set(old) == {"type", "fields"}
+    header = config_record(config) if is_record else dataclasses.asdict(config)
+    upgrade = upgraded_record if is_record else upgraded_header(type(config))
+    shutil.copy(RESULTS / log, tmp_path / "log.jsonl")
+    opened = ResumableJsonl(tmp_path / "log.jsonl", header, key=lambda r: json.dumps(r, sort_keys=True),
+                            upgrade=upgrade)  # refuses a log of another configuration
+    assert len(opened) > 0
+
+
+def test_flat_training_fields_of_an_old_record_nest_into_train():
+    """A config type that declares upgrade_fields (issue 28: its training recipe became one TrainConfig) reads an
+    old record's flat fields as today's ``train``; a changed value still differs, a today's record stays as it is."""
+    from repair_jax.experiment import upgraded_header
+    from repair_jax.studies.bias import BiasMitigationStudy
+
+    config = load_config(str(CONFIGS / "bias_que2_fashion_mnist_cpu.py"))
+    new = config_record(config)
+    old = json.loads((RESULTS / "bias_que2_fashion_mnist_cpu" / "experiment.json").read_text())["config"]
+    assert "train" not in old["fields"] and first_difference(upgraded_record(old, new), new) is None
+    assert first_difference(upgraded_record(new, new), new) is None
+    changed = {**old, "fields": {**old["fields"], "lr": 0.1}}
+    assert first_difference(upgraded_record(changed, new), new) == "fields.train.lr"
+    fields_only = upgraded_header(BiasMitigationStudy)(old["fields"], new["fields"])
+    assert first_difference(fields_only, new["fields"]) is None

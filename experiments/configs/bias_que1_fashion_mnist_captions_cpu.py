@@ -22,8 +22,10 @@ FULL = str(Path(__file__).with_name("bias_que1_fashion_mnist_captions.py"))
 def get_config(smoke: bool = False) -> MultimodalBiasStudy:
     if smoke:
         return load_config(FULL, smoke=True)
+    full = load_config(FULL)
     return dataclasses.replace(
-        load_config(FULL), train_limit=1000, epochs=3, batch_size=64, embed=16, lstm_hidden=32,
+        full, train=dataclasses.replace(full.train, train_limit=1000, epochs=3, batch_size=64), embed=16,
+        lstm_hidden=32,
         backbone_kwargs=(("resnet18", (("width", 8),)),
                          ("shufflenet_v2", (("stage_channels", (24, 48, 96)), ("stage_repeats", (1, 2, 1)),
                                             ("stem", 16), ("last", 256)))))

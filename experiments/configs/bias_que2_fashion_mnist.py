@@ -12,15 +12,16 @@ Smoke size: the same code path on the digits.
 """
 
 from repair_jax.studies.bias import BiasMitigationStudy
+from repair_jax.train import TrainConfig
 
 
 def get_config(smoke: bool = False) -> BiasMitigationStudy:
     if smoke:  # the same variants and a tiny PyramidNet, one epoch on 400 of the digits (8x8 images: seconds)
-        return BiasMitigationStudy(dataset="digits", train_limit=400, model_kwargs=(("depth", 8), ("alpha", 8)),
-                                   seeds=(0, 1), epochs=1, batch_size=64, head_widths=(0, 16, 8), padain_p=0.5,
-                                   wr_epochs=1)
-    return BiasMitigationStudy(dataset="fashion_mnist", model="pyramidnet",
-                               model_kwargs=(("depth", 20), ("alpha", 48)), seeds=(0, 1, 2), epochs=15,
-                               batch_size=128, optimizer="sgd", lr=0.05, padain_p=0.01,
+        train = TrainConfig(dataset="digits", train_limit=400, model="pyramidnet",
+                            model_kwargs={"depth": 8, "alpha": 8}, epochs=1, batch_size=64, optimizer="sgd", lr=0.05)
+        return BiasMitigationStudy(train=train, seeds=(0, 1), head_widths=(0, 16, 8), padain_p=0.5, wr_epochs=1)
+    train = TrainConfig(dataset="fashion_mnist", model="pyramidnet", model_kwargs={"depth": 20, "alpha": 48},
+                        epochs=15, batch_size=128, optimizer="sgd", lr=0.05)
+    return BiasMitigationStudy(train=train, seeds=(0, 1, 2), padain_p=0.01,
                                head_widths=(0, 128, 64), head_alphas=(1.0, 1.0, 1.0),
                                wr_rhos=(("w-os", 0.1), ("w-loss", 0.5)), wr_epochs=5, wr_lr=1e-4)

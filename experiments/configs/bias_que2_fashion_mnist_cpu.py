@@ -21,5 +21,7 @@ FULL = str(Path(__file__).with_name("bias_que2_fashion_mnist.py"))
 def get_config(smoke: bool = False) -> BiasMitigationStudy:
     if smoke:
         return load_config(FULL, smoke=True)
-    return dataclasses.replace(load_config(FULL), train_limit=1000, model_kwargs=(("depth", 8), ("alpha", 8)),
-                               epochs=3, batch_size=64, head_widths=(0, 64, 32), wr_epochs=3)
+    full = load_config(FULL)
+    train = dataclasses.replace(full.train, train_limit=1000, model_kwargs={"depth": 8, "alpha": 8}, epochs=3,
+                                batch_size=64)
+    return dataclasses.replace(full, train=train, head_widths=(0, 64, 32), wr_epochs=3)

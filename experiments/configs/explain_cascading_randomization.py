@@ -11,11 +11,12 @@ GPU size: ``model_kwargs={"width": 32}``, ``epochs=10``, ``train_limit=None``, `
 """
 
 from repair_jax.studies.explain_sanity import CascadingRandomizationStudy
+from repair_jax.train import TrainConfig
 
 
 def get_config(smoke: bool = False) -> CascadingRandomizationStudy:
     if smoke:
-        return CascadingRandomizationStudy(dataset="digits", model="mlp", model_kwargs={"hidden": (32, 16)}, epochs=1,
-                                           train_limit=None, methods=("grad", "guided_backprop", "patternnet"),
+        train = TrainConfig(dataset="digits", model="mlp", model_kwargs={"hidden": (32, 16)}, epochs=1, lr=1e-3)
+        return CascadingRandomizationStudy(train=train, methods=("grad", "guided_backprop", "patternnet"),
                                            explain_examples=4, steps=4, samples=2)
     return CascadingRandomizationStudy()

@@ -12,12 +12,14 @@ The default is the CPU size (Table 4.1's models: 6k training images, CNN width 8
 
 from repair_jax.studies.explain_spurious import SpuriousAttributionStudy
 from repair_jax.studies.explain_tables import SpuriousConceptStudy
+from repair_jax.train import TrainConfig
 
 
 def get_config(smoke: bool = False) -> SpuriousConceptStudy:
     if smoke:
-        models = SpuriousAttributionStudy(dataset="digits", model="mlp", model_kwargs={"hidden": (32,)}, epochs=2,
-                                          lr=3e-3, train_limit=300, signals=("stripe",), methods=(),
+        train = TrainConfig(dataset="digits", model="mlp", model_kwargs={"hidden": (32,)}, epochs=2, lr=3e-3,
+                            train_limit=300)
+        models = SpuriousAttributionStudy(train=train, signals=("stripe",), methods=(),
                                           explain_examples=8, seeds=(0,))
         return SpuriousConceptStudy(models=models, layer="Dense_0", concepts=(1,), concept_examples=10,
                                     random_sets=3)

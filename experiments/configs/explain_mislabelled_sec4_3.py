@@ -11,11 +11,13 @@ gradient and modified back-propagation methods). GPU size: ``model_kwargs={"widt
 """
 
 from repair_jax.studies.explain_tables import MislabelledExplanationStudy
+from repair_jax.train import TrainConfig
 
 
 def get_config(smoke: bool = False) -> MislabelledExplanationStudy:
     if smoke:
-        return MislabelledExplanationStudy(model="mlp", model_kwargs={"hidden": (32,)}, epochs=2, lr=3e-3,
-                                           train_limit=300, methods=("grad", "guided_backprop"),
+        train = TrainConfig(dataset="fashion_mnist", model="mlp", model_kwargs={"hidden": (32,)}, epochs=2, lr=3e-3,
+                            train_limit=300)
+        return MislabelledExplanationStudy(train=train, methods=("grad", "guided_backprop"),
                                            explain_examples=4, steps=4, samples=2)
     return MislabelledExplanationStudy()

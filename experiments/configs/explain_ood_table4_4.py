@@ -11,11 +11,13 @@ back-propagation methods (LIME / KernelSHAP left out for time), 190 inputs. GPU 
 """
 
 from repair_jax.studies.explain_tables import OODExplanationStudy
+from repair_jax.train import TrainConfig
 
 
 def get_config(smoke: bool = False) -> OODExplanationStudy:
     if smoke:
-        return OODExplanationStudy(model="mlp", model_kwargs={"hidden": (32,)}, epochs=2, ood_epochs=2, lr=3e-3,
-                                   train_limit=300,
-                                   methods=("grad", "guided_backprop"), explain_examples=4, steps=4, samples=2)
+        train = TrainConfig(dataset="fashion_mnist", model="mlp", model_kwargs={"hidden": (32,)}, epochs=2, lr=3e-3,
+                            train_limit=300)
+        return OODExplanationStudy(train=train, ood_epochs=2, methods=("grad", "guided_backprop"), explain_examples=4,
+                                   steps=4, samples=2)
     return OODExplanationStudy()

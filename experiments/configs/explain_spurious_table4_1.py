@@ -9,12 +9,14 @@ thesis trains 5 seeds per condition and reports SEMs over 190 inputs in Table 4.
 """
 
 from repair_jax.studies.explain_spurious import SpuriousAttributionStudy
+from repair_jax.train import TrainConfig
 
 
 def get_config(smoke: bool = False) -> SpuriousAttributionStudy:
     if smoke:
-        return SpuriousAttributionStudy(dataset="digits", model="mlp", model_kwargs={"hidden": (32,)}, epochs=6,
-                                        lr=3e-3, signals=("tag", "stripe"), methods=("grad", "guided_backprop"),
+        train = TrainConfig(dataset="digits", model="mlp", model_kwargs={"hidden": (32,)}, epochs=6, lr=3e-3)
+        return SpuriousAttributionStudy(train=train, signals=("tag", "stripe"), methods=("grad", "guided_backprop"),
                                         explain_examples=8, steps=8, samples=4, seeds=(0,))
-    return SpuriousAttributionStudy(dataset="fashion_mnist", model="cnn", model_kwargs={"width": 8}, epochs=3,
-                                    train_limit=6000, explain_examples=50, seeds=(0,))
+    train = TrainConfig(dataset="fashion_mnist", model="cnn", model_kwargs={"width": 8}, epochs=3, lr=1e-3,
+                        train_limit=6000)
+    return SpuriousAttributionStudy(train=train, explain_examples=50, seeds=(0,))

@@ -12,12 +12,14 @@ no train_limit, ``explain_examples=190``.
 
 from repair_jax.studies.explain_spurious import SpuriousAttributionStudy
 from repair_jax.studies.explain_tables import SpuriousTrainingRankingStudy
+from repair_jax.train import TrainConfig
 
 
 def get_config(smoke: bool = False) -> SpuriousTrainingRankingStudy:
     if smoke:
-        models = SpuriousAttributionStudy(dataset="digits", model="mlp", model_kwargs={"hidden": (32,)}, epochs=2,
-                                          lr=3e-3, train_limit=300, signals=("stripe",), methods=(),
+        train = TrainConfig(dataset="digits", model="mlp", model_kwargs={"hidden": (32,)}, epochs=2, lr=3e-3,
+                            train_limit=300)
+        models = SpuriousAttributionStudy(train=train, signals=("stripe",), methods=(),
                                           explain_examples=8, seeds=(0,))
         return SpuriousTrainingRankingStudy(models=models, top=5)
     return SpuriousTrainingRankingStudy()

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from repair_jax.experiment import load_config
 from repair_jax.studies.robustness import RobustnessStudy
+from repair_jax.train import TrainConfig
 
 
 def get_config(smoke: bool = False) -> RobustnessStudy:
     if smoke:
         return load_config(str(Path(__file__).with_name("robustness_fashion_mnist.py")), smoke=True)
-    return RobustnessStudy(dataset="cifar100", models=("cnn", "resnet50", "squeezenet"), epochs=30,
-                           eps_linf=8 / 255)
+    return RobustnessStudy(train=TrainConfig(dataset="cifar100", epochs=30, batch_size=128),
+                           models=("cnn", "resnet50", "squeezenet"), eps_linf=8 / 255)

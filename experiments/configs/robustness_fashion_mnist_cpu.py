@@ -14,11 +14,13 @@ from pathlib import Path
 
 from repair_jax.experiment import load_config
 from repair_jax.studies.robustness import RobustnessStudy
+from repair_jax.train import TrainConfig
 
 
 def get_config(smoke: bool = False) -> RobustnessStudy:
     if smoke:
         return load_config(str(Path(__file__).with_name("robustness_fashion_mnist.py")), smoke=True)
-    return RobustnessStudy(dataset="fashion_mnist", train_limit=2000, epochs=3, uap_examples=500,
+    return RobustnessStudy(train=TrainConfig(dataset="fashion_mnist", train_limit=2000, epochs=3, batch_size=128),
+                           uap_examples=500,
                            model_kwargs=(("cnn", (("width", 16), ("dense", 64))),
                                          ("squeezenet", (("width_mult", 0.5),))))

@@ -2,12 +2,14 @@
 objectives and steps of :mod:`.augment`, :mod:`.augmix` and :mod:`.adversarial`; :data:`METHODS` names them.
 
 A method's ``make_step(config, seed)`` reads the options it needs from ``config`` by name (``max_rotation``;
-``eps_linf`` for SAT/UAT; ``eps_noise_l2`` for ANT) and ``train`` reads ``dataset``, ``epochs`` and ``batch_size``:
-any object with those fields (the robustness study's config is one).
+``eps_linf`` for SAT/UAT; ``eps_noise_l2`` for ANT) and ``train`` reads ``config.train``, a
+:class:`~repair_jax.train.TrainConfig` (its epochs and batch size; ``seed`` replaces its seed, which orders the
+batches): any object with those fields (the robustness study's config is one).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, NamedTuple
 
 from repair_jax.data import Dataset
@@ -37,7 +39,7 @@ class RobustMethod(NamedTuple):
 
 
 def _train_config(config, seed: int) -> TrainConfig:
-    return TrainConfig(dataset=config.dataset, epochs=config.epochs, batch_size=config.batch_size, seed=seed)
+    return dataclasses.replace(config.train, seed=seed)
 
 
 def _with_objective(make_objective):

@@ -32,8 +32,9 @@ import numpy as np
 
 from repair_jax.bias.compare import AVERAGE_COLUMNS, evaluate_predictions
 from repair_jax.errors import UserError
-from repair_jax.experiment import run_cells, runner
+from repair_jax.experiment import nested_train, run_cells, runner
 from repair_jax.io import write_json, write_text
+from repair_jax.train import TrainConfig
 
 VARIANTS = ("plain", "augment", "padain_augment", "mtl_augment")
 WR_PREFIX = "wr_"  # a variant "wr_<method>": WR method <method> applied to the plain model
@@ -43,19 +44,15 @@ WR_VARIANTS = ("wr_w-os", "wr_w-loss")
 @dataclasses.dataclass(frozen=True)
 class BiasMitigationStudy:
     """One table of Sharma n.d., Que-2: ``variants`` (of :data:`VARIANTS`, or ``wr_<method>`` of a WR method
-    with a rho) x ``seeds`` on ``dataset``; ``wr_rhos`` gives each WR method its rho in (0, 1),
-    ``wr_epochs`` / ``wr_lr`` the fine-tuning of the methods that fine-tune."""
+    with a rho) x ``seeds``, each trained with the recipe ``train`` (its data set, backbone, epochs, optimizer, ...;
+    each seed replaces its ``seed``, which also splits the data); ``wr_rhos`` gives each WR method its rho in (0, 1),
+    ``wr_epochs`` / ``wr_lr`` the fine-tuning of the methods that fine-tune (batch size ``train.batch_size``)."""
 
-    dataset: str = "fashion_mnist"
-    train_limit: int | None = None
-    model: str = "pyramidnet"
-    model_kwargs: tuple = (("depth", 20), ("alpha", 48))
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
+        dataset="fashion_mnist", model="pyramidnet", model_kwargs={"depth": 20, "alpha": 48}, epochs=15,
+        batch_size=128, optimizer="sgd", lr=0.05))
     variants: tuple = VARIANTS + WR_VARIANTS
     seeds: tuple = (0, 1, 2)
-    epochs: int = 15
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.05
     padain_p: float = 0.01
     head_losses: tuple = ("ce", "kl", "l2")
     head_widths: tuple = (0, 128, 64)
@@ -71,9 +68,19 @@ class BiasMitigationStudy:
         from repair_jax.bias.mtl import check_heads
         from repair_jax.padain import check_padain_p
 
+        self.train.validate()
         check_padain_p(self.padain_p)
         check_heads(self.head_losses, self.head_alphas, self.head_widths)
         wr_rhos(self)
+
+    @classmethod
+    def upgrade_fields(cls, fields: dict) -> dict:
+        """A record written before the recipe became ``train`` (:func:`repair_jax.experiment.upgraded_record`):
+        ``model_kwargs`` was a tuple of (name, value) pairs."""
+        if isinstance(fields, dict) and "train" not in fields and "model_kwargs" in fields:
+            fields = {**fields, "model_kwargs": dict(fields["model_kwargs"])}
+        return nested_train(fields, ("dataset", "train_limit", "model", "model_kwargs", "epochs", "batch_size",
+                                     "optimizer", "lr"))
 
 
 def _build(config: BiasMitigationStudy, variant: str, num_classes: int):
@@ -83,14 +90,14 @@ def _build(config: BiasMitigationStudy, variant: str, num_classes: int):
     from repair_jax.models import create_model
     from repair_jax.objectives import erm_objective
 
-    kw = dict(config.model_kwargs)
+    kw = dict(config.train.model_kwargs)
     if variant == "padain_augment":
         kw["padain_p"] = config.padain_p
     if variant == "mtl_augment":
-        model = multi_head_model(config.model, num_classes, config.head_widths, **kw)
+        model = multi_head_model(config.train.model, num_classes, config.head_widths, **kw)
         objective = mtl_objective(config.head_losses, config.head_alphas)
     else:
-        model = create_model(config.model, num_classes, **kw)
+        model = create_model(config.train.model, num_classes, **kw)
         objective = erm_objective
     if variant != "plain":
         objective = augmented_objective(objective, seed=0, max_degrees=config.max_degrees)
@@ -102,13 +109,11 @@ def trained_variant(config: BiasMitigationStudy, variant: str, seed: int, datase
     the test split, plus ``head_accuracies`` for the multi-head variant."""
     from repair_jax.bias.mtl import head_accuracies, predict_heads
     from repair_jax.models import init_variables
-    from repair_jax.train import TrainConfig, create_train_state, fit, make_optimizer, predict, steps_per_epoch
+    from repair_jax.train import create_train_state, fit, make_optimizer, predict, steps_per_epoch
 
-    cfg = TrainConfig(dataset=config.dataset, model=config.model, epochs=config.epochs,
-                      batch_size=config.batch_size, optimizer=config.optimizer, lr=config.lr, seed=seed,
-                      train_limit=config.train_limit)
+    cfg = dataclasses.replace(config.train, seed=seed)
     model, objective = _build(config, variant, dataset.num_classes)
-    variables = jax.jit(lambda k: init_variables(model, k, dataset.input_shape))(jax.random.PRNGKey(seed))
+    variables = jax.jit(lambda k: init_variables(model, k, dataset.input_shape))(jax.random.PRNGKey(cfg.seed_for("init")))
     tx = make_optimizer(cfg, cfg.epochs * steps_per_epoch(cfg, len(dataset.train)))
     state, history = fit(create_train_state(model, variables, tx), dataset, cfg, objective=objective,
                          progress=progress)
@@ -166,7 +171,7 @@ def run_wr_variant(config: BiasMitigationStudy, variant: str, seed: int, dataset
     method = make_method(name, targets, wr_rhos(config)[name])
     if method.fine_tunes:
         model = _build(config, "plain", dataset.num_classes)[0]
-        cfg = RepairConfig(epochs=config.wr_epochs, lr=config.wr_lr, batch_size=config.batch_size)
+        cfg = RepairConfig(epochs=config.wr_epochs, lr=config.wr_lr, batch_size=config.train.batch_size)
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         logits, _ = predict(fine_tune(method, seed, as_classifier(model, variables), dataset, cfg), dataset.test.x)
     y = dataset.test.y
@@ -272,11 +277,8 @@ def _wr_notes(table: list[dict]) -> list[str]:
 def run_bias_study(config: BiasMitigationStudy, out: Path, *, force: bool, progress: bool) -> dict:
     """Runs every (variant, seed) not yet in OUT/runs.jsonl; writes results.json, results.md, comparison.png.
     The plain model of a seed is trained once and serves its row and the WR rows of that seed."""
-    from repair_jax.data import load_dataset
-
     config.validate()
-    load = functools.lru_cache(None)(lambda s: load_dataset(config.dataset, seed=s,
-                                                            train_limit=config.train_limit))
+    load = functools.lru_cache(None)(lambda s: dataclasses.replace(config.train, seed=s).load_dataset())
     plain = functools.lru_cache(None)(lambda s: trained_variant(config, "plain", s, load(s)))
 
     def run_one(variant: str, seed: int) -> dict:
@@ -295,7 +297,8 @@ def sweep(config, out: Path, run_one, class_names, *, force: bool, progress: boo
 
     rows = run_cells(Path(out) / "runs.jsonl", dataclasses.asdict(config),
                      [(v, s) for v in config.variants for s in config.seeds], lambda cell: run_one(*cell),
-                     key=lambda r: (r["variant"], r["seed"]), force=force, progress=progress, label=title)
+                     key=lambda r: (r["variant"], r["seed"]), force=force, progress=progress, label=title,
+                     config_type=type(config))
     table = summarize_study(rows, config.variants)
     names = list(class_names())
     write_json(Path(out) / "results.json", {"class_names": names, "table": table})

@@ -23,41 +23,44 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from repair_jax.data import load_dataset
 from repair_jax.errors import UserError
-from repair_jax.experiment import runner
+from repair_jax.experiment import nested_train, runner
 from repair_jax.explain.patterns import fit_patterns
 from repair_jax.explain.pipeline import PATTERN_METHODS, method_options
 from repair_jax.explain.plots import heat_map
 from repair_jax.explain.randomization import cascading_randomization, rank_correlation
 from repair_jax.explain.registry import attribute, parse_methods
 from repair_jax.explain.spurious import explanation_ssim
-from repair_jax.studies.explain_spurious import train_study_model
+from repair_jax.studies.explain_spurious import study_dataset, train_study_model
 from repair_jax.io import write_json, write_text
 from repair_jax.models import create_model, init_variables
 from repair_jax.plots import plt, save_figure
 from repair_jax.progress import progress as progress_bar
+from repair_jax.train import TrainConfig
 
 MEASURES = ("ssim", "rank")
 
 
 @dataclasses.dataclass(frozen=True)
 class CascadingRandomizationStudy:
-    dataset: str = "fashion_mnist"
-    model: str = "cnn"
-    model_kwargs: dict = dataclasses.field(default_factory=lambda: {"width": 8})
-    epochs: int = 3
-    lr: float = 1e-3
-    train_limit: int | None = 6000
+    """``train``: the recipe of the one model (its seed the training seed) and its data set (split with its
+    split seed, 0 when unset); ``random_seed`` the re-initialisation's."""
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
+        dataset="fashion_mnist", model="cnn", model_kwargs={"width": 8}, epochs=3, lr=1e-3, train_limit=6000))
     methods: tuple = ("grad", "input_x_grad", "ig", "smoothgrad", "guided_backprop", "gradcam", "patternnet",
                       "pattern_attribution", "deep_taylor")
     explain_examples: int = 50
     steps: int = 32
     samples: int = 16
-    seed: int = 0
     random_seed: int = 1
 
+    @classmethod
+    def upgrade_fields(cls, fields: dict) -> dict:
+        """A record written before the recipe became ``train`` (:func:`repair_jax.experiment.upgraded_record`)."""
+        return nested_train(fields, ("dataset", "model", "model_kwargs", "epochs", "lr", "train_limit", "seed"))
+
     def validate(self) -> None:
+        self.train.validate()
         parse_methods(",".join(self.methods))
         if self.explain_examples < 1:
             raise UserError(f"explain_examples must be at least 1, got {self.explain_examples}")
@@ -127,8 +130,8 @@ def plot_maps(image: np.ndarray, maps: dict, layers: list[str], path: Path) -> N
 
 def results_markdown(curves: dict, layers: list[str], config) -> str:
     """One table per measure: method rows, randomisation-step columns, ``mean ± SEM``."""
-    lines = [f"# Cascading randomisation (Adebayo 2022, Sec. 4.4): {config.dataset}, {config.model} "
-             f"{config.model_kwargs}, {config.explain_examples} test inputs", ""]
+    lines = [f"# Cascading randomisation (Adebayo 2022, Sec. 4.4): {config.train.dataset}, {config.train.model} "
+             f"{config.train.model_kwargs}, {config.explain_examples} test inputs", ""]
     for measure in MEASURES:
         lines += [f"## {measure} vs the trained model's maps (columns: re-initialised down to)", "",
                   "| method | " + " | ".join(layers) + " |", "|---" * (len(layers) + 1) + "|"]
@@ -147,9 +150,9 @@ def _finite(value: float) -> float | None:
 def run_cascading_randomization(config: CascadingRandomizationStudy, out: Path, *, force: bool,
                                 progress: bool) -> dict:
     config.validate()
-    ds = load_dataset(config.dataset, seed=0, train_limit=config.train_limit)
-    model = train_study_model(config, ds, config.seed)
-    fresh = init_variables(create_model(config.model, ds.num_classes, **config.model_kwargs),
+    ds = study_dataset(config.train)
+    model = train_study_model(config.train, ds)
+    fresh = init_variables(create_model(config.train.model, ds.num_classes, **config.train.model_kwargs),
                            jax.random.PRNGKey(config.random_seed), ds.input_shape)["params"]
     steps = randomization_steps(model.params, fresh)
     x = ds.test.x[:config.explain_examples]

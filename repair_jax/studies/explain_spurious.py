@@ -17,26 +17,28 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from repair_jax.data import Split, load_dataset
-from repair_jax.experiment import SharedStep, run_cells, runner
+from repair_jax.data import Split
+from repair_jax.experiment import SharedStep, nested_train, run_cells, runner
 from repair_jax.explain.model_fn import eval_apply_fn
 from repair_jax.explain.pipeline import method_options
 from repair_jax.explain.registry import attribute, parse_methods
 from repair_jax.explain.spurious import SIGNALS, add_signal, ccm, contaminate, fam, fam_gt, k_ssd, spurious_score
 from repair_jax.io import write_json
 from repair_jax.studies.preconditions import NORMAL_THRESHOLD, SPURIOUS_THRESHOLD  # Adebayo 2022, Sec. 4.2.1
+from repair_jax.train import TrainConfig
 
 MEASURES = ("k_ssd", "ccm", "fam", "fam_gt")
 
 
+TRAIN_FIELDS = ("dataset", "model", "model_kwargs", "epochs", "lr", "train_limit")  # flat before issue 28
+
+
 @dataclasses.dataclass(frozen=True)
 class SpuriousAttributionStudy:
-    dataset: str = "fashion_mnist"
-    model: str = "cnn"
-    model_kwargs: dict = dataclasses.field(default_factory=lambda: {"width": 16})
-    epochs: int = 5
-    lr: float = 1e-3
-    train_limit: int | None = None
+    """``train``: the recipe of every model (normal and spurious) and its data set (split with its split seed,
+    0 when unset); each seed of ``seeds`` replaces its ``seed``."""
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
+        dataset="fashion_mnist", model="cnn", model_kwargs={"width": 16}, epochs=5, lr=1e-3))
     signals: tuple = SIGNALS
     aligned_class: int = 0
     methods: tuple = ("grad", "smoothgrad", "ig", "guided_backprop")
@@ -44,6 +46,15 @@ class SpuriousAttributionStudy:
     steps: int = 32
     samples: int = 16
     seeds: tuple = (0, 1, 2)
+
+    def validate(self) -> None:
+        self.train.validate()
+        parse_methods(",".join(self.methods))
+
+    @classmethod
+    def upgrade_fields(cls, fields: dict) -> dict:
+        """A record written before the recipe became ``train`` (:func:`repair_jax.experiment.upgraded_record`)."""
+        return nested_train(fields, TRAIN_FIELDS)
 
 
 class StudyModel(NamedTuple):
@@ -69,13 +80,18 @@ class SpuriousCondition(NamedTuple):
     measures: dict
 
 
-def train_study_model(config: SpuriousAttributionStudy, dataset, seed: int) -> StudyModel:
-    """Trains ``config``'s model on ``dataset`` (normal, or contaminated by the caller) with ``seed``."""
-    from repair_jax.train import TrainConfig, predict, predict_labels, train_model
+def study_dataset(train: TrainConfig):
+    """The data set of a Ch. 4 study's recipe ``train``: split with its split seed, 0 when unset (one split,
+    whatever the training seed)."""
+    return dataclasses.replace(train, split_seed=0 if train.split_seed is None else train.split_seed).load_dataset()
 
-    cfg = TrainConfig(dataset=config.dataset, model=config.model, model_kwargs=dict(config.model_kwargs),
-                      epochs=config.epochs, lr=config.lr, seed=seed, train_limit=config.train_limit)
-    _, state, _, _ = train_model(cfg, dataset=dataset, progress=False)
+
+def train_study_model(train: TrainConfig, dataset) -> StudyModel:
+    """Trains the recipe ``train`` (its model, seed, epochs, ...) on ``dataset`` (normal, or contaminated by
+    the caller)."""
+    from repair_jax.train import predict, predict_labels, train_model
+
+    _, state, _, _ = train_model(train, dataset=dataset, progress=False)
     apply_fn, params = eval_apply_fn(state)
     return StudyModel(apply_fn, params, lambda x: predict_labels(state, x), lambda x: predict(state, x)[1])
 
@@ -85,7 +101,7 @@ def train_spurious_model(config: SpuriousAttributionStudy, dataset, signal: str,
     ``(model, its contaminated data set, its spurious score on the test split)``."""
     xc, _ = contaminate(signal, dataset.train.x, dataset.train.y, config.aligned_class)
     contaminated = dataclasses.replace(dataset, train=Split(xc, dataset.train.y))
-    spurious = train_study_model(config, contaminated, seed)
+    spurious = train_study_model(dataclasses.replace(config.train, seed=seed), contaminated)
     return spurious, contaminated, spurious_score(spurious.predict, dataset.test.x, signal, config.aligned_class)
 
 
@@ -128,18 +144,20 @@ def _signal_record(config, seed, signal, ds, normal, normal_scores) -> dict:
 
 
 def run_spurious_conditions(config: SpuriousAttributionStudy, ds, log_path: Path, header: dict, record: Callable,
-                            name: str, *, force: bool, progress: bool) -> list[dict]:
+                            name: str, *, force: bool, progress: bool, config_type: type) -> list[dict]:
     """The loop every Ch. 4 spurious study shares (:func:`repair_jax.experiment.run_cells` over (seed, signal)):
     per seed of ``config`` the normal model and its largest spurious scores (trained once per seed), then per
-    signal ``record(seed, signal, normal, normal_scores) -> dict``. Returns the records in config order."""
+    signal ``record(seed, signal, normal, normal_scores) -> dict``. ``header``: the fields of the study's
+    config, of type ``config_type``. Returns the records in config order."""
     def normal_of(seed: int):
-        normal = train_study_model(config, ds, seed)
+        normal = train_study_model(dataclasses.replace(config.train, seed=seed), ds)
         return normal, normal_model_scores(normal.predict, ds.test.x, config.signals, ds.num_classes)
 
     normals = SharedStep(normal_of)
     return run_cells(log_path, header, [(seed, s) for seed in config.seeds for s in config.signals],
                      lambda cell: record(cell[0], cell[1], *normals(cell[0])), key=lambda r: (r["seed"], r["signal"]),
-                     force=force, progress=progress, label=name, note=lambda cell: f"seed {cell[0]} {cell[1]}")
+                     force=force, progress=progress, label=name, note=lambda cell: f"seed {cell[0]} {cell[1]}",
+                     config_type=config_type)
 
 
 def summarize(records: list[dict]) -> dict:
@@ -157,11 +175,12 @@ def summarize(records: list[dict]) -> dict:
 @runner(SpuriousAttributionStudy)
 def run_spurious_attribution_study(config: SpuriousAttributionStudy, out: Path, *, force: bool,
                                    progress: bool) -> dict:
-    parse_methods(",".join(config.methods))
-    ds = load_dataset(config.dataset, seed=0, train_limit=config.train_limit)
+    config.validate()
+    ds = study_dataset(config.train)
     records = run_spurious_conditions(config, ds, Path(out) / "results.jsonl", dataclasses.asdict(config),
                                       lambda seed, s, normal, scores: _signal_record(config, seed, s, ds, normal, scores),
-                                      "spurious study", force=force, progress=progress)
+                                      "spurious study", force=force, progress=progress,
+                                      config_type=SpuriousAttributionStudy)
     summary = {"table": summarize(records), "records": len(records),
                "spurious_ok": all(r["spurious_ok"] for r in records),
                "normal_ok": all(r["normal_ok"] for r in records)}

@@ -40,33 +40,48 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from repair_jax.data import Dataset, Split, flip_labels, load_dataset
+from repair_jax.data import Dataset, Split, flip_labels
 from repair_jax.errors import UserError
-from repair_jax.experiment import runner
+from repair_jax.experiment import nested_train, runner
 from repair_jax.explain.concepts import tcav
 from repair_jax.explain.pipeline import method_options
 from repair_jax.explain.registry import attribute, parse_methods
 from repair_jax.studies.explain_sanity import plot_maps, similarity_curves
 from repair_jax.explain.spurious import add_signal, distributions_differ, identical_class_metric
 from repair_jax.studies.explain_spurious import (
-    SpuriousAttributionStudy, StudyModel, condition_fields, run_spurious_conditions, train_spurious_model,
-    train_study_model,
+    SpuriousAttributionStudy, StudyModel, condition_fields, run_spurious_conditions, study_dataset,
+    train_spurious_model, train_study_model,
 )
 from repair_jax.io import write_json, write_text
 from repair_jax.progress import progress as progress_bar
+from repair_jax.train import TrainConfig
 from repair_jax.influence.gradients import last_layer_loss  # re-exported: the last-layer model of Table 4.3
 
+TRAIN_FIELDS = ("dataset", "model", "model_kwargs", "epochs", "lr", "train_limit", "seed")  # flat before issue 28
 KS_MEASURES = ("k_ssd", "ccm", "fam")
 KS_NAMES = {"k_ssd": "K-SSD", "ccm": "CCM", "fam": "FAM"}
 THESIS_REJECTS = {"k_ssd": True, "ccm": False, "fam": False}  # Adebayo 2022, Tables 4.2 and 4.3 (Tag): ✗, ✓, ✓
 
 
 def _spurious_models() -> SpuriousAttributionStudy:
-    return SpuriousAttributionStudy(model_kwargs={"width": 8}, epochs=3, train_limit=6000, methods=(),
-                                    explain_examples=50, seeds=(0,))
+    return SpuriousAttributionStudy(train=_cpu_recipe(), methods=(), explain_examples=50, seeds=(0,))
+
+
+def _cpu_recipe() -> TrainConfig:
+    """The CPU-sized recipe of Tables 4.2-4.4 and Sec. 4.3: a CNN of width 8, 3 epochs on 6k Fashion-MNIST images."""
+    return TrainConfig(dataset="fashion_mnist", model="cnn", model_kwargs={"width": 8}, epochs=3, lr=1e-3,
+                       train_limit=6000)
+
+
+def _upgrade_models(fields: dict) -> dict:
+    """A record of a study composed of ``models`` (a SpuriousAttributionStudy) written before issue 28."""
+    if not isinstance(fields, dict) or "models" not in fields:
+        return fields
+    return {**fields, "models": SpuriousAttributionStudy.upgrade_fields(fields["models"])}
 
 
 def _check_models(models: SpuriousAttributionStudy) -> None:
+    models.train.validate()
     if models.explain_examples < 2:
         raise UserError(f"explain_examples must be at least 2 (a KS test needs samples), got {models.explain_examples}")
     if not models.signals or not models.seeds:
@@ -82,6 +97,7 @@ class SpuriousConceptStudy:
     concept_examples: int = 50
     random_sets: int = 10
     alpha: float = 0.05
+    upgrade_fields = classmethod(lambda cls, fields: _upgrade_models(fields))
 
     def validate(self) -> None:
         _check_models(self.models)
@@ -100,6 +116,7 @@ class SpuriousTrainingRankingStudy:
     top: int = 10
     damping: float = 0.01
     alpha: float = 0.05
+    upgrade_fields = classmethod(lambda cls, fields: _upgrade_models(fields))
 
     def validate(self) -> None:
         _check_models(self.models)
@@ -261,10 +278,10 @@ def ks_markdown(title: str, table: dict, records: list[dict], details: list[str]
 def _run_ks_study(config, record, details, title: str, out: Path, force: bool, progress: bool) -> dict:
     config.validate()
     models = config.models
-    ds = load_dataset(models.dataset, seed=0, train_limit=models.train_limit)
+    ds = study_dataset(models.train)
     records = run_spurious_conditions(models, ds, Path(out) / "results.jsonl", dataclasses.asdict(config),
                                       lambda seed, s, normal, scores: record(config, ds, seed, s, normal, scores),
-                                      title, force=force, progress=progress)
+                                      title, force=force, progress=progress, config_type=type(config))
     summary = {"table": summarize_tests(records), "records": len(records),
                "spurious_ok": all(r["spurious_ok"] for r in records), "normal_ok": all(r["normal_ok"] for r in records)}
     write_json(Path(out) / "results.json", summary)
@@ -287,29 +304,36 @@ def run_training_ranking_study(config: SpuriousTrainingRankingStudy, out: Path, 
 
 @dataclasses.dataclass(frozen=True)
 class OODExplanationStudy:
-    """Table 4.4 analogue: explanations of ``dataset`` test inputs from a ``dataset`` model vs from an
-    ``ood_dataset`` model (trained ``ood_epochs``), SSIM and rank correlation per method (module docstring)."""
-    dataset: str = "fashion_mnist"
+    """Table 4.4 analogue: explanations of ``train.dataset`` test inputs from a model of the recipe ``train``
+    vs from an ``ood_dataset`` model (the same recipe, trained ``ood_epochs``), SSIM and rank correlation per
+    method (module docstring). Both data sets are split with ``train``'s split seed (0 when unset)."""
+    train: TrainConfig = dataclasses.field(default_factory=lambda: _cpu_recipe())
     ood_dataset: str = "digits"
-    model: str = "cnn"
-    model_kwargs: dict = dataclasses.field(default_factory=lambda: {"width": 8})
-    epochs: int = 3
     ood_epochs: int = 20
-    lr: float = 1e-3
-    train_limit: int | None = 6000
     methods: tuple = ("grad", "smoothgrad", "smoothgrad_mean_sq", "vargrad", "input_x_grad", "ig", "expected_grad",
                       "guided_backprop", "deconvnet", "lrp_epsilon")
     explain_examples: int = 190  # Table 4.4's 190 examples
     steps: int = 32
     samples: int = 16
-    seed: int = 0
+    upgrade_fields = classmethod(lambda cls, fields: _upgrade_flat_record(fields))
 
     def validate(self) -> None:
+        self.train.validate()
         parse_methods(",".join(self.methods))
         if self.explain_examples < 2:
             raise UserError(f"explain_examples must be at least 2, got {self.explain_examples}")
-        if self.dataset == self.ood_dataset:
-            raise UserError(f"ood_dataset must differ from dataset ({self.dataset!r})")
+        if self.train.dataset == self.ood_dataset:
+            raise UserError(f"ood_dataset must differ from train.dataset ({self.train.dataset!r})")
+
+
+def _upgrade_flat_record(fields: dict) -> dict:
+    """A record of Table 4.4's or Sec. 4.3's study written before issue 28 (the recipe's fields flat, nested into
+    ``train`` now). Those records also predate issue 29's renaming of the thesis's SGradSQ, the square of the
+    SmoothGrad mean (Adebayo 2022, Sec. 3.2), from ``smoothgrad_sq`` to ``smoothgrad_mean_sq`` (``smoothgrad_sq``
+    is now Hooker et al. 2019's mean of squares): their ``smoothgrad_sq`` is today's ``smoothgrad_mean_sq``."""
+    if isinstance(fields, dict) and "train" not in fields and isinstance(fields.get("methods"), list):
+        fields = {**fields, "methods": ["smoothgrad_mean_sq" if m == "smoothgrad_sq" else m for m in fields["methods"]]}
+    return nested_train(fields, TRAIN_FIELDS)
 
 
 def resized_dataset(ds: Dataset, input_shape: tuple) -> Dataset:
@@ -334,11 +358,12 @@ def similarity_rows(curves: dict, pair: str) -> list[str]:
 
 def ood_markdown(config: OODExplanationStudy, curves: dict, accuracies: dict) -> str:
     """The thesis's Table 4.4 layout: metric rows (SSIM, SEM, RK, SEM), a column per method."""
-    pair = f"{config.dataset} → {config.ood_dataset} model"
+    dataset = config.train.dataset
+    pair = f"{dataset} → {config.ood_dataset} model"
     return "\n".join([
-        f"# Table 4.4 analogue: {config.explain_examples} {config.dataset} test inputs explained by a "
-        f"{config.dataset} model and by a {accuracies['ood_dataset_name']} model", "",
-        f"Test accuracy: {config.dataset} model {accuracies['model']:.3f} on {config.dataset}, "
+        f"# Table 4.4 analogue: {config.explain_examples} {dataset} test inputs explained by a "
+        f"{dataset} model and by a {accuracies['ood_dataset_name']} model", "",
+        f"Test accuracy: {dataset} model {accuracies['model']:.3f} on {dataset}, "
         f"{config.ood_dataset} model {accuracies['ood_model']:.3f} on its own test split.", "",
         *similarity_rows(curves, pair), ""])
 
@@ -350,10 +375,10 @@ def _accuracy(model: StudyModel, split: Split) -> float:
 @runner(OODExplanationStudy)
 def run_ood_explanation_study(config: OODExplanationStudy, out: Path, *, force: bool, progress: bool) -> dict:
     config.validate()
-    ds = load_dataset(config.dataset, seed=0, train_limit=config.train_limit)
-    ood = resized_dataset(load_dataset(config.ood_dataset, seed=0, train_limit=config.train_limit), ds.input_shape)
-    model = train_study_model(config, ds, config.seed)
-    ood_model = train_study_model(dataclasses.replace(config, epochs=config.ood_epochs), ood, config.seed)
+    ds = study_dataset(config.train)
+    ood = resized_dataset(study_dataset(dataclasses.replace(config.train, dataset=config.ood_dataset)), ds.input_shape)
+    model = train_study_model(config.train, ds)
+    ood_model = train_study_model(dataclasses.replace(config.train, epochs=config.ood_epochs), ood)
     x = ds.test.x[:config.explain_examples]
     maps = _two_model_maps(config, [model, ood_model], x, [None, None], ds.train.x, progress)
     curves = similarity_curves(maps)
@@ -363,7 +388,7 @@ def run_ood_explanation_study(config: OODExplanationStudy, out: Path, *, force: 
     table = {m: {k: {"mean": v[1][0], "sem": v[1][1]} for k, v in cm.items()} for m, cm in curves.items()}
     write_json(out / "results.json", {"accuracies": accuracies, "table": table})
     write_text(out / "results.md", ood_markdown(config, curves, accuracies))
-    plot_maps(x[0], {m: v for m, v in maps.items()}, [f"{config.dataset} model", f"{config.ood_dataset} model"],
+    plot_maps(x[0], {m: v for m, v in maps.items()}, [f"{config.train.dataset} model", f"{config.ood_dataset} model"],
               out / "maps.png")
     return {"accuracies": accuracies}
 
@@ -371,26 +396,22 @@ def run_ood_explanation_study(config: OODExplanationStudy, out: Path, *, force: 
 @dataclasses.dataclass(frozen=True)
 class MislabelledExplanationStudy:
     """Sec. 4.3 analogue (Adebayo 2022, Sec. 4.3 "Challenges with Debugging Noisy Training
-    Labels", App. A.2.1): a model trained on ``dataset`` and the same recipe and seed trained with
+    Labels", App. A.2.1): a model of the recipe ``train`` and the same recipe and seed trained with
     ``flip_fraction`` of the training labels flipped to another class (a synthetic variant of the real
     data, named so in the results; the thesis flips 10 %). ``explain_examples`` flipped training inputs are
     explained by both models, each for the label it was trained with (the true label, the flipped one),
     and compared per method by SSIM and Spearman rank correlation of |attributions| (mean and SEM).
     The thesis: SSIM 0.73-0.99 for every method, so attributions would not reveal the mislabelling."""
-    dataset: str = "fashion_mnist"
-    model: str = "cnn"
-    model_kwargs: dict = dataclasses.field(default_factory=lambda: {"width": 8})
-    epochs: int = 3
-    lr: float = 1e-3
-    train_limit: int | None = 6000
+    train: TrainConfig = dataclasses.field(default_factory=lambda: _cpu_recipe())
     flip_fraction: float = 0.1
     methods: tuple = OODExplanationStudy.methods
     explain_examples: int = 190
     steps: int = 32
     samples: int = 16
-    seed: int = 0
+    upgrade_fields = classmethod(lambda cls, fields: _upgrade_flat_record(fields))
 
     def validate(self) -> None:
+        self.train.validate()
         parse_methods(",".join(self.methods))
         if not 0 < self.flip_fraction < 1:
             raise UserError(f"flip_fraction must be in (0, 1), got {self.flip_fraction}")
@@ -414,11 +435,11 @@ def _two_model_maps(config, models: list, x, targets: list, refs, progress: bool
 def run_mislabelled_explanation_study(config: MislabelledExplanationStudy, out: Path, *, force: bool,
                                       progress: bool) -> dict:
     config.validate()
-    ds = load_dataset(config.dataset, seed=0, train_limit=config.train_limit)
-    y_noisy, flipped = flip_labels(ds.train.y, config.flip_fraction, ds.num_classes, config.seed)
+    ds = study_dataset(config.train)
+    y_noisy, flipped = flip_labels(ds.train.y, config.flip_fraction, ds.num_classes, config.train.seed)
     noisy_ds = dataclasses.replace(ds, name=f"{ds.name} with {config.flip_fraction:.0%} of training labels "
                                    "flipped (synthetic)", train=Split(ds.train.x, y_noisy))
-    clean, noisy = train_study_model(config, ds, config.seed), train_study_model(config, noisy_ds, config.seed)
+    clean, noisy = train_study_model(config.train, ds), train_study_model(config.train, noisy_ds)
     idx = np.flatnonzero(flipped)[:config.explain_examples]
     x = ds.train.x[idx]
     maps = _two_model_maps(config, [clean, noisy], x, [ds.train.y[idx], y_noisy[idx]], ds.train.x, progress)

@@ -18,9 +18,9 @@ import jax
 import numpy as np
 import optax
 
-from repair_jax.data import Dataset, load_dataset
+from repair_jax.data import Dataset
 from repair_jax.errors import UserError
-from repair_jax.experiment import SharedStep, run_cells, runner
+from repair_jax.experiment import SharedStep, nested_train, run_cells, runner
 from repair_jax.io import write_json, write_text
 from repair_jax.metrics import summarize, top_pairs
 from repair_jax.models import create_model, init_variables
@@ -29,40 +29,52 @@ from repair_jax.robustness.methods import METHODS
 from repair_jax.robustness.report import head_tail_recall, plot_recall_vs_class_size, report_markdown, versus_plain
 from repair_jax.robustness.schedules import triangular_cyclical_lr
 from repair_jax.robustness.uap import eval_logits_fn, fooling_rate, uap_sgd
-from repair_jax.train import create_train_state, predict
+from repair_jax.train import TrainConfig, create_train_state, predict
 
 
 @dataclasses.dataclass(frozen=True)
 class RobustnessStudy:
-    """One data set's Table 1 grid. ``levels`` are imbalance specs (see :mod:`repair_jax.imbalance`)."""
+    """One data set's Table 1 grid. ``levels`` are imbalance specs (see :mod:`repair_jax.imbalance`). ``train``:
+    the data set, epochs, batch size and training-set size of every cell (each seed replaces its ``seed``, which
+    also splits the data); the models are the grid's ``models`` (options per model in ``model_kwargs``) and the
+    optimizer Pradhan et al.'s Adam on the triangular cyclical rate (``base_lr``, ``max_lr``), so ``train``'s
+    model, optimizer and step-size fields stay at their defaults."""
 
-    dataset: str = "fashion_mnist"
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
+        dataset="fashion_mnist", epochs=10, batch_size=128))
     models: tuple[str, ...] = ("cnn", "squeezenet")
     model_kwargs: tuple[tuple[str, tuple], ...] = ()  # ((model, ((option, value), ...)), ...)
     methods: tuple[str, ...] = ("plain", "augmix", "ant", "uat", "sat")
     levels: tuple[str, ...] = ("balanced", "linear(10)", "longtail(100)")
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 10
-    batch_size: int = 128
     base_lr: float = 1e-4
     max_lr: float = 3e-3
     max_rotation: float = 15.0
     eps_linf: float = 0.03  # UAT / SAT / UAP ball (Linf)
     eps_noise_l2: float = 2.0  # ANT noise norm
-    train_limit: int | None = None
     uap_examples: int = 1000
 
     def validate(self) -> None:
         """Every option checked before the driver writes anything (:func:`check_study`)."""
         check_study(self)
 
+    @classmethod
+    def upgrade_fields(cls, fields: dict) -> dict:
+        """A record written before the recipe became ``train`` (:func:`repair_jax.experiment.upgraded_record`)."""
+        return nested_train(fields, ("dataset", "epochs", "batch_size", "train_limit"))
+
 
 def check_study(config: RobustnessStudy) -> None:
+    config.train.validate()
+    config.train.require_defaults(
+        ("model", "model_kwargs", "optimizer", "lr", "momentum", "schedule", "l2"),
+        "the models are `models` (options in `model_kwargs`), the optimizer Adam on the triangular cyclical rate "
+        "(`base_lr`, `max_lr`)")
     unknown = [m for m in config.methods if m not in METHODS]
     if unknown:
         raise UserError(f"unknown robustness method {unknown[0]!r}; choose from {', '.join(METHODS)}")
-    if config.batch_size % 8:
-        raise UserError(f"batch_size must be a multiple of 8 (the shared adversarial heap), got {config.batch_size}")
+    if config.train.batch_size % 8:
+        raise UserError(f"batch_size must be a multiple of 8 (the shared adversarial heap), got {config.train.batch_size}")
     for name in ("eps_linf", "eps_noise_l2"):
         if not getattr(config, name) > 0:
             raise UserError(f"{name} (a norm bound) must be > 0, got {getattr(config, name)}")
@@ -75,8 +87,8 @@ def run_cell(config: RobustnessStudy, model_name: str, method: str, dataset: Dat
     kwargs = dict(dict(config.model_kwargs).get(model_name, ()))
     model = create_model(model_name, dataset.num_classes, **kwargs)
     variables = init_variables(model, jax.random.PRNGKey(seed), dataset.input_shape)
-    steps = max(1, len(dataset.train) // min(config.batch_size, len(dataset.train)))
-    lr = triangular_cyclical_lr(config.base_lr, config.max_lr, max(1, steps * max(config.epochs, 1) // 4))
+    steps = max(1, len(dataset.train) // min(config.train.batch_size, len(dataset.train)))
+    lr = triangular_cyclical_lr(config.base_lr, config.max_lr, max(1, steps * max(config.train.epochs, 1) // 4))
     state = create_train_state(model, variables, optax.adam(lr))
     state, _ = METHODS[method].train(state, dataset, config, seed)
     logits, _ = predict(state, dataset.test.x)
@@ -150,13 +162,13 @@ def run_robustness_study(config: RobustnessStudy, out: Path, *, force: bool, pro
                 **run_cell(config, model_name, method, dataset, seed)}
 
     # cells ordered by (seed, level) so that one loaded data set serves its models and methods
-    data = SharedStep(lambda ls: load_dataset(config.dataset, seed=ls[1], train_limit=config.train_limit,
-                                              imbalance=ls[0]))
+    data = SharedStep(lambda ls: dataclasses.replace(config.train, dataset=f"{config.train.dataset}:{ls[0]}",
+                                                     seed=ls[1]).load_dataset())
     cells = [(m, meth, lv, s) for s in config.seeds for lv in config.levels for m in config.models
              for meth in config.methods]
     records = run_cells(out / "results.jsonl", dataclasses.asdict(config), cells, run,
                         key=lambda r: (r["model"], r["method"], r["level"], r["seed"]), force=force,
-                        progress=progress, label="robustness cells")
+                        progress=progress, label="robustness cells", config_type=RobustnessStudy)
     rows = aggregate(records)
     write_json(out / "summary.json", {"rows": rows})
     sig, ht = versus_plain(records), head_tail_recall(records)
