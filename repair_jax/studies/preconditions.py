@@ -205,7 +205,18 @@ def _irepair_checks(out: Path) -> list[dict]:
     return [enough_seeds("t", n, source="Henriksen et al. 2022, Sec. 5 (RQ i)")]
 
 
+def _wr_checks(out: Path) -> list[dict]:
+    """Zhong et al. 2022, Sec. 4.3.2: each study's Wilcoxon rank-sum test of the fine-tuned methods against orig-ft
+    over the seeds (the smallest seed count of the studies the config ran)."""
+    summaries = sorted(out.glob("*/summary.json"))
+    if not summaries:
+        return []
+    n = min(len(json.loads(p.read_text())["seeds"]) for p in summaries)
+    return [enough_seeds("rank_sum", n, source="Zhong et al. 2022, Sec. 4.3.2 (rank-sum vs orig-ft)")]
+
+
 STUDY_CHECKS: dict[str, Callable[[Path], list[dict]]] = {
+    "WRStudy": _wr_checks,
     "SpuriousAttributionStudy": _spurious_checks,
     "SpuriousConceptStudy": _spurious_checks,
     "SpuriousTrainingRankingStudy": _spurious_checks,

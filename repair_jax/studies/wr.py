@@ -198,9 +198,11 @@ def study_header(config: WRStudy, run, dataset) -> str:
     import jax
 
     c, r = run.info["config"], config.repair
+    chosen = ("diagnosed on the validation split" if all(rule.diagnosed for rule in config.studies) else
+              "fixed by the config" if not any(rule.diagnosed for rule in config.studies) else
+              "fixed by the config or diagnosed on the validation split")
     return (f"Original model: {c['model']} {c['model_kwargs']}, {c['epochs']} epochs on {len(dataset.train)} "
-            f"training examples of {dataset.name}, {metric_text(run.info)}. Targets diagnosed on the "
-            f"validation split. Fine-tuning: {r.epochs} epoch(s), {r.optimizer} lr {r.lr} ({r.schedule}), "
+            f"training examples of {dataset.name}, {metric_text(run.info)}. Targets {chosen}. Fine-tuning: {r.epochs} epoch(s), {r.optimizer} lr {r.lr} ({r.schedule}), "
             f"batch {r.batch_size}, L2 {r.l2:g}, {r.seeds} seeds. "
             f"Devices: {', '.join(str(d) for d in jax.devices())}.\n\n")
 
