@@ -211,7 +211,7 @@ def mean_std(values) -> str:
 def _write_tables(out: Path, config, rows: list[dict], text: str) -> dict:
     write_text(out / "tables.md", text)
     write_json(out / "summary.json", {"rows": rows, "config": dataclasses.asdict(config)})
-    return {"rows": rows, "tables": text}
+    return {"rows": rows, "tables": text, "report": text}
 
 
 RowFn = Callable[[object, GuidingData, int, Path], dict]
