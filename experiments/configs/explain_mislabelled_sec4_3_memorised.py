@@ -7,7 +7,7 @@ Same study as ``explain_mislabelled_sec4_3`` (10 % of the training labels flippe
 Fashion-MNIST; each flipped training input explained by the clean model for its true label and by the noisy model
 for its flipped label; SSIM and rank correlation per method), with a recipe that memorises: 1,000 training images,
 a CNN of width 16, 40 epochs at learning rate 3e-3 (a probe on this machine: the noisy model fits 100 % of its
-flipped labels, test accuracy 0.80). All 100 flipped inputs are explained. ``smoke=True``: 300 images, an MLP,
+flipped labels, test accuracy 0.80). All 100 flipped inputs are explained. ``smoke=True``: 300 digits images, an MLP,
 2 methods, 4 inputs (same code path).
 """
 
@@ -17,7 +17,7 @@ from repair_jax.train import TrainConfig
 
 def get_config(smoke: bool = False) -> MislabelledExplanationStudy:
     if smoke:
-        train = TrainConfig(dataset="fashion_mnist", model="mlp", model_kwargs={"hidden": (32,)}, epochs=2, lr=3e-3,
+        train = TrainConfig(dataset="digits", model="mlp", model_kwargs={"hidden": (32,)}, epochs=2, lr=3e-3,
                             train_limit=300)
         return MislabelledExplanationStudy(train=train, methods=("grad", "guided_backprop"),
                                            explain_examples=4, steps=4, samples=2)
