@@ -112,7 +112,21 @@ def guiding_noisy_labels(out: Path) -> tuple[str, str]:
         for d, m in sorted(_means_by_dataset(rows, field).items()):
             parts.append(f"{field.split('_')[0]} {d}: MG {m['model_guiding']:.2f}, IF {m['influence']:.2f}")
             agree.append(m["model_guiding"] > m["influence"])
-    return "; ".join(parts), _direction(agree)
+    return "; ".join(parts + _eta_ablation(out.parent / "guiding_noisy_labels_ablation")), _direction(agree)
+
+
+def _eta_ablation(sweep: Path) -> list[str]:
+    """The etas at which model guiding detects the flipped labels at least as well as influence functions, from
+    the committed ablation (docs: papers/guiding.md)."""
+    if not (sweep / "experiment.json").is_file():
+        return []
+    etas = []
+    for out in sorted(sweep.glob("eta_*"), key=lambda p: float(p.name[4:])):
+        m = _means_by_dataset(_records(out / "rows.jsonl"), "detect_auroc")
+        etas += [(float(out.name[4:]), v["model_guiding"] >= v["influence"]) for v in m.values()]
+    above = [f"{e:g}" for e, ok in etas if ok]
+    return [f"ablation (digits, eta = fi_weight {', '.join(f'{e:g}' for e, _ in etas)}): MG >= IF at eta "
+            f"{', '.join(above) or 'none'} (the feature-importance term flips the order)"]
 
 
 def guiding_spurious(out: Path) -> tuple[str, str]:
