@@ -167,6 +167,31 @@ def spearman(a, b) -> float:
     return float(np.clip(_scipy_stats().spearmanr(a, b).statistic, -1.0, 1.0))
 
 
+def cohens_d(a, b) -> float:
+    """Cohen's d of two samples: the mean difference over the pooled standard deviation (ddof 1); NaN with
+    fewer than 2 values in a sample or no spread."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    pooled = np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("nan")
+
+
+def seeds_for_power(d: float, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Runs per group a two-sided two-sample t-test needs to detect an effect of Cohen's ``d`` with probability
+    ``power`` at level ``alpha``: the smallest n whose noncentral t power (df 2n - 2, noncentrality d sqrt(n/2))
+    reaches ``power`` (None for d = 0 or NaN; at most 10,000)."""
+    if not np.isfinite(d) or d == 0:
+        return None
+    st = _scipy_stats()
+    for n in range(2, 10_001):
+        df, nc = 2 * n - 2, abs(d) * np.sqrt(n / 2)
+        crit = st.t.ppf(1 - alpha / 2, df)
+        if st.nct.sf(crit, df, nc) + st.nct.cdf(-crit, df, nc) >= power:
+            return n
+    return None
+
+
 def _scipy_stats():
     """``scipy.stats``, imported on first use (its import takes about a second)."""
     from scipy import stats

@@ -35,3 +35,21 @@ def test_pearson_and_spearman_match_scipy_and_are_nan_where_undefined():
         assert math.isnan(f([1.0], [2.0])) and math.isnan(f(a, np.ones(30)))
         with pytest.raises(ValueError):
             f(a, a[:-1])
+
+
+def test_power_analysis_against_the_textbook_and_a_simulation():
+    """Cohen's d and the runs per group for 80 % power (Cohen 1988: d = 0.5 -> 64, d = 0.8 -> 26, d = 1 -> 17),
+    and a simulation of the t-test at the n it gives reaching about that power."""
+    import numpy as np
+    from scipy import stats as st
+
+    from repair_jax.stats import cohens_d, seeds_for_power
+
+    assert cohens_d([1, 2, 3], [1, 2, 3]) == 0.0 and np.isnan(cohens_d([1], [2, 3]))
+    assert cohens_d([2, 3, 4], [1, 2, 3]) == pytest.approx(1.0)
+    assert [seeds_for_power(d) for d in (0.5, 0.8, 1.0)] == [64, 26, 17]
+    assert seeds_for_power(0.0) is None and seeds_for_power(-0.8) == 26
+    rng = np.random.default_rng(0)
+    n = seeds_for_power(1.0)
+    hits = np.mean([st.ttest_ind(rng.normal(1, 1, n), rng.normal(0, 1, n)).pvalue < 0.05 for _ in range(2000)])
+    assert 0.77 < hits < 0.85

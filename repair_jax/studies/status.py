@@ -169,8 +169,22 @@ def bias_que2(out: Path) -> tuple[str, str]:
     """Que-2 table: claim: every technique lowers DOB against the plain network."""
     dob = {r["name"]: r["dob"] for r in _json(out, "results.json")["table"]}
     techniques = [t for t in ("augment", "padain_augment", "mtl_augment") if t in dob]
-    return (f"DOB plain {dob['plain']:.3f}, " + ", ".join(f"{t} {dob[t]:.3f}" for t in techniques),
+    return (f"DOB plain {dob['plain']:.3f}, " + ", ".join(f"{t} {dob[t]:.3f}" for t in techniques)
+            + "; " + dob_power(_records(out / "runs.jsonl"), techniques),
             _direction([dob[t] < dob["plain"] for t in techniques]))
+
+
+def dob_power(rows: list[dict], techniques) -> str:
+    """Power analysis of the DOB t-tests: the observed Cohen's d of each technique against plain over the seeds,
+    and the seeds per group a two-sided t-test needs to detect that effect with 80 % power at 0.05."""
+    from repair_jax.stats import cohens_d, seeds_for_power
+
+    plain = [r["dob"] for r in rows if r["variant"] == "plain"]
+    parts = []
+    for t in techniques:
+        d = cohens_d([r["dob"] for r in rows if r["variant"] == t], plain)
+        parts.append(f"{t} d {d:+.2f} (needs {seeds_for_power(d) or '-'} seeds)")
+    return f"power (80 %, {len(plain)} seeds run): " + ", ".join(parts)
 
 
 def irepair_table1(out: Path) -> tuple[str, str]:
