@@ -121,6 +121,61 @@ REGENERATED = {
 }
 
 
+def _json_table(log: str, file: str, summarize):
+    """A study whose JSON result holds ``table`` = ``summarize(records)`` (compared as JSON, rounded)."""
+    def regenerate(name):
+        import importlib
+
+        module, fn = summarize.rsplit(".", 1)
+        table = getattr(importlib.import_module(module), fn)(_records(name, log))
+        return {file: json.dumps({"table": json.loads(json.dumps(table))}, sort_keys=True)}
+    return regenerate
+
+
+REGENERATED_JSON = {
+    "explain_spurious_table4_1": _json_table("results.jsonl", "table.json", "repair_jax.studies.explain_spurious.summarize"),
+    "explain_concepts_table4_2": _json_table("results.jsonl", "results.json",
+                                             "repair_jax.studies.explain_tables.summarize_tests"),
+    "explain_training_ranking_table4_3": _json_table("results.jsonl", "results.json",
+                                                     "repair_jax.studies.explain_tables.summarize_tests"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGENERATED_JSON))
+def test_committed_json_table_reproduces_from_its_log(name):
+    for file, text in REGENERATED_JSON[name](name).items():
+        committed = json.loads((RESULTS / name / file).read_text())["table"]
+        assert _close(json.loads(text)["table"], committed), f"{name}/{file} differs"
+
+
+def _close(a, b) -> bool:
+    """Equal JSON trees, floats to 1e-9 relative."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    return a == b
+
+
+def irepair_tables(name: str) -> dict[str, str]:
+    """{table name: its summary table from its log} of a committed I-REPAIR study (Henriksen et al. 2022, Sec. 5)."""
+    from repair_jax.repair.protocol import summary_table
+
+    config = load_config(str(CONFIGS / f"{name}.py"))
+    return {t.name: summary_table(_records(name, f"{t.name}.jsonl"), baseline=t.baseline) for t in config.tables
+            if (RESULTS / name / f"{t.name}.jsonl").is_file()}
+
+
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in RESULTS.glob("irepair_*/experiment.json")))
+def test_committed_irepair_tables_reproduce_from_their_logs(name):
+    tables = irepair_tables(name)
+    assert tables
+    for table_name, table in tables.items():
+        assert table.strip() in (RESULTS / name / f"{table_name}.md").read_text(), f"{name}/{table_name}"
+
+
 @pytest.mark.parametrize("name", sorted(REGENERATED))
 def test_committed_table_reproduces_from_its_log(name):
     from repair_jax.studies.preconditions import without_status_line
