@@ -111,7 +111,7 @@ def _fitted_self_influence(loss_fn: LossFn, params, train_batch: dict, indices, 
 
 def tracin_attribute(loss_fn: LossFn, params, train_batch: dict, test_batch: dict, *, chunk_size=None,
                      **unused) -> np.ndarray:
-    """(T, N) ``-grad l(z_t) . grad l(z_i)`` at ``params``: TracInCP (Pruthi et al. 2020, Sec. 3) with one
+    """(T, N) ``-<grad l(z_t), grad l(z_i)>`` at ``params``: TracInCP (Pruthi et al. 2020, Sec. 3) with one
     checkpoint and learning rate 1, negated into the ``I_up,loss`` convention (no curvature: the solver
     options do not apply)."""
     return -np.asarray(tracin_scores(loss_fn, [params], [1.0], train_batch, test_batch, chunk_size=chunk_size))

@@ -1,5 +1,6 @@
 """Robust-training methods as values (Pradhan et al. 2020, Sec. 3): each is a :class:`RobustMethod` built from the
-objectives and steps of :mod:`.augment`, :mod:`.augmix` and :mod:`.adversarial`; :data:`METHODS` names them.
+objectives and steps of :mod:`repair_jax.robustness.augment`, :mod:`repair_jax.robustness.augmix` and
+:mod:`repair_jax.robustness.adversarial`; :data:`METHODS` names them.
 
 A method's ``make_step(config, seed)`` reads the options it needs from ``config`` by name (``max_rotation``;
 ``eps_linf`` for SAT/UAT; ``eps_noise_l2`` for ANT) and ``train`` reads ``config.train``, a

@@ -4,25 +4,20 @@ Each module reproduces one source's tables from the method packages' values (the
 imports methods; no method package imports a study). A config file in ``experiments/configs`` builds one of
 these config types; :func:`repair_jax.experiment.run_experiment` runs it.
 
-=====================  ============================================================================
-module                 source
-=====================  ============================================================================
-:mod:`.wr`             Zhong et al. 2022 (Weighted Regularization), Sec. 4: train-and-diagnose, WR studies,
-                       sweeps, w-os frontiers
-:mod:`.irepair`        Henriksen et al. 2022 (I-REPAIR), Sec. 5: Table 1, scenarios, RQ2/RQ3
-:mod:`.explain_spurious`  Adebayo 2022, Sec. 4.2 (Table 4.1): attributions of spurious-signal models
-:mod:`.explain_tables`    Adebayo 2022, Sec. 4.2-4.3 (Tables 4.2-4.4, mislabelled examples)
-:mod:`.explain_sanity`    Adebayo 2022, Sec. 4.4: cascading parameter randomisation
-:mod:`.guiding`        Adebayo 2022, Ch. 5 (Tables 5.1-5.4): model guiding vs its baselines
-:mod:`.influence`      Adebayo 2022, Ch. 3 and 6: influence vs leave-one-out, label-flip sensitivity,
-                       training-point ranking, confusion removal
-:mod:`.influence_lds`  linear datamodeling score of the influence estimators (Park et al. 2023)
-:mod:`.robustness`     Pradhan et al. 2020, Table 1: robustness methods under class imbalance
-:mod:`.bias`           Sharma n.d., Que-2: bias mitigations and WR vs degree of bias
-:mod:`.bias_multimodal`  Sharma n.d., Que-1: the multimodal LSTM-CNN with captions
-:mod:`.preconditions`  the sources' preconditions as checks (Adebayo 2022, Sec. 4.2.1, 4.3; seeds for the tests)
-:mod:`.status`         the reproduction status page (``python -m repair_jax.studies.status``)
-=====================  ============================================================================
+- :mod:`.wr`: Zhong et al. 2022 (Weighted Regularization), Sec. 4: train-and-diagnose, WR studies, sweeps,
+  w-os frontiers, two pairs at once (Table 3)
+- :mod:`.irepair`: Henriksen et al. 2022 (I-REPAIR), Sec. 5: Table 1, scenarios, RQ2/RQ3
+- :mod:`.explain_spurious`: Adebayo 2022, Sec. 4.2 (Table 4.1): attributions of spurious-signal models
+- :mod:`.explain_tables`: Adebayo 2022, Sec. 4.2-4.5 (Tables 4.2-4.4, mislabelled examples)
+- :mod:`.explain_sanity`: Adebayo 2022, Sec. 4.4: cascading parameter randomisation
+- :mod:`.guiding`: Adebayo 2022, Ch. 5 (Tables 5.1-5.4): model guiding vs its baselines
+- :mod:`.influence`: Adebayo 2022, Ch. 3 and 6: influence vs leave-one-out, label-flip sensitivity, training-point
+  ranking, confusion removal
+- :mod:`.influence_lds`: the linear datamodeling score of the influence estimators (Park et al. 2023)
+- :mod:`.robustness`: Pradhan et al. 2020, Table 1: robustness methods under class imbalance
+- :mod:`.bias`: Sharma n.d., Que-2: bias mitigations and WR vs degree of bias
+- :mod:`.bias_multimodal`: Sharma n.d., Que-1: the multimodal LSTM-CNN with captions
+- :mod:`.preconditions` and :mod:`.status`: the sources' preconditions as code, and the reproduction status page
 
 ``import repair_jax.studies`` imports every module (so every runner is registered) and exposes the config types.
 """
