@@ -188,15 +188,21 @@ def dob_power(rows: list[dict], techniques) -> str:
 
 
 def irepair_table1(out: Path) -> tuple[str, str]:
-    """Table 1: claim: I-REPAIR (gamma = 1) drops accuracy less than retraining, for |R| = 1, 2, 4."""
+    """Table 1: claim: I-REPAIR (gamma = 1) drops accuracy significantly less than retraining (t-test p < 0.05,
+    Henriksen et al. 2022, Sec. 5) for |R| = 1, 2, 4."""
+    from repair_jax.stats import t_test_p
+
     drops: dict = defaultdict(list)
     for r in _records(out / "table1.jsonl"):
         drops[(r["method"], r["gamma"], r["repair_size"])].append(100 * r["accuracy_drop"])
     sizes = [s for s in (1, 2, 4) if drops.get(("retrain", None, s))]
-    ir = {s: np.mean(drops[("irepair", 1.0, s)]) for s in sizes}
-    rt = {s: np.mean(drops[("retrain", None, s)]) for s in sizes}
-    return ("drop (pp) I-REPAIR gamma=1 vs retrain: " + ", ".join(f"|R|={s}: {ir[s]:.2f} vs {rt[s]:.2f}" for s in sizes),
-            _direction([ir[s] < rt[s] for s in sizes]))
+    ir = {s: drops[("irepair", 1.0, s)] for s in sizes}
+    rt = {s: drops[("retrain", None, s)] for s in sizes}
+    p = {s: t_test_p(ir[s], rt[s]) for s in sizes}
+    return ("drop (pp) I-REPAIR gamma=1 vs retrain: " + ", ".join(
+        f"|R|={s}: {np.mean(ir[s]):.2f} vs {np.mean(rt[s]):.2f} (p {p[s]:.2g})" for s in sizes)
+        + f"; {len(rt[sizes[0]]) if sizes else 0} runs each",
+        _direction([np.mean(ir[s]) < np.mean(rt[s]) and p[s] < 0.05 for s in sizes]))
 
 
 # (config, source, the source's headline numbers quoted from its text, our reading of the committed results);
@@ -235,6 +241,9 @@ SOURCE_TABLES: list[tuple[str | None, str, str, Callable | None]] = [
     ("irepair_table1", "Henriksen et al. 2022, Table 1 (Sec. 5)",
      "accuracy drop d (pp) on MNIST: I-REPAIR gamma=1 0.13 / 0.15 / 0.18 vs retrain 1.51 / 1.42 / 1.40 for "
      "|R| = 1 / 2 / 4", irepair_table1),
+    ("irepair_table1_seeds20", "Henriksen et al. 2022, Table 1 (Sec. 5), the paper's 20 seeds",
+     "accuracy drop d (pp) on MNIST: I-REPAIR gamma=1 0.13 / 0.15 / 0.18 vs retrain 1.51 / 1.42 / 1.40 for "
+     "|R| = 1 / 2 / 4; significantly smaller than retraining's up to |R| = 4", irepair_table1),
     ("wr_fashion_mnist_two_pairs", "Zhong et al. 2022, Table 3 (Sec. 4.3, two pairs at once)",
      "two confused pairs at once: COCO w-loss(0.9) best rank sum, confusion below orig-ft at the 0.01 level; "
      "CIFAR-10 w-bn(0.9) best rank sum, not significantly below orig-ft", wr_two_pairs),
