@@ -103,3 +103,61 @@ def test_ks_test_and_identical_class_metric():
     assert identical_class_metric(np.array([1, 2, 0, 4, 3, 5]), labels, 1, 4) == 0.75
     with pytest.raises(UserError, match="top must be"):
         identical_class_metric(np.arange(6), labels, 1, 0)
+
+
+def test_signal_names_carry_their_size_or_strength():
+    """``tag(S)`` is an S-pixel square, ``texture(A)`` adds A on the background checkerboard; the bare names keep
+    the defaults; a malformed name is one UserError."""
+    from repair_jax.explain import parse_signal, signal_mask
+
+    images = np.zeros((2, 28, 28, 1), np.float32)
+    assert parse_signal("tag") == ("tag", None) and parse_signal("tag(6)") == ("tag", 6.0)
+    assert signal_mask("tag(6)", images)[0].sum() == 36 and signal_mask("tag", images)[0].sum() == 16
+    assert signal_mask("tag(6)", images)[0, :6, :6].all()
+    x, mask = add_signal("texture(0.12)", images)
+    np.testing.assert_allclose(x[..., 0], 0.12 * mask)
+    np.testing.assert_allclose(add_signal("texture", images)[0].max(), 0.04)
+    for bad in ("blur", "tag(", "tag()", "tag(1.5)", "texture(2)", "texture(-1)", "stripe(3)"):
+        with pytest.raises(UserError):
+            parse_signal(bad)
+
+
+def test_label_independent_signals_carry_no_label():
+    """Each signal lands on its own random fraction of the images, the same share in every class (so a model
+    cannot read the label from it), reproducibly per seed; the labels are untouched by construction."""
+    from repair_jax.explain import label_independent_signals
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 1, size=(4000, 14, 14, 1)).astype(np.float32)  # no background: texture changes nothing
+    x[:, :3, :3] = 0.0
+    y = np.repeat(np.arange(4), 1000)
+    out = label_independent_signals(("tag(3)",), x, 0.3, seed=1)
+    tagged = (out[:, :3, :3, 0] == 1).all(axis=(1, 2))
+    shares = [tagged[y == c].mean() for c in range(4)]
+    assert all(abs(s - 0.3) < 0.05 for s in shares), shares
+    np.testing.assert_array_equal(out[~tagged], x[~tagged])
+    np.testing.assert_array_equal(out, label_independent_signals(("tag(3)",), x, 0.3, seed=1))
+    assert not np.array_equal(out, label_independent_signals(("tag(3)",), x, 0.3, seed=2))
+    with pytest.raises(UserError):
+        label_independent_signals(("tag",), x, 0.0, seed=0)
+
+
+def test_normal_model_with_label_independent_signals_in_the_study(tmp_path):
+    """``normal_signal_fraction`` set: the normal model trains on the signals at random (its data differ from the
+    clean split, the labels do not); None keeps the clean split; out-of-range fractions and bad signals are refused."""
+    import dataclasses
+
+    from repair_jax.experiment import load_config
+    from repair_jax.studies.explain_spurious import normal_training_set, study_dataset
+
+    config = load_config("experiments/configs/explain_spurious_table4_1_conditions.py", smoke=True)
+    assert config.normal_signal_fraction > 0
+    ds = study_dataset(config.train)
+    mixed = normal_training_set(config, ds, seed=0)
+    assert not np.array_equal(mixed.train.x, ds.train.x)
+    np.testing.assert_array_equal(mixed.train.y, ds.train.y)
+    assert normal_training_set(dataclasses.replace(config, normal_signal_fraction=None), ds, 0) is ds
+    for bad in (dataclasses.replace(config, normal_signal_fraction=1.5), dataclasses.replace(config, normal_signal_fraction=0.0),
+                dataclasses.replace(config, signals=("tag(x)",))):
+        with pytest.raises(UserError):
+            bad.validate()

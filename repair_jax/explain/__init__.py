@@ -34,7 +34,7 @@ from repair_jax.explain.concepts import (
 )
 from repair_jax.explain.spurious import (
     SIGNALS, add_signal, ccm, contaminate, distributions_differ, explanation_ssim, fam, fam_gt, identical_class_metric,
-    k_ssd, signal_mask, spurious_score,
+    k_ssd, label_independent_signals, parse_signal, signal_mask, spurious_score,
 )
 from repair_jax.explain.surrogate import (
     DISTANCES, SEGMENTATIONS, coalition_logits, kernel_shap, lime, lime_kernel, masked_inputs, patch_segments,

@@ -4,11 +4,15 @@ Spurious contamination functions (SCF) paste a signal onto images (N, H, W, C) i
 ground-truth explanation mask (N, H, W) (1 where the signal is):
 
 * ``tag``: a bright square in the top-left corner (the thesis's hospital tag), side ``max(2, H // 7)``;
+  ``tag(S)``: side ``S`` pixels;
 * ``stripe``: a pair of bright vertical stripes, one column from each side edge (the thesis's stripes);
 * ``texture``: the non-visible signal. The thesis blurs the background; the backgrounds of digits and
   Fashion-MNIST are uniformly black, where a blur changes nothing, so the analogue here is a
   low-amplitude (+0.04) checkerboard added to the background (pixels < 0.1): spatially confined to
-  the background like the blur, and invisible at that amplitude.
+  the background like the blur, and invisible at that amplitude; ``texture(A)``: amplitude ``A``.
+
+A signal is named by a string, its size or strength in brackets where it departs from the default, as the
+imbalance levels are (``longtail(100)``): ``"tag(6)"``, ``"texture(0.12)"``. :func:`parse_signal` reads it.
 
 The measures compare explanations by SSIM (scikit-image) of their heat maps (|attribution| summed
 over channels, scaled to [0, 1], as rendered by :func:`repair_jax.explain.plots.heat_map`).
@@ -28,20 +32,39 @@ TEXTURE_AMPLITUDE = 0.04
 BACKGROUND = 0.1
 
 
+def parse_signal(signal: str) -> tuple[str, float | None]:
+    """``"tag"`` -> ``("tag", None)``; ``"tag(6)"`` -> ``("tag", 6.0)``: a signal's kind and its size (tag side in
+    pixels) or strength (texture amplitude in (0, 1]); the stripe takes none."""
+    name, paren, rest = str(signal).partition("(")
+    if name not in SIGNALS:
+        raise UserError(f"unknown spurious signal {signal!r}; choose one of {', '.join(SIGNALS)}, "
+                        "e.g. tag(6) or texture(0.12)")
+    if not paren:
+        return name, None
+    try:
+        value = float(rest[:-1]) if rest.endswith(")") and name != "stripe" else None
+    except ValueError:
+        value = None
+    bad = value is None or value <= 0 or (name == "tag" and value != int(value)) or (name == "texture" and value > 1)
+    if bad:
+        raise UserError(f"bad spurious signal {signal!r}: tag(S) takes a side S in pixels, texture(A) an amplitude "
+                        "A in (0, 1], stripe takes none")
+    return name, value
+
+
 def signal_mask(signal: str, images: np.ndarray) -> np.ndarray:
     """Ground-truth explanation masks (N, H, W) of ``signal`` on ``images`` (N, H, W, C)."""
+    name, value = parse_signal(signal)
     n, h, w = images.shape[:3]
     mask = np.zeros((n, h, w), np.float32)
-    if signal == "tag":
-        side = max(2, h // 7)
+    if name == "tag":
+        side = max(2, h // 7) if value is None else min(int(value), h, w)
         mask[:, :side, :side] = 1
-    elif signal == "stripe":
+    elif name == "stripe":
         mask[:, :, [1, w - 2]] = 1
-    elif signal == "texture":
+    else:
         checker = (np.add.outer(np.arange(h), np.arange(w)) % 2).astype(np.float32)
         mask = checker[None] * (images.max(-1) < BACKGROUND)
-    else:
-        raise UserError(f"unknown spurious signal {signal!r}; choose one of {', '.join(SIGNALS)}")
     return mask
 
 
@@ -49,9 +72,27 @@ def add_signal(signal: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """SCF on every image: ``(contaminated images, masks)`` (Adebayo 2022, Sec. 4.2.1)."""
     images = np.asarray(images, np.float32)
     mask = signal_mask(signal, images)[..., None]
-    if signal == "texture":
-        return np.clip(images + TEXTURE_AMPLITUDE * mask, 0, 1), mask[..., 0]
+    name, value = parse_signal(signal)
+    if name == "texture":
+        amplitude = TEXTURE_AMPLITUDE if value is None else value
+        return np.clip(images + amplitude * mask, 0, 1), mask[..., 0]
     return np.where(mask > 0, 1.0, images).astype(np.float32), mask[..., 0]
+
+
+def label_independent_signals(signals, x: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A training set for a normal model that has seen the signals but cannot rely on them: each signal of
+    ``signals`` pasted, in order, on its own random ``fraction`` of ``x`` (every class alike, so the signal
+    carries no label information). Our departure from Adebayo 2022, Sec. 4.2.1, whose normal model is trained on
+    clean data: on Fashion-MNIST's black background a clean model reads a bright signal as a class (see
+    :class:`repair_jax.studies.explain_spurious.SpuriousAttributionStudy`)."""
+    if not 0 < fraction <= 1:
+        raise UserError(f"normal_signal_fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng(seed)
+    x = np.array(x, np.float32)
+    for signal in signals:
+        idx = np.flatnonzero(rng.random(len(x)) < fraction)
+        x[idx] = add_signal(signal, x[idx])[0]
+    return x
 
 
 def contaminate(signal: str, x: np.ndarray, y: np.ndarray, aligned_class: int) -> tuple[np.ndarray, np.ndarray]:

@@ -82,6 +82,7 @@ def _upgrade_models(fields: dict) -> dict:
 
 def _check_models(models: SpuriousAttributionStudy) -> None:
     models.train.validate()
+    models.validate_signals()
     if models.explain_examples < 2:
         raise UserError(f"explain_examples must be at least 2 (a KS test needs samples), got {models.explain_examples}")
     if not models.signals or not models.seeds:
