@@ -446,11 +446,15 @@ def group_disparity_hard(name: str, probs, labels, mask=None, positive: int = 1,
 # matrix", "Roc_curves"; Que-2 "Class wise DI"). The report prints a DI per class but no formula.
 # Tried on its four printed Que-1 confusion matrices (20 printed values): every ratio of products of
 # up to two of TP, FP, FN, TN, row/column sums and N (and their logs, square roots, x100) -- none
-# reproduces them. The closest is the one-vs-rest disparate impact TPR / FPR below: it orders the
-# classes as the report does and lies within ~1-30 % of every printed value (e.g. 18.33 vs 18.82,
-# 10.66 vs 10.50, 14.08 vs 13.95), but the report prints DI = 7.517 for a class with TP = FP = 0,
-# which no function of the confusion matrix alone gives: the report most likely averaged predicted
-# probabilities (:func:`disparate_impact_soft`), which its text does not show. See docs/papers/bias.md.
+# reproduces any of them. The closest is the one-vs-rest disparate impact TPR / FPR below: the printed
+# values are 0.68-1.03 times it (e.g. 18.82 vs 18.33, 10.50 vs 10.66, 13.95 vs 14.08; not the same
+# class order within a model) and the report's per-class "least bias" verdicts hold under it for 4 of
+# 5 classes, but the report prints DI = 7.517 for a class with TP = FP = 0, which no function of the
+# confusion matrix alone gives: the report possibly averaged predicted probabilities
+# (:func:`disparate_impact_soft`), which its text does not show and which cannot be checked without
+# them. Its Que-2 values are not TPR / FPR on any test set the four models share either
+# (TPR / FPR = (n_neg / n_pos) p / (1 - p), and the printed precisions imply disjoint n_neg / n_pos
+# for every class). Issue 29; recomputed in tests/test_bias_di_sharma.py; see docs/papers/bias.md.
 
 def disparate_impact(cm):
     """One-vs-rest disparate impact per class (K,): DI_c = P(yhat = c | y = c) / P(yhat = c | y != c).
