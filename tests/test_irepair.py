@@ -1,6 +1,7 @@
 """I-REPAIR (Henriksen et al. 2022): Algorithm 1-2, Observations 1-2, masking, baselines, MM LP."""
 
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -352,6 +353,67 @@ def test_run_jobs_refuses_another_configuration(digits_run, tmp_path):
     assert out.read_text() == text
     again = run_jobs(other, [job], out, progress=False, force=True)
     assert again[0]["accuracy_before"] == other.accuracy_before
+
+
+class _CompileLog(logging.Handler):
+    """The names of the programs JAX compiles while attached (with ``jax_log_compiles``): one
+    "Compiling NAME with global shapes ..." record per jit cache miss, persistent-cache hit or not."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if msg.startswith("Compiling "):
+            self.names.append(msg.split(" with ")[0][len("Compiling "):])
+
+
+def _compiles_in(fn) -> list[str]:
+    log, logger = _CompileLog(), logging.getLogger("jax")
+    logger.addHandler(log)
+    try:
+        with jax.log_compiles(True):
+            fn()
+    finally:
+        logger.removeHandler(log)
+    return log.names
+
+
+def test_run_jobs_compiles_nothing_per_job(digits_run, tmp_path):
+    """A sweep compiles its programs once, not once per job: after one job of each kind, more jobs of
+    the same shapes (other seeds) compile nothing, for 2 jobs as for 6. The evaluation of each job
+    built a TrainState with a fresh optax.identity() (a static field), so predict compiled again per
+    job (3 programs, ~4 MB and 37 memory maps a job): 4,800-job sweeps ran out of memory maps."""
+    from repair_jax.repair.protocol import RepairContext, run_jobs
+    from repair_jax.runs import load_run
+    ctx = RepairContext.from_run(load_run(digits_run))
+    cfg = IRepairConfig(lr=1e-3, ub=20)
+
+    def jobs(seeds):
+        return [dict(key=f"{m}/{s}", method=m, classes=[8], repair_size=2, correct_size=10, seed=s, config=cfg)
+                for s in seeds for m in ("irepair", "retrain")]
+
+    out = tmp_path / "jobs.jsonl"
+    run_jobs(ctx, jobs([0]), out, progress=False)  # compiles each program once
+    two = _compiles_in(lambda: run_jobs(ctx, jobs([0, 1]), out, progress=False))
+    six = _compiles_in(lambda: run_jobs(ctx, jobs([0, 1, 2, 3, 4]), out, progress=False))
+    assert two == [] and six == [], f"compiled per job: {two} (2 jobs), {six} (6 jobs)"
+
+
+def test_predict_compiles_once_whatever_the_optimizer():
+    """predict's jitted forward is keyed by the model, not by the TrainState's optimizer (a fresh
+    optax.identity() per state compiled it again each time)."""
+    from repair_jax.train import _eval_logits, create_train_state, predict
+    model = create_model("mlp", 3, hidden=(5,))
+    variables = init_variables(model, jax.random.PRNGKey(0), (4,))
+    x = np.ones((7, 4), np.float32)
+    predict(create_train_state(model, variables, optax.identity()), x)
+    before = _eval_logits._cache_size()
+    for scale in (2.0, 3.0):
+        moved = jax.tree_util.tree_map(lambda a: a * scale, variables)
+        predict(create_train_state(model, moved, optax.identity()), x)
+    assert _eval_logits._cache_size() == before
 
 
 def test_summary_table_shows_used_size_and_no_nan(digits_run):
