@@ -50,7 +50,7 @@ class Linear(nn.Module):
 
 
 def test_on_a_linear_model_patternnet_is_the_signal_and_pattern_attribution_w_times_it():
-    """Kindermans et al. 2018, Sec. 5: on y = w^T x + b, PatternNet = a y and PatternAttribution = w ⊙ a y."""
+    """Kindermans et al. 2018, Sec. 4.3: on y = w^T x + b, PatternNet = a y and PatternAttribution = w ⊙ a y."""
     rng = np.random.default_rng(1)
     xs = rng.normal(size=(300, *SHAPE)).astype(np.float32)
     clf = from_linen(Linear(), Linear().init(jax.random.PRNGKey(0), jnp.zeros((1, *SHAPE))), input_shape=SHAPE)

@@ -3,7 +3,8 @@
 A linear neuron ``y = w^T x`` sees ``x = s + d``: a signal ``s = a y`` and a distractor ``d`` with
 ``w^T d = 0``. The weights ``w`` cancel the distractor and so do not show the signal; the *pattern*
 ``a`` does. Patterns are fitted on training data, per Dense / Conv layer, from the layer's inputs and
-outputs (Kindermans et al. 2018, Sec. 4):
+outputs (Kindermans et al. 2018, Sec. 4.3; sections and equations as numbered in the ICLR 2018 text, where
+Sec. 4 derives the estimators and PatternNet / PatternAttribution and Sec. 5 holds the experiments):
 
 * the linear estimator S_a: ``a = cov[x, y] / (w^T cov[x, y])`` (= ``cov[x, y] / var[y]``);
 * the two-component estimator S_a+-, for a layer followed by a ReLU (every layer but the logits'):
@@ -11,7 +12,7 @@ outputs (Kindermans et al. 2018, Sec. 4):
   whose unit is active (its ReLU input > 0); only ``a_+`` is needed, the ReLU removes the rest.
 
 PatternNet back-projects the target logit ``y`` with each layer's weights replaced by its pattern
-(``a`` for ``w``), PatternAttribution with ``w ⊙ a`` (Kindermans et al. 2018, Sec. 5); ReLUs and
+(``a`` for ``w``), PatternAttribution with ``w ⊙ a`` (Kindermans et al. 2018, Sec. 4.3); ReLUs and
 pooling back-propagate as the gradient does. On a linear model ``y = w^T x + b`` they are ``a y`` (the
 estimated signal) and ``w ⊙ a y``.
 
@@ -57,7 +58,7 @@ def layer_moments(linear_map, kernel, x, y, region) -> LayerMoments:
 
 
 def pattern_from_moments(m: LayerMoments, kernel) -> jax.Array:
-    """Kindermans et al. 2018, Sec. 4: ``a = (E[x y] - E[x] E[y]) / (w^T E[x y] - w^T E[x] E[y])`` per
+    """Kindermans et al. 2018, Sec. 4.3 (Eq. 4, 8): ``a = (E[x y] - E[x] E[y]) / (w^T E[x y] - w^T E[x] E[y])`` per
     unit, the expectations over the counted region (all: S_a; the active units: a_+ of S_a+-). The
     kernel's shape; a unit never counted, or without covariance, gets zeros."""
     n = jnp.maximum(m.count, 1.0)
@@ -79,7 +80,7 @@ def _region(y, estimator: str):
 def fit_pattern(inputs, outputs, kernel, estimator: str = "two_component") -> jax.Array:
     """The pattern of one Dense layer from its inputs (N, D) and outputs (N, K) over a data set, with
     its kernel (D, K): S_a+-'s ``a_+`` (``two_component``, the ReLU region ``outputs > 0``) or S_a's
-    ``a`` (``linear``) (Kindermans et al. 2018, Sec. 4). (D, K)."""
+    ``a`` (``linear``) (Kindermans et al. 2018, Sec. 4.3). (D, K)."""
     x, y, w = (jnp.asarray(v, jnp.float32) for v in (inputs, outputs, kernel))
     if x.ndim != 2 or y.ndim != 2 or w.shape != (x.shape[1], y.shape[1]) or len(x) != len(y):
         raise UserError(f"fit_pattern takes inputs (N, D), outputs (N, K) and a kernel (D, K), got "
@@ -132,7 +133,7 @@ def fit_patterns(apply_fn: ApplyFn, params, x_train, *, estimator: str = "two_co
                  batch_size: int = 256) -> tuple:
     """The patterns of every Dense / Conv layer of a model, fitted on ``x_train`` (N, H, W, C) (an array,
     or an iterable of such batches) by S_a+- (``two_component``) or S_a (``linear``) (Kindermans et al.
-    2018, Sec. 4); the last layer (the logits, which no ReLU follows) always by S_a.
+    2018, Sec. 4.3); the last layer (the logits, which no ReLU follows) always by S_a.
     ``fit_patterns(model, x_train)`` with any model :func:`attribute` takes. Returns a
     tuple of kernel-shaped arrays in call order: the ``patterns`` option of ``patternnet`` and
     ``pattern_attribution``."""
@@ -186,14 +187,14 @@ def _pattern_backward(method: str, attribution: bool, apply_fn: ApplyFn, params,
 
 
 def patternnet(apply_fn: ApplyFn, params, x, target, *, patterns=None) -> jax.Array:
-    """PatternNet (Kindermans et al. 2018, Sec. 5): the estimated signal of the target logit ``y``,
+    """PatternNet (Kindermans et al. 2018, Sec. 4.3): the estimated signal of the target logit ``y``,
     back-projected layer by layer with each layer's pattern in place of its weights (ReLUs gate as in
     the gradient). ``patterns``: :func:`fit_patterns` of this model. (H, W, C)."""
     return _pattern_backward("PatternNet", False, apply_fn, params, x, target, patterns)
 
 
 def pattern_attribution(apply_fn: ApplyFn, params, x, target, *, patterns=None) -> jax.Array:
-    """PatternAttribution (Kindermans et al. 2018, Sec. 5): ``y`` back-propagated with ``w ⊙ a`` in
+    """PatternAttribution (Kindermans et al. 2018, Sec. 4.3): ``y`` back-propagated with ``w ⊙ a`` in
     place of each layer's weights ``w`` (a deep Taylor decomposition rooted at ``x - S(x)``); on a linear
     model ``w ⊙ a y``. ``patterns``: :func:`fit_patterns` of this model. (H, W, C)."""
     return _pattern_backward("PatternAttribution", True, apply_fn, params, x, target, patterns)

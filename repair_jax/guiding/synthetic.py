@@ -75,6 +75,10 @@ def audit_from_split(x, y, dataset: str, class_names, tag_mask=None, confidence:
 
 
 CREDIT_FEATURES = ("income", "asset", "age", "credit_score", "gender")
+# the standard deviation of credit_table's true limit, the RMSE of the best constant prediction:
+# Var(0.6 income + 0.3 asset + 0.4 credit_score + 0.1 e) = 0.36 + 0.09 + 2 x 0.6 x 0.3 x 0.5 + 0.16 + 0.01 = 0.80
+# (income, asset, credit_score and e of unit variance, Cov(income, asset) = 0.5, credit_score independent of both)
+CREDIT_LIMIT_STD = 0.8 ** 0.5
 
 
 def credit_table(n: int, seed: int, noise_fraction: float = 0.1, spurious: float = 1.0):

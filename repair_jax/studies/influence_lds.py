@@ -31,6 +31,7 @@ from repair_jax.influence.evaluate import validate_lds_args
 from repair_jax.studies.influence import FullBatchModel, fit_args
 from repair_jax.io import write_json, write_text
 
+FIT_TOL = LOO_TOL = 1e-8  # the gradient-norm tolerance of the full fits and of the leave-one-out retraining
 
 @dataclasses.dataclass(frozen=True)
 class LdsStudy:
@@ -78,7 +79,7 @@ def _cell_setup(config: LdsStudy, dataset: str, model: FullBatchModel, labels=No
 
     ds = load_dataset(dataset, seed=config.seed, train_limit=config.train_limit)
     y = ds.train.y if labels is None else labels
-    loss, params, gnorm, train = fit_full_batch(ds, y, **fit_args(model), seed=config.seed, tol=1e-8,
+    loss, params, gnorm, train = fit_full_batch(ds, y, **fit_args(model), seed=config.seed, tol=FIT_TOL,
                                                 dtype=jnp.float64)
     damping = damped_operator(loss, params, train, l2=model.l2, relative_damping=config.relative_damping)[2]
     t = min(config.test_points, len(ds.test))
@@ -107,7 +108,7 @@ def lds_cell(config: LdsStudy, dataset: str, model: FullBatchModel) -> dict:
     actual = ev.subset_outputs(loss, xs, unravel, test)
     removed = np.sort(rng.choice(n, config.loo_points, replace=False))
     (changes, loo_norms), loo_s = _timed(lambda: ev.loo_changes(loss, params, train, test, removed, l2=model.l2,
-                                                               max_iter=model.max_iter))
+                                                               tol=LOO_TOL, max_iter=model.max_iter))
     noisy = _noisy_setup(config, dataset, model, s["ds"])
     methods = {}
     for method in config.methods:

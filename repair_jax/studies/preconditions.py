@@ -12,6 +12,20 @@ Each check is a pure function returning one record ``{"name", "value", "threshol
   every input makes a comparison between methods meaningless (ours, for Pradhan et al. 2020, Table 1).
 * :func:`enough_seeds` - the test a study runs can reach p < 0.05 with its number of seeds
   (:func:`smallest_attainable_p`).
+* :func:`flips_changed_labels`, :func:`not_recorded` - Adebayo 2022, Sec. 6.3 (Figs. 6-1/6-2): the flipped
+  fractions changed the labels (read off the group ECE: a setting whose ECE equals the unflipped one changed no
+  label); what the label-flip records do not hold (accuracy, group sizes) is not measured.
+* :func:`ood_model_on_other_data` - Adebayo 2022, Sec. 4.5 (Table 4.4): the out-of-domain model was trained on
+  another data set than the explained inputs; with :func:`no_degenerate_model` on both models' test accuracy.
+* :func:`enough_subsets`, :func:`lbfgs_converged` - the LDS (Park et al. 2023, Sec. 2): a Spearman correlation
+  over the retrained subsets that can reach p < 0.05, and fits that reached their gradient-norm tolerance (the
+  ground truth of the LDS and of leave-one-out is the retrained minimiser).
+* :func:`regression_above_constant`, :func:`lower_level_converged` - Adebayo 2022, Sec. 5.2.3 and Table 5.3
+  (the credit row): a credit-limit model better than a constant, and a bilevel update whose lower level was
+  solved (the implicit hyper-gradient is taken at the lower-level minimiser).
+* :func:`strictly_convex_erm`, :func:`cg_converged`, :func:`flipped_as_configured` - Adebayo 2022, Sec. 6.2 and
+  6.5 (Fig. 6-3): influence on a strictly convex ERM objective, its Hessian solves converged, and 10 % of the
+  training labels flipped.
 
 :func:`study_preconditions` computes a study's checks from the files it wrote (by config type, see
 :data:`STUDY_CHECKS`); :func:`write_preconditions` writes them to ``OUT/preconditions.json`` and puts
@@ -23,6 +37,7 @@ hook).
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -141,6 +156,123 @@ def enough_seeds(test: str, n: int, m: int | None = None, alpha: float = ALPHA, 
                  source or "the study's significance test", f"{TESTS[test]}, {runs}")
 
 
+def not_recorded(name: str, threshold: str, source: str, what: str) -> dict:
+    """A precondition the study's files cannot show (``passed`` None: not measured); ``what``: the missing field."""
+    return check(name, None, threshold, None, source, f"not recorded by this run: {what}")
+
+
+def flips_changed_labels(unchanged: Sequence[str], total: int, source: str = "Adebayo 2022, Sec. 6.3") -> dict:
+    """Every flipped setting changed the labels (Adebayo 2022, Sec. 6.3: a percentage of the labels flipped
+    uniformly at random). ``unchanged``: the (stage, model, seed, fraction, group) settings with a fraction
+    above 0 whose group metric equals that of the unflipped labels exactly, of ``total``. Identical labels give
+    an identical metric (the test stage keeps the model; the training stage refits deterministically), so an
+    unchanged metric means no label of the setting changed."""
+    unchanged = list(unchanged)
+    return check("flipped fractions changed the labels", len(unchanged), f"0 of {total} flipped settings with "
+                 "the unflipped group ECE", None if total == 0 else not unchanged, source,
+                 (f"unchanged: {', '.join(unchanged[:6])}" + (", ..." if len(unchanged) > 6 else "")) if unchanged
+                 else f"{total} (stage, model, seed, fraction, group) settings")
+
+
+def ood_model_on_other_data(dataset: str | None, ood_dataset: str | None) -> dict:
+    """The out-of-domain model was trained on another data set than the inputs explained (Adebayo 2022, Sec. 4.5:
+    attributions of the same input from an in-domain and an out-of-domain model)."""
+    known = bool(dataset) and bool(ood_dataset)
+    return check("out-of-domain model trained on other data", f"{ood_dataset} model, {dataset} inputs",
+                 "a data set other than the inputs'", known and dataset != ood_dataset if known else None,
+                 "Adebayo 2022, Sec. 4.5", "" if known else "data sets not recorded")
+
+
+def smallest_spearman_p(m: int) -> float:
+    """The smallest two-sided p of Spearman's rho over ``m`` pairs (exact permutation test: only the identical
+    ranking and its reverse reach |rho| = 1 among the m! rankings): 2 / m!, 1 below 2 pairs."""
+    return 1.0 if m < 2 else min(1.0, 2.0 / math.factorial(m))
+
+
+def critical_spearman(m: int, alpha: float = ALPHA) -> float | None:
+    """The |rho| above which Spearman's rho over ``m`` pairs is significant at ``alpha`` (two-sided; the t
+    approximation t = rho sqrt((m - 2) / (1 - rho^2))); None below 3 pairs."""
+    if m < 3:
+        return None
+    from scipy.stats import t as student_t
+
+    q = student_t.ppf(1 - alpha / 2, m - 2)
+    return float(q / math.sqrt(m - 2 + q * q))
+
+
+def enough_subsets(m: int, alpha: float = ALPHA, source: str = "Park et al. 2023, Sec. 2 (the LDS)") -> dict:
+    """The LDS's per-test-point Spearman correlation over ``m`` retrained subsets can reach p < ``alpha``
+    (:func:`smallest_spearman_p`: at least 5 subsets); the detail gives the |rho| it takes."""
+    p = smallest_spearman_p(m)
+    crit = critical_spearman(m, alpha)
+    return check("enough subsets for the LDS's Spearman correlation", p, f"smallest attainable p < {alpha}",
+                 p < alpha, source, f"{m} subsets" + (f"; |rho| > {crit:.3f} is significant at {alpha}"
+                                                      if crit is not None else ""))
+
+
+def lbfgs_converged(runs: dict, source: str = "Park et al. 2023, Sec. 2 (the LDS)") -> dict:
+    """Every L-BFGS fit reached its tolerance: ``runs`` ``{label: (final gradient norm, tolerance)}``
+    (:func:`repair_jax.influence.full_batch.lbfgs` converged iff its gradient norm is at most the tolerance).
+    The value is the largest ratio gradient norm / tolerance."""
+    ratios = {k: g / tol for k, (g, tol) in runs.items()}
+    bad = [k for k, r in ratios.items() if not r <= 1]
+    value = float(max(ratios.values())) if ratios else None
+    return check("L-BFGS fits converged", value, "gradient norm <= tolerance for every fit (ratio <= 1)",
+                 None if value is None else not bad, source,
+                 (f"{len(bad)} of {len(ratios)} above: " + "; ".join(
+                     f"{k} {runs[k][0]:.3g} > {runs[k][1]:.3g}" for k in bad[:8]) + ("; ..." if len(bad) > 8 else ""))
+                 if bad else f"{len(ratios)} fits")
+
+
+def regression_above_constant(rmses: dict, constant_rmse: float, eps: float = DEGENERATE_EPS,
+                              source: str = "Adebayo 2022, Table 5.3 (our check)") -> dict:
+    """The degenerate-model check of a regression: every ``{label: test RMSE}`` below ``(1 - eps)`` times the
+    RMSE of the best constant prediction (the target's standard deviation, ``constant_rmse``)."""
+    threshold = (1 - eps) * constant_rmse
+    bad = sorted(k for k, v in rmses.items() if not v < threshold)
+    value = float(max(rmses.values())) if rmses else None
+    return check("no degenerate model", value, f"< (1 - {eps}) x {constant_rmse:.4f} (a constant's RMSE) = "
+                 f"{threshold:.4f} for every model", None if value is None else not bad, source,
+                 f"{len(bad)} of {len(rmses)} no better than a constant: {', '.join(bad[:8])}" if bad
+                 else f"{len(rmses)} models")
+
+
+def lower_level_converged(flags: dict, source: str = "Adebayo 2022, Sec. 5.2.3") -> dict:
+    """The bilevel update solved its lower level in every run (``{label: converged}``): the hyper-gradient
+    (Adebayo 2022, Sec. 5.2.3) differentiates the lower-level minimiser, through the Hessian there."""
+    bad = sorted(k for k, v in flags.items() if not v)
+    return check("bilevel lower level converged", f"{len(flags) - len(bad)} of {len(flags)}",
+                 "every run", None if not flags else not bad, source, f"not converged: {', '.join(bad)}" if bad else "")
+
+
+def strictly_convex_erm(hidden: Sequence[int], l2: float, source: str = "Adebayo 2022, Sec. 6.2") -> dict:
+    """The ERM objective is strictly convex (Adebayo 2022, Sec. 6.2 assumes it for the influence functions of
+    Sec. 6.4): softmax regression (no hidden layer) with an L2 penalty above 0."""
+    return check("strictly convex ERM objective", f"hidden {list(hidden)}, L2 {l2:g}",
+                 "no hidden layer and L2 > 0", not list(hidden) and l2 > 0, source)
+
+
+def cg_converged(summaries: dict, source: str = "Adebayo 2022, Sec. 6.4 (Eq. 6.4, 6.5)", detail: str = "") -> dict:
+    """Every conjugate-gradient solve of H^-1 v reached its tolerance: ``{label: CG summary}`` (its
+    ``"converged"`` and ``"residual"``); the influence of Eq. 6.4 / 6.5 needs the solve."""
+    bad = sorted(k for k, v in summaries.items() if not v.get("converged"))
+    residuals = [v["residual"] for v in summaries.values() if v.get("residual") is not None]
+    return check("Hessian solves converged", float(max(residuals)) if residuals else None,
+                 "every CG solve converged (residual <= its tolerance)", None if not summaries else not bad, source,
+                 (f"not converged: {', '.join(bad)}" if bad else f"{len(summaries)} solves")
+                 + (f"; {detail}" if detail else ""))
+
+
+def flipped_as_configured(counts: dict, fraction: float, source: str = "Adebayo 2022, Sec. 6.5") -> dict:
+    """``fraction`` of the training labels flipped in every run (``{label: (flipped, n)}``; Sec. 6.5 flips 10 %):
+    round(fraction x n) labels each."""
+    bad = sorted(k for k, (f, n) in counts.items() if f != int(round(fraction * n)) or f == 0)
+    value = float(min(f / n for f, n in counts.values())) if counts else None
+    return check("training labels flipped", value, f"round({fraction:g} x n) > 0 flipped in every run",
+                 None if value is None else not bad, source,
+                 f"other counts: {', '.join(bad)}" if bad else f"{len(counts)} runs")
+
+
 # ----------------------------------------------------------------------------- a study's checks from its files
 
 def _records(path: Path) -> list[dict]:
@@ -215,6 +347,98 @@ def _wr_checks(out: Path) -> list[dict]:
     return [enough_seeds("rank_sum", n, source="Zhong et al. 2022, Sec. 4.3.2 (rank-sum vs orig-ft)")]
 
 
+NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}  # where unrecorded
+
+
+def _config_fields(out: Path) -> dict:
+    """The config fields of ``out/experiment.json``, a nested ``train`` recipe's fields flattened in."""
+    fields = json.loads((out / "experiment.json").read_text())["config"]["fields"]
+    return {**fields, **(fields.get("train") or {})}
+
+
+def _label_flip_checks(out: Path) -> list[dict]:
+    """Adebayo 2022, Sec. 6.3 (Figs. 6-1/6-2 analogues): every flipped setting changed its group ECE against
+    the unflipped one of its (stage, model, seed); no test is run (the status page compares means), so no seed
+    check. The records hold group ECE only: the models' accuracy and the group sizes are not measured."""
+    records = json.loads((out / "sensitivity.json").read_text())["records"]
+    base = {(r["stage"], r["model"], r["seed"]): r["ece"] for r in records if r["fraction"] == 0}
+    unchanged, total = [], 0
+    for r in records:
+        if r["fraction"] > 0:
+            for group, ece in r["ece"].items():
+                total += 1
+                if ece == base[(r["stage"], r["model"], r["seed"])][group]:
+                    unchanged.append(f"{r['stage']} {r['model']} seed {r['seed']} {r['fraction']:.0%} {group}")
+    return [flips_changed_labels(unchanged, total),
+            not_recorded("no degenerate model", f"balanced accuracy > 1/K + {DEGENERATE_EPS} for every model",
+                         "Adebayo 2022, Sec. 6.3 (our check)",
+                         "the records hold group ECE only, no accuracy of the fitted models"),
+            not_recorded("minority group smaller than the majority", "heavy-ink test group < light-ink test group",
+                         "Adebayo 2022, Sec. 6.3",
+                         "the test group sizes (heavy-ink: above the training set's 75th intensity percentile)")]
+
+
+def _ood_checks(out: Path) -> list[dict]:
+    """Adebayo 2022, Sec. 4.5 (Table 4.4 analogue): both models above chance on their own test split (test
+    accuracy: the results record no balanced accuracy; the chance level 1/K is the same on a balanced split),
+    and the out-of-domain model trained on another data set than the explained inputs."""
+    fields = _config_fields(out)
+    dataset, ood = fields.get("dataset"), fields.get("ood_dataset")
+    acc = json.loads((out / "results.json").read_text())["accuracies"]
+    ks = {NUM_CLASSES.get(d) for d in (dataset, ood)}
+    models = {f"{dataset} model on {dataset}": acc["model"], f"{ood} model on {ood}": acc["ood_model"]}
+    if len(ks) == 1 and None not in ks:
+        degenerate = no_degenerate_model(models, ks.pop(), source="Adebayo 2022, Sec. 4.5 (our check)")
+        degenerate["detail"] += " (test accuracy; the results record no balanced accuracy)"
+    else:
+        degenerate = not_recorded("no degenerate model", f"accuracy > 1/K + {DEGENERATE_EPS} for every model",
+                                  "Adebayo 2022, Sec. 4.5 (our check)",
+                                  f"the number of classes of {dataset} and {ood}")
+    return [degenerate, ood_model_on_other_data(dataset, ood)]
+
+
+def _lds_checks(out: Path) -> list[dict]:
+    """The LDS study (Park et al. 2023, Sec. 2): enough subsets for its Spearman correlations; every fit
+    converged: the full fit (tolerance 1e-8), the retrained subsets (the config's ``retrain_tol``: the LDS's
+    ground truth) and the leave-one-out retraining (1e-8)."""
+    from repair_jax.studies.influence_lds import FIT_TOL, LOO_TOL
+
+    fields = _config_fields(out)
+    runs = {}
+    for c in _records(out / "cells.jsonl"):
+        cell = f"{c['dataset']} {c['model']}"
+        runs[f"{cell} fit"] = (c["fit_grad_norm"], FIT_TOL)
+        runs[f"{cell} subsets (largest)"] = (c["retrain_max_grad_norm"], fields["retrain_tol"])
+        runs[f"{cell} leave-one-out (largest)"] = (c["loo_max_grad_norm"], LOO_TOL)
+    return [enough_subsets(fields["num_subsets"]), lbfgs_converged(runs)]
+
+
+def _credit_checks(out: Path) -> list[dict]:
+    """Adebayo 2022, Table 5.3 (the credit row) on the synthetic credit table: the carved and the guided model
+    predict the true limit better than a constant; the bilevel lower level converged in every seed (Sec.
+    5.2.3). No test is run (mean ± std over the seeds), so no seed check."""
+    from repair_jax.guiding.synthetic import CREDIT_LIMIT_STD
+
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    rmses = {f"{m} seed {r['seed']}": v for r in rows for m, v in r["test_rmse_vs_true_limit"].items()}
+    return [regression_above_constant(rmses, CREDIT_LIMIT_STD),
+            lower_level_converged({f"seed {r['seed']}": r["lower_converged"] for r in rows})]
+
+
+def _ranking_checks(out: Path) -> list[dict]:
+    """Adebayo 2022, Sec. 6.5 (Fig. 6-3 analogue): a strictly convex ERM objective (Sec. 6.2), converged CG
+    solves of the influence (Eq. 6.4 / 6.5), and the configured fraction of training labels flipped per seed.
+    No test is run (mean ± std over the seeds), so no seed check."""
+    fields = _config_fields(out)
+    result = json.loads((out / "ranking.json").read_text())
+    seeds = result["per_seed"]
+    return [strictly_convex_erm(fields["model"]["hidden"], fields["model"]["l2"]),
+            cg_converged({f"seed {r['seed']}": r["cg"] for r in seeds}, detail="IF-Calib's solve per seed, which "
+                         "IF-Calib-Label reuses (the runs record no summary of IF-Norm's solve)"),
+            flipped_as_configured({f"seed {r['seed']}": (r["flipped"], r["n_train"]) for r in seeds},
+                                  result["flip_fraction"])]
+
+
 STUDY_CHECKS: dict[str, Callable[[Path], list[dict]]] = {
     "WRStudy": _wr_checks,
     "SpuriousAttributionStudy": _spurious_checks,
@@ -225,6 +449,11 @@ STUDY_CHECKS: dict[str, Callable[[Path], list[dict]]] = {
     "BiasMitigationStudy": _bias_checks,
     "MultimodalBiasStudy": _bias_checks,
     "IRepairStudy": _irepair_checks,
+    "LabelFlipSensitivityStudy": _label_flip_checks,
+    "OODExplanationStudy": _ood_checks,
+    "LdsStudy": _lds_checks,
+    "CreditStudy": _credit_checks,
+    "InfluenceRankingStudy": _ranking_checks,
 }
 
 
