@@ -248,3 +248,25 @@ def test_direction():
     assert status._direction([False]) == "reversed"
     assert status._direction([True, False, False]) == "mixed (1 of 3)"
     assert status._direction([]) == "not comparable"
+
+
+def test_ks_tables_read_the_tag_setting_by_majority_of_seeds(tmp_path):
+    """Tables 4.2/4.3 rows: the Tag setting (bare or sized) is ✗ where most seeds rejected; the claim is K-SSD ✗,
+    CCM ✓, FAM ✓ (Adebayo 2022, Tables 4.2 and 4.3)."""
+    cell = lambda rejected: {"rejected": rejected, "seeds": 3, "statistic": 0.5, "p_median": 0.01}
+    table = {"stripe": {m: cell(3) for m in ("k_ssd", "ccm", "fam")},
+             "tag(6)": {"k_ssd": cell(2), "ccm": cell(1), "fam": cell(0)}}
+    (tmp_path / "results.json").write_text(json.dumps({"table": table}))
+    ours, direction = status.ks_tables(tmp_path)
+    assert ours.startswith("tag(6): K-SSD ✗") and "CCM ✓" in ours and direction == "reproduced"
+    table["tag(6)"]["fam"] = cell(2)
+    (tmp_path / "results.json").write_text(json.dumps({"table": table}))
+    assert status.ks_tables(tmp_path)[1] == "mixed (2 of 3)"
+
+
+def test_a_run_in_progress_is_not_finished(tmp_path):
+    out = tmp_path / "explain_spurious_table4_1_conditions"
+    out.mkdir()
+    (out / "experiment.json").write_text(json.dumps({"config": {"type": "x", "fields": {}}}))
+    row = status.status_row(out.name, "s", "h", status.spurious_table4_1, tmp_path)
+    assert row["ours"] == "not finished" and row["direction"] == "not comparable (not finished)"
