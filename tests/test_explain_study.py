@@ -20,6 +20,9 @@ def test_spurious_attribution_study_smoke_runs_and_resumes(tmp_path):
     again = run_experiment(config, tmp_path, progress=False)  # resumed: nothing retrained, same numbers
     assert again == summary
     table = json.loads((tmp_path / "table.json").read_text())
+    md = (tmp_path / "table.md").read_text()  # the same numbers as table.json, after the preconditions' line
+    assert md.startswith("**Preconditions:") and "| seed | signal |" in md
+    assert f"| K-SSD | {summary['table']['tag']['grad']['k_ssd']['mean']:.3f} (" in md
     assert table["table"]["tag"]["grad"]["ccm"]["mean"] == summary["table"]["tag"]["grad"]["ccm"]["mean"]
 
 

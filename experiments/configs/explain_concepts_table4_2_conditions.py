@@ -1,7 +1,7 @@
 """Adebayo 2022, Table 4.2 analogue (TCAV, Sec. 4.2.3) on the models of ``explain_spurious_table4_1_conditions``:
 the setting where the thesis's model conditions hold (every spurious score > 0.85, the normal model's < 0.1;
 see that config for the probes behind it). Everything else is ``explain_concepts_table4_2``'s CPU size: the last
-convolution, known concepts = classes 1-3, 50 concept images, 10 random sets, 1 seed. ``smoke=True``: digits,
+convolution, known concepts = classes 1-3, 50 concept images, 10 random sets, 3 seeds (the models' config). ``smoke=True``: digits,
 a small MLP (layer Dense_0), the same code path.
 """
 

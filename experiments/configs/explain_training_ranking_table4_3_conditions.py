@@ -2,7 +2,7 @@
 ``explain_spurious_table4_1_conditions``: the setting where the thesis's model conditions hold (every spurious
 score > 0.85, the normal model's < 0.1; see that config for the probes behind it). Everything else is
 ``explain_training_ranking_table4_3``'s CPU size: influence of the last dense layer, ICM of the top 10, 50 test
-inputs, 1 seed. ``smoke=True``: digits, a small MLP, the same code path.
+inputs, 3 seeds (the models' config). ``smoke=True``: digits, a small MLP, the same code path.
 """
 
 from dataclasses import replace

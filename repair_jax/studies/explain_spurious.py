@@ -26,7 +26,7 @@ from repair_jax.explain.registry import attribute, parse_methods
 from repair_jax.explain.spurious import (
     SIGNALS, add_signal, ccm, contaminate, fam, fam_gt, k_ssd, label_independent_signals, parse_signal, spurious_score,
 )
-from repair_jax.io import write_json
+from repair_jax.io import write_json, write_text
 from repair_jax.studies.preconditions import NORMAL_THRESHOLD, SPURIOUS_THRESHOLD  # Adebayo 2022, Sec. 4.2.1
 from repair_jax.train import TrainConfig
 
@@ -215,4 +215,22 @@ def run_spurious_attribution_study(config: SpuriousAttributionStudy, out: Path, 
                "spurious_ok": all(r["spurious_ok"] for r in records),
                "normal_ok": all(r["normal_ok"] for r in records)}
     write_json(Path(out) / "table.json", summary)
+    write_text(Path(out) / "table.md", table_markdown(summary["table"], records))
     return summary
+
+
+MEASURE_NAMES = {"k_ssd": "K-SSD", "ccm": "CCM", "fam": "FAM", "fam_gt": "FAM-GT"}
+
+
+def table_markdown(table: dict, records: list[dict]) -> str:
+    """Table 4.1's layout from :func:`summarize`'s ``table``: the model conditions per seed and signal, then per
+    signal a row per measure and a column per method, mean (SEM) over the seeds."""
+    lines = ["# Table 4.1 analogue: SSIM of explanations, mean (SEM) over the seeds", "",
+             "| seed | signal | spurious score (> 0.85?) | normal model's largest score (< 0.1?) |", "|---|---|---|---|"]
+    lines += [f"| {r['seed']} | {r['signal']} | {r['spurious_score']:.3f} ({'yes' if r['spurious_ok'] else 'no'}) | "
+              f"{r['normal_max_score']:.3f} ({'yes' if r['normal_ok'] else 'no'}) |" for r in records]
+    for signal, methods in table.items():
+        lines += ["", f"**{signal}**", "", "| measure | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(f"{methods[m][k]['mean']:.3f} ({methods[m][k]['sem']:.3f})"
+                                              for m in methods) + " |" for k, name in MEASURE_NAMES.items()]
+    return "\n".join(lines) + "\n"
