@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import importlib.util
+import json
 import platform
 import sys
 import time
@@ -238,17 +239,32 @@ def run_experiment(config: Any, out: str | Path, *, force: bool = False, progres
     if hasattr(config, "validate"):  # every option is checked before anything is written
         config.validate()
     out.mkdir(parents=True, exist_ok=True)
+    earlier = [] if force else earlier_segments(out / EXPERIMENT_JSON)
     started = _dt.datetime.now(_dt.timezone.utc)
     meta = {"config": record, "command": command or " ".join(sys.argv), "machine": machine_record(),
             "started": started.isoformat(timespec="seconds")}
-    write_json(out / EXPERIMENT_JSON, {**meta, "finished": None})
+    write_json(out / EXPERIMENT_JSON, {**meta, "finished": None, "segments": earlier})
     t0 = time.perf_counter()
     summary = fn(config, out, force=force, progress=progress)
     for hook in _AFTER_RUN:  # e.g. repair_jax.studies.preconditions: OUT/preconditions.json
         hook(out, type(config))
-    write_json(out / EXPERIMENT_JSON, {**meta, "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(
-        timespec="seconds"), "wall_s": round(time.perf_counter() - t0, 1)})
+    finished = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    segments = earlier + [{"started": meta["started"], "finished": finished, "wall_s": round(time.perf_counter() - t0, 1)}]
+    write_json(out / EXPERIMENT_JSON, {**meta, "finished": finished, "segments": segments,
+                                       "wall_s": round(sum(s["wall_s"] or 0.0 for s in segments), 1)})
     return summary
+
+
+def earlier_segments(path: Path) -> list[dict]:
+    """The run segments an ``experiment.json`` records (a resumed run adds one; ``wall_s`` is their sum): each
+    ``{"started", "finished", "wall_s"}``, ``finished`` and ``wall_s`` None for a segment that was stopped."""
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    if "segments" in old:
+        return list(old["segments"]) + ([] if old.get("finished") else [
+            {"started": old["started"], "finished": None, "wall_s": None}])
+    return [{"started": old.get("started"), "finished": old.get("finished"), "wall_s": old.get("wall_s")}]
 
 
 def default_out(spec: str, smoke: bool = False, configs_dir: str | Path = CONFIGS_DIR) -> Path:

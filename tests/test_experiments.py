@@ -360,3 +360,26 @@ def test_driver_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, 
     assert rc == 2 and len(err) == 1 and message in err[0], err
     assert err[0].startswith("python -m experiments.run: error:" if case == "unknown_flag" else "experiments.run: error:")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad_syntax.py", "file.txt", "raises.py"]
+
+
+def test_a_resumed_run_sums_its_segments_wall_time(tmp_path):
+    """experiment.json keeps every run segment: a resumed run adds one and its wall_s is their sum (a stopped
+    segment counts as unknown); --force starts the record afresh."""
+    import json
+
+    from repair_jax.experiment import earlier_segments, load_config, run_experiment
+
+    config = load_config("experiments/configs/explain_spurious_table4_1.py", smoke=True)
+    run_experiment(config, tmp_path, progress=False)
+    first = json.loads((tmp_path / "experiment.json").read_text())
+    assert len(first["segments"]) == 1 and first["wall_s"] == first["segments"][0]["wall_s"]
+    run_experiment(config, tmp_path, progress=False)
+    second = json.loads((tmp_path / "experiment.json").read_text())
+    assert second["segments"][0] == first["segments"][0] and len(second["segments"]) == 2
+    assert second["wall_s"] == round(sum(s["wall_s"] for s in second["segments"]), 1)
+    stopped = {**second, "finished": None, "started": "2026-01-01T00:00:00+00:00"}
+    (tmp_path / "experiment.json").write_text(json.dumps(stopped))
+    assert earlier_segments(tmp_path / "experiment.json")[-1] == {"started": "2026-01-01T00:00:00+00:00",
+                                                                  "finished": None, "wall_s": None}
+    run_experiment(config, tmp_path, progress=False, force=True)
+    assert len(json.loads((tmp_path / "experiment.json").read_text())["segments"]) == 1

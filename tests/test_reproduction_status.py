@@ -102,6 +102,25 @@ def test_write_preconditions_on_a_study_directory(tmp_path):
     assert pre.write_preconditions(tmp_path, "CascadingRandomizationStudy") == []  # none defined: nothing written
 
 
+def test_spurious_models_only_checks_the_pairs_in_the_tables(tmp_path):
+    """With the thesis's definitions applied before averaging, the pairs left out do not fail the model
+    conditions, but a signal left without any spurious model does."""
+    rec = lambda seed, s, score: {"seed": seed, "signal": s, "spurious_score": score, "normal_max_score": 0.01,
+                                  "spurious_ok": score > 0.85, "normal_ok": True}
+    header = {"resumable_config": {"models": {"signals": ["tag", "stripe"], "spurious_models_only": True}}}
+    write = lambda recs: (tmp_path / "results.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in [header, *recs]) + "\n")
+    write([rec(0, "tag", 0.9), rec(0, "stripe", 0.95), rec(1, "stripe", 0.5)])
+    checks = pre.write_preconditions(tmp_path, "SpuriousConceptStudy")
+    assert [c["passed"] for c in checks] == [True, True, True] and "left out: seed 1 stripe" in checks[2]["detail"]
+    write([rec(0, "tag", 0.9), rec(0, "stripe", 0.5)])
+    checks = pre.write_preconditions(tmp_path, "SpuriousConceptStudy")
+    assert checks[2]["passed"] is False and "no spurious model for stripe" in checks[2]["detail"]
+    header["resumable_config"]["models"]["spurious_models_only"] = None  # every pair counts
+    write([rec(0, "tag", 0.9), rec(0, "stripe", 0.5)])
+    assert [c["passed"] for c in pre.write_preconditions(tmp_path, "SpuriousConceptStudy")] == [False, True]
+
+
 def test_flips_changed_labels_and_not_recorded():
     assert pre.flips_changed_labels([], 12)["passed"]
     failed = pre.flips_changed_labels(["test mlp seed 0 5% heavy-ink"], 12)

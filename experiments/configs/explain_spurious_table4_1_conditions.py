@@ -17,6 +17,10 @@ two bright stripes as a Bag. Probes on this machine (seed 0, 6k training images,
 * the texture amplitude 0.04 -> 0.12 (``texture(0.12)``, still faint on black): 0.57 -> 0.90 at 6 epochs (0.08:
   0.84; 0.04 at 10 epochs: 0.64).
 
+The thesis's definitions are applied before averaging (``spurious_models_only=True``, Sec. 4.2.1: only a model
+above 0.85 is a spurious model): a (seed, signal) pair whose models fail them stays in the log and the model
+table and is left out of the measures (at 3 seeds: seed 2's Stripe and texture models, 0.82 and 0.77).
+
 Everything else is the CPU-size run's: aligned class 0 (T-shirt/top), 50 explained test inputs, Grad,
 SmoothGrad, IG, Guided Backprop; 3 seeds (the CPU-size run has 1, the thesis 5), about 5 minutes each on
 one core. ``smoke=True``: the smoke config with the same signal forms (same code path).
@@ -37,11 +41,11 @@ def models(smoke: bool = False) -> SpuriousAttributionStudy:
         train = TrainConfig(dataset="digits", model="mlp", model_kwargs={"hidden": (32,)}, epochs=6, lr=3e-3)
         return SpuriousAttributionStudy(train=train, signals=("tag(3)", "stripe"), methods=("grad", "guided_backprop"),
                                         explain_examples=8, steps=8, samples=4, seeds=(0,),
-                                        normal_signal_fraction=NORMAL_SIGNAL_FRACTION)
+                                        normal_signal_fraction=NORMAL_SIGNAL_FRACTION, spurious_models_only=True)
     train = TrainConfig(dataset="fashion_mnist", model="cnn", model_kwargs={"width": 8}, epochs=6, lr=1e-3,
                         train_limit=6000)
     return SpuriousAttributionStudy(train=train, signals=SIGNALS, explain_examples=50, seeds=(0, 1, 2),
-                                    normal_signal_fraction=NORMAL_SIGNAL_FRACTION)
+                                    normal_signal_fraction=NORMAL_SIGNAL_FRACTION, spurious_models_only=True)
 
 
 def get_config(smoke: bool = False) -> SpuriousAttributionStudy:

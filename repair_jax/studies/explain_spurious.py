@@ -27,7 +27,9 @@ from repair_jax.explain.spurious import (
     SIGNALS, add_signal, ccm, contaminate, fam, fam_gt, k_ssd, label_independent_signals, parse_signal, spurious_score,
 )
 from repair_jax.io import write_json, write_text
-from repair_jax.studies.preconditions import NORMAL_THRESHOLD, SPURIOUS_THRESHOLD  # Adebayo 2022, Sec. 4.2.1
+from repair_jax.studies.preconditions import (  # Adebayo 2022, Sec. 4.2.1
+    NORMAL_THRESHOLD, SPURIOUS_THRESHOLD, split_by_definitions,
+)
 from repair_jax.train import TrainConfig
 
 MEASURES = ("k_ssd", "ccm", "fam", "fam_gt")
@@ -47,7 +49,12 @@ class SpuriousAttributionStudy:
     class (:func:`repair_jax.explain.spurious.label_independent_signals`): a model that has seen the signals
     and learnt that they carry no label. Our departure, for data where a clean model reads a signal as a class
     (on Fashion-MNIST a clean model reads the bright stripes as a bag: spurious score 0.81); the normal
-    condition (score < 0.1 for every class and signal) is checked either way."""
+    condition (score < 0.1 for every class and signal) is checked either way.
+
+    ``spurious_models_only``: None puts every (seed, signal) pair in the tables, whatever its scores. True
+    applies the thesis's definitions (Sec. 4.2.1: a model is a *spurious model* only above 0.85, *normal* only
+    below 0.1) before averaging: a pair whose spurious or normal model fails its definition is left out of the
+    tables and listed as left out (:func:`table_records`); every record stays in the log."""
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         dataset="fashion_mnist", model="cnn", model_kwargs={"width": 16}, epochs=5, lr=1e-3))
     signals: tuple = SIGNALS
@@ -58,6 +65,7 @@ class SpuriousAttributionStudy:
     samples: int = 16
     seeds: tuple = (0, 1, 2)
     normal_signal_fraction: float | None = None
+    spurious_models_only: bool | None = None
 
     def validate(self) -> None:
         self.train.validate()
@@ -190,6 +198,25 @@ def run_spurious_conditions(config: SpuriousAttributionStudy, ds, log_path: Path
                      config_type=config_type)
 
 
+def table_records(config: SpuriousAttributionStudy, records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """``(records in the tables, records left out)``: with ``config.spurious_models_only``, the pairs whose models
+    meet the thesis's definitions (``spurious_ok`` and ``normal_ok``, Adebayo 2022, Sec. 4.2.1) and the others;
+    otherwise every record and none."""
+    if not config.spurious_models_only:
+        return list(records), []
+    return split_by_definitions(records)
+
+
+def left_out_line(left_out: list[dict]) -> list[str]:
+    """A markdown line naming the pairs left out of the tables (none: no line)."""
+    if not left_out:
+        return []
+    pairs = ", ".join(f"seed {r['seed']} {r['signal']} (spurious {r['spurious_score']:.3f}, normal "
+                      f"{r['normal_max_score']:.3f})" for r in left_out)
+    return ["", f"Left out of the tables (their models are not a spurious / normal model by Adebayo 2022, "
+                f"Sec. 4.2.1): {pairs}."]
+
+
 def summarize(records: list[dict]) -> dict:
     """Table 4.1 layout: signal -> method -> measure -> mean over seeds of the per-seed means (and SEMs)."""
     table: dict = {}
@@ -211,24 +238,29 @@ def run_spurious_attribution_study(config: SpuriousAttributionStudy, out: Path, 
                                       lambda seed, s, normal, scores: _signal_record(config, seed, s, ds, normal, scores),
                                       "spurious study", force=force, progress=progress,
                                       config_type=SpuriousAttributionStudy)
-    summary = {"table": summarize(records), "records": len(records),
+    kept, left_out = table_records(config, records)
+    summary = {"table": summarize(kept), "records": len(records),
                "spurious_ok": all(r["spurious_ok"] for r in records),
                "normal_ok": all(r["normal_ok"] for r in records)}
+    if config.spurious_models_only:
+        summary["left_out"] = [[r["seed"], r["signal"]] for r in left_out]
     write_json(Path(out) / "table.json", summary)
-    write_text(Path(out) / "table.md", table_markdown(summary["table"], records))
+    write_text(Path(out) / "table.md", table_markdown(summary["table"], records, left_out))
     return summary
 
 
 MEASURE_NAMES = {"k_ssd": "K-SSD", "ccm": "CCM", "fam": "FAM", "fam_gt": "FAM-GT"}
 
 
-def table_markdown(table: dict, records: list[dict]) -> str:
-    """Table 4.1's layout from :func:`summarize`'s ``table``: the model conditions per seed and signal, then per
-    signal a row per measure and a column per method, mean (SEM) over the seeds."""
+def table_markdown(table: dict, records: list[dict], left_out: list[dict] = ()) -> str:
+    """Table 4.1's layout from :func:`summarize`'s ``table``: the model conditions per seed and signal (and the
+    pairs ``left_out``, :func:`table_records`), then per signal a row per measure and a column per method, mean
+    (SEM) over the seeds in the table."""
     lines = ["# Table 4.1 analogue: SSIM of explanations, mean (SEM) over the seeds", "",
              "| seed | signal | spurious score (> 0.85?) | normal model's largest score (< 0.1?) |", "|---|---|---|---|"]
     lines += [f"| {r['seed']} | {r['signal']} | {r['spurious_score']:.3f} ({'yes' if r['spurious_ok'] else 'no'}) | "
               f"{r['normal_max_score']:.3f} ({'yes' if r['normal_ok'] else 'no'}) |" for r in records]
+    lines += left_out_line(list(left_out))
     for signal, methods in table.items():
         lines += ["", f"**{signal}**", "", "| measure | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
         lines += [f"| {name} | " + " | ".join(f"{methods[m][k]['mean']:.3f} ({methods[m][k]['sem']:.3f})"

@@ -49,8 +49,8 @@ from repair_jax.explain.registry import attribute, parse_methods
 from repair_jax.studies.explain_sanity import plot_maps, similarity_curves
 from repair_jax.explain.spurious import add_signal, distributions_differ, identical_class_metric
 from repair_jax.studies.explain_spurious import (
-    SpuriousAttributionStudy, StudyModel, condition_fields, run_spurious_conditions, study_dataset,
-    train_spurious_model, train_study_model,
+    SpuriousAttributionStudy, StudyModel, condition_fields, left_out_line, run_spurious_conditions, study_dataset,
+    table_records, train_spurious_model, train_study_model,
 )
 from repair_jax.io import write_json, write_text
 from repair_jax.progress import progress as progress_bar
@@ -283,10 +283,14 @@ def _run_ks_study(config, record, details, title: str, out: Path, force: bool, p
     records = run_spurious_conditions(models, ds, Path(out) / "results.jsonl", dataclasses.asdict(config),
                                       lambda seed, s, normal, scores: record(config, ds, seed, s, normal, scores),
                                       title, force=force, progress=progress, config_type=type(config))
-    summary = {"table": summarize_tests(records), "records": len(records),
+    kept, left_out = table_records(models, records)
+    summary = {"table": summarize_tests(kept), "records": len(records),
                "spurious_ok": all(r["spurious_ok"] for r in records), "normal_ok": all(r["normal_ok"] for r in records)}
+    if models.spurious_models_only:
+        summary["left_out"] = [[r["seed"], r["signal"]] for r in left_out]
     write_json(Path(out) / "results.json", summary)
-    write_text(Path(out) / "results.md", ks_markdown(title, summary["table"], records, details(records)))
+    write_text(Path(out) / "results.md", ks_markdown(title, summary["table"], records,
+                                                      left_out_line(left_out) + details(kept)))
     return summary
 
 
