@@ -448,7 +448,9 @@ def ranking_group(config: InfluenceRankingStudy, ds) -> tuple[str, np.ndarray]:
 
 def ranking_seed(config: InfluenceRankingStudy, seed: int) -> dict:
     """One seed: the fraction of flipped labels among each ranking's top ``config.top`` and each ranking's AUROC
-    for the flipped points (float64 inside ``jax.enable_x64`` when ``config.float64``)."""
+    for the flipped points (float64 inside ``jax.enable_x64`` when ``config.float64``); the rankings are
+    :func:`ranking_scores`' (signed: the points whose up-weighting raises the quantity first) and the magnitudes
+    ``abs(IF-Calib)`` and ``abs(IF-Norm)``."""
     from repair_jax.data import load_dataset
     from repair_jax.influence.evaluate import noisy_label_auc
     from repair_jax.metrics import expected_calibration_error
@@ -462,6 +464,8 @@ def ranking_seed(config: InfluenceRankingStudy, seed: int) -> dict:
         thr, _ = ink_groups(ds)
         group, mask = ranking_group(config, ds)
         scores, r = ranking_scores(config, loss, params, train, test, mask, ds.num_classes)
+        # "the most influential" (Sec. 6.5) read as magnitude: abs(I) ranks points of either sign first
+        scores.update({f"abs({m})": np.abs(scores[m]) for m in ("IF-Calib", "IF-Norm")})
         p = class_probs(loss, params, test["x"])
         ece = float(expected_calibration_error(p, test["y"], jnp.asarray(mask)))
     frac = {k: float(flipped[np.argsort(-v, kind="stable")[:config.top]].mean()) for k, v in scores.items()}

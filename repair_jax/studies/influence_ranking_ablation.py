@@ -23,7 +23,8 @@ from repair_jax.io import write_json, write_text
 from repair_jax.stats import paired_t_test_p
 from repair_jax.studies.influence import InfluenceRankingStudy, ranking_seed
 
-METHODS = ("IF-Calib", "IF-Calib-Label", "Loss", "IF-Norm")
+METHODS = ("IF-Calib", "abs(IF-Calib)", "IF-Calib-Label", "Loss", "IF-Norm", "abs(IF-Norm)")
+CALIB = ("IF-Calib", "abs(IF-Calib)")  # compared with the training loss, each against it
 ALPHA = 0.05
 
 
@@ -64,38 +65,41 @@ def compare(rows: list[dict], field: str, a: str = "IF-Calib", b: str = "Loss") 
 
 
 def summarize(setting: RankingSetting, rows: list[dict]) -> dict:
-    """One setting's row: sizes, per-method means and std of both measures, IF-Calib against Loss and IF-Norm."""
+    """One setting's row: sizes, per-method means and std of both measures, IF-Calib (signed and abs) against the
+    loss and against IF-Norm (the same sign convention)."""
     stat = lambda field: {m: {"mean": float(np.mean([r[field][m] for r in rows])),
                               "std": float(np.std([r[field][m] for r in rows]))} for m in METHODS}
+    fields = {"top": "top_flipped_fraction", "auroc": "auroc"}
     return {"setting": setting.name, "axis": setting.axis, "seeds": [r["seed"] for r in rows],
             "n_train": rows[0]["n_train"], "flipped": rows[0]["flipped"], "group": rows[0]["group"],
             "cg_converged": sum(bool(r["cg"]["converged"]) for r in rows),
             "fit_grad_norm_max": max(r["fit_grad_norm"] for r in rows),
             "top": stat("top_flipped_fraction"), "auroc": stat("auroc"),
-            "calib_vs_loss": {"top": compare(rows, "top_flipped_fraction"), "auroc": compare(rows, "auroc")},
-            "calib_vs_norm": {"top": compare(rows, "top_flipped_fraction", b="IF-Norm"),
-                              "auroc": compare(rows, "auroc", b="IF-Norm")}}
+            "vs_loss": {a: {k: compare(rows, f, a) for k, f in fields.items()} for a in CALIB},
+            "vs_norm": {a: {k: compare(rows, f, a, a.replace("Calib", "Norm")) for k, f in fields.items()}
+                        for a in CALIB}}
 
 
 def _cmp(c: dict) -> str:
-    return f"{c['mean_diff']:+.3f} (p {c['p']:.2g})"
+    return f"{c['mean_diff']:+.3f} (p {c['p']:.2g}) {c['order'].replace('IF-Calib', 'C').replace('Loss', 'L')}"
 
 
 def ablation_table(config: InfluenceRankingAblation, summaries: list[dict]) -> str:
+    """Two tables, top-``top`` fraction and AUROC: per setting the six rankings' means and IF-Calib - Loss."""
     top = config.settings[0].study.top
-    lines = [f"Flipped labels found by each ranking (mean over seeds; top {top}: fraction flipped among the top "
-             f"{top}, the thesis's measure; AUROC: the whole ranking). IF-Calib - Loss: mean paired difference "
-             f"(paired t-test p); order: IF-Calib vs Loss at p < {ALPHA} (else tie).", "",
-             "| setting | change | n train | flipped | top: IF-Calib | IF-Calib-Label | Loss | IF-Norm "
-             "| top: IF-Calib - Loss | order (top) | AUROC: IF-Calib | Loss | IF-Norm | AUROC: IF-Calib - Loss "
-             "| order (AUROC) | CG conv. |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for s in summaries:
-        t, a, c = s["top"], s["auroc"], s["calib_vs_loss"]
-        lines.append(f"| {s['setting']} | {s['axis']} | {s['n_train']} | {s['flipped']} | "
-                     + " | ".join(f"{t[m]['mean']:.3f}" for m in METHODS) + f" | {_cmp(c['top'])} | {c['top']['order']} | "
-                     + " | ".join(f"{a[m]['mean']:.3f}" for m in ("IF-Calib", "Loss", "IF-Norm"))
-                     + f" | {_cmp(c['auroc'])} | {c['auroc']['order']} | {s['cg_converged']}/{len(s['seeds'])} |")
-    return "\n".join(lines) + "\n"
+    head = (" | n train | flipped | " + " | ".join(METHODS) + " | IF-Calib - Loss | abs(IF-Calib) - Loss |",
+            "|---" * (4 + len(METHODS) + 2) + "|")
+    lines = [f"Flipped labels found by each ranking (mean over seeds). IF-Calib - Loss: the mean paired difference "
+             f"(paired t-test p over seeds) and the order at p < {ALPHA} (C: IF-Calib, L: Loss; tie: p >= {ALPHA})."]
+    for key, title in (("top", f"Fraction flipped among the top {top} (the thesis's measure)"),
+                       ("auroc", "AUROC of each whole ranking for the flipped points")):
+        lines += ["", f"{title}:", "", "| setting | change" + head[0], head[1]]
+        for s in summaries:
+            lines.append(f"| {s['setting']} | {s['axis']} | {s['n_train']} | {s['flipped']} | "
+                         + " | ".join(f"{s[key][m]['mean']:.3f}" for m in METHODS) + " | "
+                         + " | ".join(_cmp(s["vs_loss"][a][key]) for a in CALIB) + " |")
+    cg = ", ".join(f"{s['setting']} {s['cg_converged']}/{len(s['seeds'])}" for s in summaries)
+    return "\n".join(lines) + f"\n\nIF-Calib's CG solve converged (seeds): {cg}.\n"
 
 
 @runner(InfluenceRankingAblation)
