@@ -22,7 +22,8 @@ FAST = {"wr_os_frontier"}  # reads finished results, runs no model
 # configs whose smoke run has its own test with config-specific checks: not run a second time here
 DEDICATED = {**{name: "test_experiments_d2.py" for name in (
     "guiding_noisy_labels", "guiding_noisy_labels_fi0", "guiding_spurious", "guiding_credit",
-    "guiding_full_fashion_mnist", "influence_loo", "influence_ranking", "label_flip_sensitivity")},
+    "guiding_full_fashion_mnist", "influence_loo", "influence_ranking", "influence_ranking_ablation",
+    "label_flip_sensitivity")},
     "explain_spurious_table4_1": "test_explain_study.py", "robustness_fashion_mnist": "test_robustness_study.py",
     "robustness_fashion_mnist_cpu": "test_robustness_study.py", "robustness_cifar100_lt": "test_robustness_study.py",
     "explain_cascading_randomization": "test_explain_sanity.py",

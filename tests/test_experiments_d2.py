@@ -136,6 +136,73 @@ def test_influence_ranking_smoke(tmp_path):
     assert (tmp_path / "ranking.png").is_file()
 
 
+def test_ranking_flips_pair_and_heavy_ink_variants_on_digits():
+    """Pair flips move each flipped label to the next class; heavy-ink flips touch heavy-ink training points only;
+    both flip as many points as uniform flips, which stay repair_jax.data.flip_labels (the committed setting)."""
+    from repair_jax.data import flip_labels, load_dataset
+    from repair_jax.studies.influence import ink, ink_groups, ranking_flips, ranking_group
+
+    ds = load_dataset("digits", seed=3, train_limit=400)
+    y = np.asarray(ds.train.y)
+    uniform = ranking_flips(InfluenceRankingStudy(), ds, 3)
+    expected = flip_labels(y, 0.1, ds.num_classes, 3)
+    assert np.array_equal(uniform[0], expected[0]) and np.array_equal(uniform[1], expected[1])
+    y_pair, pair = ranking_flips(InfluenceRankingStudy(flip="pair"), ds, 3)
+    assert pair.sum() == uniform[1].sum() == 40
+    assert np.array_equal(y_pair[pair], (y[pair] + 1) % 10) and np.array_equal(y_pair[~pair], y[~pair])
+    y_heavy, heavy = ranking_flips(InfluenceRankingStudy(flip="heavy-ink"), ds, 3)
+    assert heavy.sum() == 40 and np.all(ink(ds.train.x[heavy]) > ink_groups(ds)[0])
+    assert np.all(y_heavy[heavy] != y[heavy]) and np.array_equal(y_heavy[~heavy], y[~heavy])
+    with pytest.raises(UserError, match="eligible"):
+        ranking_flips(InfluenceRankingStudy(flip="heavy-ink", fraction=0.5), ds, 3)
+    name, mask = ranking_group(InfluenceRankingStudy(group="all"), ds)
+    assert mask.sum() == len(ds.test) and name == "all test digits"
+    light = ranking_group(InfluenceRankingStudy(group="light-ink"), ds)[1]
+    assert light.sum() + ranking_group(InfluenceRankingStudy(), ds)[1].sum() == len(ds.test)
+
+
+def test_ranking_ablation_refuses_duplicate_settings():
+    from repair_jax.studies.influence_ranking_ablation import InfluenceRankingAblation, RankingSetting
+
+    one = RankingSetting("a", "none", InfluenceRankingStudy())
+    with pytest.raises(UserError, match="unique"):
+        InfluenceRankingAblation(settings=(one, one)).validate()
+
+
+@pytest.mark.slow
+def test_influence_ranking_ablation_smoke(tmp_path):
+    """Every (setting, seed) once in the log; the summary's paired comparison recomputed from the rows; the loss
+    ranks the flipped labels above chance; a resumed run adds nothing."""
+    import scipy.stats
+
+    from repair_jax.io import RESUMABLE_HEADER, read_jsonl
+
+    name = "influence_ranking_ablation"
+    config = load_config(name, smoke=True)
+    summary = _run(name, tmp_path)
+    rows = [r for r in read_jsonl(tmp_path / "rows.jsonl") if RESUMABLE_HEADER not in r]
+    assert [(r["setting"], r["seed"]) for r in rows] == config.cells()
+    for r in rows:
+        assert r["flipped"] == round(0.1 * r["n_train"]) and set(r["auroc"]) == set(r["top_flipped_fraction"])
+        assert r["auroc"]["abs(IF-Calib)"] != r["auroc"]["IF-Calib"]  # the magnitude ranks another order
+        assert r["auroc"]["Loss"] > 0.5 and all(0 <= v <= 1 for v in r["auroc"].values())
+    saved = _read(tmp_path / "ablation.json")["settings"]
+    assert [s["setting"] for s in saved] == [s.name for s in config.settings]
+    for s in saved:
+        mine = [r for r in rows if r["setting"] == s["setting"]]
+        calib = [r["auroc"]["IF-Calib"] for r in mine]
+        loss = [r["auroc"]["Loss"] for r in mine]
+        c = s["vs_loss"]["IF-Calib"]["auroc"]
+        assert c["mean_diff"] == pytest.approx(np.mean(calib) - np.mean(loss))
+        assert c["p"] == pytest.approx(scipy.stats.ttest_rel(calib, loss).pvalue)
+        expected = "tie" if c["p"] >= 0.05 else "IF-Calib > Loss" if c["mean_diff"] > 0 else "IF-Calib < Loss"
+        assert c["order"] == expected
+        assert f"| {s['setting']} |" in summary["tables"]
+    log = (tmp_path / "rows.jsonl").read_text()
+    run_experiment(config, tmp_path, progress=False)
+    assert (tmp_path / "rows.jsonl").read_text() == log
+
+
 @pytest.mark.slow
 def test_label_flip_sensitivity_smoke(tmp_path):
     config = load_config("label_flip_sensitivity", smoke=True)
@@ -191,6 +258,8 @@ def test_fix_auroc_against_sklearn():
      "lower-level L2 must be > 0"),
     (lambda: FullGuidingRun(noise=0), "noise must lie in (0, 1)"),
     (lambda: InfluenceRankingStudy(fraction=1.5), "fraction must lie in (0, 1)"),
+    (lambda: InfluenceRankingStudy(flip="one-class"), "flip must be one of uniform, pair, heavy-ink"),
+    (lambda: InfluenceRankingStudy(group="minority"), "group must be one of heavy-ink, light-ink, all"),
     (lambda: InfluenceLooStudy(models=(), k=3), "at least one model"),
     (lambda: InfluenceLooStudy(models=(), k=0), "k must be >= 1"),
     (lambda: LabelFlipSensitivityStudy(seeds=()), "seeds must be a non-empty"),

@@ -289,3 +289,25 @@ def test_a_run_in_progress_is_not_finished(tmp_path):
     (out / "experiment.json").write_text(json.dumps({"config": {"type": "x", "fields": {}}}))
     row = status.status_row(out.name, "s", "h", status.spurious_table4_1, tmp_path)
     assert row["ours"] == "not finished" and row["direction"] == "not comparable (not finished)"
+
+
+def test_ranking_ablation_reading_names_the_settings_that_flip_or_tie(tmp_path):
+    """The Fig. 6-3 row's ablation reading from ablation.json: a setting with IF-Calib > Loss on any measure flips
+    the order; a top-50 tie is listed; no file, no reading."""
+    assert status._ranking_ablation(tmp_path / "missing") == []
+
+    def setting(name, top, auroc):
+        return {"setting": name, "vs_loss": {"IF-Calib": {"top": {"order": top}, "auroc": {"order": auroc}}}}
+
+    out = tmp_path / "influence_ranking_ablation"
+    out.mkdir()
+    settings = [setting("a", "tie", "IF-Calib < Loss"), setting("b", "IF-Calib < Loss", "IF-Calib < Loss")]
+    (out / "ablation.json").write_text(json.dumps({"settings": settings}))
+    (text,) = status._ranking_ablation(out)
+    assert "above the loss in none; tied on the top 50 in a;" in text and "2 of 2 (no setting flips" in text
+    settings.append(setting("c", "tie", "IF-Calib > Loss"))
+    (out / "ablation.json").write_text(json.dumps({"settings": settings}))
+    (text,) = status._ranking_ablation(out)
+    assert "above the loss in c; tied on the top 50 in a;" in text and "the listed settings flip the order" in text
+    committed = status._ranking_ablation(RESULTS / "influence_ranking_ablation")
+    assert committed and "above the loss in none" in committed[0]

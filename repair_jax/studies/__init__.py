@@ -13,6 +13,8 @@ these config types; :func:`repair_jax.experiment.run_experiment` runs it.
 - :mod:`.guiding`: Adebayo 2022, Ch. 5 (Tables 5.1-5.4): model guiding vs its baselines
 - :mod:`.influence`: Adebayo 2022, Ch. 3 and 6: influence vs leave-one-out, label-flip sensitivity, training-point
   ranking, confusion removal
+- :mod:`.influence_ranking_ablation`: Adebayo 2022, Sec. 6.5 (Fig. 6-3): which setting flips IF-Calib and the
+  training-loss ranking
 - :mod:`.influence_lds`: the linear datamodeling score of the influence estimators (Park et al. 2023)
 - :mod:`.robustness`: Pradhan et al. 2020, Table 1: robustness methods under class imbalance
 - :mod:`.bias`: Sharma n.d., Que-2: bias mitigations and WR vs degree of bias
@@ -35,13 +37,14 @@ from repair_jax.studies.influence import (
     ConfusionRemovalStudy, InfluenceLooStudy, InfluenceRankingStudy, LabelFlipSensitivityStudy,
 )
 from repair_jax.studies.influence_lds import LdsStudy
+from repair_jax.studies.influence_ranking_ablation import InfluenceRankingAblation
 from repair_jax.studies.irepair import IRepairStudy
 from repair_jax.studies.robustness import RobustnessStudy
 from repair_jax.studies.wr import FrontierComparison, Sweep, TrainAndDiagnose, WRStudy
 
 __all__ = [
     "BiasMitigationStudy", "CascadingRandomizationStudy", "ConfusionRemovalStudy", "CreditStudy", "FrontierComparison",
-    "FullGuidingRun", "IRepairStudy", "InfluenceLooStudy", "InfluenceRankingStudy", "LabelFlipSensitivityStudy",
+    "FullGuidingRun", "IRepairStudy", "InfluenceLooStudy", "InfluenceRankingAblation", "InfluenceRankingStudy", "LabelFlipSensitivityStudy",
     "LdsStudy", "MislabelledExplanationStudy", "MultimodalBiasStudy", "NoisyLabelsStudy", "OODExplanationStudy",
     "RobustnessStudy", "SpuriousAttributionStudy", "SpuriousConceptStudy", "SpuriousStudy",
     "SpuriousTrainingRankingStudy", "Sweep", "TrainAndDiagnose", "WRStudy",

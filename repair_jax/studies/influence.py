@@ -123,9 +123,19 @@ class LabelFlipSensitivityStudy:
             raise UserError(f"fractions must start at 0 and lie in [0, 1), got {self.fractions}")
 
 
+# How the labels are flipped: "uniform" (default, as in Adebayo 2022, Sec. 6.5: fraction of the training points,
+# each to a uniformly drawn other class); "pair": the same points, each to the next class (y + 1 mod K, a
+# systematic confusion); "heavy-ink": uniform flips drawn among the heavy-ink training points only (label error
+# concentrated in the measured group; Sec. 6.3 names label error more likely for some kinds of data).
+RANKING_FLIPS = ("uniform", "pair", "heavy-ink")
+# The test group whose ECE IF-Calib and IF-Calib-Label target: heavy-ink (default, the minority), light-ink, all.
+RANKING_GROUPS = ("heavy-ink", "light-ink", "all")
+
+
 @dataclasses.dataclass(frozen=True)
 class InfluenceRankingStudy:
-    """Fig. 6-3 analogue (see the module docstring)."""
+    """Fig. 6-3 analogue (see the module docstring). ``flip`` (:data:`RANKING_FLIPS`, None: uniform), ``group``
+    (:data:`RANKING_GROUPS`, None: heavy-ink) and ``float64`` (None: float32) keep the committed setting at None."""
 
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     top: int = 50
@@ -135,12 +145,19 @@ class InfluenceRankingStudy:
     damping: float = 0.0
     train_limit: int | None = None
     dataset: str = "digits"
+    flip: str | None = None
+    group: str | None = None
+    float64: bool | None = None
 
     def __post_init__(self):
         _check_seeds(self.seeds)
         require_at_least("top", self.top, 1)
         if not 0 < self.fraction < 1:
             raise UserError(f"fraction must lie in (0, 1), got {self.fraction}")
+        if self.flip not in (None, *RANKING_FLIPS):
+            raise UserError(f"flip must be one of {', '.join(RANKING_FLIPS)}, got {self.flip!r}")
+        if self.group not in (None, *RANKING_GROUPS):
+            raise UserError(f"group must be one of {', '.join(RANKING_GROUPS)}, got {self.group!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -400,22 +417,62 @@ def ranking_scores(config: InfluenceRankingStudy, loss, params, train: dict, tes
     return scores, r
 
 
+def ranking_flips(config: InfluenceRankingStudy, ds, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy labels, flipped mask) of the training split by ``config.flip`` (:data:`RANKING_FLIPS`); uniform is
+    :func:`repair_jax.data.flip_labels` with ``seed``, the others draw their points from one generator seeded so."""
+    from repair_jax.data import flip_labels
+
+    y, k = np.asarray(ds.train.y), ds.num_classes
+    if config.flip in (None, "uniform"):
+        return flip_labels(y, config.fraction, k, seed)
+    rng = np.random.default_rng(seed)
+    n_flip = int(round(config.fraction * len(y)))
+    pool = np.arange(len(y)) if config.flip == "pair" else np.flatnonzero(ink(ds.train.x) > ink_groups(ds)[0])
+    if n_flip > len(pool):
+        raise UserError(f"{config.flip} flips: {n_flip} flips asked of {len(pool)} eligible training points")
+    idx = rng.choice(pool, n_flip, replace=False)
+    shift = 1 if config.flip == "pair" else rng.integers(1, k, n_flip)
+    y_noisy, mask = y.copy(), np.zeros(len(y), bool)
+    y_noisy[idx], mask[idx] = (y[idx] + shift) % k, True
+    return y_noisy.astype(np.int32), mask
+
+
+def ranking_group(config: InfluenceRankingStudy, ds) -> tuple[str, np.ndarray]:
+    """(name, float mask over the test split) of the group whose ECE IF-Calib targets (``config.group``)."""
+    _, g = ink_groups(ds)
+    if config.group == "all":
+        return "all test digits", np.ones(len(ds.test), np.float32)
+    name = "light-ink (majority)" if config.group == "light-ink" else "heavy-ink (minority)"
+    return name, g[name].astype(np.float32)
+
+
 def ranking_seed(config: InfluenceRankingStudy, seed: int) -> dict:
-    """One seed: the fraction of flipped labels among each ranking's top ``config.top``."""
-    from repair_jax.data import flip_labels, load_dataset
+    """One seed: the fraction of flipped labels among each ranking's top ``config.top`` and each ranking's AUROC
+    for the flipped points (float64 inside ``jax.enable_x64`` when ``config.float64``); the rankings are
+    :func:`ranking_scores`' (signed: the points whose up-weighting raises the quantity first) and the magnitudes
+    ``abs(IF-Calib)`` and ``abs(IF-Norm)``."""
+    from repair_jax.data import load_dataset
+    from repair_jax.influence.evaluate import noisy_label_auc
     from repair_jax.metrics import expected_calibration_error
 
-    ds = load_dataset(config.dataset, seed=seed, train_limit=config.train_limit)
-    y_noisy, flipped = flip_labels(ds.train.y, config.fraction, ds.num_classes, seed)
-    loss, params, _, train = fit_full_batch(ds, y_noisy, **fit_args(config.model), seed=seed)
-    test = {"x": jnp.asarray(ds.test.x), "y": jnp.asarray(ds.test.y)}
-    thr, g = ink_groups(ds)
-    mask = g["heavy-ink (minority)"].astype(np.float32)
-    scores, r = ranking_scores(config, loss, params, train, test, mask, ds.num_classes)
+    dtype = jnp.float64 if config.float64 else None
+    with jax.enable_x64(bool(config.float64)):
+        ds = load_dataset(config.dataset, seed=seed, train_limit=config.train_limit)
+        y_noisy, flipped = ranking_flips(config, ds, seed)
+        loss, params, gnorm, train = fit_full_batch(ds, y_noisy, **fit_args(config.model), seed=seed, dtype=dtype)
+        test = {"x": jnp.asarray(ds.test.x, dtype), "y": jnp.asarray(ds.test.y)}
+        thr, _ = ink_groups(ds)
+        group, mask = ranking_group(config, ds)
+        scores, r = ranking_scores(config, loss, params, train, test, mask, ds.num_classes)
+        # "the most influential" (Sec. 6.5) read as magnitude: abs(I) ranks points of either sign first
+        scores.update({f"abs({m})": np.abs(scores[m]) for m in ("IF-Calib", "IF-Norm")})
+        p = class_probs(loss, params, test["x"])
+        ece = float(expected_calibration_error(p, test["y"], jnp.asarray(mask)))
     frac = {k: float(flipped[np.argsort(-v, kind="stable")[:config.top]].mean()) for k, v in scores.items()}
-    ece = float(expected_calibration_error(class_probs(loss, params, ds.test.x), test["y"], jnp.asarray(mask)))
     return {"seed": seed, "n_train": len(ds.train), "flipped": int(flipped.sum()), "ink_threshold": thr,
-            "group_size": int(mask.sum()), "group_ece": ece, "cg": r.summary(), "top_flipped_fraction": frac}
+            "group": group, "group_size": int(mask.sum()), "group_ece": ece, "fit_grad_norm": float(gnorm),
+            "cg": r.summary(), "top_flipped_fraction": frac,
+            "auroc": {k: noisy_label_auc(v, flipped) for k, v in scores.items()}}
 
 
 def ranking_table(config: InfluenceRankingStudy, summary: dict) -> str:
