@@ -22,12 +22,16 @@ the UAP, on one shared core, 2026-12-07):
 | the CPU run's: 3 epochs, batch 128 | 9 | 0.100 (one class) | 103 |
 | 10 epochs, batch 128 | 30 | 0.248 | 175 |
 | width 1.0, 3 epochs, batch 128 | 9 | 0.100 (one class) | 191 |
+| max_lr 1e-2 (not 3e-3), 3 epochs, batch 128 | 9 | 0.100 (one class) | 206 |
 | 3 epochs, batch 32 (chosen) | 45 | 0.222 | 105 |
 
-Too few optimizer steps, not the width, leaves SqueezeNet at chance; more epochs would fix it too but cost more per
-cell and change the recipe on every level, while batch 32 at the same 3 epochs gives the longtail(100) cells the
-balanced cells' step count at about the committed cell's cost. (The probes' wall times vary with other jobs on the
+Too few optimizer steps, not the width or the rate, leaves SqueezeNet at chance; more epochs would fix it too but
+cost more per cell and change the recipe on every level, while batch 32 at the same 3 epochs gives the
+longtail(100) cells the balanced cells' step count at about the committed cell's cost. (The probes' wall times vary with other jobs on the
 core: the 10-epoch cell trains 30 steps, fewer than batch 32's 45.)
+
+The committed run (2026-12-07): 30 cells in 52.5 minutes of one shared core; preconditions PASS (lowest balanced
+accuracy 0.187, SqueezeNet AugMix seed 1); no method differs significantly from plain training (paired t, 3 seeds).
 
 Smoke size: the full config's (digits, seconds), the same code path.
 """
