@@ -236,6 +236,9 @@ SOURCE_TABLES: list[tuple[str | None, str, str, Callable | None]] = [
     ("robustness_fashion_mnist_cpu", "Pradhan et al. 2020, Table 1",
      "no numbers: Table 1 is the pre-registration's outline of possible results (balanced accuracy and F1 at "
      "balanced / linear / long-tailed imbalance), every cell '-'", robustness_table1),
+    ("robustness_fashion_mnist_longtail_cpu", "Pradhan et al. 2020, Table 1, the longtail(100) column at batch 32",
+     "no numbers: Table 1 is the pre-registration's outline of possible results (balanced accuracy and F1 at "
+     "balanced / linear / long-tailed imbalance), every cell '-'", robustness_table1),
     ("bias_que2_fashion_mnist_cpu", "Sharma n.d., Que-2 table",
      "DOB: Pyr 0.115, Pyr + Augment 0.087, Pyr + PAdaIN + Augment 0.075, Pyr + MTL + Augment 0.069", bias_que2),
     ("irepair_table1", "Henriksen et al. 2022, Table 1 (Sec. 5)",
@@ -257,7 +260,7 @@ def setting(fields: dict) -> str:
          **(fields.get("repair") or {}), **{k: v for k, v in fields.items() if v is not None}}
     data = f.get("dataset") or ", ".join(d["name"] if isinstance(d, dict) else str(d) for d in f.get("datasets", []))
     models = [m["name"] if isinstance(m, dict) else str(m) for m in f.get("models", [])]
-    model = f.get("model") or ", ".join(models) or (
+    model = ", ".join(models) or f.get("model") or (  # a grid's `models` over its `train`'s default model
         "MLP " + ", ".join(str(d.get("hidden")) for d in f.get("datasets", []) if isinstance(d, dict)))
     seeds = f.get("seeds", 1 if "seed" in f else "?")
     return f"{data}; {model}; {len(seeds) if isinstance(seeds, list) else seeds} seed(s)"
