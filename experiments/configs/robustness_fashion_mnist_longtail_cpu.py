@@ -27,8 +27,8 @@ the UAP, on one shared core, 2026-12-07):
 
 Too few optimizer steps, not the width or the rate, leaves SqueezeNet at chance; more epochs would fix it too but
 cost more per cell and change the recipe on every level, while batch 32 at the same 3 epochs gives the
-longtail(100) cells the balanced cells' step count at about the committed cell's cost. (The probes' wall times vary with other jobs on the
-core: the 10-epoch cell trains 30 steps, fewer than batch 32's 45.)
+longtail(100) cells the balanced cells' step count at about the committed cell's cost. (The probes' wall times
+vary with other jobs on the core: the 10-epoch cell trains 30 steps, fewer than batch 32's 45.)
 
 The committed run (2026-12-07): 30 cells in 52.5 minutes of one shared core; preconditions PASS (lowest balanced
 accuracy 0.187, SqueezeNet AugMix seed 1); no method differs significantly from plain training (paired t, 3 seeds).
