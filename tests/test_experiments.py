@@ -26,6 +26,7 @@ DEDICATED = {**{name: "test_experiments_d2.py" for name in (
     "label_flip_sensitivity")},
     "explain_spurious_table4_1": "test_explain_study.py", "robustness_fashion_mnist": "test_robustness_study.py",
     "robustness_fashion_mnist_cpu": "test_robustness_study.py", "robustness_cifar100_lt": "test_robustness_study.py",
+    "robustness_fashion_mnist_longtail_cpu": "test_robustness_study.py",
     "explain_cascading_randomization": "test_explain_sanity.py",
     **{name: "test_explain_tables.py" for name in (
         "explain_concepts_table4_2", "explain_training_ranking_table4_3", "explain_ood_table4_4", "explain_mislabelled_sec4_3")},

@@ -1,5 +1,6 @@
 """The Table 1 driver of Pradhan et al. 2020 (repair_jax.studies.robustness) on its smoke config."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -89,12 +90,16 @@ def test_versus_plain_is_the_paired_t_test_and_head_tail_split_by_count(tmp_path
 
 def test_cpu_and_cifar100_configs_share_the_smoke_path_and_name_their_grids():
     smoke = load_config("experiments/configs/robustness_fashion_mnist.py", smoke=True)
-    for name in ("robustness_fashion_mnist_cpu", "robustness_cifar100_lt"):
+    for name in ("robustness_fashion_mnist_cpu", "robustness_fashion_mnist_longtail_cpu", "robustness_cifar100_lt"):
         assert load_config(f"experiments/configs/{name}.py", smoke=True) == smoke
     cpu = load_config("experiments/configs/robustness_fashion_mnist_cpu.py")
     full = load_config("experiments/configs/robustness_fashion_mnist.py")
     assert (cpu.models, cpu.methods, cpu.levels, cpu.seeds) == (full.models, full.methods, full.levels, full.seeds)
     assert len(cpu.seeds) >= 3 and cpu.train.dataset == "fashion_mnist"
+    # the longtail(100) rerun: the CPU run's recipe but batch 32 (the balanced column's 45 optimizer steps)
+    lt = load_config("experiments/configs/robustness_fashion_mnist_longtail_cpu.py")
+    assert lt.levels == ("longtail(100)",) and (lt.models, lt.methods, lt.seeds) == (cpu.models, cpu.methods, cpu.seeds)
+    assert lt == dataclasses.replace(cpu, levels=lt.levels, train=dataclasses.replace(cpu.train, batch_size=32))
     cifar = load_config("experiments/configs/robustness_cifar100_lt.py")
     assert cifar.train.dataset == "cifar100" and {"resnet50", "squeezenet"} <= set(cifar.models)
     check_study(cifar)

@@ -112,6 +112,7 @@ def _bias(title):
 
 REGENERATED = {
     "robustness_fashion_mnist_cpu": _robustness,
+    "robustness_fashion_mnist_longtail_cpu": _robustness,
     "guiding_noisy_labels": _guiding("noisy_labels_tables"),
     "guiding_noisy_labels_fi0": _guiding("noisy_labels_tables"),
     "guiding_spurious": _guiding("spurious_tables"),

@@ -317,6 +317,9 @@ SOURCE_TABLES: list[tuple[str | None, str, str, Callable | None]] = [
     ("robustness_fashion_mnist_cpu", "Pradhan et al. 2020, Table 1",
      "no numbers: Table 1 is the pre-registration's outline of possible results (balanced accuracy and F1 at "
      "balanced / linear / long-tailed imbalance), every cell '-'", robustness_table1),
+    ("robustness_fashion_mnist_longtail_cpu", "Pradhan et al. 2020, Table 1, the longtail(100) column at batch 32",
+     "no numbers: Table 1 is the pre-registration's outline of possible results (balanced accuracy and F1 at "
+     "balanced / linear / long-tailed imbalance), every cell '-'", robustness_table1),
     ("bias_que2_fashion_mnist_cpu", "Sharma n.d., Que-2 table",
      "DOB: Pyr 0.115, Pyr + Augment 0.087, Pyr + PAdaIN + Augment 0.075, Pyr + MTL + Augment 0.069", bias_que2),
     ("irepair_table1", "Henriksen et al. 2022, Table 1 (Sec. 5)",
@@ -342,8 +345,8 @@ def setting(fields: dict) -> str:
     models = [m["name"] if isinstance(m, dict) else str(m) for m in f.get("models", [])]
     hidden = [str(d.get("hidden")) for d in f.get("datasets", []) if isinstance(d, dict) and "hidden" in d]
     model = f.get("model")
-    model = (model["name"] if isinstance(model, dict) else model) or ", ".join(models) or (
-        "MLP " + ", ".join(hidden) if hidden else "-")
+    model = ", ".join(models) or (model["name"] if isinstance(model, dict) else model) or (  # a grid's `models`
+        "MLP " + ", ".join(hidden) if hidden else "-")  # over its `train`'s default model
     seeds = f.get("seeds", 1 if "seed" in f else "?")
     return f"{data or '-'}; {model}; {len(seeds) if isinstance(seeds, list) else seeds} seed(s)"
 
