@@ -213,7 +213,16 @@ def test_label_flip_sensitivity_smoke(tmp_path):
         assert all(0 <= e <= 1 for e in r["ece"].values())
         if r["fraction"] == 0:  # the baseline itself
             assert all(v == 0 for v in r["pct_change"].values())
-    assert "% change of group ECE" in (tmp_path / "sensitivity.md").read_text()
+        assert 0 <= r["balanced_accuracy"] <= 1 and sum(r["group_sizes"].values()) > 0
+    for key in {(r["model"], r["seed"]) for r in records}:  # the test stage keeps the model fit on clean labels
+        clean = [r for r in records if (r["model"], r["seed"]) == key and (r["stage"] == "test" or r["fraction"] == 0)]
+        assert len({r["balanced_accuracy"] for r in clean}) == 1
+    text = (tmp_path / "sensitivity.md").read_text()
+    assert "% change of group ECE" in text and "Balanced accuracy on the clean test labels" in text
+    checks = _read(tmp_path / "preconditions.json")["checks"]
+    assert [c["name"] for c in checks] == ["flipped fractions changed the labels", "no degenerate model",
+                                           "minority group smaller than the majority"]
+    assert all(c["passed"] is not None for c in checks)  # every check measured on the new records
 
 
 def test_one_flip_labels_seed_or_generator():

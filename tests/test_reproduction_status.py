@@ -147,6 +147,49 @@ def test_label_flip_checks_from_records(tmp_path):
     assert [c["passed"] for c in checks[1:]] == [None, None] and pre.overall(checks) == "FAIL"
 
 
+def _label_flip_measured(tmp_path, bacc_train_10: float, heavy: int, light: int, dataset="digits"):
+    """Records with the fields the last two checks read (balanced accuracy, test group sizes): seed 1's heavy-ink
+    group has ``heavy`` test examples, the refit on 10 % flipped training labels ``bacc_train_10``."""
+    sizes = {0: {"heavy-ink (minority)": 100, "light-ink (majority)": 300},
+             1: {"heavy-ink (minority)": heavy, "light-ink (majority)": light}}
+    rec = lambda stage, seed, f, ece, bacc: {
+        "stage": stage, "model": "m", "seed": seed, "fraction": f, "ece": {"heavy-ink (minority)": ece,
+                                                                            "light-ink (majority)": ece + 0.01},
+        "pct_change": {}, "balanced_accuracy": bacc, "group_sizes": sizes[seed]}
+    records = [r for seed in (0, 1) for r in (rec("test", seed, 0.0, 0.1, 0.9), rec("test", seed, 0.1, 0.2, 0.9),
+                                               rec("train", seed, 0.0, 0.1, 0.9),
+                                               rec("train", seed, 0.1, 0.3, bacc_train_10))]
+    (tmp_path / "sensitivity.json").write_text(json.dumps({"dataset": dataset, "records": records}))
+    return pre.study_preconditions("LabelFlipSensitivityStudy", tmp_path)
+
+
+def test_label_flip_checks_measure_accuracy_and_group_sizes(tmp_path):
+    checks = _label_flip_measured(tmp_path, 0.8, 110, 290)
+    assert [c["passed"] for c in checks] == [True, True, True] and pre.overall(checks) == "PASS"
+    degenerate, sizes = checks[1:]
+    # two (model, seed) x {clean fit, 10 % refit}: the test stage is the clean fit's model
+    assert degenerate["value"] == 0.8 and degenerate["detail"].startswith("4 models")
+    assert sizes["value"] == pytest.approx(110 / 400) and "seed 1: 110 / 290" in sizes["detail"]
+    # a refit at chance (1/K + eps = 0.11 for 10 classes) fails the degenerate-model check only
+    checks = _label_flip_measured(tmp_path, 0.105, 110, 290)
+    assert [c["passed"] for c in checks] == [True, False, True] and pre.overall(checks) == "FAIL"
+    assert "m seed 0 fit on 10% flipped training labels" in checks[1]["detail"]
+    # a heavy-ink group as large as the light-ink one (seed 1) fails the group-size check only
+    checks = _label_flip_measured(tmp_path, 0.8, 200, 200)
+    assert [c["passed"] for c in checks] == [True, True, False] and "not smaller in seed 1" in checks[2]["detail"]
+    assert checks[2]["value"] == 0.5
+    # without a known number of classes the degenerate-model check is not measured
+    checks = _label_flip_measured(tmp_path, 0.8, 110, 290, dataset="unknown")
+    assert [c["passed"] for c in checks] == [True, None, True]
+
+
+def test_minority_group_smaller():
+    ok = pre.minority_group_smaller({"a": {"h": 1, "l": 3}}, "h", "l")
+    assert ok["passed"] and ok["value"] == 0.25
+    assert pre.minority_group_smaller({"a": {"h": 3, "l": 1}}, "h", "l")["passed"] is False
+    assert pre.minority_group_smaller({}, "h", "l")["passed"] is None
+
+
 def test_ood_model_on_other_data_and_ood_checks(tmp_path):
     assert pre.ood_model_on_other_data("fashion_mnist", "digits")["passed"]
     assert not pre.ood_model_on_other_data("digits", "digits")["passed"]
@@ -228,7 +271,7 @@ def test_committed_preconditions_match_the_result_files(directory):
 
 RECORDED = {  # the committed results' preconditions (issue 29): status and the checks that are not PASS
     "explain_ood_table4_4": ("PASS", []),
-    "label_flip_sensitivity": ("not measured", ["no degenerate model", "minority group smaller than the majority"]),
+    "label_flip_sensitivity": ("PASS", []),
     "influence_lds": ("FAIL", ["L-BFGS fits converged"]),
     "guiding_credit": ("PASS", []),
     "influence_ranking": ("PASS", []),

@@ -10,7 +10,8 @@ digits): one frozen dataclass per result and its runner (registered with
   damping in its Hessian only, and retraining reaches a nearby stationary point at best.
 - :class:`LabelFlipSensitivityStudy` (Adebayo 2022, Sec. 6.3, Fig. 6-1 / 6-2 analogues): the % change of each
   group's ECE when 0-30% of the *test* labels (fixed model) or of the *training* labels (refit) are
-  flipped uniformly at random.
+  flipped uniformly at random; each record also holds the fitted model's balanced accuracy on the clean test
+  labels and the test group sizes (the study's preconditions).
 - :class:`InfluenceRankingStudy` (Adebayo 2022, Sec. 6.5, Fig. 6-3 analogue): flip ``fraction`` of the training
   labels, fit a softmax regression, rank the training points by IF-Calib (I_up,disparity, Eq. 6.4, on
   the ECE of the heavy-ink test group), IF-Calib-Label (Eq. 6.5), the training loss and IF-Norm
@@ -195,11 +196,14 @@ def ink(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1).mean(1)
 
 
+HEAVY_INK, LIGHT_INK = "heavy-ink (minority)", "light-ink (majority)"  # the group names the records hold
+
+
 def ink_groups(ds) -> tuple[float, dict]:
     """(threshold, {"heavy-ink (minority)": test mask, "light-ink (majority)": test mask})."""
     thr = float(np.quantile(ink(ds.train.x), 0.75))
     heavy = ink(ds.test.x) > thr
-    return thr, {"heavy-ink (minority)": heavy, "light-ink (majority)": ~heavy}
+    return thr, {HEAVY_INK: heavy, LIGHT_INK: ~heavy}
 
 
 def class_probs(loss, params, x) -> jax.Array:
@@ -309,28 +313,41 @@ def pct_change(curve: dict, base: dict) -> dict:
     return {g: 100.0 * (curve[g] - base[g]) / base[g] if base[g] > 0 else float("nan") for g in curve}
 
 
+def probs_balanced_accuracy(p, y, num_classes: int) -> float:
+    """Balanced accuracy of the argmax of ``p`` (N, K) against the labels ``y`` (computed on the host)."""
+    from repair_jax.metrics import balanced_accuracy, confusion_matrix
+
+    return float(balanced_accuracy(confusion_matrix(np.asarray(y), np.asarray(p).argmax(-1), num_classes)))
+
+
 def sensitivity_records(config: LabelFlipSensitivityStudy, model: FullBatchModel, seed: int) -> list[dict]:
     """The test-time and training-time records of one (model, seed); the flips of both stages draw in
-    turn from one generator seeded ``1000 + seed``."""
+    turn from one generator seeded ``1000 + seed``. Each record also holds its fitted model's balanced accuracy
+    on the clean test labels (test time: the model fit on clean labels) and the test group sizes (for the
+    preconditions; the ECE computation does not use them)."""
     from repair_jax.data import flip_labels, load_dataset
 
     ds = load_dataset(config.dataset, seed=seed, train_limit=config.train_limit)
     _, masks = ink_groups(ds)
+    sizes = {g: int(m.sum()) for g, m in masks.items()}
     rng = np.random.default_rng(1000 + seed)
     loss, params, _, _ = fit_full_batch(ds, ds.train.y, **fit_args(model), seed=seed)
     p_test = class_probs(loss, params, ds.test.x)
     base = group_ece(p_test, ds.test.y, masks)
-    rec = lambda stage, f, e: {"stage": stage, "model": model.name, "seed": seed, "fraction": f, "ece": e,
-                               "pct_change": pct_change(e, base)}
-    records = [rec("test", f, group_ece(p_test, flip_labels(ds.test.y, f, ds.num_classes, rng)[0], masks))
+    base_bacc = probs_balanced_accuracy(p_test, ds.test.y, ds.num_classes)
+    rec = lambda stage, f, e, bacc: {"stage": stage, "model": model.name, "seed": seed, "fraction": f, "ece": e,
+                                     "pct_change": pct_change(e, base), "balanced_accuracy": bacc,
+                                     "group_sizes": sizes}
+    records = [rec("test", f, group_ece(p_test, flip_labels(ds.test.y, f, ds.num_classes, rng)[0], masks), base_bacc)
                for f in config.fractions]  # test time: fixed model, flipped test labels
     for f in config.fractions:  # training time: refit on flipped training labels, clean test labels
-        e = base
+        e, bacc = base, base_bacc
         if f != 0:
             l_f, p_f, _, _ = fit_full_batch(ds, flip_labels(ds.train.y, f, ds.num_classes, rng)[0], **fit_args(model),
                                             seed=seed)
-            e = group_ece(class_probs(l_f, p_f, ds.test.x), ds.test.y, masks)
-        records.append(rec("train", f, e))
+            p_refit = class_probs(l_f, p_f, ds.test.x)
+            e, bacc = group_ece(p_refit, ds.test.y, masks), probs_balanced_accuracy(p_refit, ds.test.y, ds.num_classes)
+        records.append(rec("train", f, e, bacc))
     return records
 
 
@@ -358,6 +375,25 @@ def sensitivity_table(config: LabelFlipSensitivityStudy, table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def accuracy_table(config: LabelFlipSensitivityStudy, records: list[dict]) -> str:
+    """The fitted models' balanced accuracy on the clean test labels by flipped training fraction (mean over
+    seeds) and the test group sizes of each seed; "" for records without them (written before they were)."""
+    if any("balanced_accuracy" not in r or "group_sizes" not in r for r in records):
+        return ""
+    lines = ["", f"Balanced accuracy on the clean test labels (mean over {len(config.seeds)} seed(s)) of the model "
+             "fit on the flipped training labels (the test stage keeps the model of 0%)", "",
+             "| model | " + " | ".join(f"{f:.0%}" for f in config.fractions) + " |",
+             "|---|" + "---|" * len(config.fractions)]
+    for model in config.models:
+        cells = [np.mean([r["balanced_accuracy"] for r in records if (r["stage"], r["model"], r["fraction"])
+                          == ("train", model.name, f)]) for f in config.fractions]
+        lines.append(f"| {model.name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    sizes = {r["seed"]: r["group_sizes"] for r in records}
+    lines += ["", "Test group sizes: " + "; ".join(
+        f"seed {seed}: " + ", ".join(f"{g} {n}" for g, n in gs.items()) for seed, gs in sizes.items())]
+    return "\n".join(lines) + "\n"
+
+
 def plot_sensitivity(path, config: LabelFlipSensitivityStudy, table: dict) -> None:
     from repair_jax.plots import plt, save_figure
 
@@ -380,7 +416,9 @@ def plot_sensitivity(path, config: LabelFlipSensitivityStudy, table: dict) -> No
 @runner(LabelFlipSensitivityStudy)
 def run_label_flip_sensitivity(config: LabelFlipSensitivityStudy, out: Path, *, force: bool = False,
                                progress: bool = True) -> dict:
-    """The label-flip sensitivity study into ``out``: sensitivity.json, sensitivity.md, sensitivity.png."""
+    """The label-flip sensitivity study into ``out``: sensitivity.json (each record: group ECE, its % change, the
+    fitted model's balanced accuracy on the clean test labels, the test group sizes), sensitivity.md,
+    sensitivity.png."""
     out = Path(out)
     t0 = time.perf_counter()
     todo = [(m, s) for m in config.models for s in config.seeds]
@@ -391,7 +429,7 @@ def run_label_flip_sensitivity(config: LabelFlipSensitivityStudy, out: Path, *, 
         "dataset": config.dataset, "seeds": list(config.seeds), "fractions": list(config.fractions),
         "groups": "heavy-ink: test digits with mean intensity > 75th percentile of training intensities; "
                   "light-ink: the rest", "records": records, "seconds": time.perf_counter() - t0})
-    text = sensitivity_table(config, table)
+    text = sensitivity_table(config, table) + accuracy_table(config, records)
     write_text(out / "sensitivity.md", text)
     plot_sensitivity(out / "sensitivity.png", config, table)
     return {"records": records, "tables": text}

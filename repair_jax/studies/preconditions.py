@@ -12,9 +12,11 @@ Each check is a pure function returning one record ``{"name", "value", "threshol
   every input makes a comparison between methods meaningless (ours, for Pradhan et al. 2020, Table 1).
 * :func:`enough_seeds` - the test a study runs can reach p < 0.05 with its number of seeds
   (:func:`smallest_attainable_p`).
-* :func:`flips_changed_labels`, :func:`not_recorded` - Adebayo 2022, Sec. 6.3 (Figs. 6-1/6-2): the flipped
-  fractions changed the labels (read off the group ECE: a setting whose ECE equals the unflipped one changed no
-  label); what the label-flip records do not hold (accuracy, group sizes) is not measured.
+* :func:`flips_changed_labels`, :func:`minority_group_smaller`, :func:`not_recorded` - Adebayo 2022, Sec. 6.3
+  (Figs. 6-1/6-2): the flipped fractions changed the labels (read off the group ECE: a setting whose ECE equals
+  the unflipped one changed no label), no fitted model at chance (:func:`no_degenerate_model` on each record's
+  balanced accuracy on the clean test labels) and the minority (heavy-ink) test group smaller than the majority;
+  what older label-flip records do not hold (accuracy, group sizes) is not measured.
 * :func:`ood_model_on_other_data` - Adebayo 2022, Sec. 4.5 (Table 4.4): the out-of-domain model was trained on
   another data set than the explained inputs; with :func:`no_degenerate_model` on both models' test accuracy.
 * :func:`enough_subsets`, :func:`lbfgs_converged` - the LDS (Park et al. 2023, Sec. 2): a Spearman correlation
@@ -386,11 +388,51 @@ def _config_fields(out: Path) -> dict:
     return {**fields, **(fields.get("train") or {})}
 
 
+def minority_group_smaller(sizes: dict, minority: str, majority: str, source: str = "Adebayo 2022, Sec. 6.3") -> dict:
+    """The group called the minority is the smaller one: ``sizes`` ``{label: {group: size}}`` (e.g. one per seed)
+    with ``minority`` below ``majority`` in every entry; the value is the largest minority share."""
+    shares = {k: v[minority] / max(v[minority] + v[majority], 1) for k, v in sizes.items()}
+    bad = [k for k, v in sizes.items() if not v[minority] < v[majority]]
+    return check("minority group smaller than the majority", max(shares.values()) if shares else None,
+                 f"{minority} test group < {majority} test group", None if not sizes else not bad, source,
+                 "; ".join(f"{k}: {v[minority]} / {v[majority]}" for k, v in sizes.items())
+                 + (f" (not smaller in {', '.join(map(str, bad))})" if bad else ""))
+
+
+def _label_flip_degenerate(sensitivity: dict) -> dict:
+    """No degenerate model among the label-flip study's fits: each record's balanced accuracy on the clean test
+    labels (the test stage: the model fit on clean labels); not measured for records without it."""
+    records, source = sensitivity["records"], "Adebayo 2022, Sec. 6.3 (our check)"
+    k = NUM_CLASSES.get(sensitivity.get("dataset"))
+    if not records or k is None or any("balanced_accuracy" not in r for r in records):
+        return not_recorded("no degenerate model", f"balanced accuracy > 1/K + {DEGENERATE_EPS} for every model",
+                            source, "the records hold group ECE only, no accuracy of the fitted models")
+    models = {f"{r['model']} seed {r['seed']} fit on {r['fraction'] if r['stage'] == 'train' else 0:.0%} flipped "
+              "training labels": r["balanced_accuracy"] for r in records}
+    result = no_degenerate_model(models, k, source=source)
+    result["detail"] += " (balanced accuracy on the clean test labels)"
+    return result
+
+
+def _label_flip_group_sizes(records: list[dict]) -> dict:
+    """The heavy-ink (minority) test group smaller than the light-ink one in every seed; not measured for records
+    without the group sizes."""
+    from repair_jax.studies.influence import HEAVY_INK, LIGHT_INK
+
+    if not records or any("group_sizes" not in r for r in records):
+        return not_recorded("minority group smaller than the majority", "heavy-ink test group < light-ink test group",
+                            "Adebayo 2022, Sec. 6.3",
+                            "the test group sizes (heavy-ink: above the training set's 75th intensity percentile)")
+    return minority_group_smaller({f"seed {r['seed']}": r["group_sizes"] for r in records}, HEAVY_INK, LIGHT_INK)
+
+
 def _label_flip_checks(out: Path) -> list[dict]:
     """Adebayo 2022, Sec. 6.3 (Figs. 6-1/6-2 analogues): every flipped setting changed its group ECE against
-    the unflipped one of its (stage, model, seed); no test is run (the status page compares means), so no seed
-    check. The records hold group ECE only: the models' accuracy and the group sizes are not measured."""
-    records = json.loads((out / "sensitivity.json").read_text())["records"]
+    the unflipped one of its (stage, model, seed); no fitted model at chance; the heavy-ink (minority) test group
+    smaller than the light-ink one. No test is run (the status page compares means), so no seed check. Records
+    written before they held balanced accuracy and group sizes leave those two checks not measured."""
+    sensitivity = json.loads((out / "sensitivity.json").read_text())
+    records = sensitivity["records"]
     base = {(r["stage"], r["model"], r["seed"]): r["ece"] for r in records if r["fraction"] == 0}
     unchanged, total = [], 0
     for r in records:
@@ -399,13 +441,8 @@ def _label_flip_checks(out: Path) -> list[dict]:
                 total += 1
                 if ece == base[(r["stage"], r["model"], r["seed"])][group]:
                     unchanged.append(f"{r['stage']} {r['model']} seed {r['seed']} {r['fraction']:.0%} {group}")
-    return [flips_changed_labels(unchanged, total),
-            not_recorded("no degenerate model", f"balanced accuracy > 1/K + {DEGENERATE_EPS} for every model",
-                         "Adebayo 2022, Sec. 6.3 (our check)",
-                         "the records hold group ECE only, no accuracy of the fitted models"),
-            not_recorded("minority group smaller than the majority", "heavy-ink test group < light-ink test group",
-                         "Adebayo 2022, Sec. 6.3",
-                         "the test group sizes (heavy-ink: above the training set's 75th intensity percentile)")]
+    return [flips_changed_labels(unchanged, total), _label_flip_degenerate(sensitivity),
+            _label_flip_group_sizes(records)]
 
 
 def _ood_checks(out: Path) -> list[dict]:
