@@ -290,7 +290,7 @@ def _run_ks_study(config, record, details, title: str, out: Path, force: bool, p
         summary["left_out"] = [[r["seed"], r["signal"]] for r in left_out]
     write_json(Path(out) / "results.json", summary)
     write_text(Path(out) / "results.md", ks_markdown(title, summary["table"], records,
-                                                      left_out_line(left_out) + details(kept)))
+                                                      left_out_line(left_out) + [""] * bool(left_out) + details(kept)))
     return summary
 
 
