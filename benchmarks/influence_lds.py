@@ -66,8 +66,8 @@ def _setup(config: LdsStudy, model) -> dict:
         changes, _ = ev.loo_changes(s["loss"], s["params"], s["train"], s["test"], removed, l2=model.l2,
                                     max_iter=model.max_iter)
         noisy = _noisy_setup(config, "digits", model, s["ds"])
-    noisy = {**noisy, "params": _f32(noisy["params"]), "train": _f32(noisy["train"])}
-    return {**s, "params": _f32(s["params"]), "train": _f32(s["train"]), "test": _f32(s["test"]),
+    noisy = {**noisy, "params": _f32(noisy["params"]), "train": _f32(noisy["train"]), "activation": model.activation}
+    return {**s, "activation": model.activation, "params": _f32(s["params"]), "train": _f32(s["train"]), "test": _f32(s["test"]),
             "masks": masks, "actual": actual, "loo_removed": removed, "loo_changes": np.asarray(changes),
             "noisy": noisy}
 
@@ -221,15 +221,16 @@ def _corrected_ekfac():
         fisher.estimate_eigenvector, dif.IFAttributorEKFAC = eigenvectors, shipped
 
 
-def _mirror(params):
-    """The flax MLP (Dense_0, ReLU, Dense_1, ...) in torch, same weights."""
+def _mirror(params, activation: str | None = None):
+    """The flax MLP (Dense_0, ReLU or ``activation`` softplus, Dense_1, ...) in torch, same weights."""
     import torch
 
     from benchmarks.torch_mirror import linear
 
+    act = {None: torch.nn.ReLU, "relu": torch.nn.ReLU, "softplus": torch.nn.Softplus}[activation]
     layers = []
     for i in range(len(params)):
-        layers += [linear(params[f"Dense_{i}"]), torch.nn.ReLU()]
+        layers += [linear(params[f"Dense_{i}"]), act()]
     return torch.nn.Sequential(*layers[:-1]).eval()
 
 
@@ -247,7 +248,7 @@ def _dattri_attributor(method: str, s: dict, l2: float, extra: dict, cache: bool
     from dattri.task import AttributionTask
     from torch.utils.data import DataLoader, TensorDataset
 
-    model = _mirror(s["params"])
+    model = _mirror(s["params"], s.get("activation"))
 
     def loss_func(p, data):
         x, y = data

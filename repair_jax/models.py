@@ -54,17 +54,28 @@ class BatchNorm(nn.Module):
         return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
 
 
+#: The hidden activations of :class:`MLP`: ReLU (the default) or softplus, its smooth counterpart, for a
+#: twice-differentiable objective whose gradient can be driven to zero (full-batch L-BFGS to a gradient-norm
+#: tolerance, influence functions' Hessian); a ReLU network's minimum can sit on the kinks.
+MLP_ACTIVATIONS = {"relu": nn.relu, "softplus": nn.softplus}
+
+
 class MLP(nn.Module):
-    """Fully connected ReLU network (Henriksen et al. 2022, Sec. 5: 2 hidden layers of 256)."""
+    """Fully connected ReLU network (Henriksen et al. 2022, Sec. 5: 2 hidden layers of 256); ``activation``
+    (:data:`MLP_ACTIVATIONS`) softplus for a smooth one."""
 
     num_classes: int
     hidden: Sequence[int] = (256, 256)
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x, train: bool = False, sample_weight=None):
+        if self.activation not in MLP_ACTIVATIONS:
+            raise UserError(f"unknown MLP activation {self.activation!r}; choose one of {', '.join(MLP_ACTIVATIONS)}")
+        act = MLP_ACTIVATIONS[self.activation]
         h = x.reshape((x.shape[0], -1))
         for width in self.hidden:
-            h = nn.relu(nn.Dense(width)(h))
+            h = act(nn.Dense(width)(h))
         return nn.Dense(self.num_classes)(h), h
 
 

@@ -70,3 +70,23 @@ def test_too_few_iterations_are_reported_not_hidden():
         with pytest.warns(NotConvergedWarning, match="did not converge in 1 of 1"):
             _, gn = minimize_objective(loss, {"x": jnp.zeros(len(b))}, batch, tol=1e-8, max_iter=3)
     assert gn > 1e-8
+
+
+def test_a_softplus_mlp_fit_reaches_1e_8_and_the_activation_is_checked(digits):
+    """The smooth MLP of the LDS study converges in float64 (a ReLU MLP's minimum can sit on its kinks, where the
+    gradient norm does not fall: full_batch's docstring); an unknown activation is a UserError."""
+    from repair_jax.errors import UserError
+    from repair_jax.influence.full_batch import fit_full_batch
+    from repair_jax.models import create_model
+    from repair_jax.studies.influence import FullBatchModel, fit_args
+
+    model = FullBatchModel("mlp", (4,), 1e-2, 3000, "softplus")
+    with jax.enable_x64(True):
+        _, params, gnorm, _ = fit_full_batch(digits, digits.train.y, **fit_args(model), seed=0, tol=1e-8,
+                                             dtype=jnp.float64, train_limit=60)
+        x = jnp.linspace(-3.0, 3.0, 64).reshape(1, 8, 8, 1)
+        out = create_model("mlp", 10, hidden=(4,), activation="softplus").apply({"params": params}, x)[1]
+    assert gnorm <= 1e-8
+    assert np.all(np.asarray(out) > 0)  # softplus units: never exactly zero, unlike ReLU's
+    with pytest.raises(UserError, match="activation"):
+        FullBatchModel("mlp", (4,), 1e-2, 10, "tanh")

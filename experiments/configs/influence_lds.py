@@ -1,9 +1,10 @@
 """Attribution quality as the data-attribution field measures it (issue 17 Part 1): the linear datamodeling
 score (TRAK Sec. 2 / dattri), leave-one-out correlation and noisy-label detection AUC of every attribution
 method (explicit, CG, LiSSA, TracIn, TRAK-style projection, EK-FAC) for softmax regression and a
-1-hidden-layer MLP (8 ReLU units) on 300 real digits and 300 real Fashion-MNIST training points (float64):
-40 subsets of half the points, 40 test points, 10 leave-one-out removals, 10% flipped labels (synthetic,
-self-influence of 60 points); sized for the shared 2-core CPU (experiments/results/influence_lds)."""
+1-hidden-layer MLP (8 softplus units: smooth, so that its fits converge) on 300 real digits and 300 real
+Fashion-MNIST training points (float64): 40 subsets of half the points, 40 test points, 10 leave-one-out
+removals, 10% flipped labels (synthetic, self-influence of 60 points); sized for the shared 2-core CPU
+(experiments/results/influence_lds)."""
 
 from repair_jax.studies.influence import FullBatchModel
 from repair_jax.studies.influence_lds import LdsStudy

@@ -49,23 +49,31 @@ from repair_jax.stats import pearson, spearman
 
 @dataclasses.dataclass(frozen=True)
 class FullBatchModel:
-    """A model fit full-batch with L-BFGS: an MLP with ``hidden`` ReLU layers (none: softmax
-    regression), its L2 and the L-BFGS iteration cap."""
+    """A model fit full-batch with L-BFGS: an MLP with ``hidden`` layers (none: softmax regression), its L2,
+    the L-BFGS iteration cap and the hidden activation (:data:`repair_jax.models.MLP_ACTIVATIONS`; None:
+    ReLU, as before the field existed)."""
 
     name: str
     hidden: tuple[int, ...]
     l2: float
     max_iter: int
+    activation: str | None = None
 
     def __post_init__(self):
+        from repair_jax.models import MLP_ACTIVATIONS
+
         if self.l2 < 0:
             raise UserError(f"{self.name}: l2 must be >= 0, got {self.l2}")
         require_at_least(f"{self.name}: max_iter", self.max_iter, 1)
+        if self.activation is not None and self.activation not in MLP_ACTIVATIONS:
+            raise UserError(f"{self.name}: activation must be one of {', '.join(MLP_ACTIVATIONS)}, got "
+                            f"{self.activation!r}")
 
 
 def fit_args(model: FullBatchModel) -> dict:
     """The keywords of :func:`repair_jax.influence.full_batch.fit_full_batch` that ``model`` fixes."""
-    return {"hidden": tuple(model.hidden), "l2": model.l2, "max_iter": model.max_iter}
+    return {"hidden": tuple(model.hidden), "l2": model.l2, "max_iter": model.max_iter,
+            "activation": model.activation}
 
 
 SOFTMAX_REGRESSION = FullBatchModel("logistic_regression", (), 1e-3, 500)

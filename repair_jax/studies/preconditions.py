@@ -467,7 +467,7 @@ def _ood_checks(out: Path) -> list[dict]:
 def _lds_checks(out: Path) -> list[dict]:
     """The LDS study (Park et al. 2023, Sec. 2): enough subsets for its Spearman correlations; every fit
     converged: the full fit (tolerance 1e-8), the retrained subsets (the config's ``retrain_tol``: the LDS's
-    ground truth) and the leave-one-out retraining (1e-8)."""
+    ground truth), the leave-one-out retraining (1e-8) and, where recorded, the refit on the noisy labels (1e-8)."""
     from repair_jax.studies.influence_lds import FIT_TOL, LOO_TOL
 
     fields = _config_fields(out)
@@ -477,6 +477,8 @@ def _lds_checks(out: Path) -> list[dict]:
         runs[f"{cell} fit"] = (c["fit_grad_norm"], FIT_TOL)
         runs[f"{cell} subsets (largest)"] = (c["retrain_max_grad_norm"], fields["retrain_tol"])
         runs[f"{cell} leave-one-out (largest)"] = (c["loo_max_grad_norm"], LOO_TOL)
+        if "noisy_fit_grad_norm" in c:  # recorded since issue 29
+            runs[f"{cell} noisy-label fit"] = (c["noisy_fit_grad_norm"], FIT_TOL)
     return [enough_subsets(fields["num_subsets"]), lbfgs_converged(runs)]
 
 
