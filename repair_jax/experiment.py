@@ -151,6 +151,8 @@ def upgraded_record(old: Any, new: Any) -> Any:
     fields read today, a classmethod ``upgrade_fields(old_fields: dict) -> dict`` (e.g. flat training fields
     nested into one ``train``, :func:`nested_train`), applied here; and a field added since with the default
     ``None`` (which keeps the old behaviour, e.g. ``TrainConfig.init_seed``) is filled in."""
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):  # e.g. a study's `models`
+        return [upgraded_record(o, n) for o, n in zip(old, new)]
     if not (isinstance(old, dict) and isinstance(new, dict)):
         return old
     old = dict(old)

@@ -57,7 +57,7 @@ class BatchNorm(nn.Module):
 #: The hidden activations of :class:`MLP`: ReLU (the default) or softplus, its smooth counterpart, for a
 #: twice-differentiable objective whose gradient can be driven to zero (full-batch L-BFGS to a gradient-norm
 #: tolerance, influence functions' Hessian); a ReLU network's minimum can sit on the kinks.
-MLP_ACTIVATIONS = {"relu": nn.relu, "softplus": nn.softplus}
+MLP_ACTIVATIONS = ("relu", "softplus")
 
 
 class MLP(nn.Module):
@@ -72,7 +72,7 @@ class MLP(nn.Module):
     def __call__(self, x, train: bool = False, sample_weight=None):
         if self.activation not in MLP_ACTIVATIONS:
             raise UserError(f"unknown MLP activation {self.activation!r}; choose one of {', '.join(MLP_ACTIVATIONS)}")
-        act = MLP_ACTIVATIONS[self.activation]
+        act = getattr(nn, self.activation)  # looked up per call: guided backprop / deconvnet swap nn.relu in
         h = x.reshape((x.shape[0], -1))
         for width in self.hidden:
             h = act(nn.Dense(width)(h))
