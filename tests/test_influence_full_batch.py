@@ -90,3 +90,12 @@ def test_a_softplus_mlp_fit_reaches_1e_8_and_the_activation_is_checked(digits):
     assert np.all(np.asarray(out) > 0)  # softplus units: never exactly zero, unlike ReLU's
     with pytest.raises(UserError, match="activation"):
         FullBatchModel("mlp", (4,), 1e-2, 10, "tanh")
+
+
+def test_ranking_titles_name_the_model():
+    """The Fig. 6-3 table and plot titles name the fitted model, not always softmax regression."""
+    from repair_jax.studies.influence import FullBatchModel, model_label
+
+    assert model_label(FullBatchModel("logistic_regression", (), 1e-2, 500)) == "softmax regression"
+    assert model_label(FullBatchModel("mlp", (8, 4), 1e-2, 300)) == "MLP [8, 4]"
+    assert model_label(FullBatchModel("mlp", (8,), 1e-2, 300, "softplus")) == "MLP [8] (softplus)"

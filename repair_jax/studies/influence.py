@@ -521,9 +521,16 @@ def ranking_seed(config: InfluenceRankingStudy, seed: int) -> dict:
             "auroc": {k: noisy_label_auc(v, flipped) for k, v in scores.items()}}
 
 
+def model_label(model: FullBatchModel) -> str:
+    """``softmax regression`` or ``MLP [h1, ...]`` (with its activation where not ReLU), for titles."""
+    if not model.hidden:
+        return "softmax regression"
+    return f"MLP {list(model.hidden)}" + (f" ({model.activation})" if model.activation not in (None, "relu") else "")
+
+
 def ranking_table(config: InfluenceRankingStudy, summary: dict) -> str:
     lines = [f"Fraction of flipped labels among the top {config.top} training points "
-             f"({config.fraction:.0%} flipped, {len(config.seeds)} seeds, {config.dataset}, softmax regression; "
+             f"({config.fraction:.0%} flipped, {len(config.seeds)} seeds, {config.dataset}, {model_label(config.model)}; "
              f"random = {config.fraction:.2f})", "", "| method | mean | std |", "|---|---|---|"]
     lines += [f"| {m} | {s['mean']:.3f} | {s['std']:.3f} |" for m, s in summary.items()]
     return "\n".join(lines) + "\n"
@@ -537,7 +544,7 @@ def plot_ranking(path, config: InfluenceRankingStudy, summary: dict) -> None:
     ax.bar(names, [summary[n]["mean"] for n in names], yerr=[summary[n]["std"] for n in names], capsize=4)
     ax.axhline(config.fraction, color="k", ls="--", lw=0.8, label="random")
     ax.set_ylabel(f"flipped fraction in top {config.top}")
-    ax.set_title(f"{config.dataset}, softmax regression (Fig. 6-3 analogue)", fontsize=9)
+    ax.set_title(f"{config.dataset}, {model_label(config.model)} (Fig. 6-3 analogue)", fontsize=9)
     ax.legend(fontsize=8)
     save_figure(fig, path)
 

@@ -33,6 +33,7 @@ from repair_jax.io import write_json, write_text
 
 FIT_TOL = LOO_TOL = 1e-8  # the gradient-norm tolerance of the full fits and of the leave-one-out retraining
 
+
 @dataclasses.dataclass(frozen=True)
 class LdsStudy:
     """LDS / LOO / noisy-label AUC of every attribution method (module docstring)."""
