@@ -385,3 +385,20 @@ def test_a_resumed_run_sums_its_segments_wall_time(tmp_path):
                                                                   "finished": None, "wall_s": None}
     run_experiment(config, tmp_path, progress=False, force=True)
     assert len(json.loads((tmp_path / "experiment.json").read_text())["segments"]) == 1
+
+
+def test_irepair_study_force_restarts_its_job_logs(tmp_path, at_root):
+    """--force restarts an I-REPAIR study's job logs as every other study's (it used to resume them silently)."""
+    config = load_config("irepair_table1", smoke=True)
+    out = tmp_path / "ir"
+    run_experiment(config, out, progress=False)
+    log = out / f"{config.tables[0].name}.jsonl"
+    lines = log.read_text().splitlines()
+    planted = json.loads(lines[1])
+    planted["key"] = "planted"
+    log.write_text("\n".join(lines + [json.dumps(planted)]) + "\n")
+    run_experiment(config, out, progress=False)  # resumed: the planted record is kept
+    assert "planted" in log.read_text()
+    run_experiment(config, out, progress=False, force=True)
+    assert "planted" not in log.read_text() and len(log.read_text().splitlines()) == len(lines)
+    check_irepair(config, out)

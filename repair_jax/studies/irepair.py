@@ -293,7 +293,7 @@ def run_irepair_study(config: IRepairStudy, out: Path, *, force: bool, progress:
     classes, skipped = repair_classes(p, ctx)
     name_ds, reports = ctx.dataset.name, {}
     for t in config.tables:
-        runs = run_jobs(ctx, table_jobs(t, p, classes), out / f"{t.name}.jsonl", progress=progress)
+        runs = run_jobs(ctx, table_jobs(t, p, classes), out / f"{t.name}.jsonl", progress=progress, force=force)
         table = summary_table(runs, baseline=t.baseline) + getattr(t, "extra_table", lambda _: "")(runs)
         header = t.header(p, name_ds, classes, ctx.accuracy_before)
         if t.plotted():
