@@ -21,10 +21,12 @@ bound to the config), :func:`repair_jax.runs.trained_run` the one train-or-reuse
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import importlib.util
 import json
+import os
 import platform
 import sys
 import time
@@ -120,7 +122,7 @@ def _check_out(out: Path, record: dict, force: bool) -> None:
     check_output_dir(out, force, kind="resumable")  # not under a file, and a place this user can create files in
     path = out / EXPERIMENT_JSON
     if force or not path.exists():
-        if out.exists() and any(out.iterdir()) and not path.exists() and not force:
+        if out.exists() and any(p.name != LOCK for p in out.iterdir()) and not path.exists() and not force:
             raise UserError(f"{out} is not empty and holds no {EXPERIMENT_JSON}: choose another output directory or pass force")
         return
     old = upgraded_record(read_json(path, "experiment record").get("config", {}), record)
@@ -241,6 +243,11 @@ def run_experiment(config: Any, out: str | Path, *, force: bool = False, progres
     if hasattr(config, "validate"):  # every option is checked before anything is written
         config.validate()
     out.mkdir(parents=True, exist_ok=True)
+    with out_lock(out):
+        return _run_locked(fn, config, out, record, force, progress, command)
+
+
+def _run_locked(fn, config, out: Path, record: dict, force: bool, progress: bool, command: str | None) -> dict:
     earlier = [] if force else earlier_segments(out / EXPERIMENT_JSON)
     started = _dt.datetime.now(_dt.timezone.utc)
     meta = {"config": record, "command": command or " ".join(sys.argv), "machine": machine_record(),
@@ -255,6 +262,39 @@ def run_experiment(config: Any, out: str | Path, *, force: bool = False, progres
     write_json(out / EXPERIMENT_JSON, {**meta, "finished": finished, "segments": segments,
                                        "wall_s": round(sum(s["wall_s"] or 0.0 for s in segments), 1)})
     return summary
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def out_lock(out: Path):
+    """Holds ``OUT/.lock`` (the process id) while a run writes ``out``: a second run of the same OUT is refused
+    while the first is alive (two writers would interleave one log); a lock whose process is gone is taken over."""
+    path = out / LOCK
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        holder = _lock_holder(path)
+        if holder is not None and holder != os.getpid():
+            raise UserError(f"{out} is being written by process {holder}; wait for it to finish or stop it") from None
+        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path) -> int | None:
+    """The live process holding a lock file, None for a stale or unreadable one."""
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+    except (ValueError, OSError):
+        return None
+    return pid
 
 
 def earlier_segments(path: Path) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -402,3 +403,30 @@ def test_irepair_study_force_restarts_its_job_logs(tmp_path, at_root):
     run_experiment(config, out, progress=False, force=True)
     assert "planted" not in log.read_text() and len(log.read_text().splitlines()) == len(lines)
     check_irepair(config, out)
+
+
+def test_a_second_run_of_the_same_out_is_refused_while_the_first_lives(tmp_path, at_root):
+    """OUT/.lock holds the writing process: a live holder refuses a second run (one UserError, nothing written);
+    a stale lock (its process gone) is taken over; the lock is gone after the run."""
+    import subprocess
+    import sys
+
+    from repair_jax.errors import UserError
+
+    config = load_config("explain_spurious_table4_1", smoke=True)
+    out = tmp_path / "locked"
+    out.mkdir()
+    (out / ".lock").write_text(str(os.getppid()))  # a live process other than this one
+    with pytest.raises(UserError, match="being written by process"):
+        run_experiment(config, out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    run_experiment(config, tmp_path / "done", progress=False)  # a finished OUT, being resumed by another process
+    (tmp_path / "done" / ".lock").write_text(str(os.getppid()))
+    before = (tmp_path / "done" / "results.jsonl").read_text()
+    with pytest.raises(UserError, match="being written by process"):
+        run_experiment(config, tmp_path / "done", progress=False)
+    assert (tmp_path / "done" / "results.jsonl").read_text() == before
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / ".lock").write_text(gone.stdout.strip())  # its process has exited: stale
+    run_experiment(config, out, progress=False)
+    assert not (out / ".lock").exists() and (out / "table.json").is_file()
