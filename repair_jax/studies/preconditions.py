@@ -277,10 +277,16 @@ def flipped_as_configured(counts: dict, fraction: float, source: str = "Adebayo 
 
 # ----------------------------------------------------------------------------- a study's checks from its files
 
+def _log(path: Path) -> tuple[dict, list[dict]]:
+    """A study's resumable log: ``(its header's config, {} when none; its records)``."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    header = next((r["resumable_config"] for r in lines if "resumable_config" in r), None) or {}
+    return header, [r for r in lines if "resumable_config" not in r]
+
+
 def _records(path: Path) -> list[dict]:
     """A study's resumable log without its header line."""
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in lines if "resumable_config" not in r]
+    return _log(path)[1]
 
 
 def split_by_definitions(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
@@ -308,8 +314,7 @@ def _spurious_checks(out: Path) -> list[dict]:
     """The Ch. 4 spurious studies (Table 4.1, 4.2, 4.3 analogues): their (seed, signal) records' scores; where the
     study applies the thesis's definitions before averaging (``spurious_models_only``), the scores of the pairs
     in the tables and whether every signal kept one."""
-    records = _records(out / "results.jsonl")
-    header = json.loads((out / "results.jsonl").read_text().splitlines()[0]).get("resumable_config") or {}
+    header, records = _log(out / "results.jsonl")
     models = header.get("models", header)
     kept = records
     extra = []

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from repair_jax.explain.spurious import parse_signal
 from repair_jax.studies.preconditions import _records, overall, study_preconditions, write_preconditions
 
 RESULTS = Path("experiments") / "results"
@@ -44,8 +45,6 @@ def _range(values) -> str:
 
 def _tag(table: dict) -> str:
     """The Tag setting's key in a Ch. 4 table: ``tag`` or a sized ``tag(S)``."""
-    from repair_jax.explain.spurious import parse_signal
-
     return next(s for s in table if parse_signal(s)[0] == "tag")
 
 
@@ -81,10 +80,11 @@ def ks_tables(out: Path) -> tuple[str, str]:
     """Tag setting's KS tests (rejected in most seeds: ✗, else ✓); claim: K-SSD rejected, CCM and FAM not
     (Adebayo 2022, Tables 4.2 and 4.3)."""
     table = _json(out, "results.json")["table"]
-    tag = table[_tag(table)]
+    key = _tag(table)
+    tag = table[key]
     rejected = {m: 2 * tag[m]["rejected"] > tag[m]["seeds"] for m in KS_CLAIM}
     cells = ", ".join(f"{KS_LABELS[m]} {'✗' if r else '✓'} (p {tag[m]['p_median']:.2g})" for m, r in rejected.items())
-    return f"{_tag(table)}: {cells}", _direction([rejected[m] == KS_CLAIM[m] for m in KS_CLAIM])
+    return f"{key}: {cells}", _direction([rejected[m] == KS_CLAIM[m] for m in KS_CLAIM])
 
 
 MODIFIED_BACKPROP = ("guided_backprop", "patternnet", "pattern_attribution", "deep_taylor")
@@ -266,32 +266,46 @@ def irepair_table1(out: Path) -> tuple[str, str]:
         _direction([np.mean(ir[s]) < np.mean(rt[s]) and p[s] < 0.05 for s in sizes]))
 
 
+# headlines two rows quote (the committed run and its rerun where the preconditions hold)
+TABLE_4_1 = (
+    "K-SSD 0.47-0.88 for Grad, SG, IG, GBP on Bone Age, Knee, Dog Breeds (Tag setting); GBP highest in every task "
+    "(0.76-0.88)")
+TABLE_4_2 = (
+    "Tag Metrics (KS test of TCAV scores, ✗ = null rejected): K-SSD ✗, CCM ✓, FAM ✓")
+TABLE_4_3 = (
+    "Training Point Ranking (KS test of the identical class metric, ✗ = null rejected): K-SSD ✗, CCM ✓, FAM ✓")
+SEC_4_3 = (
+    "SSIM 0.73-0.99 between clean-model and noisy-model attributions for all methods tested (noisy model: 94.2 % "
+    "training accuracy with 10 % of the labels flipped)")
+PRADHAN_TABLE_1 = (
+    "no numbers: Table 1 is the pre-registration's outline of possible results (balanced accuracy and F1 at "
+    "balanced / linear / long-tailed imbalance), every cell '-'")
+IREPAIR_TABLE_1 = (
+    "accuracy drop d (pp) on MNIST: I-REPAIR gamma=1 0.13 / 0.15 / 0.18 vs retrain 1.51 / 1.42 / 1.40 for "
+    "|R| = 1 / 2 / 4")
+
 # (config, source, the source's headline numbers quoted from its text, our reading of the committed results);
 # config None: not run
 SOURCE_TABLES: list[tuple[str | None, str, str, Callable | None]] = [
     ("explain_spurious_table4_1", "Adebayo 2022, Table 4.1 (Sec. 4.2.2)",
-     "K-SSD 0.47-0.88 for Grad, SG, IG, GBP on Bone Age, Knee, Dog Breeds (Tag setting); GBP highest in every task "
-     "(0.76-0.88)", spurious_table4_1),
+     TABLE_4_1, spurious_table4_1),
     ("explain_spurious_table4_1_conditions", "Adebayo 2022, Table 4.1 (Sec. 4.2.2), where the model conditions hold",
-     "K-SSD 0.47-0.88 for Grad, SG, IG, GBP on Bone Age, Knee, Dog Breeds (Tag setting); GBP highest in every task "
-     "(0.76-0.88)", spurious_table4_1),
+     TABLE_4_1, spurious_table4_1),
     ("explain_concepts_table4_2", "Adebayo 2022, Table 4.2 (Sec. 4.2.3)",
-     "Tag Metrics (KS test of TCAV scores, ✗ = null rejected): K-SSD ✗, CCM ✓, FAM ✓", ks_tables),
+     TABLE_4_2, ks_tables),
     ("explain_concepts_table4_2_conditions", "Adebayo 2022, Table 4.2 (Sec. 4.2.3), where the model conditions hold",
-     "Tag Metrics (KS test of TCAV scores, ✗ = null rejected): K-SSD ✗, CCM ✓, FAM ✓", ks_tables),
+     TABLE_4_2, ks_tables),
     ("explain_training_ranking_table4_3", "Adebayo 2022, Table 4.3 (Sec. 4.2.4)",
-     "Training Point Ranking (KS test of the identical class metric, ✗ = null rejected): K-SSD ✗, CCM ✓, FAM ✓",
+    TABLE_4_3,
      ks_tables),
     ("explain_training_ranking_table4_3_conditions",
      "Adebayo 2022, Table 4.3 (Sec. 4.2.4), where the model conditions hold",
-     "Training Point Ranking (KS test of the identical class metric, ✗ = null rejected): K-SSD ✗, CCM ✓, FAM ✓",
+    TABLE_4_3,
      ks_tables),
     ("explain_mislabelled_sec4_3", "Adebayo 2022, Sec. 4.3 (Fig. 4-6; App. A.2.1)",
-     "SSIM 0.73-0.99 between clean-model and noisy-model attributions for all methods tested (noisy model: 94.2 % "
-     "training accuracy with 10 % of the labels flipped)", mislabelled_sec4_3),
+     SEC_4_3, mislabelled_sec4_3),
     ("explain_mislabelled_sec4_3_memorised", "Adebayo 2022, Sec. 4.3, where the noisy model memorises",
-     "SSIM 0.73-0.99 between clean-model and noisy-model attributions for all methods tested (noisy model: 94.2 % "
-     "training accuracy with 10 % of the labels flipped)", mislabelled_sec4_3),
+     SEC_4_3, mislabelled_sec4_3),
     ("explain_ood_table4_4", "Adebayo 2022, Table 4.4 (Sec. 4.5)",
      "SSIM (FMNIST → MNIST model) 0.41-0.92, rank correlation -0.14-0.51: visual similarity but no ranking "
      "similarity", ood_table4_4),
@@ -315,19 +329,15 @@ SOURCE_TABLES: list[tuple[str | None, str, str, Callable | None]] = [
      "\"Across the different datasets, we find a 10-40 percent improvement, compared to baseline approaches, in "
      "identifying critical training data points whose labels need to be reexamined.\"", influence_ranking),
     ("robustness_fashion_mnist_cpu", "Pradhan et al. 2020, Table 1",
-     "no numbers: Table 1 is the pre-registration's outline of possible results (balanced accuracy and F1 at "
-     "balanced / linear / long-tailed imbalance), every cell '-'", robustness_table1),
+     PRADHAN_TABLE_1, robustness_table1),
     ("robustness_fashion_mnist_longtail_cpu", "Pradhan et al. 2020, Table 1, the longtail(100) column at batch 32",
-     "no numbers: Table 1 is the pre-registration's outline of possible results (balanced accuracy and F1 at "
-     "balanced / linear / long-tailed imbalance), every cell '-'", robustness_table1),
+     PRADHAN_TABLE_1, robustness_table1),
     ("bias_que2_fashion_mnist_cpu", "Sharma n.d., Que-2 table",
      "DOB: Pyr 0.115, Pyr + Augment 0.087, Pyr + PAdaIN + Augment 0.075, Pyr + MTL + Augment 0.069", bias_que2),
     ("irepair_table1", "Henriksen et al. 2022, Table 1 (Sec. 5)",
-     "accuracy drop d (pp) on MNIST: I-REPAIR gamma=1 0.13 / 0.15 / 0.18 vs retrain 1.51 / 1.42 / 1.40 for "
-     "|R| = 1 / 2 / 4", irepair_table1),
+     IREPAIR_TABLE_1, irepair_table1),
     ("irepair_table1_seeds20", "Henriksen et al. 2022, Table 1 (Sec. 5), the paper's 20 seeds",
-     "accuracy drop d (pp) on MNIST: I-REPAIR gamma=1 0.13 / 0.15 / 0.18 vs retrain 1.51 / 1.42 / 1.40 for "
-     "|R| = 1 / 2 / 4; significantly smaller than retraining's up to |R| = 4", irepair_table1),
+     IREPAIR_TABLE_1 + "; significantly smaller than retraining's up to |R| = 4", irepair_table1),
     ("wr_fashion_mnist_two_pairs", "Zhong et al. 2022, Table 3 (Sec. 4.3, two pairs at once)",
      "two confused pairs at once: COCO w-loss(0.9) best rank sum, confusion below orig-ft at the 0.01 level; "
      "CIFAR-10 w-bn(0.9) best rank sum, not significantly below orig-ft", wr_two_pairs),
